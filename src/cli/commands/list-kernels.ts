@@ -1,0 +1,34 @@
+import { loadSourceDefinitionById } from '../../config/source-definition.js';
+import { resolveSource } from '../../resolve/index.js';
+import { lockfilePathFor, readLockfile, compareKernels } from '../../lockfile/lockfile.js';
+import { parseMirrorOverrides, type Command } from '../context.js';
+
+export const command: Command = {
+  name: 'list-kernels',
+  summary: 'print one kernel name per line, from the lockfile or (--remote) the mirrors',
+  usage: `usage: falco-probes list-kernels OS [--remote] [--mirror NAME=URL]
+
+Prints the kernels of OS, one name per line, in version order.
+
+options:
+  --remote              resolve from the mirrors instead of reading kernels/OS.lock.yaml (writes nothing)
+  --mirror NAME=URL     with --remote: use URL for repository NAME (repeatable)
+  --long                also print machine, uname -v and Falco's kernelversion
+`,
+  options: { remote: { type: 'boolean' }, mirror: { type: 'string', multiple: true }, long: { type: 'boolean' } },
+  async run({ values, positionals }, ctx) {
+    if (positionals.length !== 1) {
+      ctx.logger.error('list-kernels takes exactly one OS; see falco-probes list-kernels --help');
+      return 2;
+    }
+    const os = positionals[0]!;
+    const source = await loadSourceDefinitionById(os, ctx.kernelsDir, ctx.root);
+    const kernels =
+      values['remote'] === true
+        ? (await resolveSource(source, { mirrorOverrides: parseMirrorOverrides(values['mirror']), logger: ctx.logger })).kernels
+        : (await readLockfile(lockfilePathFor(ctx.kernelsDir, os))).kernels;
+    const lines = [...kernels].sort(compareKernels).map((k) => (values['long'] === true ? `${k.name}\t${k.machine}\t${k.kernelVersion}\t${k.version}` : k.name));
+    ctx.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');
+    return 0;
+  },
+};

@@ -1,0 +1,21 @@
+import type { HttpOptions } from '../util/http.js';
+import type { Logger } from '../util/log.js';
+import type { KernelDescriptor } from '../config/types.js';
+import type { LoadedSourceDefinition } from '../config/source-definition.js';
+
+export interface ResolveOptions {
+  /** `--mirror NAME=URL`: replaces the mirror list of repository NAME. */
+  mirrorOverrides?: ReadonlyMap<string, string[]>;
+  http?: HttpOptions;
+  logger?: Logger;
+}
+
+/** One resolver per repository format. It returns every kernel the mirrors list, unsorted; the caller sorts and writes. */
+export type Resolver = (source: LoadedSourceDefinition, options: ResolveOptions) => Promise<KernelDescriptor[]>;
+
+export function mirrorsFor(source: LoadedSourceDefinition, repoName: string, options: ResolveOptions): string[] {
+  const override = options.mirrorOverrides?.get(repoName);
+  if (override && override.length) return override;
+  const repo = source.definition.repositories.find((r) => r.name === repoName);
+  return repo ? repo.mirrors : [];
+}

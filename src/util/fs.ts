@@ -1,0 +1,52 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+
+/**
+ * Write a file so that a reader sees the old bytes or the new bytes, never a
+ * mix: write a temporary file beside it, fsync, then rename over the target.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    const fh = await open(tmp, 'w', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Write only when the bytes differ, so unchanged files keep their modification time. Returns true when written. */
+export async function writeFileIfChanged(path: string, data: string | Uint8Array): Promise<boolean> {
+  const wanted = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data);
+  const current = await readFileOrUndefined(path);
+  if (current !== undefined && current.equals(wanted)) return false;
+  await writeFileAtomic(path, wanted);
+  return true;
+}
+
+export async function readFileOrUndefined(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
