@@ -1,0 +1,111 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type Docker from 'dockerode';
+import { connectDocker, PRIVATE_DOCKER_SOCKET } from '../../src/builders/docker-client.js';
+import { BUILDER_DIR, builderImageDefinition, ensureImage, type ImageDefinition, type ImageRef } from '../../src/builders/docker-image.js';
+import { PROJECT_ROOT } from './cli.js';
+
+// A real Docker engine for tests. When DOCKER_HOST is set, that daemon is
+// used. Otherwise, as root, the private daemon of scripts/docker-daemon.sh is
+// started (and stopped again by stopDockerIfStarted); as anyone else the
+// tests skip. The images come from this repository only: the base image by
+// scripts/base-image.sh (debootstrap; about a minute and a half the first
+// time on a machine), the builder image from builder/Dockerfile, the test
+// loader image from builder/test-loader/. The daemon's data root persists,
+// so later runs find all three.
+
+const execFileAsync = promisify(execFile);
+
+export type DockerResult = { ok: true; docker: Docker } | { ok: false; skip: string };
+
+let startedByUs = false;
+let memo: Promise<DockerResult> | undefined;
+
+async function script(name: string, args: string[], timeoutMs: number): Promise<void> {
+  await execFileAsync('bash', [join(PROJECT_ROOT, 'scripts', name), ...args], { timeout: timeoutMs, env: process.env, maxBuffer: 16 * 1024 * 1024 });
+}
+
+/** A connected Docker client, or why the tests cannot have one. Memoized per process. */
+export function obtainDocker(): Promise<DockerResult> {
+  memo ??= obtain();
+  return memo;
+}
+
+async function obtain(): Promise<DockerResult> {
+  if (!process.env['DOCKER_HOST']) {
+    if (process.getuid?.() !== 0)
+      return { ok: false, skip: 'no DOCKER_HOST and not root: start a daemon (sudo bash scripts/docker-daemon.sh start) and set DOCKER_HOST' };
+    let running = true;
+    try {
+      await script('docker-daemon.sh', ['status'], 15_000);
+    } catch {
+      running = false;
+    }
+    if (!running) {
+      await script('docker-daemon.sh', ['start'], 120_000);
+      startedByUs = true;
+    }
+    process.env['DOCKER_HOST'] = `unix://${PRIVATE_DOCKER_SOCKET}`;
+  }
+  return { ok: true, docker: await connectDocker() };
+}
+
+/** Stop the private daemon if these tests started it (its data root, and so its images, stay). */
+export async function stopDockerIfStarted(): Promise<void> {
+  if (!startedByUs) return;
+  startedByUs = false;
+  memo = undefined;
+  await script('docker-daemon.sh', ['stop'], 60_000);
+}
+
+/** Make debian:bookworm when the daemon lacks it (root only: debootstrap). */
+export async function ensureBaseImage(docker: Docker): Promise<{ ok: true } | { ok: false; skip: string }> {
+  try {
+    await docker.getImage('debian:bookworm').inspect();
+    return { ok: true };
+  } catch {
+    if (process.getuid?.() !== 0) return { ok: false, skip: 'the daemon has no debian:bookworm and making it needs root (scripts/base-image.sh)' };
+    await script('base-image.sh', [], 15 * 60_000);
+    return { ok: true };
+  }
+}
+
+/** The builder image (builder/Dockerfile), found or built. */
+export async function ensureBuilderImage(docker: Docker): Promise<ImageRef> {
+  return ensureImage(docker, builderImageDefinition());
+}
+
+/** The test loader image (builder/test-loader/) on top of the builder image's tag. */
+export function testLoaderImageDefinition(builderTag: string): ImageDefinition {
+  return {
+    repository: 'falco-probes/test-loader',
+    contextDir: join(BUILDER_DIR, 'test-loader'),
+    files: ['Dockerfile', 'falco-driver-loader'],
+    baseImages: [builderTag],
+    missingBaseHint: 'build the builder image first: falco-probes builder-image',
+    buildArgs: { BUILDER_IMAGE: builderTag },
+  };
+}
+
+/** The test loader image, found or built; older tags of it (from earlier versions of its files) are removed. */
+export async function ensureTestLoaderImage(docker: Docker, builderTag: string): Promise<ImageRef> {
+  const def = testLoaderImageDefinition(builderTag);
+  const ref = await ensureImage(docker, def);
+  for (const image of await docker.listImages({ filters: { reference: [def.repository] } })) {
+    for (const tag of image.RepoTags ?? []) if (tag !== ref.tag) await docker.getImage(tag).remove().catch(() => undefined);
+  }
+  return ref;
+}
+
+/** Containers and volumes that carry our label (what must be empty after every test). */
+export async function ourLeftovers(docker: Docker): Promise<{ containers: string[]; volumes: string[] }> {
+  const containers = (await docker.listContainers({ all: true, filters: { label: ['falco-probes=1'] } })).map((c) => `${c.Id.slice(0, 12)} ${c.State}`);
+  const volumes = ((await docker.listVolumes({ filters: { label: ['falco-probes=1'] } })).Volumes ?? []).map((v) => v.Name);
+  return { containers, volumes };
+}
+
+/** Every volume the daemon has (anonymous volumes carry no label of ours). */
+export async function allVolumes(docker: Docker): Promise<string[]> {
+  return ((await docker.listVolumes()).Volumes ?? []).map((v) => v.Name).sort();
+}
