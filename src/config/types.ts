@@ -20,15 +20,21 @@ export interface RepositoryDefinition {
 
 export interface AptKernelSelection {
   /** One entry per flavour: a regular expression on the package name with a named group `release`. */
-  headers: { flavour: string; pattern: string; targetId?: string }[];
+  headers: { flavour: string; pattern: string; targetId?: string; /** overrides `unameVersion` for this flavour */ unameVersion?: string }[];
   /** Dependencies of a headers package that are part of the kernel's sources (regular expressions on names). */
   follow: string[];
+  /** Lockfile role of the packages found through `follow[i]` (default `common`), e.g. `[common, kbuild]`. */
+  followRoles?: string[];
   /** Templates for uname -v and Falco's kernelversion. Placeholders: {release} {version} {upstream} {flavour} and named groups. */
   unameVersion: string;
   kernelVersion: string;
   /** Optional regular expression on the package version whose named groups become placeholders. */
   versionPattern?: string;
-  /** Optional: the bootable kernel image package name template (for verify-load), e.g. `linux-image-{release}`. */
+  /**
+   * Optional: the bootable kernel image package name templates (for verify-load), e.g. `linux-image-{release}`.
+   * Each entry is one package; `a | b` within an entry are alternatives (the first present with the
+   * headers' version is used). An entry with no package present is skipped.
+   */
   image?: string[];
 }
 
@@ -42,7 +48,15 @@ export interface YumKernelSelection {
   /** Flavour name for the kernels found (e.g. `uek`). */
   flavour?: string;
   targetId?: string;
+  /**
+   * What lockfile package paths are relative to: `repository` (the default; hrefs
+   * must stay inside the repository) or `host` (the mirror host's root, for
+   * Amazon Linux, whose hrefs climb out to a shared `/blobstore/`).
+   */
+  packageRoot?: YumPackageRoot;
 }
+
+export type YumPackageRoot = 'repository' | 'host';
 
 export interface SourceDefinition {
   /** `debian12`; also the Please package name `//probes/<id>`. */

@@ -1,7 +1,7 @@
 import { loadSourceDefinitionById } from '../../config/source-definition.js';
 import { resolveSource } from '../../resolve/index.js';
 import { lockfilePathFor, readLockfile, compareKernels } from '../../lockfile/lockfile.js';
-import { parseMirrorOverrides, type Command } from '../context.js';
+import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 
 export const command: Command = {
   name: 'list-kernels',
@@ -14,8 +14,9 @@ options:
   --remote              resolve from the mirrors instead of reading kernels/OS.lock.yaml (writes nothing)
   --mirror NAME=URL     with --remote: use URL for repository NAME (repeatable)
   --long                also print machine, uname -v and Falco's kernelversion
+  --timeout SECONDS     with --remote: give up on a request after this long without data (default 30)
 `,
-  options: { remote: { type: 'boolean' }, mirror: { type: 'string', multiple: true }, long: { type: 'boolean' } },
+  options: { remote: { type: 'boolean' }, mirror: { type: 'string', multiple: true }, long: { type: 'boolean' }, timeout: { type: 'string' } },
   async run({ values, positionals }, ctx) {
     if (positionals.length !== 1) {
       ctx.logger.error('list-kernels takes exactly one OS; see falco-probes list-kernels --help');
@@ -25,7 +26,13 @@ options:
     const source = await loadSourceDefinitionById(os, ctx.kernelsDir, ctx.root);
     const kernels =
       values['remote'] === true
-        ? (await resolveSource(source, { mirrorOverrides: parseMirrorOverrides(values['mirror']), logger: ctx.logger })).kernels
+        ? (
+            await resolveSource(source, {
+              mirrorOverrides: parseMirrorOverrides(values['mirror']),
+              http: values['timeout'] === undefined ? {} : { idleTimeoutMs: parsePositiveInt(values['timeout'], '--timeout', 30) * 1000 },
+              logger: ctx.logger,
+            })
+          ).kernels
         : (await readLockfile(lockfilePathFor(ctx.kernelsDir, os))).kernels;
     const lines = [...kernels].sort(compareKernels).map((k) => (values['long'] === true ? `${k.name}\t${k.machine}\t${k.kernelVersion}\t${k.version}` : k.name));
     ctx.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');

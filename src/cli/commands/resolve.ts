@@ -5,7 +5,7 @@ import { findSourceDefinitionFiles, loadSourceDefinition, loadSourceDefinitionBy
 import { resolveSource } from '../../resolve/index.js';
 import { lockfilePathFor, parseLockfileText, serializeLockfile } from '../../lockfile/lockfile.js';
 import { diffLockfiles, formatLockfileDiff } from '../../lockfile/diff.js';
-import { parseMirrorOverrides, type Command } from '../context.js';
+import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 
 export const command: Command = {
   name: 'resolve',
@@ -18,17 +18,25 @@ lockfile is only rewritten when its bytes change.
 
 options:
   --check               do not write; exit 1 and show what changed when a lockfile is stale
-  --mirror NAME=URL     use URL for repository NAME instead of its mirrors (repeatable)
+  --mirror NAME=URL     use URL for repository NAME instead of its mirrors (repeatable;
+                        later ones are fallbacks). URL is always the repository's base URL
+                        (for yum, the folder holding repodata/), never a mirror.list, even
+                        when the definition lists mirror.list URLs; yum's $basearch in it
+                        is replaced by each architecture (quote it from the shell)
   --allow-removals      accept a resolve that drops kernels the lockfile has
                         (without it such a resolve fails and lists them)
+  --timeout SECONDS     give up on a request after this long without data (default 30),
+                        then retry it with backoff (3 attempts in all)
 `,
   options: {
     check: { type: 'boolean' },
     mirror: { type: 'string', multiple: true },
     'allow-removals': { type: 'boolean' },
+    timeout: { type: 'string' },
   },
   async run({ values, positionals }, ctx) {
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
+    const http = values['timeout'] === undefined ? {} : { idleTimeoutMs: parsePositiveInt(values['timeout'], '--timeout', 30) * 1000 };
     const check = values['check'] === true;
     const files = positionals.length
       ? await Promise.all(positionals.map(async (id) => (await loadSourceDefinitionById(id, ctx.kernelsDir, ctx.root)).file))
@@ -42,7 +50,7 @@ options:
       const os = source.definition.id;
       const lockPath = lockfilePathFor(ctx.kernelsDir, os);
       ctx.logger.info(`${os}: resolving ${source.definition.repositories.length} repositories`);
-      const lock = await resolveSource(source, { mirrorOverrides, logger: ctx.logger });
+      const lock = await resolveSource(source, { mirrorOverrides, http, logger: ctx.logger });
       const text = serializeLockfile(lock);
       const oldBytes = await readFileOrUndefined(lockPath);
       const old = oldBytes ? parseLockfileText(oldBytes.toString('utf8'), lockPath) : undefined;

@@ -17,13 +17,18 @@ export const aptSelectionSchema = {
           flavour: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,31}$' },
           pattern: regexSchema,
           targetId: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' },
+          // This flavour's `uname -v` template, when it differs from apt.unameVersion (an RT kernel says PREEMPT_RT).
+          unameVersion: templateSchema,
         },
       },
     },
     follow: { type: 'array', items: regexSchema },
+    // followRoles[i] is the lockfile role of a package found through follow[i] (default `common`).
+    followRoles: { type: 'array', items: { type: 'string', pattern: '^[a-z][a-z0-9-]{0,31}$' } },
     unameVersion: templateSchema,
     kernelVersion: templateSchema,
     versionPattern: regexSchema,
-    image: { type: 'array', items: templateSchema },
+    // Each entry names one image package; `a | b` are alternatives, the first present is used.
+    image: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9 ._+~{}|-]{1,255}$' } },
   },
 } as const;

@@ -1,0 +1,325 @@
+import { access } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import { FalcoProbesError } from '../util/errors.js';
+import { tryMirrors } from '../util/http.js';
+import { checkKernelVersion, checkPackageName, checkRelease, checkTargetName, checkUnameVersion, checkVersion } from '../util/names.js';
+import type { LoadedSourceDefinition } from '../config/source-definition.js';
+import type { AptKernelSelection, Arch, KernelDescriptor, PackageRef, RepositoryDefinition } from '../config/types.js';
+import { fetchAptRelease } from './apt-release.js';
+import { fetchPackagesIndex, type AptPackage } from './apt-packages.js';
+import { formatAlternative, parseDepends, type DependencyAlternative } from './apt-depends.js';
+import { compareDebVersions, satisfiesRelation, upstreamVersion } from './deb-version.js';
+import { fillTemplate } from './template.js';
+import { mirrorsFor, type ResolveOptions, type Resolver } from './types.js';
+
+// The apt resolver: per repository (mirrors in order), the signed Release and
+// the Packages index of each component and architecture; then, per
+// architecture, one kernel for each headers package, completed by the
+// dependencies the definition says to follow, looked up across every
+// repository of the definition (Debian's linux-kbuild-* may live in another
+// suite than the headers).
+//
+// Roles in the lockfile: `headers` for the package a headers pattern matched;
+// `followRoles[i]` (default `common`) for a package found through `follow[i]`;
+// `image` for a package named by an `image` template.
+
+const DEBIAN_ARCH: Record<Arch, string> = { x86_64: 'amd64', aarch64: 'arm64' };
+
+/** A package of one repository's index for one architecture. */
+interface Candidate extends AptPackage {
+  repository: string;
+  /** Position of the repository in the definition: the tie-break that keeps the output deterministic. */
+  repositoryOrder: number;
+}
+
+/** Every kept package of every repository for one architecture, by name, in repository order. */
+type Pool = Map<string, Candidate[]>;
+
+interface Rules {
+  headers: { flavour: string; targetId: string; re: RegExp; unameVersion: string }[];
+  follow: { re: RegExp; role: string }[];
+  /** Each entry: alternatives of templates. */
+  image: string[][];
+  imageRes: RegExp[];
+  versionPattern?: RegExp;
+}
+
+export const resolveAptSource: Resolver = async (source, options) => {
+  const def = source.definition;
+  if (!def.apt) throw new FalcoProbesError('config', 'an apt source definition needs an "apt" section', { location: { file: source.file } });
+  const rules = compileRules(def.apt, def.targetId, source.file);
+  const keep = (name: string) => rules.headers.some((h) => h.re.test(name)) || rules.follow.some((f) => f.re.test(name)) || rules.imageRes.some((r) => r.test(name));
+
+  const pools = new Map<Arch, Pool>(def.architectures.map((a) => [a, new Map()]));
+  for (const [order, repo] of def.repositories.entries()) {
+    const indexes = await readRepository(source, repo, keep, options);
+    for (const { arch, packages } of indexes) {
+      const pool = pools.get(arch)!;
+      for (const p of packages) {
+        const list = pool.get(p.name) ?? [];
+        list.push({ ...p, repository: repo.name, repositoryOrder: order });
+        pool.set(p.name, list);
+      }
+    }
+  }
+
+  const kernels: KernelDescriptor[] = [];
+  const problems: string[] = [];
+  for (const arch of def.architectures) {
+    const built = kernelsOfArch(arch, pools.get(arch)!, rules, source, options);
+    kernels.push(...built.kernels);
+    problems.push(...built.problems);
+  }
+  if (problems.length)
+    throw new FalcoProbesError('input', `${problems.length} kernel(s) of ${def.id} lack dependencies that the source definition says to follow`, {
+      location: { file: source.file },
+      details: problems.join('\n'),
+      hint: 'a repository may be missing from the definition, or a mirror may serve an incomplete index; the lockfile is unchanged',
+    });
+  options.logger?.info(`${def.id}: ${kernels.length} kernels from ${def.repositories.length} apt repositories`);
+  return kernels;
+};
+
+function compileRules(apt: AptKernelSelection, defaultTargetId: string, file: string): Rules {
+  const re = (pattern: string) => new RegExp(pattern, 'u');
+  if (apt.followRoles && apt.followRoles.length !== apt.follow.length)
+    throw new FalcoProbesError('config', `apt.followRoles has ${apt.followRoles.length} entries but apt.follow has ${apt.follow.length}; give one role per follow pattern`, {
+      location: { file },
+    });
+  const image = (apt.image ?? []).map((entry) => entry.split('|').map((t) => t.trim()).filter((t) => t !== ''));
+  return {
+    headers: apt.headers.map((h) => ({ flavour: h.flavour, targetId: h.targetId ?? defaultTargetId, re: re(h.pattern), unameVersion: h.unameVersion ?? apt.unameVersion })),
+    follow: apt.follow.map((pattern, i) => ({ re: re(pattern), role: apt.followRoles?.[i] ?? 'common' })),
+    image,
+    imageRes: image.flat().map(templateToRegExp),
+    ...(apt.versionPattern ? { versionPattern: re(apt.versionPattern) } : {}),
+  };
+}
+
+/** `linux-image-{release}` -> /^linux-image-.+$/: which names an image template could produce, to keep them while streaming. */
+function templateToRegExp(template: string): RegExp {
+  const parts = template.split(/\{[A-Za-z][A-Za-z0-9_]*\}/);
+  return new RegExp(`^${parts.map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.+')}$`);
+}
+
+async function readRepository(
+  source: LoadedSourceDefinition,
+  repo: RepositoryDefinition,
+  keep: (name: string) => boolean,
+  options: ResolveOptions,
+): Promise<{ arch: Arch; packages: AptPackage[] }[]> {
+  const def = source.definition;
+  const keyring = repo.keyring === undefined ? undefined : isAbsolute(repo.keyring) ? repo.keyring : resolvePath(dirname(source.file), repo.keyring);
+  if (keyring) {
+    try {
+      await access(keyring);
+    } catch {
+      throw new FalcoProbesError('config', `repository "${repo.name}": keyring ${keyring} does not exist`, {
+        location: { file: source.file },
+        hint: 'install the keyring (for Debian: the debian-archive-keyring package) or fix the path (relative paths are relative to the definition)',
+      });
+    }
+  }
+  const suite = repo.suite!;
+  const components = repo.components ?? ['main'];
+  const mirrors = mirrorsFor(source, repo.name, options);
+  return tryMirrors(mirrors, async (base) => {
+    const release = await fetchAptRelease({ base, suite, ...(keyring ? { keyring } : {}), http: options.http ?? {}, ...(options.logger ? { logger: options.logger } : {}) });
+    const out: { arch: Arch; packages: AptPackage[] }[] = [];
+    for (const arch of def.architectures) {
+      const packages: AptPackage[] = [];
+      for (const component of components) {
+        const index = await fetchPackagesIndex({
+          base,
+          suite,
+          component,
+          arch: DEBIAN_ARCH[arch],
+          release,
+          keep,
+          http: options.http ?? {},
+          ...(options.logger ? { logger: options.logger } : {}),
+        });
+        options.logger?.info(`${repo.name}: ${index.url}: ${index.stanzas} packages read`);
+        packages.push(...index.packages);
+      }
+      out.push({ arch, packages });
+    }
+    return out;
+  });
+}
+
+/** Among candidates: the same version as the kernel's headers if there is one, else the newest; ties go to the earlier repository. */
+function pick(candidates: Candidate[], preferredVersion: string): Candidate | undefined {
+  const same = candidates.filter((c) => c.version === preferredVersion);
+  if (same.length) return same.reduce((a, b) => (b.repositoryOrder < a.repositoryOrder ? b : a));
+  let best: Candidate | undefined;
+  for (const c of candidates) {
+    if (!best) best = c;
+    else {
+      const d = compareDebVersions(c.version, best.version);
+      if (d > 0 || (d === 0 && c.repositoryOrder < best.repositoryOrder)) best = c;
+    }
+  }
+  return best;
+}
+
+function newest(candidates: Candidate[]): Candidate {
+  return candidates.reduce((a, b) => {
+    const d = compareDebVersions(b.version, a.version);
+    return d > 0 || (d === 0 && b.repositoryOrder < a.repositoryOrder) ? b : a;
+  });
+}
+
+function refFor(c: Candidate, role: string): PackageRef {
+  return { name: c.name, version: c.version, role, repository: c.repository, path: c.filename, sha256: c.sha256, size: c.size };
+}
+
+function kernelsOfArch(
+  arch: Arch,
+  pool: Pool,
+  rules: Rules,
+  source: LoadedSourceDefinition,
+  options: ResolveOptions,
+): { kernels: KernelDescriptor[]; problems: string[] } {
+  const kernels: KernelDescriptor[] = [];
+  const problems: string[] = [];
+  const releases = new Map<string, string>();
+  const names = [...pool.keys()].sort();
+  for (const name of names) {
+    const rule = rules.headers.find((h) => h.re.test(name));
+    if (!rule) continue;
+    const headers = newest(pool.get(name)!);
+    const where = { url: headers.indexUrl };
+    const about = `package ${JSON.stringify(headers.name)} ${headers.version} (stanza at line ${headers.line})`;
+    const release = rule.re.exec(name)?.groups?.['release'];
+    if (release === undefined || release === '')
+      throw new FalcoProbesError('config', `headers pattern of flavour "${rule.flavour}" matched ${name} but its group (?<release>...) is empty`, {
+        location: { file: source.file },
+      });
+    withContext(about, where, () => {
+      checkRelease(release, where);
+      checkTargetName(release, where);
+    });
+    const other = releases.get(release);
+    if (other !== undefined)
+      throw new FalcoProbesError('config', `headers packages ${other} and ${name} both give release ${release} (${arch}); make the headers patterns exclusive`, {
+        location: { file: source.file },
+      });
+    releases.set(release, name);
+
+    const vars: Record<string, string> = {
+      release,
+      version: headers.version,
+      upstream: upstreamVersion(headers.version),
+      flavour: rule.flavour,
+    };
+    if (rules.versionPattern) {
+      const m = rules.versionPattern.exec(headers.version);
+      if (!m)
+        throw new FalcoProbesError('input', `${about}: version does not match apt.versionPattern ${rules.versionPattern.source}`, { location: where });
+      for (const [k, v] of Object.entries(m.groups ?? {})) if (v !== undefined) vars[k] = v;
+    }
+
+    const packages: PackageRef[] = [refFor(headers, 'headers')];
+    const followed = followDependencies(headers, pool, rules);
+    if (followed.missing.length) {
+      problems.push(`  ${release} (${arch}, ${headers.name} ${headers.version} from ${headers.indexUrl}): missing ${followed.missing.join('; ')}`);
+      continue;
+    }
+    packages.push(...followed.found.map(({ pkg, role }) => refFor(pkg, role)));
+
+    for (const alternatives of rules.image) {
+      let found: Candidate | undefined;
+      for (const template of alternatives) {
+        const imageName = fillTemplate(template, vars);
+        withContext(`image template ${JSON.stringify(template)} of ${about}`, where, () => checkPackageName(imageName, where));
+        // An image of another version is another build of the kernel: only the headers' version will do.
+        const sameVersion = (pool.get(imageName) ?? []).filter((c) => c.version === headers.version);
+        found = sameVersion.length ? sameVersion.reduce((a, b) => (b.repositoryOrder < a.repositoryOrder ? b : a)) : undefined;
+        if (found) break;
+      }
+      if (found) packages.push(refFor(found, 'image'));
+      else options.logger?.debug(`${release} (${arch}): no image package ${alternatives.map((t) => fillTemplate(t, vars)).join(' | ')} at version ${headers.version}`);
+    }
+
+    const version = fillTemplate(rule.unameVersion, vars);
+    const kernelVersion = fillTemplate(source.definition.apt!.kernelVersion, vars);
+    withContext(about, where, () => {
+      checkUnameVersion(version, where);
+      checkKernelVersion(kernelVersion, where);
+    });
+    kernels.push({
+      name: release,
+      release,
+      version,
+      machine: arch,
+      kernelVersion,
+      targetId: rule.targetId,
+      flavour: rule.flavour,
+      packages,
+    });
+  }
+  return { kernels, problems };
+}
+
+/**
+ * Follow the `Depends` of a headers package (and of what it pulls in) whose
+ * names match a follow pattern. For `a | b`, the first alternative that matches
+ * a pattern and is present with a satisfying version is used.
+ */
+function followDependencies(root: Candidate, pool: Pool, rules: Rules): { found: { pkg: Candidate; role: string }[]; missing: string[] } {
+  const found: { pkg: Candidate; role: string }[] = [];
+  const missing: string[] = [];
+  const seen = new Set<string>([root.name]);
+  const queue: Candidate[] = [root];
+  while (queue.length) {
+    const pkg = queue.shift()!;
+    const where = { url: pkg.indexUrl };
+    const about = `package ${JSON.stringify(pkg.name)} ${pkg.version} (stanza at line ${pkg.line})`;
+    const parsed = parseDepends(pkg.depends);
+    if ('error' in parsed)
+      throw new FalcoProbesError('input', `${about}: malformed Depends entry ${JSON.stringify(parsed.error)}`, { location: where });
+    for (const group of parsed.groups) {
+      const relevant: { alt: DependencyAlternative; role: string }[] = [];
+      for (const alt of group) {
+        const rule = rules.follow.find((f) => f.re.test(alt.name));
+        if (!rule) continue;
+        withContext(`${about}, Depends`, where, () => {
+          checkPackageName(alt.name, where);
+          if (alt.version !== undefined) checkVersion(alt.version, where);
+        });
+        relevant.push({ alt, role: rule.role });
+      }
+      if (!relevant.length) continue;
+      let chosen: { pkg: Candidate; role: string } | undefined;
+      for (const { alt, role } of relevant) {
+        const satisfying = (pool.get(alt.name) ?? []).filter((c) => alt.relation === undefined || satisfiesRelation(c.version, alt.relation, alt.version!));
+        const c = pick(satisfying, root.version);
+        if (c) {
+          chosen = { pkg: c, role };
+          break;
+        }
+      }
+      if (!chosen) {
+        const present = relevant.flatMap(({ alt }) => (pool.get(alt.name) ?? []).map((c) => `${c.name} ${c.version}`));
+        missing.push(`${relevant.map(({ alt }) => formatAlternative(alt)).join(' | ')}${present.length ? ` (found only ${present.join(', ')})` : ' (in no repository)'}`);
+        continue;
+      }
+      if (seen.has(chosen.pkg.name)) continue;
+      seen.add(chosen.pkg.name);
+      found.push(chosen);
+      queue.push(chosen.pkg);
+    }
+  }
+  return { found, missing };
+}
+
+/** Run checks, prefixing their refusal with which package (and which URL) the value came from. */
+function withContext(about: string, location: { url: string }, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof FalcoProbesError && err.kind === 'input') throw new FalcoProbesError('input', `${about}: ${err.message}`, { location });
+    throw err;
+  }
+}
