@@ -62,13 +62,13 @@ export async function httpGetStream(url: string, options: HttpOptions = {}): Pro
       if (attempt < opts.attempts) await sleep(opts.backoffMs * 2 ** (attempt - 1), undefined, { signal: opts.signal });
     }
   }
-  if (lastError instanceof FalcoProbesError) {
-    throw new FalcoProbesError('network', `${lastError.message} (after ${opts.attempts} attempts)`, {
-      location: { url: redact(url) },
-      cause: lastError,
-    });
-  }
-  throw lastError;
+  throw withAttempts(lastError, url, opts.attempts);
+}
+
+function withAttempts(err: unknown, url: string, attempts: number): unknown {
+  if (attempts > 1 && err instanceof FalcoProbesError && err.kind === 'network')
+    return new FalcoProbesError('network', `${err.message} (after ${attempts} attempts)`, { location: { url: redact(url) }, cause: err });
+  return err;
 }
 
 /** GET a whole body into memory (for small metadata files), retrying failures mid-body too. */
@@ -88,7 +88,7 @@ export async function httpGetBuffer(url: string, options: HttpOptions = {}): Pro
       if (attempt < opts.attempts) await sleep(opts.backoffMs * 2 ** (attempt - 1), undefined, { signal: opts.signal });
     }
   }
-  throw lastError;
+  throw withAttempts(lastError, url, opts.attempts);
 }
 
 function openOnce(url: string, opts: Required<Omit<HttpOptions, 'signal'>> & { signal?: AbortSignal }): Promise<{ stream: Readable; size: number | undefined }> {
