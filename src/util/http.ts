@@ -58,6 +58,8 @@ export async function httpGetStream(url: string, options: HttpOptions = {}): Pro
     } catch (err) {
       lastError = err;
       if (err instanceof HttpStatusError && err.status < 500) throw err;
+      // Only transport failures are worth another try; a size cap or a bad URL will not change.
+      if (err instanceof FalcoProbesError && err.kind !== 'network') throw err;
       if (opts.signal?.aborted) throw err;
       if (attempt < opts.attempts) await sleep(opts.backoffMs * 2 ** (attempt - 1), undefined, { signal: opts.signal });
     }

@@ -12,5 +12,8 @@ export const yumSelectionSchema = {
     kernelVersion: templateSchema,
     flavour: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,31}$' },
     targetId: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' },
+    // `host` for repositories whose location hrefs climb out of the repository
+    // (Amazon Linux's `../../../../../blobstore/...`); see src/resolve/yum-locations.ts.
+    packageRoot: { type: 'string', enum: ['repository', 'host'] },
   },
 } as const;
