@@ -8,6 +8,8 @@
 
 export const INDEX_FILE = 'index.json';
 export const SUMS_FILE = 'SHA256SUMS';
+/** Detached ed25519 signature over index.json and SHA256SUMS (docs/PUBLISHING.md). */
+export const SIGNATURE_FILE = 'index.json.sig';
 export const INDEX_VERSION = 1;
 
 export interface ProbeEntry {

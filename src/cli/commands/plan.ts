@@ -1,0 +1,67 @@
+import { resolve } from 'node:path';
+import { FalcoProbesError } from '../../util/errors.js';
+import { loadBuildGraph } from '../../graph/load.js';
+import { LocalRepository } from '../../repository/local.js';
+import { parseShard, parseShardCount, type Shard } from '../../repository/shard.js';
+import { planShards, renderGithubMatrix, renderPlanJson, renderPlanText } from '../../repository/shard-plan.js';
+import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
+import { planTargets } from '../../run/plan.js';
+import { parseLabels, selectTargets } from '../../run/select.js';
+import type { Command } from '../context.js';
+
+const FORMATS = ['github-matrix', 'json', 'text'] as const;
+
+export const command: Command = {
+  name: 'plan',
+  summary: 'split the out-of-date targets into N shards by key (a GitHub Actions matrix for `build --shard`)',
+  usage: `usage: falco-probes plan [PATTERN...] --shards N [--format github-matrix|json|text] [options]
+
+Finds the selected targets that are out of date against the local repository
+(the same rule as build: no probe for the key, or its file missing or damaged)
+and splits them into N shards by key. A target's shard depends only on its key
+and N, so every machine computes the same split, each target is in exactly one
+shard, and \`falco-probes build PATTERN --shard i/N\` on shard i builds exactly
+the targets this plan lists for it.
+
+  --format github-matrix   {"include":[{"shard":"1/8","targets":3},...]}: the shards that have work
+  --format json            every shard with its targets (label, key, output, reason)
+  --format text            the same for people (default)
+
+patterns (default //probes/...): //probes/..., //probes/<os>/..., //probes/<os>:<name>
+
+options:
+  --shards N             the number of shards (1 to 256)
+  --shard i/N            only list shard i (json and text forms)
+  --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
+  --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
+`,
+  options: {
+    shards: { type: 'string' },
+    shard: { type: 'string' },
+    format: { type: 'string' },
+    label: { type: 'string', multiple: true },
+    repository: { type: 'string' },
+  },
+  allowPositionals: true,
+  async run({ values, positionals }, ctx) {
+    const format = (values['format'] ?? 'text') as string;
+    if (!(FORMATS as readonly string[]).includes(format))
+      throw new FalcoProbesError('usage', `--format expects one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+    const only: Shard | undefined = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
+    const count = values['shards'] !== undefined ? parseShardCount(values['shards']) : only?.count;
+    if (count === undefined) throw new FalcoProbesError('usage', 'plan needs --shards N', { hint: 'see: falco-probes plan --help' });
+    if (only && only.count !== count) throw new FalcoProbesError('usage', `--shard ${values['shard']} does not agree with --shards ${count}`);
+    if (only && format === 'github-matrix') throw new FalcoProbesError('usage', '--shard lists one shard; the github-matrix form is for all of them');
+    const labels = (values['label'] as string[] | undefined) ?? [];
+    parseLabels(labels);
+    const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
+
+    const graph = await loadBuildGraph(ctx.root);
+    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    const planned = await planTargets(targets, await LocalRepository.read(repositoryDir));
+    const plan = planShards(planned, count);
+    ctx.logger.info(`${plan.outOfDate} of ${plan.total} target(s) out of date; ${plan.shards.filter((s) => s.targets.length).length} of ${count} shard(s) have work`);
+    ctx.stdout.write(format === 'github-matrix' ? renderGithubMatrix(plan) : format === 'json' ? renderPlanJson(plan, only) : renderPlanText(plan, only));
+    return 0;
+  },
+};

@@ -1,0 +1,62 @@
+import type { PlannedTarget } from '../run/plan.js';
+import { REASON_TEXT } from '../run/plan.js';
+import { formatShard, splitByShard, type Shard } from './shard.js';
+
+// `plan`: the out-of-date targets split into N shards by key (shard.ts), in
+// the forms CI wants: a GitHub Actions matrix of the shards that have work,
+// plain text for people, JSON for scripts.
+
+export interface ShardPlan {
+  count: number;
+  /** Targets considered (selected by the patterns). */
+  total: number;
+  outOfDate: number;
+  /** Every shard, 1..count, each with its out-of-date targets in graph order. */
+  shards: { shard: string; index: number; targets: PlannedTarget[] }[];
+}
+
+export function planShards(planned: readonly PlannedTarget[], count: number): ShardPlan {
+  const stale = planned.filter((p) => p.reason !== undefined);
+  const split = splitByShard(stale, (p) => p.target.key, count);
+  return {
+    count,
+    total: planned.length,
+    outOfDate: stale.length,
+    shards: split.map((targets, i) => ({ shard: formatShard({ index: i + 1, count }), index: i + 1, targets })),
+  };
+}
+
+/**
+ * `{"include":[{"shard":"1/8","targets":3},...]}` with only the shards that
+ * have work (an idle CI job is waste). GitHub refuses an empty matrix, so a
+ * workflow guards the build job with the plan's `count` output (docs/PUBLISHING.md).
+ */
+export function renderGithubMatrix(plan: ShardPlan): string {
+  const include = plan.shards.filter((s) => s.targets.length > 0).map((s) => ({ shard: s.shard, targets: s.targets.length }));
+  return `${JSON.stringify({ include })}\n`;
+}
+
+export function renderPlanJson(plan: ShardPlan, only?: Shard): string {
+  const body = {
+    shards: plan.count,
+    total: plan.total,
+    outOfDate: plan.outOfDate,
+    plan: plan.shards
+      .filter((s) => only === undefined || s.index === only.index)
+      .map((s) => ({
+        shard: s.shard,
+        targets: s.targets.map((p) => ({ label: p.target.label, key: p.target.key, output: p.target.output, reason: p.reason })),
+      })),
+  };
+  return `${JSON.stringify(body, null, 2)}\n`;
+}
+
+export function renderPlanText(plan: ShardPlan, only?: Shard): string {
+  const lines: string[] = [`${plan.outOfDate} of ${plan.total} target(s) out of date, in ${plan.count} shard(s)`];
+  for (const s of plan.shards) {
+    if (only !== undefined && s.index !== only.index) continue;
+    lines.push(`shard ${s.shard}: ${s.targets.length} target(s)`);
+    for (const p of s.targets) lines.push(`  ${p.target.label}  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'})`);
+  }
+  return `${lines.join('\n')}\n`;
+}
