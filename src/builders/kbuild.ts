@@ -1,0 +1,78 @@
+import { FalcoProbesError } from '../util/errors.js';
+import type { PrefixMap } from './kernel-tree.js';
+
+// The kbuild command line and environment that every builder uses, so that
+// the host and a container run the same recipe.
+
+/** Where the driver's build directory is recorded in debug info and BTF. */
+export const DRIVER_STABLE_DIR = '/usr/src/falco-probe';
+
+/** The fixed build time: a probe's bytes must not depend on when it was built. */
+export const BUILD_EPOCH = 0;
+
+export interface KbuildInvocation {
+  /** The kernel directory for `make -C` (a view prepared in the work directory). */
+  kernelDir: string;
+  /** The probe's kbuild directory (M=). */
+  moduleDir: string;
+  /** Compiler commands. */
+  clang: string;
+  llc: string;
+  make: string;
+  /** -ffile-prefix-map pairs; none may be a string prefix of another. */
+  prefixMaps: PrefixMap[];
+}
+
+/** `-ffile-prefix-map=<from>=<to>` for each pair (covers debug info, BTF and __FILE__). */
+export function prefixMapFlags(maps: PrefixMap[]): string[] {
+  for (const a of maps)
+    for (const b of maps)
+      if (a !== b && b.from.startsWith(a.from))
+        throw new FalcoProbesError('internal', `prefix maps overlap: ${a.from} is a prefix of ${b.from}`);
+  return maps.map((m) => `-ffile-prefix-map=${m.from}=${m.to}`);
+}
+
+/**
+ * `make -C <kernel> M=<probe>` with Falco's Makefile variables: CLANG and LLC
+ * compile the probe (its rule calls $(CLANG) and $(LLC), never $(CC)).
+ * CC is left to the kernel's own configuration (gcc-12 for Debian 12): kbuild
+ * only runs it for its compiler probes, whose results do not reach the
+ * probe's bytes (checked: CC=clang gives the same object), while CC=clang
+ * makes those probes, and so kbuild's whole run, about twice as slow.
+ * KBUILD_EXTRA_CPPFLAGS is the hook that Falco's probe Makefile (and the
+ * example's) put on the compile line. One job: the runner parallelizes
+ * across targets.
+ */
+export function kbuildArgv(inv: KbuildInvocation): string[] {
+  return [
+    inv.make,
+    '-C',
+    inv.kernelDir,
+    `M=${inv.moduleDir}`,
+    '-j1',
+    `CLANG=${inv.clang}`,
+    `LLC=${inv.llc}`,
+    `KBUILD_EXTRA_CPPFLAGS=${prefixMapFlags(inv.prefixMaps).join(' ')}`,
+    'V=1',
+  ];
+}
+
+/**
+ * A clean environment: nothing of the caller's (MAKEFLAGS from an outer make,
+ * CFLAGS, ARCH, CROSS_COMPILE, a locale) reaches the build.
+ */
+export function kbuildEnv(opts: { path: string; home: string; tmpDir: string }): Record<string, string> {
+  return {
+    PATH: opts.path,
+    HOME: opts.home,
+    TMPDIR: opts.tmpDir,
+    LC_ALL: 'C',
+    LANG: 'C',
+    TZ: 'UTC',
+    SOURCE_DATE_EPOCH: String(BUILD_EPOCH),
+    KBUILD_BUILD_TIMESTAMP: new Date(BUILD_EPOCH * 1000).toUTCString(),
+    KBUILD_BUILD_USER: 'falco-probes',
+    KBUILD_BUILD_HOST: 'falco-probes',
+    KBUILD_BUILD_VERSION: '1',
+  };
+}
