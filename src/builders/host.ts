@@ -182,8 +182,18 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
   return { pin, build };
 }
 
+/**
+ * Whether this host's clang (`Debian clang version 14.0.6`) is the one a
+ * pin names: the same first line, or, for a bare version pin (`14.0.6`),
+ * the same version number.
+ */
+export function clangSatisfies(pinned: string, actual: string): boolean {
+  if (pinned === actual) return true;
+  return /^[0-9.]+$/.test(pinned) && versionNumber(actual) === pinned;
+}
+
 function checkTargetFitsHost(target: Target, own: BuilderPin): void {
-  if (target.builder.kind !== 'host' || (own.kind === 'host' && target.builder.clang !== own.clang))
+  if (target.builder.kind !== 'host' || (own.kind === 'host' && !clangSatisfies(target.builder.clang, own.clang)))
     throw new FalcoProbesError('build', `target ${target.label} was keyed for builder ${JSON.stringify(target.builder)}, but this host builder is ${JSON.stringify(own)}`, {
       hint: 'regenerate the build graph on this machine (falco-probes generate), so that keys name the toolchain that builds them',
     });
