@@ -1,0 +1,249 @@
+import { execFile } from 'node:child_process';
+import { access, constants, readFile } from 'node:fs/promises';
+import { delimiter, join, posix } from 'node:path';
+import { promisify } from 'node:util';
+import { EM_BPF, readElf } from '../builders/elf.js';
+import { FalcoProbesError } from '../util/errors.js';
+import { cpioNewcGzip, type CpioEntry } from './cpio.js';
+import { elfInterpreter, isElf64 } from './elf-program.js';
+
+// The guest's whole world: an initramfs with a static busybox (Debian's
+// busybox-static), the host's bpftool with its shared libraries and their
+// loader, the probe, and an /init that loads the probe and prints a verdict
+// on the serial console. No network, no disk, no kernel modules (Debian's
+// kernels build in BPF, BTF, the serial console and devtmpfs).
+//
+// Busybox is never linked under its applet names: `busybox --list` includes
+// `busybox` itself, and linking every name makes /bin/busybox a link to
+// itself, which the kernel fails to run (-ELOOP). /init calls `busybox
+// <applet>` instead.
+
+const execFileAsync = promisify(execFile);
+
+/** Lines /init prints; verdict.ts reads them back from the console. */
+export const MARKERS = {
+  init: 'FALCO-PROBES-INIT',
+  logBegin: 'FALCO-PROBES-LOG-BEGIN',
+  logEnd: 'FALCO-PROBES-LOG-END',
+  verdict: 'FALCO-PROBES-VERDICT',
+  alive: 'FALCO-PROBES-ALIVE',
+} as const;
+
+/** Where the probe sits in the guest. */
+const GUEST_PROBE = '/probe.o';
+const PIN_DIR = '/sys/fs/bpf/p';
+/** The most of bpftool's output the guest prints (a refused Falco probe's verifier log can run to megabytes; its end says why). */
+const LOG_TAIL_BYTES = 64 * 1024;
+
+export interface GuestFile {
+  /** Absolute path inside the guest. */
+  guestPath: string;
+  /** Where it was read from on this host. */
+  hostPath: string;
+  data: Buffer;
+}
+
+export interface GuestTools {
+  busybox: GuestFile;
+  bpftool: GuestFile;
+  /** bpftool's shared libraries and its loader, at the paths the loader searches. */
+  libraries: GuestFile[];
+}
+
+export interface GuestToolOptions {
+  /** Default: /bin/busybox or /usr/bin/busybox (Debian's busybox-static). */
+  busybox?: string;
+  /** Default: bpftool from /usr/sbin, /sbin or PATH. */
+  bpftool?: string;
+}
+
+const GUEST_PATH_RE = /^(\/[A-Za-z0-9._+-]+)+$/;
+
+async function firstExecutable(candidates: string[]): Promise<string | undefined> {
+  for (const c of candidates) {
+    try {
+      await access(c, constants.X_OK);
+      return c;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+async function findBusybox(explicit: string | undefined): Promise<GuestFile> {
+  const path = explicit ?? (await firstExecutable(['/bin/busybox', '/usr/bin/busybox']));
+  const hint = 'install Debian\'s busybox-static (scripts/setup-debian.sh does): the guest has no libraries for a dynamically linked busybox';
+  if (!path) throw new FalcoProbesError('usage', 'busybox is not installed', { hint });
+  const data = await readFile(path);
+  if (!isElf64(data)) throw new FalcoProbesError('usage', `${path} is not a 64-bit ELF program`, { location: { file: path }, hint });
+  const interp = elfInterpreter(data);
+  if (interp !== undefined)
+    throw new FalcoProbesError('usage', `${path} is dynamically linked (interpreter ${interp}); the guest needs a static busybox`, { location: { file: path }, hint });
+  return { guestPath: '/bin/busybox', hostPath: path, data };
+}
+
+async function findBpftool(explicit: string | undefined): Promise<string> {
+  const fromPath = (process.env['PATH'] ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'bpftool'));
+  const path = explicit ?? (await firstExecutable(['/usr/sbin/bpftool', '/sbin/bpftool', ...fromPath]));
+  if (!path) throw new FalcoProbesError('usage', 'bpftool is not installed', { hint: 'install Debian\'s bpftool package (scripts/setup-debian.sh does)' });
+  return path;
+}
+
+/** `ldd` output: every library with a path (`name => /path (addr)`) and the loader line (`/lib64/ld-... (addr)`). */
+export function parseLdd(output: string, program: string): string[] {
+  const paths: string[] = [];
+  for (const raw of output.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || /^linux-(vdso|gate)\.so/.test(line)) continue;
+    if (/statically linked|not a dynamic executable/.test(line)) continue;
+    const arrow = /^(\S+) => (.*?)(?: \(0x[0-9a-f]+\))?$/.exec(line);
+    if (arrow) {
+      const target = arrow[2]!;
+      if (target === 'not found')
+        throw new FalcoProbesError('usage', `${program} needs ${arrow[1]}, which is not installed`, { location: { file: program }, hint: 'reinstall bpftool with its dependencies' });
+      if (target !== '') paths.push(target);
+      continue;
+    }
+    const direct = /^(\/\S+) \(0x[0-9a-f]+\)$/.exec(line);
+    if (direct) paths.push(direct[1]!);
+  }
+  for (const p of paths)
+    if (!GUEST_PATH_RE.test(p) || p.split('/').includes('..'))
+      throw new FalcoProbesError('internal', `ldd ${program} names an unexpected library path ${JSON.stringify(p)}`);
+  return [...new Set(paths)];
+}
+
+async function libraryFiles(program: string, data: Buffer): Promise<GuestFile[]> {
+  const interp = elfInterpreter(data);
+  if (interp === undefined) return [];
+  let stdout: string;
+  try {
+    ({ stdout } = await execFileAsync('ldd', [program], { timeout: 15_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }));
+  } catch (err) {
+    throw new FalcoProbesError('usage', `cannot list the libraries of ${program} with ldd: ${(err as Error).message.split('\n')[0]}`, {
+      location: { file: program },
+      hint: 'ldd comes with libc-bin',
+    });
+  }
+  const paths = parseLdd(stdout, program);
+  if (!paths.includes(interp)) paths.push(interp);
+  return Promise.all(paths.map(async (p) => ({ guestPath: p, hostPath: p, data: await readFile(p) })));
+}
+
+const toolCache = new Map<string, Promise<GuestTools>>();
+
+/** busybox, bpftool and bpftool's libraries, read once per process. */
+export function findGuestTools(options: GuestToolOptions = {}): Promise<GuestTools> {
+  const key = `${options.busybox ?? ''}\0${options.bpftool ?? ''}`;
+  let found = toolCache.get(key);
+  if (!found) {
+    found = (async () => {
+      const busybox = await findBusybox(options.busybox);
+      const bpftoolPath = await findBpftool(options.bpftool);
+      const data = await readFile(bpftoolPath);
+      return { busybox, bpftool: { guestPath: '/bin/bpftool', hostPath: bpftoolPath, data }, libraries: await libraryFiles(bpftoolPath, data) };
+    })();
+    found.catch(() => toolCache.delete(key));
+    toolCache.set(key, found);
+  }
+  return found;
+}
+
+export interface ProbeObject {
+  data: Buffer;
+  /** The object defines maps the legacy way (a `maps` section), which libbpf 1.x loads only with --legacy (Falco's legacy probe). */
+  legacyMaps: boolean;
+}
+
+/** Read a probe and check that it is a BPF object a loader can take. */
+export async function readProbeObject(file: string): Promise<ProbeObject> {
+  let data: Buffer;
+  try {
+    data = await readFile(file);
+  } catch (err) {
+    throw new FalcoProbesError('usage', `cannot read the probe: ${(err as Error).message}`, { location: { file } });
+  }
+  const info = readElf(data, file);
+  if (info.machine !== EM_BPF)
+    throw new FalcoProbesError('input', `not a BPF object (ELF machine ${info.machine}, BPF is ${EM_BPF})`, { location: { file } });
+  return { data, legacyMaps: info.sections.includes('maps') };
+}
+
+/**
+ * /init: mount what bpftool needs, load every program of the probe without
+ * attaching it, print bpftool's output and the verdict between markers, and
+ * power off. Run by busybox's shell; every command goes through busybox.
+ */
+export function initScript(opts: { legacyMaps: boolean }): string {
+  const legacy = opts.legacyMaps ? ' --legacy' : '';
+  return `#!/bin/busybox sh
+# falco-probes verify-load: load one probe into this kernel, say what happened, power off.
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sysfs /sys
+$B mount -t devtmpfs devtmpfs /dev 2>/tmp/mount.err
+bpffs=1
+$B mount -t bpf bpf /sys/fs/bpf 2>>/tmp/mount.err || bpffs=0
+echo "${MARKERS.init} $($B uname -r)"
+/bin/bpftool${legacy} prog loadall ${GUEST_PROBE} ${PIN_DIR} >/tmp/load.log 2>&1
+rc=$?
+programs=$($B ls ${PIN_DIR} 2>/dev/null | $B wc -l)
+echo "${MARKERS.logBegin}"
+$B cat /tmp/mount.err
+$B tail -c ${LOG_TAIL_BYTES} /tmp/load.log
+echo
+echo "${MARKERS.logEnd}"
+echo "${MARKERS.verdict} {\\"bpftool_exit\\":$rc,\\"programs\\":$programs,\\"bpffs\\":$bpffs}"
+$B poweroff -f
+`;
+}
+
+/** /init of the accelerator check: it only has to run. */
+export function aliveScript(): string {
+  return `#!/bin/busybox sh
+echo "${MARKERS.alive}"
+/bin/busybox poweroff -f
+`;
+}
+
+function withParents(files: { guestPath: string; data: Buffer; mode: number }[]): CpioEntry[] {
+  const dirs = new Set<string>(['dev', 'proc', 'sys', 'tmp']);
+  const entries: CpioEntry[] = [];
+  for (const f of files) {
+    const name = f.guestPath.replace(/^\//, '');
+    for (let d = posix.dirname(name); d !== '.'; d = posix.dirname(d)) dirs.add(d);
+    entries.push({ name, type: 'file', mode: f.mode, data: f.data });
+  }
+  for (const d of dirs) entries.push({ name: d, type: 'dir', mode: d === 'tmp' ? 0o1777 : 0o755 });
+  // The kernel opens /dev/console for init's output before anything is mounted.
+  entries.push({ name: 'dev/console', type: 'char', mode: 0o600, major: 5, minor: 1 });
+  return entries;
+}
+
+/** The initramfs (gzip-compressed newc cpio) that loads `probe`. Same inputs, same bytes. */
+export function buildInitramfs(tools: GuestTools, probe: ProbeObject): Buffer {
+  return cpioNewcGzip(
+    withParents(
+      [
+        { guestPath: '/init', data: Buffer.from(initScript({ legacyMaps: probe.legacyMaps })), mode: 0o755 },
+        { guestPath: tools.busybox.guestPath, data: tools.busybox.data, mode: 0o755 },
+        { guestPath: tools.bpftool.guestPath, data: tools.bpftool.data, mode: 0o755 },
+        ...tools.libraries.map((l) => ({ guestPath: l.guestPath, data: l.data, mode: 0o755 })),
+        { guestPath: GUEST_PROBE, data: probe.data, mode: 0o644 },
+      ],
+    ),
+  );
+}
+
+/** A busybox-only initramfs whose /init prints a marker and powers off (for the KVM check). */
+export function buildAliveInitramfs(tools: Pick<GuestTools, 'busybox'>): Buffer {
+  return cpioNewcGzip(
+    withParents(
+      [
+        { guestPath: '/init', data: Buffer.from(aliveScript()), mode: 0o755 },
+        { guestPath: tools.busybox.guestPath, data: tools.busybox.data, mode: 0o755 },
+      ],
+    ),
+  );
+}

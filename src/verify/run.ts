@@ -1,0 +1,247 @@
+import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Target } from '../graph/types.js';
+import { LocalRepository } from '../repository/local.js';
+import { writeIndex } from '../repository/index-file.js';
+import { INDEX_VERSION, type ProbeEntry } from '../repository/types.js';
+import { FalcoProbesError, errorMessage, type ErrorKind } from '../util/errors.js';
+import { sha256File } from '../util/hash.js';
+import type { Logger } from '../util/log.js';
+import { checkTargetName } from '../util/names.js';
+import { formatDuration } from '../run/progress.js';
+import { runScheduled } from '../run/scheduler.js';
+import { removeStaleWorkDirs, type RunPaths } from '../run/paths.js';
+import type { AcceleratorChoice } from './accelerator.js';
+import type { LoadVerifier } from './verifier.js';
+import { loadRecord, verdictPasses } from './verify-load.js';
+import type { VerdictKind } from './verdict.js';
+
+// `verify-load`: for each selected target whose probe is in the local
+// repository (built for the target's current key), boot the target's kernel,
+// load the probe, and record the verdict in the probe's index entry. The
+// repository's lock is held for the run, as `build` holds it, and the index
+// is rewritten after each verdict, so an interrupted run keeps what it found.
+
+export interface VerifyRunOptions {
+  targets: readonly Target[];
+  repositoryDir: string;
+  paths: RunPaths;
+  /** Verify again probes that already have a verdict for their current build. */
+  force: boolean;
+  allowUnverified: boolean;
+  waitLock: boolean;
+  logger: Logger;
+  /** Made only when some probe needs a VM. */
+  makeVerifier: () => Promise<LoadVerifier>;
+  signal?: AbortSignal;
+}
+
+export type VerifyStatus =
+  /** Booted and loaded now: `verdict` says how it went. */
+  | 'verified'
+  /** The index already had a verdict for this build of the probe (see --force). */
+  | 'recorded'
+  /** No probe for the target's current key in the repository: build it first. */
+  | 'not-built'
+  /** Could not be checked (the image package could not be fetched, the probe file is damaged...). */
+  | 'failed'
+  /** Not started: the run was interrupted. */
+  | 'skipped';
+
+export interface VerifyTargetReport {
+  label: string;
+  file: string;
+  status: VerifyStatus;
+  verdict?: VerdictKind;
+  message?: string;
+  kernelImageSha256?: string;
+  ms?: number;
+  consoleLog?: string;
+  /** `uname -r` the guest reported. */
+  guestRelease?: string;
+  errorKind?: ErrorKind | 'internal';
+  error?: string;
+}
+
+export interface VerifyReport {
+  repository: string;
+  targets: number;
+  results: VerifyTargetReport[];
+  counts: Record<VerdictKind, number> & { recorded: number; notBuilt: number; failed: number; skipped: number };
+  /** Every checked probe loaded (or unverified ones are allowed), and nothing failed. */
+  passed: boolean;
+  accelerator?: AcceleratorChoice;
+  elapsedMs: number;
+}
+
+/** The serial console of a target's last verify-load, beside its build log. */
+export function consoleLogFile(paths: RunPaths, target: Target): string {
+  return join(dirname(paths.logFile(target)), `${checkTargetName(target.name)}.verify-load.log`);
+}
+
+export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> {
+  const t0 = performance.now();
+  const repo = await LocalRepository.openForWrite(o.repositoryDir, {
+    wait: o.waitLock,
+    command: 'falco-probes verify-load',
+    onWait: (h) => o.logger.info(`waiting for the repository lock held by pid ${h.pid} on ${h.host}`),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  let accelerator: AcceleratorChoice | undefined;
+  try {
+    // With the lock held nobody else writes the index: this copy is the truth, written whole after each verdict.
+    const entries = new Map<string, ProbeEntry>(repo.entries().map((e) => [e.file, e]));
+    let writing: Promise<void> = Promise.resolve();
+    const record = (file: string, entry: ProbeEntry): Promise<void> => {
+      entries.set(file, entry);
+      writing = writing.catch(() => undefined).then(() => writeIndex(repo.root, { version: INDEX_VERSION, probes: [...entries.values()] }));
+      return writing;
+    };
+
+    const results: VerifyTargetReport[] = [];
+    const todo: { target: Target; entry: ProbeEntry; report: VerifyTargetReport }[] = [];
+    for (const target of o.targets) {
+      const entry = entries.get(target.output);
+      const report: VerifyTargetReport = { label: target.label, file: target.output, status: 'not-built' };
+      results.push(report);
+      if (!entry) report.message = 'no probe in the repository';
+      else if (entry.key !== target.key) report.message = `the repository's probe was built for another key (${entry.key.slice(0, 12)}...); build it again first`;
+      else if (entry.load && !o.force) {
+        Object.assign(report, { status: 'recorded', verdict: entry.load.verdict, kernelImageSha256: entry.load.kernelImageSha256 });
+        if (entry.load.message !== undefined) report.message = entry.load.message.split('\n')[0]!;
+      } else todo.push({ target, entry, report });
+    }
+    const already = results.filter((r) => r.status === 'recorded').length;
+    o.logger.info(`${o.targets.length} targets: ${todo.length} to verify, ${already} already verified, ${results.length - todo.length - already} not built`);
+
+    if (todo.length) {
+      const verifier = await o.makeVerifier();
+      const progress = verifyProgress(o.logger, todo.length);
+      await runScheduled(
+        todo,
+        async ({ target, entry }) => {
+          const probeFile = repo.pathOf(entry.file);
+          const onDisk = await sha256File(probeFile).catch(() => undefined);
+          if (onDisk?.sha256 !== entry.sha256)
+            throw new FalcoProbesError('input', `${entry.file} is ${onDisk ? 'damaged (its sha256 differs from the index)' : 'missing'}`, {
+              location: { file: probeFile },
+              hint: 'run falco-probes build: it restores the published probe',
+            });
+          await removeStaleWorkDirs(o.paths, target);
+          const workDir = o.paths.workDir(target, 'verify');
+          try {
+            const verdict = await verifier.verify(target, probeFile, { workDir, consoleLog: consoleLogFile(o.paths, target) });
+            await record(entry.file, { ...entry, load: loadRecord(verdict) });
+            return verdict;
+          } finally {
+            await rm(workDir, { recursive: true, force: true });
+          }
+        },
+        {
+          jobs: verifier.slots,
+          keepGoing: true,
+          ...(o.signal ? { signal: o.signal } : {}),
+          onStart: () => progress.started(),
+          onFinish: ({ target, report }, outcome) => {
+            if (outcome.status === 'skipped') {
+              report.status = 'skipped';
+              return;
+            }
+            report.ms = Math.round(outcome.ms);
+            if (outcome.status === 'ok') {
+              const v = outcome.value;
+              accelerator ??= v.accelerator;
+              Object.assign(report, {
+                status: 'verified',
+                verdict: v.verdict,
+                message: v.message,
+                kernelImageSha256: v.kernelImageSha256,
+                ...(v.consoleLog ? { consoleLog: v.consoleLog } : {}),
+                ...(v.guestRelease ? { guestRelease: v.guestRelease } : {}),
+              });
+              if (v.guestRelease && v.guestRelease !== target.kernel.release) o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
+              progress.finished(target.label, v.verdict, `${v.message} (${v.accelerator.accelerator})`, outcome.ms);
+              return;
+            }
+            report.status = 'failed';
+            report.errorKind = outcome.error instanceof FalcoProbesError ? outcome.error.kind : 'internal';
+            report.error = errorMessage(outcome.error);
+            progress.finished(target.label, 'failed', `[${report.errorKind}] ${report.error.split('\n')[0]}`, outcome.ms);
+          },
+        },
+      );
+      for (const { report } of todo) if (report.status === 'not-built') report.status = 'skipped';
+      progress.stop();
+      await writing;
+    }
+
+    const count = (f: (r: VerifyTargetReport) => boolean) => results.filter(f).length;
+    const counts = {
+      loaded: count((r) => r.verdict === 'loaded'),
+      refused: count((r) => r.verdict === 'refused'),
+      'no-boot': count((r) => r.verdict === 'no-boot'),
+      timeout: count((r) => r.verdict === 'timeout'),
+      recorded: count((r) => r.status === 'recorded'),
+      notBuilt: count((r) => r.status === 'not-built'),
+      failed: count((r) => r.status === 'failed'),
+      skipped: count((r) => r.status === 'skipped'),
+    };
+    const passed = counts.failed === 0 && counts.skipped === 0 && results.every((r) => r.verdict === undefined || verdictPasses(r.verdict, o.allowUnverified));
+    return {
+      repository: repo.root,
+      targets: o.targets.length,
+      results,
+      counts,
+      passed,
+      ...(accelerator ? { accelerator } : {}),
+      elapsedMs: performance.now() - t0,
+    };
+  } finally {
+    await repo.close();
+  }
+}
+
+/** A line per finished probe; on a terminal, also a live count. */
+function verifyProgress(logger: Logger, total: number) {
+  const start = performance.now();
+  let done = 0;
+  let running = 0;
+  const redraw = () => logger.status(`[${done}/${total}] ${running} VM${running === 1 ? '' : 's'} running, ${formatDuration(performance.now() - start)} elapsed`);
+  const timer = logger.interactive ? setInterval(redraw, 1000) : undefined;
+  timer?.unref();
+  return {
+    started() {
+      running++;
+      redraw();
+    },
+    finished(label: string, what: VerdictKind | 'failed', message: string, ms: number) {
+      running--;
+      done++;
+      const text = `[${done}/${total}] ${what === 'loaded' ? 'loaded' : what.toUpperCase()} ${label}: ${message} in ${formatDuration(ms)}`;
+      if (what === 'loaded') logger.info(text);
+      else logger.error(text);
+      redraw();
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+      logger.done();
+    },
+  };
+}
+
+/** One line for people at the end of a run. */
+export function verifySummaryLine(report: VerifyReport): string {
+  const c = report.counts;
+  const parts = [`${c.loaded} loaded`, `${c.refused} refused`, `${c['no-boot']} did not boot`, `${c.timeout} timed out`];
+  if (c.recorded) parts.push(`(${c.recorded} of these verified before; --force checks again)`);
+  if (c.notBuilt) parts.push(`${c.notBuilt} not built`);
+  if (c.failed) parts.push(`${c.failed} could not be checked`);
+  if (c.skipped) parts.push(`${c.skipped} not started`);
+  const accel = report.accelerator ? `; ${report.accelerator.accelerator} (${report.accelerator.reason})` : '';
+  return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}${accel}`;
+}
+
+/** The `--json` form. */
+export function verifyReportJson(report: VerifyReport): string {
+  return `${JSON.stringify({ ...report, elapsedMs: Math.round(report.elapsedMs) }, null, 2)}\n`;
+}

@@ -1,0 +1,158 @@
+import { readFile } from 'node:fs/promises';
+import { availableParallelism, freemem } from 'node:os';
+import { join } from 'node:path';
+import pLimit from 'p-limit';
+import type { PackageRef } from '../config/types.js';
+import type { Target } from '../graph/types.js';
+import { FalcoProbesError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { AcceleratorRequest } from './accelerator.js';
+import { findGuestTools, type GuestToolOptions } from './initramfs.js';
+import { createKernelImageCache, type KernelImageCache } from './kernel-image.js';
+import { DEFAULT_QEMU, qemuVersion } from './qemu.js';
+import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS, verifyLoad, type LoadVerdict } from './verify-load.js';
+
+// What a run holds to verify its targets' probes: the kernel image of each
+// target's lockfile entry (fetched like any package, unpacked once per
+// package), and a limit on VMs running at once that counts memory as well
+// as the requested number of jobs. `build --verify-load` and `verify-load`
+// both use it.
+
+/** Memory one VM costs on the host beyond its guest memory (qemu itself, TCG's translation cache). */
+export const QEMU_OVERHEAD_MIB = 128;
+/** Memory left to everything else on the host. */
+export const HOST_RESERVE_MIB = 512;
+
+/** Unpacked kernel images live beside the package cache (as driver sources do), one folder per image package. */
+export function kernelImageCacheDir(packageCacheDir: string): string {
+  return join(packageCacheDir, '..', 'kernel-images');
+}
+
+/** The lockfile role of the bootable kernel package. */
+export const IMAGE_ROLE = 'image';
+
+export function imagePackageOf(target: Target): PackageRef {
+  const pkg = target.kernel.packages.find((p) => p.role === IMAGE_ROLE);
+  if (!pkg)
+    throw new FalcoProbesError('config', `${target.label}: the lockfile entry of kernel ${target.kernel.name} names no bootable image (a package with role "${IMAGE_ROLE}")`, {
+      location: { file: `kernels/${target.os}.lock.yaml` },
+      hint: `list the image package in kernels/${target.os}.yaml (apt: \`image: [linux-image-{release} | linux-image-{release}-unsigned]\`) and run falco-probes resolve ${target.os}`,
+    });
+  return pkg;
+}
+
+/** MemAvailable from /proc/meminfo (what the kernel can give without swapping), else Node's free memory. */
+export async function availableMemoryMiB(): Promise<number> {
+  try {
+    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(await readFile('/proc/meminfo', 'utf8'));
+    if (m) return Math.floor(Number(m[1]) / 1024);
+  } catch {
+    // not Linux
+  }
+  return Math.floor(freemem() / 1024 / 1024);
+}
+
+/** How many VMs of `memoryMiB` may run at once: at most `jobs`, and no more than available memory holds. */
+export function vmSlots(jobs: number, memoryMiB: number, availableMiB: number): number {
+  const fit = Math.floor((availableMiB - HOST_RESERVE_MIB) / (memoryMiB + QEMU_OVERHEAD_MIB));
+  if (fit < 1)
+    throw new FalcoProbesError('usage', `not enough free memory for one VM of ${memoryMiB} MiB: ${availableMiB} MiB available, ${HOST_RESERVE_MIB} MiB kept for the host, ${QEMU_OVERHEAD_MIB} MiB for qemu`, {
+      hint: 'free some memory, or give the guests less with --memory',
+    });
+  return Math.min(jobs, fit);
+}
+
+export interface LoadVerifierOptions {
+  /** Fetches a lockfile package into the cache and returns its path (the run's fetcher). */
+  fetch: (pkg: PackageRef, options?: { signal?: AbortSignal }) => Promise<string>;
+  /** Where unpacked kernel images are kept (`<package cache>/../kernel-images`). */
+  imageCacheDir: string;
+  /** At most this many VMs at once (default: the number of cores), fewer when memory is short. */
+  jobs?: number;
+  memoryMiB?: number;
+  timeoutMs?: number;
+  accelerator?: AcceleratorRequest;
+  qemu?: string;
+  tools?: GuestToolOptions;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+export interface VerifyTargetOptions {
+  /** Private scratch directory (the initramfs). */
+  workDir: string;
+  /** Where to write the serial console. */
+  consoleLog?: string;
+}
+
+export interface LoadVerifier {
+  /** VMs run at once. */
+  readonly slots: number;
+  readonly images: KernelImageCache;
+  /** Boot the target's kernel and load `probeFile` (the target's built probe). */
+  verify(target: Target, probeFile: string, options: VerifyTargetOptions): Promise<LoadVerdict>;
+}
+
+export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVerifier> {
+  const memoryMiB = o.memoryMiB ?? DEFAULT_MEMORY_MIB;
+  const jobs = o.jobs ?? availableParallelism();
+  const available = await availableMemoryMiB();
+  const slots = vmSlots(jobs, memoryMiB, available);
+  if (slots < jobs) o.logger?.info(`verify-load: ${slots} VM${slots === 1 ? '' : 's'} at once, not ${jobs}: ${available} MiB of memory available, ${memoryMiB + QEMU_OVERHEAD_MIB} MiB per VM`);
+  // Missing tools fail the run here, before any package is fetched.
+  await qemuVersion(o.qemu ?? DEFAULT_QEMU);
+  await findGuestTools(o.tools);
+  const limit = pLimit(slots);
+  const images = createKernelImageCache(o.imageCacheDir, o.logger);
+
+  return {
+    slots,
+    images,
+    async verify(target, probeFile, options) {
+      if (target.arch !== 'x86_64')
+        throw new FalcoProbesError('usage', `${target.label}: verify-load boots x86_64 kernels only (this target is ${target.arch})`, {
+          hint: 'an aarch64 guest needs qemu-system-aarch64 and arm64 builds of busybox-static and bpftool in its initramfs',
+        });
+      const pkg = imagePackageOf(target);
+      const file = await o.fetch(pkg, o.signal ? { signal: o.signal } : {});
+      const image = await images.prepare(pkg, file, o.signal ? { signal: o.signal } : {});
+      if (image.release !== undefined && image.release !== target.kernel.release)
+        throw new FalcoProbesError('config', `${target.label}: the image package ${pkg.name} holds kernel ${image.release}, not ${target.kernel.release}`, {
+          location: { file: `kernels/${target.os}.lock.yaml` },
+          hint: `the source definition's image template picked the wrong package; fix kernels/${target.os}.yaml and run falco-probes resolve ${target.os}`,
+        });
+      // The VM slot is held only while the VM runs: fetching and unpacking happen outside it.
+      return limit(() =>
+        verifyLoad({
+          probeFile,
+          kernelImage: image,
+          workDir: options.workDir,
+          memoryMiB,
+          timeoutMs: o.timeoutMs ?? DEFAULT_VERIFY_TIMEOUT_MS,
+          accelerator: o.accelerator ?? 'auto',
+          ...(options.consoleLog ? { consoleLog: options.consoleLog } : {}),
+          ...(o.qemu ? { qemu: o.qemu } : {}),
+          ...(o.tools ? { tools: o.tools } : {}),
+          ...(o.logger ? { logger: o.logger } : {}),
+          ...(o.signal ? { signal: o.signal } : {}),
+        }),
+      );
+    },
+  };
+}
+
+/**
+ * The failure of a target whose probe did not load: `build --verify-load`
+ * throws it for the target (unless unverified probes are allowed) after the
+ * verdict is recorded.
+ */
+export function unverifiedProbeError(target: Target, verdict: LoadVerdict): FalcoProbesError {
+  return new FalcoProbesError('build', `${target.label}: the probe did not load into its kernel (${verdict.verdict}): ${verdict.message}`, {
+    ...(verdict.consoleLog ? { location: { file: verdict.consoleLog } } : {}),
+    ...(verdict.detail ? { details: verdict.detail.split('\n').slice(-30).join('\n') } : {}),
+    hint:
+      verdict.verdict === 'refused'
+        ? 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
+        : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified',
+  });
+}
