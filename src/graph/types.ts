@@ -42,7 +42,7 @@ export type BuilderPin =
 export interface Target {
   /** `//probes/<os>:<name>` */
   label: string;
-  /** The Please/Make target name: the kernel name, or `<kernel>-<driver>-<version>` where several drivers apply. */
+  /** The Please/Make target name: the kernel name, or `<kernel>-<driver>` where several drivers apply to the OS (docs/KEYS.md has the full rule). */
   name: string;
   os: string;
   kernel: KernelDescriptor;

@@ -5,4 +5,16 @@ import type { Command } from '../context.js';
 export const commandLoaders: Record<string, () => Promise<Command>> = {
   resolve: async () => (await import('./resolve.js')).command,
   'list-kernels': async () => (await import('./list-kernels.js')).command,
+  'is-uploaded': async () => (await import('./is-uploaded.js')).command,
+  publish: async () => (await import('./publish.js')).command,
+  verify: async () => (await import('./verify.js')).command,
+  keygen: async () => (await import('./keygen.js')).command,
+  pins: async () => (await import('./pins.js')).command,
+  plan: async () => (await import('./plan.js')).command,
+  generate: async () => (await import('./generate.js')).command,
+  pin: async () => (await import('./pin.js')).command,
+  build: async () => (await import('./build.js')).command,
+  'build-probe': async () => (await import('./build-probe.js')).command,
+  'builder-image': async () => (await import('./builder-image.js')).command,
+  'verify-load': async () => (await import('./verify-load.js')).command,
 };

@@ -1,0 +1,62 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { generate, type PublishedProbes } from '../../graph/generate.js';
+import { openRepository } from '../../repository/remote.js';
+import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
+import type { Command } from '../context.js';
+
+export const command: Command = {
+  name: 'generate',
+  summary: 'write probes/<os>/BUILD, generated/Makefile and generated/targets.json from the lockfiles and driver pins',
+  usage: `usage: falco-probes generate [--check] [--repository DIR|URL]
+
+Reads kernels/*.lock.yaml and kernels/drivers.yaml and writes, byte-identical
+from run to run and only where the bytes change:
+  probes/<os>/BUILD           one Please target per (kernel, driver, kind)
+  generated/Makefile          the same targets for GNU make (decides by key stamps)
+  generated/targets.json      every target with its content key
+  generated/*.schema.json     the schemas of the YAML inputs
+A probe that the repository's index.json already holds for a target's key is
+pinned with hashes = ["<sha256>"]. Nothing is written when any input is invalid.
+
+options:
+  --check                 write nothing; exit 1 and name the files that would change
+  --repository DIR|URL    the repository whose index gives the hashes (default: repository/
+                          under the project root; a missing index means no hashes). In CI,
+                          point --check at the published repository so that it sees the
+                          same hashes as the run that wrote the committed files.
+`,
+  options: { check: { type: 'boolean' }, repository: { type: 'string' } },
+  allowPositionals: false,
+  async run({ values }, ctx) {
+    const check = values['check'] === true;
+    const given = typeof values['repository'] === 'string' ? values['repository'] : undefined;
+    const location = given ?? join(ctx.root, DEFAULT_REPOSITORY_DIR);
+    // No local repository yet is normal (nothing built); a named one must exist.
+    const index = given !== undefined || existsSync(location) ? (await openRepository(location, process.cwd()).readIndex())?.index : undefined;
+    const published: PublishedProbes = new Map((index?.probes ?? []).map((p) => [p.key, { file: p.file, sha256: p.sha256 }]));
+    const result = await generate(ctx.root, { check, published, logger: ctx.logger });
+
+    const perOs = new Map<string, number>(result.graph.lockfiles.map((l) => [l.lock.os, 0]));
+    for (const t of result.graph.targets) perOs.set(t.os, (perOs.get(t.os) ?? 0) + 1);
+    const lines = [...perOs].sort(([a], [b]) => (a < b ? -1 : 1)).map(([os, n]) => `${os}: ${n} target(s)`);
+    if (perOs.size === 0) lines.push('no lockfiles under kernels/ (run falco-probes resolve)');
+    const changed = result.files.filter((f) => f.change !== 'unchanged');
+    const unchanged = result.files.length - changed.length;
+    if (check) {
+      for (const f of changed) lines.push(`${f.change === 'removed' ? 'would remove' : 'would write'} ${f.path}`);
+      lines.push(`${changed.length} file(s) out of date, ${unchanged} up to date`);
+    } else {
+      for (const f of changed) lines.push(`${f.change === 'removed' ? 'removed' : 'wrote'} ${f.path}`);
+      const s = result.stamps!;
+      lines.push(`${changed.length} file(s) written, ${unchanged} unchanged`);
+      if (s.created || s.removed) lines.push(`make key stamps: ${s.created} created for probes the repository holds, ${s.removed} of old keys removed`);
+    }
+    ctx.stdout.write(`${lines.join('\n')}\n`);
+    if (check && changed.length) {
+      ctx.logger.error(`generated files are out of date; run falco-probes generate`);
+      return 1;
+    }
+    return 0;
+  },
+};

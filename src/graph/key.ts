@@ -1,0 +1,169 @@
+import { createHash } from 'node:crypto';
+import { canonicalJson, sha256Hex } from '../util/hash.js';
+import { compareNatural } from '../util/natural-sort.js';
+import type { Arch, KernelDescriptor, PackageRef } from '../config/types.js';
+import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver } from './types.js';
+
+// A target's key: sha256 of the canonical JSON of everything that decides
+// the bytes of its probe, and of nothing else (docs/KEYS.md lists the
+// fields). Canonical JSON sorts object keys and drops whitespace; package
+// lists are sorted here so that their order in a lockfile does not count.
+
+/**
+ * The version of each build recipe. Bump one when its steps change in a way
+ * that can change the object it produces: every key built with it moves.
+ */
+export const RECIPE_VERSIONS: Readonly<Record<DriverPin['recipe'], number>> = {
+  kbuild: 1,
+  'falco-libs': 1,
+};
+
+export interface KeyInputs {
+  recipeVersion: number;
+  kernel: KernelDescriptor;
+  osRelease: Record<string, string>;
+  driver: { name: string; version: string; recipe: DriverPin['recipe']; bpfDir: string; object: string; sourceSha256: string };
+  builder: BuilderPin;
+  kind: DriverKind;
+  arch: Arch;
+}
+
+function comparePackages(a: PackageRef, b: PackageRef): number {
+  return (
+    compareNatural(a.name, b.name) ||
+    compareNatural(a.version, b.version) ||
+    compareNatural(a.repository, b.repository) ||
+    compareNatural(a.path, b.path) ||
+    compareNatural(a.sha256, b.sha256)
+  );
+}
+
+/** The descriptor as it enters the key: every field, packages in a fixed order. */
+function kernelForKey(k: KernelDescriptor): KernelDescriptor {
+  return {
+    name: k.name,
+    release: k.release,
+    version: k.version,
+    machine: k.machine,
+    kernelVersion: k.kernelVersion,
+    targetId: k.targetId,
+    ...(k.flavour !== undefined ? { flavour: k.flavour } : {}),
+    packages: [...k.packages].sort(comparePackages).map((p) => ({
+      name: p.name,
+      version: p.version,
+      repository: p.repository,
+      path: p.path,
+      sha256: p.sha256,
+      size: p.size,
+      ...(p.role !== undefined ? { role: p.role } : {}),
+    })),
+  };
+}
+
+// Not the source URL or path (where the bytes come from), not `kinds` or
+// `kernels` (which targets exist): only what the build reads.
+function driverForKey(driver: ResolvedDriver): KeyInputs['driver'] {
+  return {
+    name: driver.name,
+    version: driver.version,
+    recipe: driver.recipe,
+    bpfDir: driver.bpfDir,
+    object: driver.object,
+    sourceSha256: driver.sourceSha256,
+  };
+}
+
+function builderForKey(builder: BuilderPin): BuilderPin {
+  return builder.kind === 'host' ? { kind: 'host', clang: builder.clang } : { kind: 'docker', image: builder.image, clang: builder.clang };
+}
+
+export interface KeyArgs {
+  kernel: KernelDescriptor;
+  osRelease: Record<string, string>;
+  driver: ResolvedDriver;
+  builder: BuilderPin;
+  kind: DriverKind;
+}
+
+export function keyInputs(args: KeyArgs): KeyInputs {
+  const { kernel, osRelease, driver, builder, kind } = args;
+  return {
+    recipeVersion: RECIPE_VERSIONS[driver.recipe],
+    kernel: kernelForKey(kernel),
+    osRelease: { ...osRelease },
+    driver: driverForKey(driver),
+    builder: builderForKey(builder),
+    kind,
+    arch: kernel.machine,
+  };
+}
+
+export function keyOf(inputs: KeyInputs): string {
+  return sha256Hex(canonicalJson(inputs));
+}
+
+export function targetKey(args: KeyArgs): string {
+  return keyOf(keyInputs(args));
+}
+
+/**
+ * Keys for many targets: the canonical JSON of each part is computed once
+ * (a kernel descriptor is shared by all its drivers, os-release by a whole
+ * lockfile) and the parts are joined in canonicalJson's key order (arch,
+ * builder, driver, kernel, kind, osRelease, recipeVersion). The result is
+ * exactly `targetKey(args)`; test/graph-key.test.ts holds the two together.
+ */
+export function createKeyer(): (args: KeyArgs) => string {
+  const kernels = new WeakMap<KernelDescriptor, string>();
+  const ids = new WeakMap<object, number>();
+  let nextId = 0;
+  const idOf = (o: object) => {
+    let id = ids.get(o);
+    if (id === undefined) ids.set(o, (id = nextId++));
+    return id;
+  };
+  // Everything before the descriptor depends on (arch, builder, driver), everything after it on
+  // (kind, os-release, recipe): each is built once and the hash takes three pieces per target.
+  const prefixes = new Map<string, string>();
+  const suffixes = new Map<string, string>();
+  return (args) => {
+    const { kernel, osRelease, driver, builder, kind } = args;
+    const pre = `${kernel.machine}/${idOf(builder)}/${idOf(driver)}`;
+    let prefix = prefixes.get(pre);
+    if (prefix === undefined) {
+      prefix = `{"arch":${JSON.stringify(kernel.machine)},"builder":${canonicalJson(builderForKey(builder))},"driver":${canonicalJson(driverForKey(driver))},"kernel":`;
+      prefixes.set(pre, prefix);
+    }
+    const suf = `${kind}/${idOf(osRelease)}/${driver.recipe}`;
+    let suffix = suffixes.get(suf);
+    if (suffix === undefined) {
+      suffix = `,"kind":${JSON.stringify(kind)},"osRelease":${canonicalJson(osRelease)},"recipeVersion":${JSON.stringify(RECIPE_VERSIONS[driver.recipe])}}`;
+      suffixes.set(suf, suffix);
+    }
+    let body = kernels.get(kernel);
+    if (body === undefined) kernels.set(kernel, (body = kernelCanonicalJson(kernel)));
+    return createHash('sha256').update(prefix).update(body).update(suffix).digest('hex');
+  };
+}
+
+const str = JSON.stringify;
+
+/**
+ * `canonicalJson(kernelForKey(k))` written out field by field (keys in code
+ * unit order, undefined members left out): the descriptor is the bulk of
+ * every key, and this avoids the generic encoder's sorting and copying for
+ * each of ten thousand kernels. test/graph-key.test.ts compares the two.
+ */
+export function kernelCanonicalJson(k: KernelDescriptor): string {
+  const packages = [...k.packages].sort(comparePackages).map(
+    (p) =>
+      `{"name":${str(p.name)},"path":${str(p.path)},"repository":${str(p.repository)}` +
+      (p.role !== undefined ? `,"role":${str(p.role)}` : '') +
+      `,"sha256":${str(p.sha256)},"size":${str(p.size)},"version":${str(p.version)}}`,
+  );
+  return (
+    (k.flavour !== undefined ? `{"flavour":${str(k.flavour)},` : '{') +
+    `"kernelVersion":${str(k.kernelVersion)},"machine":${str(k.machine)},"name":${str(k.name)}` +
+    `,"packages":[${packages.join(',')}],"release":${str(k.release)},"targetId":${str(k.targetId)},"version":${str(k.version)}}`
+  );
+}

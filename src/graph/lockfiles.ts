@@ -1,0 +1,167 @@
+import { readFile } from 'node:fs/promises';
+import { basename, relative, resolve as resolvePath } from 'node:path';
+import fg from 'fast-glob';
+import { Ajv, type ValidateFunction } from 'ajv';
+import { FalcoProbesError, type ErrorLocation } from '../util/errors.js';
+import { sha256Hex } from '../util/hash.js';
+import {
+  checkKernelVersion,
+  checkOsReleaseEntry,
+  checkPackageName,
+  checkRelativePath,
+  checkRelease,
+  checkTargetName,
+  checkUnameVersion,
+  checkVersion,
+} from '../util/names.js';
+import { readLockfile } from '../lockfile/lockfile.js';
+import { lockfileSchema } from '../config/schema/lockfile.js';
+import type { KernelDescriptor, Lockfile } from '../config/types.js';
+import { parseYamlSubset, type Position, type YamlPath } from './yaml-subset.js';
+
+// Every lockfile under kernels/, read fast and checked as strictly as
+// `readLockfile` does: the same schema, the same name rules, plus the check
+// that each lockfile was resolved from the source definition as it is now.
+
+export interface LoadedLockfile {
+  lock: Lockfile;
+  /** Absolute path. */
+  file: string;
+  /** Path relative to the project root, for messages and generated headers. */
+  relativePath: string;
+  /** Position of a node (the lockfile is parsed again to find it; only for errors). */
+  where(path: YamlPath): ErrorLocation;
+}
+
+let validator: ValidateFunction | undefined;
+function validateLockfileShape(value: unknown): boolean {
+  validator ??= new Ajv({ allErrors: false, strict: true, strictRequired: false, allowUnionTypes: true }).compile(lockfileSchema);
+  return validator(value);
+}
+
+export async function findLockfiles(kernelsDir: string): Promise<string[]> {
+  return (await fg('*.lock.yaml', { cwd: kernelsDir, absolute: true, onlyFiles: true })).sort();
+}
+
+/** Read one lockfile: the fast subset reader when it can, the full YAML loader (with positions) when it cannot or when something is wrong. */
+export async function loadLockfile(file: string, projectRoot: string): Promise<LoadedLockfile> {
+  const abs = resolvePath(file);
+  const relativePath = relative(projectRoot, abs).split('\\').join('/');
+  let text: string;
+  try {
+    text = await readFile(abs, 'utf8');
+  } catch (err) {
+    throw new FalcoProbesError('config', `cannot read: ${(err as Error).message}`, { location: { file: abs } });
+  }
+  let positioned: ((p: YamlPath) => Position | undefined) | undefined;
+  const where = (path: YamlPath): ErrorLocation => {
+    positioned ??= parseYamlSubset(text, { track: true })?.positionOf ?? (() => undefined);
+    return { file: abs, ...(positioned(path) ?? {}) };
+  };
+  const parsed = parseYamlSubset(text);
+  let lock: Lockfile;
+  if (parsed) {
+    checkKernelNames(parsed.value, where);
+    if (!validateLockfileShape(parsed.value)) lock = await readLockfile(abs); // throws with file:line:col
+    else lock = parsed.value as Lockfile;
+    checkLockfileRules(lock, where);
+  } else {
+    lock = await readLockfile(abs);
+  }
+  const expected = basename(abs, '.lock.yaml');
+  if (lock.os !== expected) throw new FalcoProbesError('config', `os "${lock.os}" does not match the file name; expected "${expected}"`, { location: where(['os']) });
+  return { lock, file: abs, relativePath, where };
+}
+
+/**
+ * Hostile kernel names first, so that the message shows the name itself
+ * (the schema's message only names the pattern it failed).
+ */
+function checkKernelNames(value: unknown, where: (p: YamlPath) => ErrorLocation): void {
+  const kernels = (value as { kernels?: unknown }).kernels;
+  if (!Array.isArray(kernels)) return;
+  kernels.forEach((k, i) => {
+    const name = (k as { name?: unknown } | null)?.name;
+    if (typeof name === 'string') inConfig(() => checkTargetName(name), where, ['kernels', i, 'name'], `kernels[${i}]`);
+  });
+}
+
+/** The rules `readLockfile` applies after its schema (src/lockfile/lockfile.ts), for text read by the fast path. */
+function checkLockfileRules(lock: Lockfile, where: (p: YamlPath) => ErrorLocation): void {
+  for (const [k, v] of Object.entries(lock.osRelease)) inConfig(() => checkOsReleaseEntry(k, v), where, ['osRelease', k]);
+  const seen = new Set<string>();
+  lock.kernels.forEach((k, i) => {
+    try {
+      checkKernelFields(k);
+    } catch {
+      // Find the field again, one check at a time, to name it and its position.
+      const entry = `kernel "${k.name}"`;
+      inConfig(() => checkTargetName(k.name), where, ['kernels', i, 'name'], entry);
+      inConfig(() => checkRelease(k.release), where, ['kernels', i, 'release'], entry);
+      inConfig(() => checkUnameVersion(k.version), where, ['kernels', i, 'version'], entry);
+      inConfig(() => checkKernelVersion(k.kernelVersion), where, ['kernels', i, 'kernelVersion'], entry);
+      k.packages.forEach((p, j) => {
+        const pkg = `${entry}, package "${p.name}"`;
+        inConfig(() => checkPackageName(p.name), where, ['kernels', i, 'packages', j, 'name'], pkg);
+        inConfig(() => checkVersion(p.version), where, ['kernels', i, 'packages', j, 'version'], pkg);
+        inConfig(() => checkRelativePath(p.path), where, ['kernels', i, 'packages', j, 'path'], pkg);
+      });
+      checkKernelFields(k); // not reached unless the checks disagree
+    }
+    const id = `${k.name}/${k.machine}`;
+    if (seen.has(id)) throw new FalcoProbesError('config', `kernel "${k.name}" (${k.machine}) appears twice`, { location: where(['kernels', i, 'name']) });
+    seen.add(id);
+  });
+}
+
+/** Every name rule of one kernel entry, without locating the failure (the common case is no failure). */
+function checkKernelFields(k: KernelDescriptor): void {
+  checkTargetName(k.name);
+  checkRelease(k.release);
+  checkUnameVersion(k.version);
+  checkKernelVersion(k.kernelVersion);
+  for (const p of k.packages) {
+    checkPackageName(p.name);
+    checkVersion(p.version);
+    checkRelativePath(p.path);
+  }
+}
+
+/**
+ * Run a name check; its failure becomes a configuration error (exit 2) at
+ * the node's position, named by the entry it is in. The position is looked
+ * up only on failure: it costs a second parse.
+ */
+function inConfig(check: () => unknown, where: (p: YamlPath) => ErrorLocation, path: YamlPath, entry?: string): void {
+  try {
+    check();
+  } catch (err) {
+    if (err instanceof FalcoProbesError && err.kind === 'input')
+      throw new FalcoProbesError('config', entry ? `${entry}: ${err.message}` : err.message, { location: where(path) });
+    throw err;
+  }
+}
+
+/**
+ * A lockfile records the sha256 of the source definition it was resolved
+ * from; when the definition has changed since, its kernels may be wrong.
+ */
+export async function checkLockfileFresh(loaded: LoadedLockfile, projectRoot: string): Promise<void> {
+  const { lock } = loaded;
+  const definition = resolvePath(projectRoot, 'kernels', `${lock.os}.yaml`);
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(definition);
+  } catch {
+    throw new FalcoProbesError('config', `no source definition kernels/${lock.os}.yaml for this lockfile`, {
+      location: loaded.where(['source', 'path']),
+      hint: `restore kernels/${lock.os}.yaml, or remove ${loaded.relativePath} if the OS is gone`,
+    });
+  }
+  const now = sha256Hex(bytes);
+  if (now !== lock.source.sha256)
+    throw new FalcoProbesError('stale', `${loaded.relativePath} is stale: it was resolved from a kernels/${lock.os}.yaml whose sha256 was ${lock.source.sha256.slice(0, 12)}, the file's is now ${now.slice(0, 12)}`, {
+      location: loaded.where(['source', 'sha256']),
+      hint: `run \`falco-probes resolve ${lock.os}\`, then generate again`,
+    });
+}

@@ -1,0 +1,66 @@
+import { probeLabels } from './build-file.js';
+import type { Target } from './types.js';
+
+// generated/targets.json: every target with its key, one per line (so a
+// lockfile change shows as a few changed lines in review), in target order.
+
+export const TARGETS_JSON_VERSION = 1;
+
+export interface TargetRecord {
+  label: string;
+  name: string;
+  key: string;
+  os: string;
+  kernel: string;
+  release: string;
+  driver: string;
+  driverVersion: string;
+  kind: string;
+  arch: string;
+  /** Repository-relative probe path: <driver version>/<arch>/<probe file>. */
+  output: string;
+  labels: string[];
+}
+
+export function targetRecord(t: Target): TargetRecord {
+  return {
+    label: t.label,
+    name: t.name,
+    key: t.key,
+    os: t.os,
+    kernel: t.kernel.name,
+    release: t.kernel.release,
+    driver: t.driver.name,
+    driverVersion: t.driver.version,
+    kind: t.kind,
+    arch: t.arch,
+    output: t.output,
+    labels: probeLabels(t),
+  };
+}
+
+const str = JSON.stringify;
+
+/** `JSON.stringify(targetRecord(t))`, written out; the parts shared by many targets are made once. */
+function recordWriter(): (t: Target) => string {
+  const shared = new Map<string, { os: string; driver: string; labels: string }>();
+  return (t) => {
+    const id = `${t.os}/${t.driver.name}/${t.driver.version}/${t.kind}/${t.arch}`;
+    let s = shared.get(id);
+    if (!s) {
+      s = {
+        os: `,"os":${str(t.os)}`,
+        driver: `,"driver":${str(t.driver.name)},"driverVersion":${str(t.driver.version)},"kind":${str(t.kind)},"arch":${str(t.arch)}`,
+        labels: `,"labels":${str(probeLabels(t))}}`,
+      };
+      shared.set(id, s);
+    }
+    return `{"label":${str(t.label)},"name":${str(t.name)},"key":${str(t.key)}${s.os},"kernel":${str(t.kernel.name)},"release":${str(t.kernel.release)}${s.driver},"output":${str(t.output)}${s.labels}`;
+  };
+}
+
+export function renderTargetsJson(targets: readonly Target[]): string {
+  if (targets.length === 0) return `{"version":${TARGETS_JSON_VERSION},"targets":[]}\n`;
+  const lines = targets.map(recordWriter());
+  return `{"version":${TARGETS_JSON_VERSION},"targets":[\n${lines.join(',\n')}\n]}\n`;
+}

@@ -1,0 +1,124 @@
+import { FalcoProbesError } from '../util/errors.js';
+import { checkRelativePath, isValidTargetName } from '../util/names.js';
+import { compareNatural } from '../util/natural-sort.js';
+import { compareKernels } from '../lockfile/lockfile.js';
+import type { KernelDescriptor } from '../config/types.js';
+import { driverApplies } from './kernel-range.js';
+import { createKeyer } from './key.js';
+import type { LoadedLockfile } from './lockfiles.js';
+import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
+
+// From lockfiles and driver pins to targets: one per (kernel, driver whose
+// range and kinds admit it, kind), arch = the kernel's machine.
+//
+// Target names (Please and Make), per OS:
+//   <kernel>                      when one driver applies to the OS
+//   <kernel>-<driver>             when several do (a driver applies when its
+//                                 range and kinds admit at least one kernel of
+//                                 the OS's lockfile, pinned or not, so pinning a
+//                                 driver renames nothing)
+//   ...-<kind>                    when the driver builds more than one kind
+//   ...-<arch>                    when the lockfile has that kernel name for
+//                                 more than one machine
+// Every name is checked against the Please/Make rules again here.
+
+export interface GraphInputs {
+  lockfiles: readonly LoadedLockfile[];
+  /** Drivers with a content identity: these get targets. */
+  drivers: readonly ResolvedDriver[];
+  /** Every driver of drivers.yaml (also unpinned ones): these decide names. */
+  allDrivers: readonly DriverPin[];
+  builder: BuilderPin;
+}
+
+const byName = (a: { name: string }, b: { name: string }) => compareNatural(a.name, b.name);
+
+export function probeFileOf(kernel: KernelDescriptor): string {
+  return `falco_${kernel.targetId}_${kernel.release}_${kernel.kernelVersion}.o`;
+}
+
+/** Indices of the lockfile's kernels in target order (natural version order; the lockfile's own order does not count). */
+function kernelOrder(kernels: readonly KernelDescriptor[]): number[] {
+  const order = kernels.map((_, i) => i);
+  let sorted = true;
+  for (let i = 1; i < kernels.length && sorted; i++) if (compareKernels(kernels[i - 1]!, kernels[i]!) > 0) sorted = false;
+  if (!sorted) order.sort((a, b) => compareKernels(kernels[a]!, kernels[b]!));
+  return order;
+}
+
+export function buildTargets(inputs: GraphInputs): Target[] {
+  const drivers = [...inputs.drivers].sort(byName);
+  const keyOf = createKeyer();
+  const targets: Target[] = [];
+  const outputs = new Map<string, Target>();
+  for (const loaded of [...inputs.lockfiles].sort((a, b) => compareNatural(a.lock.os, b.lock.os))) {
+    const { lock } = loaded;
+    if (lock.os === 'all') throw new FalcoProbesError('config', 'an OS cannot be called "all" (a reserved Make and Please name)', { location: loaded.where(['os']) });
+    const kinds = (d: DriverPin) => [...d.kinds].sort() as DriverKind[];
+    const applying = inputs.allDrivers.filter((d) => lock.kernels.some((k) => kinds(d).some((kind) => driverApplies(d, k.release, kind))));
+    const withDriverName = applying.length > 1;
+    const machinesOf = new Map<string, number>();
+    for (const k of lock.kernels) machinesOf.set(k.name, (machinesOf.get(k.name) ?? 0) + 1);
+    const names = new Map<string, number>();
+
+    for (const i of kernelOrder(lock.kernels)) {
+      const kernel = lock.kernels[i]!;
+      const entry = `${loaded.relativePath}: kernel "${kernel.name}" (${kernel.machine})`;
+      const probeFile = probeFileOf(kernel);
+      try {
+        checkRelativePath(probeFile);
+      } catch (err) {
+        throw new FalcoProbesError('config', `${entry}: probe file ${JSON.stringify(probeFile)} is not a safe file name: ${(err as Error).message}`, {
+          location: loaded.where(['kernels', i]),
+        });
+      }
+      for (const driver of drivers) {
+        for (const kind of kinds(driver)) {
+          if (!driverApplies(driver, kernel.release, kind)) continue;
+          const parts = [kernel.name];
+          if (withDriverName) parts.push(driver.name);
+          if (driver.kinds.length > 1) parts.push(kind);
+          if ((machinesOf.get(kernel.name) ?? 0) > 1) parts.push(kernel.machine);
+          const name = parts.join('-');
+          if (!isValidTargetName(name))
+            throw new FalcoProbesError('config', `${entry}: target name ${JSON.stringify(name)} is not one Please and Make can take literally`, {
+              location: loaded.where(['kernels', i, 'name']),
+              hint: 'names may hold letters, digits and . _ + ~ - (not leading . or _, no "..", at most 255 characters, not "all")',
+            });
+          const clash = names.get(name);
+          if (clash !== undefined)
+            throw new FalcoProbesError('config', `${entry}: target name "${name}" is also the name of kernel "${lock.kernels[clash]!.name}"'s target`, {
+              location: loaded.where(['kernels', i, 'name']),
+            });
+          names.set(name, i);
+          // driver.version and the machine are held to safe patterns by their schemas; the file name is checked above.
+          const output = `${driver.version}/${kernel.machine}/${probeFile}`;
+          const key = keyOf({ kernel, osRelease: lock.osRelease, driver, builder: inputs.builder, kind });
+          const target: Target = {
+            label: `//probes/${lock.os}:${name}`,
+            name,
+            os: lock.os,
+            kernel,
+            osRelease: lock.osRelease,
+            driver,
+            builder: inputs.builder,
+            kind,
+            arch: kernel.machine,
+            key,
+            probeFile,
+            output,
+          };
+          const other = outputs.get(output);
+          if (other)
+            throw new FalcoProbesError('config', `${entry}: ${target.label} and ${other.label} would both publish ${output}`, {
+              location: loaded.where(['kernels', i]),
+              hint: "the probe file name is falco_<targetId>_<release>_<kernelversion>.o; give one of the OSes' kernels another targetId",
+            });
+          outputs.set(output, target);
+          targets.push(target);
+        }
+      }
+    }
+  }
+  return targets;
+}

@@ -1,0 +1,113 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runCli, withTempDir } from './helpers/cli.js';
+import { startMirror } from './helpers/server.js';
+import { driversText, kernel, makeProject } from './helpers/graph-project.js';
+import { sha256Hex } from '../src/util/hash.js';
+
+// `falco-probes pin` against a loopback server serving real tarballs made here.
+
+/** A GitHub-style source tarball: one top folder (`strip: 1`), with or without driver/bpf. */
+async function tarball(dir: string, name: string, files: Record<string, string>): Promise<Buffer> {
+  const top = join(dir, name, 'libs-9.1.0-driver');
+  for (const [path, text] of Object.entries(files)) {
+    await mkdir(join(top, path, '..'), { recursive: true });
+    await writeFile(join(top, path), text);
+  }
+  const r = spawnSync('tar', ['-czf', join(dir, `${name}.tar.gz`), '-C', join(dir, name), 'libs-9.1.0-driver'], { timeout: 30_000 });
+  assert.equal(r.status, 0, String(r.stderr));
+  return readFile(join(dir, `${name}.tar.gz`));
+}
+
+test('pin computes the sha256 from the download, writes it keeping comments and layout, and refuses to change it without --update', async () => {
+  await withTempDir(async (root) => {
+    const v1 = await tarball(root, 'v1', { 'driver/bpf/Makefile': 'always-y += probe.o\n', 'driver/ppm_events_public.h': '/* */\n' });
+    const v2 = await tarball(root, 'v2', { 'driver/bpf/Makefile': 'always-y += probe.o\n# changed upstream\n' });
+    const mirror = await startMirror({ files: { 'libs/9.1.0+driver.tar.gz': v1 } });
+    try {
+      const url = `${mirror.url}/libs/9.1.0%2Bdriver.tar.gz`;
+      await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] }, drivers: driversText({ remote: 'unpinned', remoteUrl: url }) });
+      const driversPath = join(root, 'kernels', 'drivers.yaml');
+      const original = await readFile(driversPath, 'utf8');
+
+      const gen0 = await runCli(['generate'], { cwd: root });
+      assert.equal(gen0.code, 0, gen0.stderr);
+      assert.doesNotMatch(await readFile(join(root, 'generated', 'targets.json'), 'utf8'), /"driver":"falco"/);
+
+      const pinned = await runCli(['pin', 'falco'], { cwd: root });
+      assert.equal(pinned.code, 0, pinned.stderr);
+      assert.match(pinned.stdout, new RegExp(`falco: sha256 ${sha256Hex(v1)} \\(pinned, ${v1.length} bytes`));
+      const after = await readFile(driversPath, 'utf8');
+      const before = original.split('\n');
+      const lines = after.split('\n');
+      const urlLine = before.findIndex((l) => l.includes('url: '));
+      assert.deepEqual(lines, [...before.slice(0, urlLine + 1), `      sha256: ${sha256Hex(v1)}`, ...before.slice(urlLine + 1)], 'one line added after url:, nothing else changed');
+
+      const again = await runCli(['pin'], { cwd: root });
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /falco: sha256 [0-9a-f]{64} \(unchanged/);
+      assert.equal(await readFile(driversPath, 'utf8'), after);
+
+      // Upstream bytes changed: refused without --update, the file untouched.
+      mirror.files.set('libs/9.1.0+driver.tar.gz', v2);
+      const refused = await runCli(['pin', 'falco'], { cwd: root });
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, new RegExp(`the download's sha256 is ${sha256Hex(v2)}, but kernels/drivers\\.yaml pins ${sha256Hex(v1)}; not changing it`));
+      assert.match(refused.stderr, /--update/);
+      assert.equal(await readFile(driversPath, 'utf8'), after);
+
+      const updated = await runCli(['pin', 'falco', '--update'], { cwd: root });
+      assert.equal(updated.code, 0, updated.stderr);
+      assert.match(updated.stdout, new RegExp(`updated from ${sha256Hex(v1)}`));
+      assert.equal(await readFile(driversPath, 'utf8'), after.replace(sha256Hex(v1), sha256Hex(v2)));
+
+      // Pinned: generate now makes falco targets.
+      const gen = await runCli(['generate'], { cwd: root });
+      assert.equal(gen.code, 0, gen.stderr);
+      assert.doesNotMatch(gen.stderr, /notice/);
+      assert.match(await readFile(join(root, 'generated', 'targets.json'), 'utf8'), /"name":"6\.1\.0-50-amd64-falco"/);
+    } finally {
+      await mirror.close();
+    }
+  });
+});
+
+test('pin refuses what is not the driver tarball, and drivers it cannot pin', async () => {
+  await withTempDir(async (root) => {
+    const noBpf = await tarball(root, 'nobpf', { 'userspace/libsinsp/x.cpp': '//\n' });
+    const mirror = await startMirror({ files: { 'error.tar.gz': '<html>rate limited</html>\n', 'nobpf.tar.gz': noBpf } });
+    try {
+      await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] }, drivers: driversText({ remote: 'unpinned', remoteUrl: `${mirror.url}/error.tar.gz` }) });
+      const driversPath = join(root, 'kernels', 'drivers.yaml');
+      const original = await readFile(driversPath, 'utf8');
+
+      const html = await runCli(['pin', 'falco'], { cwd: root });
+      assert.equal(html.code, 1);
+      assert.match(html.stderr, /error\.tar\.gz: not a readable tarball/);
+
+      await writeFile(driversPath, original.replace('error.tar.gz', 'nobpf.tar.gz'));
+      const nobpf = await runCli(['pin', 'falco'], { cwd: root });
+      assert.equal(nobpf.code, 1);
+      assert.match(nobpf.stderr, /the tarball has no driver\/bpf\/ after dropping 1 leading path component\(s\); not pinning it/);
+
+      await writeFile(driversPath, original.replace('error.tar.gz', 'missing.tar.gz'));
+      const missing = await runCli(['pin', 'falco'], { cwd: root });
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /missing\.tar\.gz: HTTP 404/);
+
+      const local = await runCli(['pin', 'example'], { cwd: root });
+      assert.equal(local.code, 2);
+      assert.match(local.stderr, /driver example has a local source \(drivers\/example\); its identity is its tree hash/);
+
+      const unknown = await runCli(['pin', 'nosuch'], { cwd: root });
+      assert.equal(unknown.code, 2);
+      assert.match(unknown.stderr, /no driver named "nosuch"/);
+      assert.doesNotMatch(await readFile(driversPath, 'utf8'), /sha256:/, 'nothing was pinned');
+    } finally {
+      await mirror.close();
+    }
+  });
+});
