@@ -1,0 +1,190 @@
+// Benchmark of a no-op build: every target up to date.
+//
+//   node --import tsx bench/noop.ts [--kernels 10000] [--oses 4] [--runs 5]
+//
+// Writes a temporary project with --kernels kernels (3 packages each) over
+// --oses lockfiles and the example driver, so --kernels targets; publishes a
+// tiny probe for each into repository/ with its index (as a finished build
+// leaves it); runs `falco-probes generate` so generated/Makefile and its key
+// stamps exist. Then, in the same run, alternating:
+//   - `make -q -f generated/Makefile` (make's own no-op check: stat of every
+//     probe and stamp; it must exit 0),
+//   - `falco-probes build` (the tool's no-op: read and check every
+//     lockfile, compute every key, read the index, hash every probe file; it
+//     must report 0 built),
+// and, in a child whose modules are loaded before the clock starts (as a
+// built tool would have them), the phases of the tool's no-op: loading the
+// graph, reading the index, planning (hashing). Prints a markdown table with
+// medians and the ratio build / make -q.
+
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SELF = fileURLToPath(import.meta.url);
+const BIN = fileURLToPath(new URL('../bin/falco-probes.js', import.meta.url));
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+interface Phases {
+  targets: number;
+  loadGraphMs: number;
+  readIndexMs: number;
+  planMs: number;
+  upToDate: number;
+}
+
+// --- child: the no-op's phases, modules already loaded ---------------------------------------
+async function child(root: string): Promise<void> {
+  const { loadBuildGraph } = await import('../src/graph/load.js');
+  const { LocalRepository } = await import('../src/repository/local.js');
+  const { planTargets } = await import('../src/run/plan.js');
+  const { selectTargets } = await import('../src/run/select.js');
+  const t0 = performance.now();
+  const graph = await loadBuildGraph(root);
+  const targets = selectTargets(graph.targets, { patterns: [] });
+  const t1 = performance.now();
+  const repo = await LocalRepository.read(join(root, 'repository'));
+  const t2 = performance.now();
+  const plan = await planTargets(targets, repo);
+  const t3 = performance.now();
+  const report: Phases = {
+    targets: targets.length,
+    loadGraphMs: t1 - t0,
+    readIndexMs: t2 - t1,
+    planMs: t3 - t2,
+    upToDate: plan.filter((p) => !p.reason).length,
+  };
+  process.stdout.write(`${JSON.stringify(report)}\n`);
+}
+
+// --- the synthetic project ----------------------------------------------------------------
+async function writeProject(root: string, kernels: number, oses: number): Promise<void> {
+  const { serializeLockfile } = await import('../src/lockfile/lockfile.js');
+  const { sha256Hex } = await import('../src/util/hash.js');
+  await mkdir(join(root, 'kernels'), { recursive: true });
+  await mkdir(join(root, 'drivers', 'example'), { recursive: true });
+  await writeFile(join(root, 'drivers', 'example', 'Makefile'), 'always-y += probe.o\n');
+  await writeFile(join(root, 'drivers', 'example', 'probe.c'), '/* probe */\n');
+  await writeFile(
+    join(root, 'kernels', 'drivers.yaml'),
+    `builder:\n  kind: host\n  clang: "14.0.6"\ndrivers:\n  - name: example\n    version: 1.0.0\n    source:\n      path: drivers/example\n    recipe: kbuild\n    bpfDir: .\n    object: probe.o\n    kinds: [bpf]\n`,
+  );
+  const perOs = Math.ceil(kernels / oses);
+  for (let o = 0; o < oses; o++) {
+    const os = `bench${o}`;
+    const def = `id: ${os}\ntype: apt\ntargetId: ${os}\narchitectures: [x86_64]\nminimumKernel: "4.14"\nosRelease:\n  ID: ${os}\nrepositories:\n  - name: main\n    mirrors: [http://127.0.0.1:9/x]\n    suite: stable\napt:\n  headers:\n    - flavour: amd64\n      pattern: '^linux-headers-(?<release>.*)$'\n  follow: []\n  unameVersion: '#1 SMP {version}'\n  kernelVersion: '1'\n`;
+    await writeFile(join(root, 'kernels', `${os}.yaml`), def);
+    const list = [];
+    for (let i = 0; i < perOs && o * perOs + i < kernels; i++) {
+      const major = 4 + (i % 3);
+      const release = `${major}.${i % 20}.${Math.floor(i / 20)}-${i}-amd64`;
+      const version = `${major}.${i % 20}.${Math.floor(i / 20)}-${i}`;
+      const pkg = (name: string, role: string) => ({
+        name,
+        version,
+        role,
+        repository: 'main',
+        path: `pool/main/l/linux/${name}_${version}_amd64.deb`,
+        sha256: sha256Hex(`${os}/${name}`),
+        size: 1_000_000 + i,
+      });
+      list.push({
+        name: release,
+        release,
+        version: `#1 SMP PREEMPT_DYNAMIC Debian ${version}`,
+        machine: 'x86_64' as const,
+        kernelVersion: '1',
+        targetId: os,
+        flavour: 'amd64',
+        packages: [pkg(`linux-headers-${release}`, 'headers'), pkg(`linux-headers-${major}.${i % 20}-${i}-common`, 'common'), pkg(`linux-kbuild-${major}.${i % 20}`, 'kbuild')],
+      });
+    }
+    await writeFile(join(root, 'kernels', `${os}.lock.yaml`), serializeLockfile({ os, source: { path: `kernels/${os}.yaml`, sha256: sha256Hex(def) }, osRelease: { ID: os }, kernels: list }));
+  }
+}
+
+/** A finished build's repository: a small probe per target and the index, then generate (stamps dated before the probes). */
+async function publishAll(root: string): Promise<number> {
+  const { loadBuildGraph } = await import('../src/graph/load.js');
+  const { writeIndex } = await import('../src/repository/index-file.js');
+  const { entryFor } = await import('../src/repository/local.js');
+  const { generate } = await import('../src/graph/generate.js');
+  const { sha256Hex } = await import('../src/util/hash.js');
+  const graph = await loadBuildGraph(root);
+  const repo = join(root, 'repository');
+  const probes = [];
+  const made = new Set<string>();
+  for (const t of graph.targets) {
+    // About the size of the example probe's object would be 10 KiB; a few hundred bytes keep the set small on disk.
+    const bytes = Buffer.from(`\x7fELF bench probe ${t.key}\n`.repeat(8));
+    const file = join(repo, t.output);
+    if (!made.has(dirname(file))) {
+      await mkdir(dirname(file), { recursive: true });
+      made.add(dirname(file));
+    }
+    await writeFile(file, bytes);
+    probes.push(entryFor(t, { sha256: sha256Hex(bytes), size: bytes.length }));
+  }
+  await writeIndex(repo, { version: 1, probes });
+  await generate(root, { published: new Map(probes.map((p) => [p.key, { file: p.file, sha256: p.sha256 }])) });
+  return graph.targets.length;
+}
+
+function timed(cmd: string, args: string[], cwd: string): { ms: number; status: number | null; stdout: string; stderr: string } {
+  const started = process.hrtime.bigint();
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 300_000, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, CI: 'true' } });
+  return { ms: Number(process.hrtime.bigint() - started) / 1e6, status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
+async function main(): Promise<void> {
+  const kernels = arg('--kernels', 10_000);
+  const oses = arg('--oses', 4);
+  const runs = arg('--runs', 5);
+  const root = await mkdtemp(join(tmpdir(), 'falco-probes-bench-noop-'));
+  try {
+    await writeProject(root, kernels, oses);
+    const targets = await publishAll(root);
+    const makes: number[] = [];
+    const builds: number[] = [];
+    const phases: Phases[] = [];
+    for (let r = 0; r < runs; r++) {
+      const make = timed('make', ['-q', '-f', 'generated/Makefile'], root);
+      if (make.status !== 0) throw new Error(`make -q says something is out of date (exit ${make.status}): ${make.stderr}`);
+      makes.push(make.ms);
+      const build = timed(process.execPath, [BIN, 'build'], root);
+      if (build.status !== 0) throw new Error(`build failed: ${build.stderr}`);
+      if (!build.stderr.includes(`${targets} targets: 0 built, ${targets} up to date`)) throw new Error(`the no-op build was not a no-op: ${build.stderr.slice(0, 300)}`);
+      builds.push(build.ms);
+      const c = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--child', root], { encoding: 'utf8', timeout: 300_000 });
+      if (c.status !== 0) throw new Error(`child failed: ${c.stderr}`);
+      phases.push(JSON.parse(c.stdout.trim().split('\n').pop()!) as Phases);
+    }
+    const make = median(makes);
+    const build = median(builds);
+    const inProcess = median(phases.map((p) => p.loadGraphMs + p.readIndexMs + p.planMs));
+    console.log(`no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs`);
+    console.log('');
+    console.log('| run | time | / make -q |');
+    console.log('| --- | --- | --- |');
+    console.log(`| \`make -q -f generated/Makefile\` | ${fmt(make)} | 1.00 |`);
+    console.log(`| \`falco-probes build\` (wall: node + tsx start, graph, index, hash every probe) | ${fmt(build)} | **${(build / make).toFixed(2)}** |`);
+    console.log(`| the same work in-process (modules loaded): | ${fmt(inProcess)} | ${(inProcess / make).toFixed(2)} |`);
+    console.log(`| - load lockfiles, drivers, keys (loadBuildGraph) | ${fmt(median(phases.map((p) => p.loadGraphMs)))} | |`);
+    console.log(`| - read and validate index.json | ${fmt(median(phases.map((p) => p.readIndexMs)))} | |`);
+    console.log(`| - plan: hash every probe file, compare with the index | ${fmt(median(phases.map((p) => p.planMs)))} | |`);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === '--child') await child(process.argv[3]!);
+else await main();

@@ -1,0 +1,136 @@
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { FalcoProbesError } from '../../util/errors.js';
+import { loadBuildGraph } from '../../graph/load.js';
+import type { FetchVia } from '../../fetch/types.js';
+import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
+import { createPipeline } from '../../run/pipeline.js';
+import { REASON_TEXT } from '../../run/plan.js';
+import { reportJson, runBuild, summaryLine } from '../../run/runner.js';
+import { parseLabels, selectTargets } from '../../run/select.js';
+import { withInterrupts } from '../../run/interrupt.js';
+import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
+
+export function parseFetchVia(value: unknown): FetchVia {
+  if (value === undefined) return 'auto';
+  if (value === 'http' || value === 'apt' || value === 'auto') return value;
+  throw new FalcoProbesError('usage', `--fetch-via expects http, apt or auto, got ${JSON.stringify(value)}`);
+}
+
+export const command: Command = {
+  name: 'build',
+  summary: 'build every out-of-date probe of the selected targets into the local repository',
+  usage: `usage: falco-probes build [PATTERN...] [options]
+
+Builds the probes of the selected targets whose repository entry is missing,
+was built for another key, or whose file is missing or damaged; publishes
+each into the local repository (Falco's layout, index.json, SHA256SUMS) as
+soon as it is built. Nothing else counts: no timestamps.
+
+patterns (default //probes/...):
+  //probes/...               every target
+  //probes/<os>/...          every target of one OS (also //probes/<os>)
+  //probes/<os>:<name>       one target, or every target of one kernel
+
+options:
+  -j, --jobs N               at most N builds at once (default: the number of cores, ${availableParallelism()} here)
+  -k, --keep-going           after a failure, build the rest (default: start nothing new)
+  -n, --dry-run              build nothing; list what would build (and lock nothing)
+      --explain              say why each target is out of date
+      --json                 print a machine-readable summary on stdout
+      --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
+      --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
+      --wait-lock            wait for another runner's lock on the repository instead of failing
+      --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable)
+      --fetch-via MODE       http (mirrors), apt (apt-get download), or auto: mirrors, then apt (default)
+      --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
+      --downloads N          at most N downloads at once (default 4)
+      --timeout SECONDS      time limit of one build (default 1800)
+
+exit status: 0 when every selected target is up to date or built, 1 when any failed, 2 for bad input.
+`,
+  options: {
+    jobs: { type: 'string', short: 'j' },
+    'keep-going': { type: 'boolean', short: 'k' },
+    'dry-run': { type: 'boolean', short: 'n' },
+    explain: { type: 'boolean' },
+    json: { type: 'boolean' },
+    label: { type: 'string', multiple: true },
+    repository: { type: 'string' },
+    'wait-lock': { type: 'boolean' },
+    mirror: { type: 'string', multiple: true },
+    'fetch-via': { type: 'string' },
+    cache: { type: 'string' },
+    downloads: { type: 'string' },
+    timeout: { type: 'string' },
+  },
+  allowPositionals: true,
+  async run({ values, positionals }, ctx) {
+    // Check every option before reading anything.
+    const jobs = parsePositiveInt(values['jobs'], '--jobs', availableParallelism());
+    const downloads = parsePositiveInt(values['downloads'], '--downloads', 4);
+    const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
+    const via = parseFetchVia(values['fetch-via']);
+    const mirrorOverrides = parseMirrorOverrides(values['mirror']);
+    const labels = (values['label'] as string[] | undefined) ?? [];
+    parseLabels(labels);
+    const dryRun = values['dry-run'] === true;
+    const explain = values['explain'] === true;
+    const json = values['json'] === true;
+    const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
+
+    const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger });
+    // An unpinned remote driver has no targets: asking for it by label or by a target name that carries it is refused with the way out.
+    const selectedDrivers = new Set(labels.filter((l) => l.startsWith('driver=')).map((l) => l.slice('driver='.length)));
+    for (const d of graph.unpinned) {
+      if (selectedDrivers.has(d.name) || positionals.some((p) => p.includes(':') && p.endsWith(`-${d.name}`)))
+        throw new FalcoProbesError('config', `driver ${d.name} ${d.version} is a remote tarball without a sha256 pin; refusing to build from unverified source`, {
+          location: { file: graph.driversFile },
+          hint: `run \`falco-probes pin ${d.name}\` on a machine that can download it, or point its source at a local checkout`,
+        });
+    }
+    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    const paths = runPaths(ctx.root);
+
+    return withInterrupts(ctx.logger, async (signal) => {
+      const report = await runBuild({
+        targets,
+        repositoryDir,
+        paths,
+        jobs,
+        keepGoing: values['keep-going'] === true,
+        dryRun,
+        explain,
+        waitLock: values['wait-lock'] === true,
+        logger: ctx.logger,
+        timeoutMs: timeoutS * 1000,
+        signal,
+        makePipeline: () =>
+          createPipeline({
+            projectRoot: ctx.root,
+            kernelsDir: ctx.kernelsDir,
+            targets,
+            mirrorOverrides,
+            via,
+            downloads,
+            logger: ctx.logger,
+            signal,
+            ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+          }),
+      });
+      if (json) ctx.stdout.write(reportJson(report));
+      else if (dryRun) {
+        const lines = report.results
+          .filter((r) => r.status === 'would-build')
+          .map((r) => (explain ? `${r.label}: ${REASON_TEXT[r.reason!]}${r.detail ? ` (${r.detail})` : ''}` : r.label));
+        if (lines.length) ctx.stdout.write(`${lines.join('\n')}\n`);
+      }
+      if (signal.aborted) {
+        ctx.logger.error(`interrupted: ${summaryLine(report)}`);
+        return 130;
+      }
+      (report.failed ? ctx.logger.error : ctx.logger.info)(summaryLine(report));
+      return report.failed || report.skipped ? 1 : 0;
+    });
+  },
+};

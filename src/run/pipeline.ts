@@ -1,0 +1,70 @@
+import { join } from 'node:path';
+import { loadSourceDefinitionById, type LoadedSourceDefinition } from '../config/source-definition.js';
+import type { Logger } from '../util/log.js';
+import { createFetcher } from '../fetch/download.js';
+import { defaultCacheDir } from '../fetch/cache.js';
+import { extractPackage } from '../fetch/extract.js';
+import type { Fetcher, FetchVia } from '../fetch/types.js';
+import { createHostBuilder } from '../builders/host.js';
+import type { Builder } from '../builders/types.js';
+import type { Target } from '../graph/types.js';
+import type { TargetPipeline } from './build-target.js';
+import { createDriverSources } from './driver-source.js';
+import { createKernelRoots } from './kernel-root.js';
+import { createMirrorTable } from './mirrors.js';
+
+// The real stages wired together for a run: the fetcher (cache, mirrors,
+// apt, its own download limit), the extractor, the driver sources and the
+// builder. The CLI commands call this; tests of the runner's own logic may
+// pass a pipeline of their own.
+
+export interface PipelineOptions {
+  projectRoot: string;
+  kernelsDir: string;
+  /** The targets that will be built (their OSes' source definitions give the mirrors). */
+  targets: readonly Target[];
+  mirrorOverrides: ReadonlyMap<string, string[]>;
+  via: FetchVia;
+  /** Package cache (default: $XDG_CACHE_HOME/falco-probes/packages, or $FALCO_PROBES_CACHE). */
+  cacheDir?: string;
+  downloads?: number;
+  logger: Logger;
+  signal?: AbortSignal;
+  /** Default: the host builder. */
+  builder?: Builder;
+}
+
+export interface RunPipeline extends TargetPipeline {
+  fetcher: Fetcher;
+}
+
+export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
+  const sources = new Map<string, LoadedSourceDefinition>();
+  for (const os of new Set(o.targets.map((t) => t.os))) sources.set(os, await loadSourceDefinitionById(os, o.kernelsDir, o.projectRoot));
+  const mirrors = createMirrorTable(o.targets, sources, o.mirrorOverrides, o.logger);
+  const cacheDir = o.cacheDir ?? defaultCacheDir();
+  const fetcher = createFetcher({
+    cacheDir,
+    via: o.via,
+    logger: o.logger,
+    mirrorsFor: (pkg) => mirrors.mirrorsFor(pkg),
+    ...(o.downloads !== undefined ? { downloads: o.downloads } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  const driverDir = createDriverSources({
+    projectRoot: o.projectRoot,
+    // Driver tarballs and unpacked trees live in the package cache's folder, beside its sha256/ store.
+    cacheDir: fetcher.cacheDir,
+    extract: async (file, dest, opts) => {
+      await extractPackage(file, 'tgz', dest, { strip: opts.strip, ...(opts.signal ? { signal: opts.signal } : {}) });
+    },
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  return {
+    fetcher,
+    fetch: (pkg, opts) => fetcher.fetch(pkg, opts),
+    extract: createKernelRoots(join(fetcher.cacheDir, 'trees')),
+    driverDir,
+    builder: o.builder ?? createHostBuilder(),
+  };
+}

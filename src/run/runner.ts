@@ -1,0 +1,282 @@
+import { rm } from 'node:fs/promises';
+import { FalcoProbesError, errorMessage, type ErrorKind } from '../util/errors.js';
+import { canonicalJson } from '../util/hash.js';
+import type { Logger } from '../util/log.js';
+import type { BuilderPin, Target } from '../graph/types.js';
+import { clangSatisfies } from '../builders/host.js';
+import { LocalRepository, type PublishStatus } from '../repository/local.js';
+import { buildTarget, logTail, type TargetPipeline } from './build-target.js';
+import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from './plan.js';
+import { createProgress, formatDuration } from './progress.js';
+import { runScheduled } from './scheduler.js';
+import { removeStaleWorkDirs, type RunPaths } from './paths.js';
+
+// `build`: plan against the repository's index, then build what is out of
+// date with at most `jobs` compiles at once, publishing each probe (and the
+// index) as soon as it is built so an interrupted run keeps its work.
+
+export interface BuildRunOptions {
+  /** The selected targets, in graph order. */
+  targets: readonly Target[];
+  repositoryDir: string;
+  paths: RunPaths;
+  jobs: number;
+  keepGoing: boolean;
+  dryRun: boolean;
+  explain: boolean;
+  waitLock: boolean;
+  logger: Logger;
+  /** Made only when something is out of date (creating the builder runs the toolchain). */
+  makePipeline: () => Promise<TargetPipeline>;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build';
+
+export interface TargetReport {
+  label: string;
+  file: string;
+  key: string;
+  status: TargetStatus;
+  /** Why it was out of date. */
+  reason?: StaleReason;
+  /** The evidence for the reason (keys, sha256s), for --explain. */
+  detail?: string;
+  /** What publishing did (built targets). */
+  publish?: PublishStatus;
+  sha256?: string;
+  ms?: number;
+  /** Built targets: milliseconds spent fetching, extracting and compiling. */
+  phases?: { fetchMs: number; extractMs: number; buildMs: number };
+  /** Failed targets: the error's kind and message, the log and the kept work directory. */
+  errorKind?: ErrorKind | 'internal';
+  error?: string;
+  log?: string;
+  workDir?: string;
+}
+
+export interface BuildReport {
+  repository: string;
+  dryRun: boolean;
+  targets: number;
+  upToDate: number;
+  built: number;
+  failed: number;
+  skipped: number;
+  elapsedMs: number;
+  results: TargetReport[];
+}
+
+/** Whether a builder that says `actual` builds what a key pinned as `wanted` promises (a bare clang version admits any vendor's build of it). */
+export function builderSatisfies(wanted: BuilderPin, actual: BuilderPin): boolean {
+  if (wanted.kind === 'host' && actual.kind === 'host') return clangSatisfies(wanted.clang, actual.clang);
+  if (wanted.kind === 'docker' && actual.kind === 'docker') return wanted.image === actual.image && clangSatisfies(wanted.clang, actual.clang);
+  return false;
+}
+
+/** Refuse to build when the toolchain differs from the pin in the keys: the keys would lie. */
+export async function checkBuilderPin(pipeline: TargetPipeline, targets: readonly Target[]): Promise<void> {
+  const actual = await pipeline.builder.pin();
+  const wanted = new Map<string, BuilderPin>();
+  for (const t of targets) wanted.set(canonicalJson(t.builder), t.builder);
+  for (const pin of wanted.values()) {
+    if (builderSatisfies(pin, actual)) continue;
+    throw new FalcoProbesError('config', `the builder here is ${describePin(actual)} but the targets' keys are for ${describePin(pin)}: probes built here would carry keys that lie about how they were built`, {
+      location: { file: 'kernels/drivers.yaml' },
+      hint: `set \`builder\` in kernels/drivers.yaml to ${JSON.stringify(actual)} (then run falco-probes generate), or build where that toolchain is installed`,
+    });
+  }
+}
+
+function describePin(pin: BuilderPin): string {
+  return pin.kind === 'host' ? `host clang ${pin.clang}` : `docker image ${pin.image} (clang ${pin.clang})`;
+}
+
+function checkDistinctOutputs(targets: readonly Target[]): void {
+  const seen = new Map<string, string>();
+  for (const t of targets) {
+    const other = seen.get(t.output);
+    if (other !== undefined)
+      throw new FalcoProbesError('config', `${other} and ${t.label} would both write ${t.output}`, {
+        hint: 'two kernels map to one Falco probe file name; check the lockfile entries (release, kernelVersion, targetId)',
+      });
+    seen.set(t.output, t.label);
+  }
+}
+
+function baseReport(p: PlannedTarget): TargetReport {
+  return {
+    label: p.target.label,
+    file: p.target.output,
+    key: p.target.key,
+    status: p.reason ? 'would-build' : 'up-to-date',
+    ...(p.reason ? { reason: p.reason } : {}),
+    ...(p.detail ? { detail: p.detail } : {}),
+  };
+}
+
+export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
+  const t0 = performance.now();
+  checkDistinctOutputs(o.targets);
+  const finish = (results: TargetReport[], dryRun: boolean, repository: string): BuildReport => ({
+    repository,
+    dryRun,
+    targets: results.length,
+    upToDate: results.filter((r) => r.status === 'up-to-date').length,
+    built: results.filter((r) => r.status === 'built').length,
+    failed: results.filter((r) => r.status === 'failed').length,
+    skipped: results.filter((r) => r.status === 'skipped').length,
+    elapsedMs: performance.now() - t0,
+    results,
+  });
+
+  if (o.dryRun) {
+    const repo = await LocalRepository.read(o.repositoryDir);
+    const plan = await planTargets(o.targets, repo);
+    return finish(plan.map(baseReport), true, repo.root);
+  }
+
+  const repo = await LocalRepository.openForWrite(o.repositoryDir, {
+    wait: o.waitLock,
+    command: 'falco-probes build',
+    onWait: (h) => o.logger.info(`waiting for the repository lock held by pid ${h.pid} on ${h.host}`),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  try {
+    const plan = await planTargets(o.targets, repo);
+    const results = plan.map(baseReport);
+    const stale = plan.flatMap((p, i) => (p.reason ? [{ planned: p, index: i }] : []));
+    if (o.explain) for (const { planned } of stale) o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
+    o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
+    if (stale.length === 0) return finish(results, false, repo.root);
+
+    const pipeline = await o.makePipeline();
+    await checkBuilderPin(
+      pipeline,
+      stale.map((s) => s.planned.target),
+    );
+    const progress = createProgress(o.logger, stale.length, o.jobs);
+    const failures = new Map<number, Failure>();
+    await runScheduled(
+      stale,
+      async ({ planned, index }) => {
+        const target = planned.target;
+        const workDir = o.paths.workDir(target);
+        await removeStaleWorkDirs(o.paths, target);
+        try {
+          const built = await buildTarget(target, pipeline, {
+            workDir,
+            logFile: o.paths.logFile(target),
+            ...(o.signal ? { signal: o.signal } : {}),
+            ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+          });
+          const published = await repo.publish(target, built.file, built);
+          await rm(workDir, { recursive: true, force: true });
+          return { published, built };
+        } catch (error) {
+          const keep = worthKeeping(error);
+          if (!keep) await rm(workDir, { recursive: true, force: true });
+          failures.set(index, { error, workDir: keep ? workDir : undefined });
+          throw error;
+        }
+      },
+      {
+        jobs: o.jobs,
+        keepGoing: o.keepGoing,
+        ...(o.signal ? { signal: o.signal } : {}),
+        onStart: ({ planned }) => progress.started(planned.target.label),
+        onFinish: ({ planned, index }, outcome) => {
+          const r = results[index]!;
+          if (outcome.status === 'skipped') {
+            r.status = 'skipped';
+            progress.skipped(planned.target.label);
+            return;
+          }
+          r.ms = Math.round(outcome.ms);
+          if (outcome.status === 'ok') {
+            r.status = 'built';
+            r.publish = outcome.value.published.status;
+            r.sha256 = outcome.value.built.sha256;
+            r.phases = outcome.value.built.phases;
+            const ph = r.phases;
+            const note = `${r.publish !== 'published' ? `${r.publish}; ` : ''}fetch ${formatDuration(ph.fetchMs)}, extract ${formatDuration(ph.extractMs)}, compile ${formatDuration(ph.buildMs)}`;
+            progress.finished(planned.target.label, { ok: true, ms: outcome.ms, note });
+            return;
+          }
+          r.status = 'failed';
+          r.errorKind = outcome.error instanceof FalcoProbesError ? outcome.error.kind : 'internal';
+          r.error = errorMessage(outcome.error);
+          r.log = o.paths.logFile(planned.target);
+          const kept = failures.get(index)?.workDir;
+          if (kept) r.workDir = kept;
+          progress.finished(planned.target.label, { ok: false, ms: outcome.ms, reason: `[${r.errorKind}] ${r.error.split('\n')[0]}` });
+        },
+      },
+    );
+    // Tasks never started because of an earlier failure (or an abort) were skipped by the scheduler without a callback.
+    for (const { index } of stale) if (results[index]!.status === 'would-build') results[index]!.status = 'skipped';
+    progress.stop();
+    for (const { index } of stale) {
+      const failure = failures.get(index);
+      if (failure) await explainFailure(results[index]!, failure, o.logger);
+    }
+    return finish(results, false, repo.root);
+  } finally {
+    await repo.close();
+  }
+}
+
+interface Failure {
+  error: unknown;
+  /** Set when the work directory was kept. */
+  workDir: string | undefined;
+}
+
+/** A compile or publish failure leaves something to look at (sources, objects); a failed download leaves nothing. */
+function worthKeeping(error: unknown): boolean {
+  if (!(error instanceof FalcoProbesError)) return true;
+  return error.kind === 'build' || error.kind === 'reproducibility' || error.kind === 'docker' || error.kind === 'internal';
+}
+
+async function explainFailure(r: TargetReport, failure: Failure, logger: Logger): Promise<void> {
+  const lines = [`${r.label} failed: ${r.error}`];
+  // The builder's own errors carry the log's tail already (as details); others get it here.
+  const hasDetails = failure.error instanceof FalcoProbesError && failure.error.details !== undefined;
+  const tail = worthKeeping(failure.error) && !hasDetails ? await logTail(r.log!) : undefined;
+  if (tail) lines.push(`--- last lines of ${r.log} ---`, tail, '---');
+  else lines.push(`log: ${r.log}`);
+  if (failure.workDir) lines.push(`work directory kept for inspection: ${failure.workDir}`);
+  logger.error(lines.join('\n'));
+}
+
+/** One line for people at the end of a run. */
+export function summaryLine(report: BuildReport): string {
+  if (report.dryRun) {
+    const n = report.results.filter((r) => r.status === 'would-build').length;
+    return `${report.targets} targets: ${n} would build, ${report.upToDate} up to date (dry run)`;
+  }
+  const parts = [`${report.built} built`, `${report.upToDate} up to date`];
+  if (report.failed) parts.push(`${report.failed} failed`);
+  if (report.skipped) parts.push(`${report.skipped} not started`);
+  return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}; repository ${report.repository}`;
+}
+
+/** The `--json` form: stable field names for machines. */
+export function reportJson(report: BuildReport): string {
+  return `${JSON.stringify(
+    {
+      repository: report.repository,
+      dryRun: report.dryRun,
+      targets: report.targets,
+      built: report.built,
+      upToDate: report.upToDate,
+      failed: report.failed,
+      skipped: report.skipped,
+      elapsedMs: Math.round(report.elapsedMs),
+      results: report.results,
+    },
+    null,
+    2,
+  )}\n`;
+}

@@ -1,0 +1,134 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { runScheduled } from '../src/run/scheduler.js';
+
+// Synthetic tasks that really wait (timers), with the number running at once
+// measured from inside the tasks themselves.
+
+function meter() {
+  let running = 0;
+  let peak = 0;
+  return {
+    enter() {
+      running++;
+      peak = Math.max(peak, running);
+    },
+    leave() {
+      running--;
+    },
+    get peak() {
+      return peak;
+    },
+    get running() {
+      return running;
+    },
+  };
+}
+
+for (const jobs of [1, 2, 4, 8]) {
+  test(`never more than -j ${jobs} at once, and every task finishes`, async () => {
+    const m = meter();
+    const items = Array.from({ length: 40 }, (_, i) => i);
+    const finished: number[] = [];
+    const outcomes = await runScheduled(
+      items,
+      async (i) => {
+        m.enter();
+        try {
+          // Uneven lengths so that slots free up in a mixed order.
+          await sleep(2 + ((i * 7) % 5));
+          return i * 2;
+        } finally {
+          m.leave();
+        }
+      },
+      { jobs, keepGoing: false, onFinish: (i) => finished.push(i) },
+    );
+    assert.equal(m.peak, jobs, `peak concurrency ${m.peak} with -j ${jobs}`);
+    assert.equal(m.running, 0);
+    assert.deepEqual(
+      outcomes.map((o) => (o.status === 'ok' ? o.value : undefined)),
+      items.map((i) => i * 2),
+    );
+    assert.deepEqual([...finished].sort((a, b) => a - b), items);
+  });
+}
+
+test('without keep-going: no new task starts after the first failure; running ones finish', async () => {
+  const m = meter();
+  const started: number[] = [];
+  const outcomes = await runScheduled(
+    Array.from({ length: 20 }, (_, i) => i),
+    async (i) => {
+      started.push(i);
+      m.enter();
+      try {
+        if (i === 3) {
+          await sleep(5);
+          throw new Error('task 3 broke');
+        }
+        await sleep(20);
+        return i;
+      } finally {
+        m.leave();
+      }
+    },
+    { jobs: 4, keepGoing: false },
+  );
+  const failed = outcomes.flatMap((o, i) => (o.status === 'failed' ? [i] : []));
+  const skipped = outcomes.flatMap((o, i) => (o.status === 'skipped' ? [i] : []));
+  const ok = outcomes.flatMap((o, i) => (o.status === 'ok' ? [i] : []));
+  assert.deepEqual(failed, [3]);
+  // 0..2 were running when 3 failed and finish normally; nothing after the failure starts.
+  assert.deepEqual(ok, [0, 1, 2]);
+  assert.deepEqual(started, [0, 1, 2, 3]);
+  assert.deepEqual(skipped, Array.from({ length: 16 }, (_, i) => i + 4));
+  const error = (outcomes[3] as { error: Error }).error;
+  assert.equal(error.message, 'task 3 broke');
+});
+
+test('with keep-going: every other task still runs after failures', async () => {
+  const outcomes = await runScheduled(
+    Array.from({ length: 12 }, (_, i) => i),
+    async (i) => {
+      await sleep(1);
+      if (i % 5 === 0) throw new Error(`task ${i} broke`);
+      return i;
+    },
+    { jobs: 3, keepGoing: true },
+  );
+  assert.deepEqual(
+    outcomes.map((o) => o.status),
+    outcomes.map((_, i) => (i % 5 === 0 ? 'failed' : 'ok')),
+  );
+});
+
+test('an aborted run starts nothing new', async () => {
+  const controller = new AbortController();
+  const outcomes = await runScheduled(
+    Array.from({ length: 10 }, (_, i) => i),
+    async (i) => {
+      if (i === 1) controller.abort();
+      await sleep(2);
+      return i;
+    },
+    { jobs: 2, keepGoing: true, signal: controller.signal },
+  );
+  assert.deepEqual(outcomes.map((o) => o.status), ['ok', 'ok', ...Array(8).fill('skipped')]);
+});
+
+test('makespan of equal tasks stays close to total / N', async () => {
+  const length = 20;
+  const count = 40;
+  for (const jobs of [2, 4]) {
+    const t0 = performance.now();
+    await runScheduled(Array.from({ length: count }), () => sleep(length), { jobs, keepGoing: false });
+    const ratio = (performance.now() - t0) / ((count * length) / jobs);
+    assert.ok(ratio < 1.5, `makespan / ideal = ${ratio.toFixed(2)} at -j ${jobs}`);
+  }
+});
+
+test('rejects a job count that is not a positive integer', async () => {
+  await assert.rejects(runScheduled([1], async () => 1, { jobs: 0, keepGoing: false }), RangeError);
+});
