@@ -9,6 +9,10 @@ import { REASON_TEXT } from '../../run/plan.js';
 import { reportJson, runBuild, summaryLine } from '../../run/runner.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
+import { parseShard, inShard } from '../../repository/shard.js';
+import { targetKey } from '../../graph/key.js';
+import type { Target } from '../../graph/types.js';
+import type { Builder } from '../../builders/types.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 
 export function parseFetchVia(value: unknown): FetchVia {
@@ -46,6 +50,16 @@ options:
       --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
       --downloads N          at most N downloads at once (default 4)
       --timeout SECONDS      time limit of one build (default 1800)
+      --shard I/N            build only shard I of N (targets split by key; see falco-probes plan)
+      --builder host|docker  compile on this host (default) or in the Docker builder image;
+                             with docker, keys name the image (DOCKER_HOST selects the daemon)
+      --docker-recipe R      kbuild (default) or driver-loader
+      --docker-image IMAGE   image for the recipe (driver-loader: the loader's image; never pulled)
+      --docker-memory MIB    memory limit per container (default 4096)
+      --docker-cpus N        CPU limit per container (default 1)
+      --verify-load          after building, boot each built probe's kernel in qemu and load it
+                             (see falco-probes verify-load --help); a refused probe fails the run
+      --allow-unverified     with --verify-load: record refusals without failing
 
 exit status: 0 when every selected target is up to date or built, 1 when any failed, 2 for bad input.
 `,
@@ -63,6 +77,14 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     cache: { type: 'string' },
     downloads: { type: 'string' },
     timeout: { type: 'string' },
+    shard: { type: 'string' },
+    builder: { type: 'string' },
+    'docker-recipe': { type: 'string' },
+    'docker-image': { type: 'string' },
+    'docker-memory': { type: 'string' },
+    'docker-cpus': { type: 'string' },
+    'verify-load': { type: 'boolean' },
+    'allow-unverified': { type: 'boolean' },
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
@@ -78,6 +100,17 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     const explain = values['explain'] === true;
     const json = values['json'] === true;
     const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
+    const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
+    const builderKind = values['builder'] ?? 'host';
+    if (builderKind !== 'host' && builderKind !== 'docker')
+      throw new FalcoProbesError('usage', `--builder expects host or docker, got ${JSON.stringify(builderKind)}`);
+    const dockerRecipe = values['docker-recipe'] ?? 'kbuild';
+    if (dockerRecipe !== 'kbuild' && dockerRecipe !== 'driver-loader')
+      throw new FalcoProbesError('usage', `--docker-recipe expects kbuild or driver-loader, got ${JSON.stringify(dockerRecipe)}`);
+    const dockerMemoryMiB = parsePositiveInt(values['docker-memory'], '--docker-memory', 4096);
+    const dockerCpus = parsePositiveInt(values['docker-cpus'], '--docker-cpus', 1);
+    if (builderKind !== 'docker' && ['docker-recipe', 'docker-image', 'docker-memory', 'docker-cpus'].some((k) => values[k] !== undefined))
+      throw new FalcoProbesError('usage', '--docker-* options need --builder docker');
 
     const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger });
     // An unpinned remote driver has no targets: asking for it by label or by a target name that carries it is refused with the way out.
@@ -89,8 +122,26 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
           hint: `run \`falco-probes pin ${d.name}\` on a machine that can download it, or point its source at a local checkout`,
         });
     }
-    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    let targets: Target[] = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
     const paths = runPaths(ctx.root);
+
+    // The Docker builder's image id is its pin: every key built with it names the image,
+    // so the selected targets are keyed again for it (the generated files hold host keys).
+    let builder: Builder | undefined;
+    if (builderKind === 'docker') {
+      const { createDockerBuilder } = await import('../../builders/docker.js');
+      builder = createDockerBuilder({
+        recipe: dockerRecipe,
+        memoryBytes: dockerMemoryMiB * 1024 * 1024,
+        cpus: dockerCpus,
+        logger: ctx.logger,
+        ...(typeof values['docker-image'] === 'string' ? { image: values['docker-image'] } : {}),
+      });
+      const pin = await builder.pin();
+      targets = targets.map((t) => ({ ...t, builder: pin, key: targetKey({ kernel: t.kernel, osRelease: t.osRelease, driver: t.driver, builder: pin, kind: t.kind }) }));
+    }
+    // A shard is a fixed slice of the keys: every machine computes the same split (falco-probes plan prints it).
+    if (shard) targets = targets.filter((t) => inShard(t.key, shard));
 
     return withInterrupts(ctx.logger, async (signal) => {
       const report = await runBuild({
@@ -115,6 +166,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
             downloads,
             logger: ctx.logger,
             signal,
+            ...(builder ? { builder } : {}),
             ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
           }),
       });
@@ -130,7 +182,18 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
         return 130;
       }
       (report.failed ? ctx.logger.error : ctx.logger.info)(summaryLine(report));
-      return report.failed || report.skipped ? 1 : 0;
+      const buildCode = report.failed || report.skipped ? 1 : 0;
+      if (values['verify-load'] !== true || dryRun || builderKind === 'docker') {
+        if (values['verify-load'] === true && builderKind === 'docker')
+          ctx.logger.warn('--verify-load checks probes keyed for the host builder; run falco-probes verify-load after a host build');
+        return buildCode;
+      }
+      // Verify what this run selected, with the verify-load command's own machinery and options.
+      const verify = (await import('./verify-load.js')).command;
+      const verifyValues: Record<string, unknown> = { jobs: String(jobs), 'fetch-via': via, downloads: String(downloads) };
+      for (const k of ['label', 'repository', 'wait-lock', 'mirror', 'cache', 'allow-unverified', 'json']) if (values[k] !== undefined) verifyValues[k] = values[k];
+      const verifyCode = await verify.run({ values: verifyValues, positionals }, ctx);
+      return Math.max(buildCode, verifyCode);
     });
   },
 };
