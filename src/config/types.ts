@@ -18,9 +18,26 @@ export interface RepositoryDefinition {
   keyring?: string;
 }
 
+export interface AptHeadersRule {
+  flavour: string;
+  /** A regular expression on the package name with a named group `release`. */
+  pattern: string;
+  /**
+   * Optional regular expression on the package's `Filename` (its pool path): the rule
+   * applies only to packages whose file matches (Ubuntu's `pool/main/l/linux-aws/`), and
+   * its named groups become template placeholders.
+   */
+  filename?: string;
+  targetId?: string;
+  /** overrides `unameVersion` for this flavour */
+  unameVersion?: string;
+  /** overrides `kernelVersion` for this flavour */
+  kernelVersion?: string;
+}
+
 export interface AptKernelSelection {
-  /** One entry per flavour: a regular expression on the package name with a named group `release`. */
-  headers: { flavour: string; pattern: string; targetId?: string; /** overrides `unameVersion` for this flavour */ unameVersion?: string }[];
+  /** One entry per flavour. */
+  headers: AptHeadersRule[];
   /** Dependencies of a headers package that are part of the kernel's sources (regular expressions on names). */
   follow: string[];
   /** Lockfile role of the packages found through `follow[i]` (default `common`), e.g. `[common, kbuild]`. */
@@ -28,6 +45,12 @@ export interface AptKernelSelection {
   /** Templates for uname -v and Falco's kernelversion. Placeholders: {release} {version} {upstream} {flavour} and named groups. */
   unameVersion: string;
   kernelVersion: string;
+  /**
+   * Optional template for the release the legacy `falco-driver-loader` script (Falco up to
+   * 0.35) names the probe with, when it is not `uname -r` (Debian: `<package
+   * version>-<flavour>`); falcoctl uses `uname -r`. See docs/OS.md.
+   */
+  legacyRelease?: string;
   /** Optional regular expression on the package version whose named groups become placeholders. */
   versionPattern?: string;
   /**
@@ -38,9 +61,20 @@ export interface AptKernelSelection {
   image?: string[];
 }
 
+/** A `yum.devel` entry in its long form: a package name with its own flavour, target id or templates (Oracle's UEK). */
+export interface YumDevelPackage {
+  name: string;
+  flavour?: string;
+  targetId?: string;
+  unameVersion?: string;
+  kernelVersion?: string;
+  /** Image package names for this flavour (default: the selection's `kernel`). */
+  kernel?: string[];
+}
+
 export interface YumKernelSelection {
-  /** Package names (exact) that carry the kernel headers/sources, e.g. `kernel-devel`. */
-  devel: string[];
+  /** Package names (exact) that carry the kernel headers/sources, e.g. `kernel-devel`, or long-form entries. */
+  devel: (string | YumDevelPackage)[];
   /** Package names of the kernel itself (for the image; also used to list kernels). */
   kernel?: string[];
   unameVersion: string;
@@ -58,6 +92,26 @@ export interface YumKernelSelection {
 
 export type YumPackageRoot = 'repository' | 'host';
 
+/** A group of COS build ids: a milestone's release branch, listed by its build number prefix. */
+export interface CosMilestone {
+  /** `117` in `cos-117-18613-339-26`. */
+  milestone: number;
+  /** The first part of the milestone's build ids (`18613` in `18613.339.26`). */
+  build: number;
+}
+
+export interface CosKernelSelection {
+  /** Repository (name) whose mirrors are GCS JSON API object listings of the bucket (`.../storage/v1/b/<bucket>/o`). */
+  listing: string;
+  /** Repository (name) whose mirrors serve the bucket's objects (`<base>/<build id>/kernel-headers.tgz`). */
+  headers: string;
+  milestones: CosMilestone[];
+  /** Optional regular expression a build id must match to be kept (e.g. to leave out `.0.0` branch points). */
+  buildIdPattern?: string;
+  /** Refuse a headers tarball larger than this many bytes (default 1 GiB). */
+  maxHeadersBytes?: number;
+}
+
 export interface SourceDefinition {
   /** `debian12`; also the Please package name `//probes/<id>`. */
   id: string;
@@ -73,7 +127,7 @@ export interface SourceDefinition {
   repositories: RepositoryDefinition[];
   apt?: AptKernelSelection;
   yum?: YumKernelSelection;
-  cos?: Record<string, unknown>;
+  cos?: CosKernelSelection;
 }
 
 export interface PackageRef {
@@ -105,6 +159,13 @@ export interface KernelDescriptor {
   /** Falco's target id for this kernel (`debian`, `ubuntu-aws`). */
   targetId: string;
   flavour?: string;
+  /**
+   * The release the legacy `falco-driver-loader` script (Falco up to 0.35) puts in the probe
+   * file name when it differs from `uname -r` (Debian: `6.1.170-3-amd64` for
+   * `6.1.0-47-amd64`); falcoctl, Falco's loader since 0.36, uses `uname -r`. Absent when the
+   * two agree. Not written to lockfiles yet: see docs/OS.md, "Debian".
+   */
+  legacyRelease?: string;
   packages: PackageRef[];
 }
 

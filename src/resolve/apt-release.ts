@@ -26,6 +26,8 @@ export interface AptRelease {
   url: string;
   suite?: string;
   codename?: string;
+  /** The `Architectures` field (Debian names: `amd64 arm64`), when present: a repository serves only these. */
+  architectures?: string[];
   /** Files the Release lists under `SHA256:`, by path relative to `dists/<suite>/`. */
   files: Map<string, ReleaseEntry>;
   signatureChecked: boolean;
@@ -48,6 +50,7 @@ export async function fetchAptRelease(opts: FetchReleaseOptions): Promise<AptRel
   let url = inReleaseUrl;
   let signatureChecked = false;
   const inRelease = await getOrUndefinedOn404(inReleaseUrl, http);
+  if (inRelease) refuseHtml(inRelease, inReleaseUrl);
   if (inRelease) {
     if (opts.keyring) {
       text = await gpgvVerify(opts.keyring, inReleaseUrl, inRelease);
@@ -63,6 +66,7 @@ export async function fetchAptRelease(opts: FetchReleaseOptions): Promise<AptRel
         location: { url: dist },
         hint: 'check the suite name and the mirror URL in the source definition',
       });
+    refuseHtml(release, url);
     if (opts.keyring) {
       const sigUrl = `${dist}/Release.gpg`;
       const sig = await getOrUndefinedOn404(sigUrl, http);
@@ -81,6 +85,16 @@ export async function fetchAptRelease(opts: FetchReleaseOptions): Promise<AptRel
   const release = parseReleaseText(text, url);
   checkSuite(release, opts.suite);
   return { ...release, signatureChecked };
+}
+
+/** A captive portal or a mirror's error page answers 200 with HTML: say so, rather than fail on its signature or syntax. */
+function refuseHtml(body: Buffer, url: string): void {
+  const head = body.subarray(0, 512).toString('latin1').trimStart().toLowerCase();
+  if (head.startsWith('<!doctype html') || head.startsWith('<html') || head.startsWith('<?xml') || head.startsWith('<head'))
+    throw new FalcoProbesError('input', 'the mirror answered with an HTML or XML page, not a Release file', {
+      location: { url },
+      hint: 'the URL may point at a web page, a proxy login or an error page; check the mirror URL and the suite in the source definition',
+    });
 }
 
 async function getOrUndefinedOn404(url: string, http: HttpOptions): Promise<Buffer | undefined> {
@@ -111,6 +125,7 @@ export function parseReleaseText(text: string, url: string): Omit<AptRelease, 's
   const files = new Map<string, ReleaseEntry>();
   let suite: string | undefined;
   let codename: string | undefined;
+  let architectures: string[] | undefined;
   let field = '';
   let sawSha256 = false;
   const lines = text.split('\n');
@@ -140,6 +155,7 @@ export function parseReleaseText(text: string, url: string): Omit<AptRelease, 's
     field = key;
     if (key === 'suite') suite = value;
     else if (key === 'codename') codename = value;
+    else if (key === 'architectures') architectures = value.split(/\s+/).filter((a) => a !== '');
     else if (key === 'sha256') sawSha256 = true;
   }
   if (!sawSha256)
@@ -147,7 +163,13 @@ export function parseReleaseText(text: string, url: string): Omit<AptRelease, 's
       location: { url },
       hint: 'only repositories whose Release lists SHA256 checksums are supported',
     });
-  return { url, files, ...(suite !== undefined ? { suite } : {}), ...(codename !== undefined ? { codename } : {}) };
+  return {
+    url,
+    files,
+    ...(suite !== undefined ? { suite } : {}),
+    ...(codename !== undefined ? { codename } : {}),
+    ...(architectures !== undefined ? { architectures } : {}),
+  };
 }
 
 function malformed(url: string, line: number, what: string): FalcoProbesError {

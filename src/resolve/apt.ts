@@ -10,6 +10,7 @@ import { fetchPackagesIndex, type AptPackage } from './apt-packages.js';
 import { formatAlternative, parseDepends, type DependencyAlternative } from './apt-depends.js';
 import { compareDebVersions, satisfiesRelation, upstreamVersion } from './deb-version.js';
 import { fillTemplate } from './template.js';
+import { definitionLocation } from './definition-location.js';
 import { mirrorsFor, type ResolveOptions, type Resolver } from './types.js';
 
 // The apt resolver: per repository (mirrors in order), the signed Release and
@@ -22,6 +23,14 @@ import { mirrorsFor, type ResolveOptions, type Resolver } from './types.js';
 // Roles in the lockfile: `headers` for the package a headers pattern matched;
 // `followRoles[i]` (default `common`) for a package found through `follow[i]`;
 // `image` for a package named by an `image` template.
+//
+// A repository serves the architectures its Release file lists (Ubuntu's
+// amd64 archive and its arm64 ports archive are separate repositories of one
+// definition); every architecture of the definition must be served by at
+// least one. A headers rule may also require the package's pool folder
+// (`filename`), as Ubuntu's flavours are told apart by their source package
+// (`pool/main/l/linux-aws/`). A rule that matches no package in a whole
+// resolve is a definition error naming the rule.
 
 const DEBIAN_ARCH: Record<Arch, string> = { x86_64: 'amd64', aarch64: 'arm64' };
 
@@ -35,25 +44,49 @@ interface Candidate extends AptPackage {
 /** Every kept package of every repository for one architecture, by name, in repository order. */
 type Pool = Map<string, Candidate[]>;
 
+interface HeadersRule {
+  /** Position in `apt.headers`, for error messages. */
+  index: number;
+  flavour: string;
+  targetId: string;
+  re: RegExp;
+  filenameRe?: RegExp;
+  /** The patterns as the definition writes them, for messages. */
+  pattern: string;
+  filename?: string;
+  unameVersion: string;
+  kernelVersion: string;
+}
+
 interface Rules {
-  headers: { flavour: string; targetId: string; re: RegExp; unameVersion: string }[];
+  headers: HeadersRule[];
   follow: { re: RegExp; role: string }[];
   /** Each entry: alternatives of templates. */
   image: string[][];
   imageRes: RegExp[];
   versionPattern?: RegExp;
+  legacyRelease?: string;
+}
+
+/** What each headers rule matched in a whole resolve (all architectures). */
+interface RuleUse {
+  matched: number;
+  /** Packages whose name matched but whose pool path did not (for the error message). */
+  wrongFolder: string[];
 }
 
 export const resolveAptSource: Resolver = async (source, options) => {
   const def = source.definition;
   if (!def.apt) throw new FalcoProbesError('config', 'an apt source definition needs an "apt" section', { location: { file: source.file } });
-  const rules = compileRules(def.apt, def.targetId, source.file);
+  const rules = compileRules(def.apt, def.targetId, source);
   const keep = (name: string) => rules.headers.some((h) => h.re.test(name)) || rules.follow.some((f) => f.re.test(name)) || rules.imageRes.some((r) => r.test(name));
 
   const pools = new Map<Arch, Pool>(def.architectures.map((a) => [a, new Map()]));
+  const servedBy = new Map<Arch, string[]>(def.architectures.map((a) => [a, []]));
   for (const [order, repo] of def.repositories.entries()) {
     const indexes = await readRepository(source, repo, keep, options);
     for (const { arch, packages } of indexes) {
+      servedBy.get(arch)!.push(repo.name);
       const pool = pools.get(arch)!;
       for (const p of packages) {
         const list = pool.get(p.name) ?? [];
@@ -62,14 +95,23 @@ export const resolveAptSource: Resolver = async (source, options) => {
       }
     }
   }
+  for (const [arch, repos] of servedBy) {
+    if (repos.length === 0)
+      throw new FalcoProbesError('config', `no repository of ${def.id} serves ${arch} (${DEBIAN_ARCH[arch]}): no Release file lists it in its Architectures`, {
+        location: definitionLocation(source, ['architectures']),
+        hint: `add a repository for ${DEBIAN_ARCH[arch]} (Ubuntu keeps arm64 on its ports archive) or remove ${arch} from architectures`,
+      });
+  }
 
   const kernels: KernelDescriptor[] = [];
   const problems: string[] = [];
+  const uses: RuleUse[] = rules.headers.map(() => ({ matched: 0, wrongFolder: [] }));
   for (const arch of def.architectures) {
-    const built = kernelsOfArch(arch, pools.get(arch)!, rules, source, options);
+    const built = kernelsOfArch(arch, pools.get(arch)!, rules, uses, source, options);
     kernels.push(...built.kernels);
     problems.push(...built.problems);
   }
+  checkEveryRuleMatched(rules, uses, source);
   if (problems.length)
     throw new FalcoProbesError('input', `${problems.length} kernel(s) of ${def.id} lack dependencies that the source definition says to follow`, {
       location: { file: source.file },
@@ -80,20 +122,53 @@ export const resolveAptSource: Resolver = async (source, options) => {
   return kernels;
 };
 
-function compileRules(apt: AptKernelSelection, defaultTargetId: string, file: string): Rules {
-  const re = (pattern: string) => new RegExp(pattern, 'u');
+function compileRules(apt: AptKernelSelection, defaultTargetId: string, source: LoadedSourceDefinition): Rules {
+  const re = (pattern: string, path: (string | number)[]) => {
+    try {
+      return new RegExp(pattern, 'u');
+    } catch (err) {
+      throw new FalcoProbesError('config', `invalid regular expression: ${(err as Error).message}`, { location: definitionLocation(source, path) });
+    }
+  };
   if (apt.followRoles && apt.followRoles.length !== apt.follow.length)
     throw new FalcoProbesError('config', `apt.followRoles has ${apt.followRoles.length} entries but apt.follow has ${apt.follow.length}; give one role per follow pattern`, {
-      location: { file },
+      location: definitionLocation(source, ['apt', 'followRoles']),
     });
   const image = (apt.image ?? []).map((entry) => entry.split('|').map((t) => t.trim()).filter((t) => t !== ''));
   return {
-    headers: apt.headers.map((h) => ({ flavour: h.flavour, targetId: h.targetId ?? defaultTargetId, re: re(h.pattern), unameVersion: h.unameVersion ?? apt.unameVersion })),
-    follow: apt.follow.map((pattern, i) => ({ re: re(pattern), role: apt.followRoles?.[i] ?? 'common' })),
+    headers: apt.headers.map((h, index) => ({
+      index,
+      flavour: h.flavour,
+      targetId: h.targetId ?? defaultTargetId,
+      re: re(h.pattern, ['apt', 'headers', index, 'pattern']),
+      pattern: h.pattern,
+      ...(h.filename !== undefined ? { filenameRe: re(h.filename, ['apt', 'headers', index, 'filename']), filename: h.filename } : {}),
+      unameVersion: h.unameVersion ?? apt.unameVersion,
+      kernelVersion: h.kernelVersion ?? apt.kernelVersion,
+    })),
+    follow: apt.follow.map((pattern, i) => ({ re: re(pattern, ['apt', 'follow', i]), role: apt.followRoles?.[i] ?? 'common' })),
     image,
     imageRes: image.flat().map(templateToRegExp),
-    ...(apt.versionPattern ? { versionPattern: re(apt.versionPattern) } : {}),
+    ...(apt.versionPattern ? { versionPattern: re(apt.versionPattern, ['apt', 'versionPattern']) } : {}),
+    ...(apt.legacyRelease !== undefined ? { legacyRelease: apt.legacyRelease } : {}),
   };
+}
+
+/** A headers rule that matched no package of any repository and architecture is a definition error. */
+function checkEveryRuleMatched(rules: Rules, uses: RuleUse[], source: LoadedSourceDefinition): void {
+  for (const rule of rules.headers) {
+    const use = uses[rule.index]!;
+    if (use.matched > 0) continue;
+    const path = ['apt', 'headers', rule.index, use.wrongFolder.length ? 'filename' : 'pattern'];
+    const what = use.wrongFolder.length
+      ? `the filename pattern ${rule.filename} of flavour "${rule.flavour}" matched none of the ${use.wrongFolder.length} package(s) its name pattern matched`
+      : `the headers pattern ${rule.pattern} of flavour "${rule.flavour}" matched no package in any repository`;
+    throw new FalcoProbesError('config', what, {
+      location: definitionLocation(source, path),
+      ...(use.wrongFolder.length ? { details: use.wrongFolder.slice(0, 5).map((f) => `  ${f}`).join('\n') } : {}),
+      hint: 'a pattern that matches nothing is a typo or a flavour the distribution no longer ships; fix or remove it (the lockfile is unchanged)',
+    });
+  }
 }
 
 /** `linux-image-{release}` -> /^linux-image-.+$/: which names an image template could produce, to keep them while streaming. */
@@ -127,6 +202,10 @@ async function readRepository(
     const release = await fetchAptRelease({ base, suite, ...(keyring ? { keyring } : {}), http: options.http ?? {}, ...(options.logger ? { logger: options.logger } : {}) });
     const out: { arch: Arch; packages: AptPackage[] }[] = [];
     for (const arch of def.architectures) {
+      if (release.architectures && !release.architectures.includes(DEBIAN_ARCH[arch])) {
+        options.logger?.debug(`${repo.name}: ${release.url} lists no ${DEBIAN_ARCH[arch]} (Architectures: ${release.architectures.join(' ')}); not read for ${arch}`);
+        continue;
+      }
       const packages: AptPackage[] = [];
       for (const component of components) {
         const index = await fetchPackagesIndex({
@@ -174,10 +253,27 @@ function refFor(c: Candidate, role: string): PackageRef {
   return { name: c.name, version: c.version, role, repository: c.repository, path: c.filename, sha256: c.sha256, size: c.size };
 }
 
+/** The first rule whose name pattern matches `name` and whose filename pattern (if any) matches the package's file. */
+function ruleFor(name: string, filename: string, rules: Rules, uses: RuleUse[], arch: Arch): HeadersRule | undefined {
+  let named = false;
+  for (const rule of rules.headers) {
+    if (!rule.re.test(name)) continue;
+    named = true;
+    if (rule.filenameRe && !rule.filenameRe.test(filename)) continue;
+    uses[rule.index]!.matched++;
+    return rule;
+  }
+  if (named)
+    for (const rule of rules.headers)
+      if (rule.re.test(name)) uses[rule.index]!.wrongFolder.push(`${filename} (${arch})`);
+  return undefined;
+}
+
 function kernelsOfArch(
   arch: Arch,
   pool: Pool,
   rules: Rules,
+  uses: RuleUse[],
   source: LoadedSourceDefinition,
   options: ResolveOptions,
 ): { kernels: KernelDescriptor[]; problems: string[] } {
@@ -186,9 +282,13 @@ function kernelsOfArch(
   const releases = new Map<string, string>();
   const names = [...pool.keys()].sort();
   for (const name of names) {
-    const rule = rules.headers.find((h) => h.re.test(name));
-    if (!rule) continue;
+    if (!rules.headers.some((h) => h.re.test(name))) continue;
     const headers = newest(pool.get(name)!);
+    const rule = ruleFor(name, headers.filename, rules, uses, arch);
+    if (!rule) {
+      options.logger?.debug(`${name} ${headers.version} (${arch}): ${headers.filename} is in no folder a headers rule of its name accepts; not a kernel`);
+      continue;
+    }
     const where = { url: headers.indexUrl };
     const about = `package ${JSON.stringify(headers.name)} ${headers.version} (stanza at line ${headers.line})`;
     const release = rule.re.exec(name)?.groups?.['release'];
@@ -219,6 +319,7 @@ function kernelsOfArch(
         throw new FalcoProbesError('input', `${about}: version does not match apt.versionPattern ${rules.versionPattern.source}`, { location: where });
       for (const [k, v] of Object.entries(m.groups ?? {})) if (v !== undefined) vars[k] = v;
     }
+    for (const [k, v] of Object.entries(rule.filenameRe?.exec(headers.filename)?.groups ?? {})) if (v !== undefined) vars[k] = v;
 
     const packages: PackageRef[] = [refFor(headers, 'headers')];
     const followed = followDependencies(headers, pool, rules);
@@ -243,10 +344,12 @@ function kernelsOfArch(
     }
 
     const version = fillTemplate(rule.unameVersion, vars);
-    const kernelVersion = fillTemplate(source.definition.apt!.kernelVersion, vars);
+    const kernelVersion = fillTemplate(rule.kernelVersion, vars);
+    const legacyRelease = rules.legacyRelease === undefined ? release : fillTemplate(rules.legacyRelease, vars);
     withContext(about, where, () => {
       checkUnameVersion(version, where);
       checkKernelVersion(kernelVersion, where);
+      checkRelease(legacyRelease, where);
     });
     kernels.push({
       name: release,
@@ -256,6 +359,7 @@ function kernelsOfArch(
       kernelVersion,
       targetId: rule.targetId,
       flavour: rule.flavour,
+      ...(legacyRelease !== release ? { legacyRelease } : {}),
       packages,
     });
   }

@@ -1,3 +1,5 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import type { HttpOptions } from '../util/http.js';
 import type { Logger } from '../util/log.js';
 import type { KernelDescriptor } from '../config/types.js';
@@ -8,6 +10,20 @@ export interface ResolveOptions {
   mirrorOverrides?: ReadonlyMap<string, string[]>;
   http?: HttpOptions;
   logger?: Logger;
+  /**
+   * Where resolvers that must download more than metadata (COS: each build's headers
+   * tarball) remember what they learnt, keyed by content. Default: resolveCacheDir().
+   */
+  cacheDir?: string;
+}
+
+/** `$FALCO_PROBES_RESOLVE_CACHE`, else `$XDG_CACHE_HOME/falco-probes/resolve` (or `~/.cache/...`). */
+export function resolveCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const override = env['FALCO_PROBES_RESOLVE_CACHE'];
+  if (override) return override;
+  const xdg = env['XDG_CACHE_HOME'];
+  const base = xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache');
+  return join(base, 'falco-probes', 'resolve');
 }
 
 /** One resolver per repository format. It returns every kernel the mirrors list, unsorted; the caller sorts and writes. */

@@ -16,6 +16,7 @@ import { checkRpmArch, checkRpmEpoch, rpmEvr, rpmKernelRelease } from './rpm-ver
 import { packagePath, withYumBase } from './yum-locations.js';
 import { readRepomd } from './yum-repomd.js';
 import { readPrimary, type PrimaryListing, type RpmPackageRecord } from './yum-primary.js';
+import { definitionLocation } from './definition-location.js';
 import type { ResolveOptions, Resolver } from './types.js';
 
 // The yum resolver: for each repository and architecture of a source
@@ -24,6 +25,13 @@ import type { ResolveOptions, Resolver } from './types.js';
 // `yum.devel` package into a kernel descriptor. uname -r of an RPM kernel is
 // `<version>-<release>.<arch>`; uname -v and Falco's kernelversion come from the
 // definition's templates, since yum metadata does not hold them (docs/OS.md).
+//
+// A kernel is found in the first repository (in definition order) that lists
+// its devel package; its image may come from any repository of the
+// definition (RHEL's clones keep kernel-devel in AppStream and kernel-core in
+// BaseOS). A `yum.devel` entry may be a flavour of its own (Oracle's
+// kernel-uek-devel) with its own target id, templates and image names. An
+// entry that matches no package in a whole resolve is a definition error.
 
 interface RepositoryListing extends PrimaryListing {
   base: string;
@@ -37,16 +45,31 @@ interface RpmPackage {
   version: string;
   release: string;
   ref: PackageRef;
+  /** Position of its repository in the definition. */
+  repositoryOrder: number;
+  url: string;
+}
+
+/** A `yum.devel` entry with the selection's defaults filled in. */
+interface DevelRule {
+  index: number;
+  name: string;
+  flavour?: string;
+  targetId: string;
+  unameVersion: string;
+  kernelVersion: string;
+  images: string[];
 }
 
 export const resolveYumSource: Resolver = async (source, options) => {
   const def = source.definition;
   const selection = def.yum;
   if (!selection) throw new FalcoProbesError('config', 'a yum source definition needs a "yum" section', { location: { file: source.file } });
-  const wanted = new Set([...selection.devel, ...(selection.kernel ?? [])]);
-  const kernels = new Map<string, KernelDescriptor>();
+  const rules = develRules(selection, def.targetId);
+  const wanted = new Set(rules.flatMap((r) => [r.name, ...r.images]));
+  const byArch = new Map<Arch, RpmPackage[]>(def.architectures.map((a) => [a, []]));
 
-  for (const repo of def.repositories) {
+  for (const [order, repo] of def.repositories.entries()) {
     // Two architectures may share one base URL (a repository without $basearch): read it once.
     const listings = new Map<string, Promise<RepositoryListing>>();
     for (const arch of def.architectures) {
@@ -58,22 +81,34 @@ export const resolveYumSource: Resolver = async (source, options) => {
         }
         return pending;
       });
-      const found = kernelsFromListing(source, selection, repo.name, arch, listing);
-      let added = 0;
-      for (const kernel of found) {
-        // The same build can be in more than one repository (core/2.0 and core/latest): the first in definition order wins.
-        if (kernels.has(kernel.name)) {
-          options.logger?.debug(`${repo.name} ${arch}: ${kernel.name} already found in an earlier repository`);
-          continue;
-        }
-        kernels.set(kernel.name, kernel);
-        added++;
-      }
-      options.logger?.info(`${def.id}: ${repo.name} ${arch}: ${found.length} kernels (${added} new) among ${listing.packageCount} packages from ${listing.base}`);
+      const packages = listing.packages.map((record) => validatePackage(record, repo.name, order, listing, selection));
+      byArch.get(arch)!.push(...packages.filter((p) => p.arch === arch));
+      const devel = packages.filter((p) => p.arch === arch && rules.some((r) => r.name === p.name)).length;
+      options.logger?.info(`${def.id}: ${repo.name} ${arch}: ${devel} devel packages among ${listing.packageCount} packages from ${listing.base}`);
     }
   }
-  return [...kernels.values()];
+
+  const kernels: KernelDescriptor[] = [];
+  for (const arch of def.architectures) kernels.push(...kernelsOfArch(source, rules, arch, byArch.get(arch)!, options));
+  checkEveryRuleMatched(source, rules, byArch);
+  return kernels;
 };
+
+function develRules(selection: YumKernelSelection, defaultTargetId: string): DevelRule[] {
+  return selection.devel.map((entry, index) => {
+    const e = typeof entry === 'string' ? { name: entry } : entry;
+    const flavour = e.flavour ?? selection.flavour;
+    return {
+      index,
+      name: e.name,
+      ...(flavour !== undefined ? { flavour } : {}),
+      targetId: e.targetId ?? selection.targetId ?? defaultTargetId,
+      unameVersion: e.unameVersion ?? selection.unameVersion,
+      kernelVersion: e.kernelVersion ?? selection.kernelVersion,
+      images: e.kernel ?? selection.kernel ?? [],
+    };
+  });
+}
 
 async function readRepository(base: string, wanted: ReadonlySet<string>, options: ResolveOptions): Promise<RepositoryListing> {
   const repomd = await readRepomd(base, options.http);
@@ -82,61 +117,74 @@ async function readRepository(base: string, wanted: ReadonlySet<string>, options
   return { ...listing, base };
 }
 
-/** The kernels of one architecture in one repository's listing. */
-function kernelsFromListing(
-  source: LoadedSourceDefinition,
-  selection: YumKernelSelection,
-  repository: string,
-  arch: Arch,
-  listing: RepositoryListing,
-): KernelDescriptor[] {
-  const packages = listing.packages.map((record) => validatePackage(record, repository, listing, selection));
-  const devel = new Set(selection.devel);
-  const images = selection.kernel ?? [];
-  const byRelease = new Map<string, KernelDescriptor>();
-  for (const pkg of packages) {
-    if (!devel.has(pkg.name) || pkg.arch !== arch) continue;
+/** The kernels of one architecture, from the devel packages of every repository (first repository first). */
+function kernelsOfArch(source: LoadedSourceDefinition, rules: DevelRule[], arch: Arch, packages: RpmPackage[], options: ResolveOptions): KernelDescriptor[] {
+  const byRelease = new Map<string, { kernel: KernelDescriptor; pkg: RpmPackage }>();
+  const ordered = [...packages].sort((a, b) => a.repositoryOrder - b.repositoryOrder);
+  for (const pkg of ordered) {
+    const rule = rules.find((r) => r.name === pkg.name);
+    if (!rule) continue;
     const release = rpmKernelRelease(pkg.version, pkg.release, pkg.arch);
-    const where = { url: listing.url, what: `package ${pkg.name}-${pkg.ref.version}.${pkg.arch}` };
+    const where = { url: pkg.url, what: `package ${pkg.name}-${pkg.ref.version}.${pkg.arch}` };
     guarded(where, () => {
       checkRelease(release);
       checkTargetName(release);
     });
-    const packageRefs: PackageRef[] = [{ ...pkg.ref, role: 'devel' }];
-    for (const imageName of images) {
-      const image = packages.find(
-        (p) => p.name === imageName && p.arch === pkg.arch && p.epoch === pkg.epoch && p.version === pkg.version && p.release === pkg.release,
-      );
-      if (image) {
-        packageRefs.push({ ...image.ref, role: 'image' });
-        break;
-      }
-    }
-    const kernel = describeKernel(source, selection, release, pkg, arch, packageRefs, where);
     const seen = byRelease.get(release);
     if (seen) {
+      if (seen.pkg.repositoryOrder !== pkg.repositoryOrder) {
+        // The same build can be in more than one repository (core/2.0 and core/latest): the first in definition order wins.
+        options.logger?.debug(`${pkg.ref.repository} ${arch}: ${release} already found in ${seen.pkg.ref.repository}`);
+        continue;
+      }
       // The same build listed twice is harmless when it is the same file; two different files for one kernel are not.
-      if (seen.packages[0]!.sha256 === pkg.ref.sha256) continue;
+      if (seen.pkg.ref.sha256 === pkg.ref.sha256) continue;
       throw new FalcoProbesError('input', `${pkg.name} ${pkg.ref.version} (${arch}) is listed twice with different files`, {
-        location: { url: listing.url },
-        details: `  ${seen.packages[0]!.path}\n  ${pkg.ref.path}`,
+        location: { url: pkg.url },
+        details: `  ${seen.pkg.ref.path}\n  ${pkg.ref.path}`,
       });
     }
-    byRelease.set(release, kernel);
+    const packageRefs: PackageRef[] = [{ ...pkg.ref, role: 'devel' }];
+    const image = imageOf(pkg, rule, ordered);
+    if (image) packageRefs.push({ ...image.ref, role: 'image' });
+    byRelease.set(release, { kernel: describeKernel(source, rule, release, pkg, arch, packageRefs, where), pkg });
   }
-  return [...byRelease.values()];
+  return [...byRelease.values()].map((k) => k.kernel);
+}
+
+/** The first image package name of the rule present with the devel package's epoch, version, release and arch (earliest repository first). */
+function imageOf(devel: RpmPackage, rule: DevelRule, packages: RpmPackage[]): RpmPackage | undefined {
+  for (const name of rule.images) {
+    const image = packages.find(
+      (p) => p.name === name && p.arch === devel.arch && p.epoch === devel.epoch && p.version === devel.version && p.release === devel.release,
+    );
+    if (image) return image;
+  }
+  return undefined;
+}
+
+/** A `yum.devel` entry that names no package of the definition's architectures in any repository is a definition error. */
+function checkEveryRuleMatched(source: LoadedSourceDefinition, rules: DevelRule[], byArch: Map<Arch, RpmPackage[]>): void {
+  for (const rule of rules) {
+    if ([...byArch.values()].some((list) => list.some((p) => p.name === rule.name))) continue;
+    const entry = source.definition.yum!.devel[rule.index];
+    throw new FalcoProbesError('config', `yum.devel names package "${rule.name}", which no repository lists for ${source.definition.architectures.join(' or ')}`, {
+      location: definitionLocation(source, typeof entry === 'string' ? ['yum', 'devel', rule.index] : ['yum', 'devel', rule.index, 'name']),
+      hint: 'a name that matches nothing is a typo or a package the distribution no longer ships; fix or remove it (the lockfile is unchanged)',
+    });
+  }
 }
 
 function describeKernel(
   source: LoadedSourceDefinition,
-  selection: YumKernelSelection,
+  rule: DevelRule,
   release: string,
   pkg: RpmPackage,
   machine: Arch,
   packages: PackageRef[],
   where: Where,
 ): KernelDescriptor {
-  const vars = { release, version: pkg.version, rpmRelease: pkg.release, arch: pkg.arch, flavour: selection.flavour };
+  const vars = { release, version: pkg.version, rpmRelease: pkg.release, arch: pkg.arch, flavour: rule.flavour };
   const fill = (template: string, what: string) => {
     try {
       return fillTemplate(template, vars);
@@ -146,8 +194,8 @@ function describeKernel(
       throw err;
     }
   };
-  const version = fill(selection.unameVersion, 'unameVersion');
-  const kernelVersion = fill(selection.kernelVersion, 'kernelVersion');
+  const version = fill(rule.unameVersion, 'unameVersion');
+  const kernelVersion = fill(rule.kernelVersion, 'kernelVersion');
   guarded(where, () => {
     checkUnameVersion(version);
     checkKernelVersion(kernelVersion);
@@ -158,14 +206,14 @@ function describeKernel(
     version,
     machine,
     kernelVersion,
-    targetId: selection.targetId ?? source.definition.targetId,
-    ...(selection.flavour !== undefined ? { flavour: selection.flavour } : {}),
+    targetId: rule.targetId,
+    ...(rule.flavour !== undefined ? { flavour: rule.flavour } : {}),
     packages,
   };
 }
 
 /** Check every value of a kept package before any of it is used; errors name the URL, the package and its line. */
-function validatePackage(record: RpmPackageRecord, repository: string, listing: RepositoryListing, selection: YumKernelSelection): RpmPackage {
+function validatePackage(record: RpmPackageRecord, repository: string, repositoryOrder: number, listing: RepositoryListing, selection: YumKernelSelection): RpmPackage {
   const where = { url: listing.url, what: `package ${record.name} (line ${record.line})` };
   return guarded(where, () => {
     const name = checkPackageName(record.name);
@@ -181,7 +229,7 @@ function validatePackage(record: RpmPackageRecord, repository: string, listing: 
     if (record.xmlBase !== undefined)
       throw new FalcoProbesError('input', `its location has an xml:base (${JSON.stringify(record.xmlBase)}): packages outside the repository are not supported`);
     const path = packagePath(record.href, listing.base, selection.packageRoot);
-    return { name, arch, epoch, version, release, ref: { name, version: evr, repository, path, sha256, size: Number(record.size) } };
+    return { name, arch, epoch, version, release, repositoryOrder, url: listing.url, ref: { name, version: evr, repository, path, sha256, size: Number(record.size) } };
   });
 }
 

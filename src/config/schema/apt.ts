@@ -16,9 +16,13 @@ export const aptSelectionSchema = {
         properties: {
           flavour: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,31}$' },
           pattern: regexSchema,
+          // A regular expression on the package's Filename (its pool path): the rule applies only
+          // to packages from matching folders (Ubuntu's pool/main/l/linux-aws/); named groups are placeholders.
+          filename: regexSchema,
           targetId: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' },
           // This flavour's `uname -v` template, when it differs from apt.unameVersion (an RT kernel says PREEMPT_RT).
           unameVersion: templateSchema,
+          kernelVersion: templateSchema,
         },
       },
     },
@@ -27,6 +31,8 @@ export const aptSelectionSchema = {
     followRoles: { type: 'array', items: { type: 'string', pattern: '^[a-z][a-z0-9-]{0,31}$' } },
     unameVersion: templateSchema,
     kernelVersion: templateSchema,
+    // The release the legacy falco-driver-loader script names the probe with, when it is not uname -r (Debian).
+    legacyRelease: templateSchema,
     versionPattern: regexSchema,
     // Each entry names one image package; `a | b` are alternatives, the first present is used.
     image: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9 ._+~{}|-]{1,255}$' } },
