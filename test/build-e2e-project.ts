@@ -115,6 +115,19 @@ ${o.extraDrivers ?? ''}`,
   );
 }
 
+/** A kernel descriptor whose package is never fetched: for runs that compile nothing (dry runs, option checks). */
+export function syntheticKernel(release: string): KernelDescriptor {
+  return {
+    name: release,
+    release,
+    version: `#1 SMP PREEMPT_DYNAMIC Debian ${release}`,
+    machine: 'x86_64',
+    kernelVersion: '1',
+    targetId: 'debian',
+    packages: [{ name: `linux-headers-${release}`, version: '6.1.1-1', role: 'headers', repository: REPOSITORY_NAME, path: `pool/main/l/linux/linux-headers-${release}_6.1.1-1_amd64.deb`, sha256: sha256Hex(release), size: 1000 }],
+  };
+}
+
 export function descriptors(kernels: readonly DebianKernel[]): KernelDescriptor[] {
   return kernels.map((k) => kernelDescriptor(k, REPOSITORY_NAME));
 }

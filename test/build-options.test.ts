@@ -3,24 +3,13 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { OS, writeProject } from './build-e2e-project.js';
+import { syntheticKernel } from './build-e2e-project.js';
 import { shardOf } from '../src/repository/shard.js';
-import { sha256Hex } from '../src/util/hash.js';
-import type { KernelDescriptor } from '../src/config/types.js';
 import type { BuildReport } from '../src/run/runner.js';
 
 // build's --shard, --builder and --verify-load options, answered without a compile.
 
-function kernel(release: string): KernelDescriptor {
-  return {
-    name: release,
-    release,
-    version: `#1 SMP PREEMPT_DYNAMIC Debian ${release}`,
-    machine: 'x86_64',
-    kernelVersion: '1',
-    targetId: 'debian',
-    packages: [{ name: `linux-headers-${release}`, version: '6.1.1-1', role: 'headers', repository: 'bookworm-security', path: `pool/main/l/linux/linux-headers-${release}_6.1.1-1_amd64.deb`, sha256: sha256Hex(release), size: 1000 }],
-  };
-}
+const kernel = syntheticKernel;
 
 test('--shard i/N builds exactly the targets whose key falls in shard i; the shards cover every target once', async () => {
   await withTempDir(async (dir) => {

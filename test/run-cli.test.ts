@@ -6,8 +6,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { OS, spawnCli, waitFor, writeProject } from './build-e2e-project.js';
+import { syntheticKernel } from './build-e2e-project.js';
 import { LOCK_FILE } from '../src/repository/local.js';
-import { sha256Hex } from '../src/util/hash.js';
 import type { KernelDescriptor } from '../src/config/types.js';
 import type { BuildReport } from '../src/run/runner.js';
 
@@ -15,17 +15,7 @@ import type { BuildReport } from '../src/run/runner.js';
 // patterns and options, a damaged index, the repository lock, an unpinned
 // driver. The real binary in a temporary project.
 
-function kernel(release: string): KernelDescriptor {
-  return {
-    name: release,
-    release,
-    version: `#1 SMP PREEMPT_DYNAMIC Debian ${release}`,
-    machine: 'x86_64',
-    kernelVersion: '1',
-    targetId: 'debian',
-    packages: [{ name: `linux-headers-${release}`, version: '6.1.1-1', role: 'headers', repository: 'bookworm-security', path: `pool/main/l/linux/linux-headers-${release}_6.1.1-1_amd64.deb`, sha256: sha256Hex(release), size: 1000 }],
-  };
-}
+const kernel = syntheticKernel;
 
 const UNPINNED = `  - name: falco
     version: 9.1.0+driver
