@@ -1,3 +1,4 @@
+import { buildCancelled, memoizePin } from './shared.js';
 import { createWriteStream } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, realpath } from 'node:fs/promises';
 import { dirname, join, posix, relative } from 'node:path';
@@ -177,21 +178,14 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     return { kind: 'docker', image, clang };
   };
 
-  let pinned: Promise<BuilderPin> | undefined;
-  const pin = (): Promise<BuilderPin> => {
-    pinned ??= computePin().catch((err) => {
-      pinned = undefined;
-      throw err;
-    });
-    return pinned;
-  };
+  const pin = memoizePin(computePin);
 
   const build = async (request: BuildRequest): Promise<BuildResult> => {
     const { target } = request;
     const own = await pin();
     checkTargetFitsBuilder(target, own);
     const release = checkRelease(target.kernel.release);
-    if (request.signal?.aborted) throw cancelled(target, request.logFile, request.signal);
+    if (request.signal?.aborted) throw buildCancelled(target, request.logFile, request.signal);
     const d = await docker();
     cgroupParent ??= schedulingParent(d);
     const parent = await cgroupParent;
@@ -281,7 +275,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
       await new Promise<void>((r) => log.end(r));
     }
 
-    if (outcome.aborted) throw cancelled(target, request.logFile, request.signal);
+    if (outcome.aborted) throw buildCancelled(target, request.logFile, request.signal);
     if (outcome.oomKilled || outcome.timedOut || outcome.exitCode !== 0) {
       const what = outcome.oomKilled
         ? `was killed by the memory limit (${Math.round(memoryBytes / 1024 ** 2)} MiB, OOMKilled)`
@@ -367,6 +361,3 @@ function checkTargetFitsBuilder(target: Target, own: BuilderPin): void {
   if (target.kind !== 'bpf') throw new FalcoProbesError('build', `target ${target.label}: the Docker builder builds eBPF probes, not ${target.kind}`);
 }
 
-function cancelled(target: Target, logFile: string, signal: AbortSignal | undefined): FalcoProbesError {
-  return new FalcoProbesError('build', `build of ${target.label} was cancelled`, { location: { file: logFile }, cause: signal?.reason });
-}

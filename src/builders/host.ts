@@ -1,3 +1,4 @@
+import { buildCancelled, memoizePin } from './shared.js';
 import { execFile } from 'node:child_process';
 import { appendFile, mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -80,7 +81,6 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
   const llc = checkCommand(opts.llc ?? 'llc', 'llc');
   const make = checkCommand(opts.make ?? 'make', 'make');
   const path = opts.path ?? process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin';
-  let pinned: Promise<BuilderPin> | undefined;
 
   const computePin = async (): Promise<BuilderPin> => {
     const clangVersion = normalizeClangVersion(await firstLine(clang, ['--version'], 'clang'));
@@ -97,20 +97,14 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
     return { kind: 'host', clang: clangVersion };
   };
 
-  const pin = (): Promise<BuilderPin> => {
-    pinned ??= computePin().catch((err) => {
-      pinned = undefined;
-      throw err;
-    });
-    return pinned;
-  };
+  const pin = memoizePin(computePin);
 
   const build = async (request: BuildRequest): Promise<BuildResult> => {
     const { target } = request;
     const own = await pin();
     checkTargetFitsHost(target, own);
     const release = checkRelease(target.kernel.release);
-    if (request.signal?.aborted) throw cancelled(target, request.logFile, request.signal);
+    if (request.signal?.aborted) throw buildCancelled(target, request.logFile, request.signal);
 
     const workDir = await realpath(request.workDir);
     checkMakeSafePath(workDir, 'work directory');
@@ -149,7 +143,7 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
 
     const timeoutMs = request.timeoutMs ?? opts.timeoutMs ?? DEFAULT_BUILD_TIMEOUT_MS;
     const outcome = await runLogged(argv, { cwd: workDir, env, logFile: request.logFile, signal: request.signal, timeoutMs });
-    if (outcome.aborted) throw cancelled(target, request.logFile, request.signal);
+    if (outcome.aborted) throw buildCancelled(target, request.logFile, request.signal);
     if (outcome.timedOut || outcome.code !== 0) {
       const what = outcome.timedOut
         ? `timed out after ${Math.round(timeoutMs / 1000)} s and was stopped`
@@ -205,9 +199,3 @@ function checkTargetFitsHost(target: Target, own: BuilderPin): void {
   if (target.kind !== 'bpf') throw new FalcoProbesError('build', `target ${target.label}: the host builder builds eBPF probes, not ${target.kind}`);
 }
 
-function cancelled(target: Target, logFile: string, signal: AbortSignal | undefined): FalcoProbesError {
-  return new FalcoProbesError('build', `build of ${target.label} was cancelled`, {
-    location: { file: logFile },
-    cause: signal?.reason,
-  });
-}
