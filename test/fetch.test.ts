@@ -53,7 +53,13 @@ async function cacheFiles(cacheDir: string): Promise<string[]> {
     }
     for (const name of names) {
       const p = join(d, name);
-      if ((await stat(p)).isDirectory()) await walk(p);
+      // A download's clean-up may remove a temporary file between readdir and stat.
+      const st = await stat(p).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return undefined;
+        throw e;
+      });
+      if (st === undefined) continue;
+      if (st.isDirectory()) await walk(p);
       else out.push(p.slice(cacheDir.length + 1));
     }
   };
