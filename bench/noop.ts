@@ -18,9 +18,10 @@
 // medians and the ratio build / make -q.
 
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -149,10 +150,13 @@ async function main(): Promise<void> {
   const kernels = arg('--kernels', 10_000);
   const oses = arg('--oses', 4);
   const runs = arg('--runs', 5);
-  const root = await mkdtemp(join(tmpdir(), 'falco-probes-bench-noop-'));
+  // --project DIR: write the project there (or reuse it when it exists) and keep it, to profile.
+  const kept = process.argv.includes('--project') ? resolve(process.argv[process.argv.indexOf('--project') + 1]!) : undefined;
+  const root = kept ?? (await mkdtemp(join(tmpdir(), 'falco-probes-bench-noop-')));
   try {
-    await writeProject(root, kernels, oses);
-    const targets = await publishAll(root);
+    const reuse = kept !== undefined && existsSync(join(kept, 'repository', 'index.json'));
+    if (!reuse) await writeProject(root, kernels, oses);
+    const targets = reuse ? (JSON.parse(await readFile(join(root, 'repository', 'index.json'), 'utf8')) as { probes: unknown[] }).probes.length : await publishAll(root);
     const makes: number[] = [];
     const builds: number[] = [];
     const phases: Phases[] = [];
@@ -182,7 +186,7 @@ async function main(): Promise<void> {
     console.log(`| - read and validate index.json | ${fmt(median(phases.map((p) => p.readIndexMs)))} | |`);
     console.log(`| - plan: hash every probe file, compare with the index | ${fmt(median(phases.map((p) => p.planMs)))} | |`);
   } finally {
-    await rm(root, { recursive: true, force: true });
+    if (kept === undefined) await rm(root, { recursive: true, force: true });
   }
 }
 

@@ -1,6 +1,39 @@
 #!/usr/bin/env node
-// Entry point: load the TypeScript CLI through tsx so no build step is needed.
-import { register } from 'tsx/esm/api';
-register();
-const { main } = await import('../src/cli/main.ts');
+// Entry point. Runs the compiled tool (dist/, written by `npm run build`)
+// when it is at least as new as every file under src/; otherwise the
+// TypeScript sources through tsx, so an edited checkout never runs stale
+// code. The compiled tool starts several times faster (no transpiling).
+// FALCO_PROBES_FROM_SOURCE=1 always runs the sources.
+import { readdirSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** mtime of dist/BUILT (written last by `npm run build`), or -1 when there is none. */
+function builtAt() {
+  try {
+    return statSync(`${root}dist/BUILT`).mtimeMs;
+  } catch {
+    return -1;
+  }
+}
+
+/** Whether any file under `dir` was modified after `time`. */
+function newerThan(dir, time) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = `${dir}/${entry.name}`;
+    if (entry.isDirectory() ? newerThan(path, time) : statSync(path).mtimeMs > time) return true;
+  }
+  return false;
+}
+
+const built = process.env.FALCO_PROBES_FROM_SOURCE === '1' ? -1 : builtAt();
+let main;
+if (built >= 0 && !newerThan(`${root}src`, built)) {
+  ({ main } = await import('../dist/cli/main.js'));
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ main } = await import('../src/cli/main.ts'));
+}
 process.exitCode = await main(process.argv.slice(2));

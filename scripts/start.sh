@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then bash scripts/setup-debian.sh; fi
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+# Compile once (bin/falco-probes.js runs the TypeScript sources when dist/ is missing or older than src/).
+[ -f dist/BUILT ] || npm run build --silent
 # `npm start -- //probes/debian12:6.1.0-57-amd64 -j 1` narrows the run; with no pattern, every target.
 if [ "$#" -eq 0 ]; then set -- //probes/...; fi
 exec node bin/falco-probes.js build "$@"

@@ -13,6 +13,8 @@ fi
 
 npm ci --no-audit --no-fund --loglevel=error
 npx tsc --noEmit -p .
+# The compiled tool (dist/) that bin/falco-probes.js prefers while it is fresh.
+npm run build --silent
 
 cleanup() { bash scripts/docker-daemon.sh stop >/dev/null 2>&1 || true; }
 trap cleanup EXIT
