@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, relative, resolve as resolvePath } from 'node:path';
 import fg from 'fast-glob';
@@ -43,21 +44,45 @@ export async function findLockfiles(kernelsDir: string): Promise<string[]> {
   return (await fg('*.lock.yaml', { cwd: kernelsDir, absolute: true, onlyFiles: true })).sort();
 }
 
+/** Positions of nodes of a lockfile's text, found only when asked (a second, tracking parse); `text` is read then when not given. */
+function positionsOf(abs: string, text?: string): (path: YamlPath) => ErrorLocation {
+  let positioned: ((p: YamlPath) => Position | undefined) | undefined;
+  return (path: YamlPath): ErrorLocation => {
+    if (!positioned) {
+      let t = text;
+      if (t === undefined) {
+        try {
+          t = readFileSync(abs, 'utf8');
+        } catch {
+          t = '';
+        }
+      }
+      positioned = parseYamlSubset(t, { track: true })?.positionOf ?? (() => undefined);
+    }
+    return { file: abs, ...(positioned(path) ?? {}) };
+  };
+}
+
+/** A lockfile already read and checked (by an earlier load, see graph-cache.ts). */
+export function checkedLockfile(projectRoot: string, relativePath: string, lock: Lockfile): LoadedLockfile {
+  const abs = resolvePath(projectRoot, relativePath);
+  return { lock, file: abs, relativePath, where: positionsOf(abs) };
+}
+
 /** Read one lockfile: the fast subset reader when it can, the full YAML loader (with positions) when it cannot or when something is wrong. */
-export async function loadLockfile(file: string, projectRoot: string): Promise<LoadedLockfile> {
+export async function loadLockfile(file: string, projectRoot: string, alreadyRead?: string): Promise<LoadedLockfile> {
   const abs = resolvePath(file);
   const relativePath = relative(projectRoot, abs).split('\\').join('/');
   let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (err) {
-    throw new FalcoProbesError('config', `cannot read: ${(err as Error).message}`, { location: { file: abs } });
+  if (alreadyRead !== undefined) text = alreadyRead;
+  else {
+    try {
+      text = await readFile(abs, 'utf8');
+    } catch (err) {
+      throw new FalcoProbesError('config', `cannot read: ${(err as Error).message}`, { location: { file: abs } });
+    }
   }
-  let positioned: ((p: YamlPath) => Position | undefined) | undefined;
-  const where = (path: YamlPath): ErrorLocation => {
-    positioned ??= parseYamlSubset(text, { track: true })?.positionOf ?? (() => undefined);
-    return { file: abs, ...(positioned(path) ?? {}) };
-  };
+  const where = positionsOf(abs, text);
   const parsed = parseYamlSubset(text);
   let lock: Lockfile;
   if (parsed) {

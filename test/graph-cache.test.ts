@@ -1,0 +1,124 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { withTempDir } from './helpers/cli.js';
+import { driversText, kernel, makeProject } from './helpers/graph-project.js';
+import { loadBuildGraph, type BuildGraph } from '../src/graph/load.js';
+import { graphCachePath } from '../src/graph/graph-cache.js';
+import { FalcoProbesError } from '../src/util/errors.js';
+
+// The memo of the build graph (src/graph/graph-cache.ts): a load that hits it
+// gives the same graph as a load from the lockfiles, and any change to an
+// input (a lockfile's bytes, a source definition, drivers.yaml, a local
+// driver's files) or a damaged memo leads back to the real load.
+
+const KERNELS = () => [kernel('6.1.0-50-amd64'), kernel('6.1.0-50-cloud-amd64', { flavour: 'cloud-amd64' }), kernel('6.12.9+deb12-amd64'), kernel('5.10.0-30-arm64', { machine: 'aarch64' })];
+
+/** What a graph says, without its functions (`where`). */
+function shape(g: BuildGraph) {
+  return {
+    targets: g.targets,
+    lockfiles: g.lockfiles.map((l) => ({ lock: l.lock, file: l.file, relativePath: l.relativePath })),
+    drivers: g.drivers,
+    unpinned: g.unpinned,
+    builder: g.builder,
+    driversFile: g.driversFile,
+  };
+}
+
+type Memo = { key: string; targets: [number, number, number, string, string, string, string][] };
+const readMemo = async (root: string) => JSON.parse(await readFile(graphCachePath(root), 'utf8')) as Memo;
+
+async function withProject(fn: (root: string) => Promise<void>): Promise<void> {
+  await withTempDir(async (root) => {
+    await makeProject(root, { oses: { debian12: KERNELS(), other: [kernel('5.15.0-1-amd64')] }, drivers: driversText({ remote: 'pinned' }) });
+    await fn(root);
+  }, 'falco-probes-graph-cache-');
+}
+
+test('a second load is served by the memo and equals the first, target for target', async () => {
+  await withProject(async (root) => {
+    const first = await loadBuildGraph(root);
+    assert.ok(first.targets.length >= 10, `targets: ${first.targets.length}`);
+    const memo = await readMemo(root);
+    assert.equal(memo.targets.length, first.targets.length);
+
+    const second = await loadBuildGraph(root);
+    assert.deepEqual(shape(second), shape(first));
+    // Shared objects stay shared: a target's kernel is its lockfile's entry, as in a real load.
+    assert.ok(second.lockfiles.some((l) => l.lock.kernels.includes(second.targets[0]!.kernel)));
+
+    // Proof that the memo served it: a key planted in the memo comes back.
+    memo.targets[0]![5] = 'f'.repeat(64);
+    await writeFile(graphCachePath(root), JSON.stringify(memo));
+    assert.equal((await loadBuildGraph(root)).targets[0]!.key, 'f'.repeat(64));
+
+    // Without the memo (FALCO_PROBES_GRAPH_CACHE=0) the real key; the memo is neither read nor written.
+    const mtime = (await stat(graphCachePath(root))).mtimeMs;
+    process.env['FALCO_PROBES_GRAPH_CACHE'] = '0';
+    try {
+      assert.equal((await loadBuildGraph(root)).targets[0]!.key, first.targets[0]!.key);
+    } finally {
+      delete process.env['FALCO_PROBES_GRAPH_CACHE'];
+    }
+    assert.equal((await stat(graphCachePath(root))).mtimeMs, mtime);
+  });
+});
+
+test('any changed input misses the memo: lockfile bytes, source definition, drivers.yaml, a local driver file', async () => {
+  await withProject(async (root) => {
+    const first = await loadBuildGraph(root);
+    const plant = async () => {
+      const memo = await readMemo(root);
+      for (const t of memo.targets) t[5] = 'f'.repeat(64);
+      await writeFile(graphCachePath(root), JSON.stringify(memo));
+      assert.ok((await loadBuildGraph(root)).targets.every((t) => t.key === 'f'.repeat(64)), 'the planted memo is served while nothing changed');
+    };
+    const keys = (g: BuildGraph) => g.targets.map((t) => t.key);
+
+    await plant();
+    await appendFile(join(root, 'kernels', 'other.lock.yaml'), '# a comment\n');
+    assert.deepEqual(keys(await loadBuildGraph(root)), keys(first), 'a comment in a lockfile: real load, same keys');
+
+    await plant();
+    await appendFile(join(root, 'drivers', 'example', 'probe.c'), '/* changed */\n');
+    const changedDriver = await loadBuildGraph(root);
+    const example = (g: BuildGraph) => g.targets.filter((t) => t.driver.name === 'example').map((t) => t.key);
+    assert.ok(example(changedDriver).every((k, i) => k !== 'f'.repeat(64) && k !== example(first)[i]), 'a changed local driver moves its keys');
+
+    await plant();
+    const drivers = await readFile(join(root, 'kernels', 'drivers.yaml'), 'utf8');
+    await writeFile(join(root, 'kernels', 'drivers.yaml'), drivers.replace('clang: "14.0.6"', 'clang: "15.0.7"'));
+    const changedBuilder = await loadBuildGraph(root);
+    assert.ok(changedBuilder.targets.every((t) => t.key !== 'f'.repeat(64) && t.builder.clang === '15.0.7'), 'a new builder pin: real load');
+
+    await plant();
+    await appendFile(join(root, 'kernels', 'debian12.yaml'), '# edited\n');
+    await assert.rejects(loadBuildGraph(root), (e: unknown) => e instanceof FalcoProbesError && /debian12\.lock\.yaml is stale/.test(e.message));
+  });
+});
+
+test('a damaged or foreign memo is ignored and replaced; a failed load writes none', async () => {
+  await withProject(async (root) => {
+    const first = await loadBuildGraph(root);
+    const good = await readFile(graphCachePath(root), 'utf8');
+    const damaged = [
+      good.slice(0, Math.floor(good.length / 2)),
+      good.replace(/"targets":\[\[\d+,/, '"targets":[[99,'),
+      good.replace('"format":1', '"format":0'),
+      '',
+      'not json',
+    ];
+    for (const text of damaged) {
+      await writeFile(graphCachePath(root), text);
+      assert.deepEqual(shape(await loadBuildGraph(root)), shape(first), text.slice(0, 40));
+      assert.equal(await readFile(graphCachePath(root), 'utf8'), good, 'rewritten whole');
+    }
+  });
+  await withProject(async (root) => {
+    await appendFile(join(root, 'kernels', 'other.lock.yaml'), 'kernels: twice\n');
+    await assert.rejects(loadBuildGraph(root), FalcoProbesError);
+    await assert.rejects(stat(graphCachePath(root)), 'no memo of a graph that did not load');
+  });
+});
