@@ -4,6 +4,7 @@
 // same run (alternating, median of each), and the resolving process's peak RSS.
 //
 //   node --import tsx bench/resolve-yum.ts [--packages 20000] [--kernels 300] [--rounds 5] [--warm]
+//   (BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=DIR" passes flags to the resolving child, to profile it)
 //
 // The resolve runs in a fresh child process (so that its peak RSS is its own;
 // module loading is done before the clock starts). Wall time depends on what
@@ -152,7 +153,7 @@ async function main(): Promise<void> {
       const z = await zcat(gzFile);
       zcatMs.push(z.ms);
       zcatCpu.push(z.cpuMs);
-      const { out } = await run(process.execPath, ['--import', 'tsx', self, '--child', definition, '--project', project, ...(values.warm ? ['--warm'] : [])]);
+      const { out } = await run(process.execPath, [...(process.env['BENCH_NODE_FLAGS']?.split(' ').filter((f) => f !== '') ?? []), '--import', 'tsx', self, '--child', definition, '--project', project, ...(values.warm ? ['--warm'] : [])]);
       const result = JSON.parse(out.trim().split('\n').pop()!) as ChildResult;
       if (result.kernels !== kernelsInFile) throw new Error(`resolved ${result.kernels} kernels, expected ${kernelsInFile}`);
       resolveMs.push(result.ms);

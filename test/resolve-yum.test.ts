@@ -281,15 +281,19 @@ test('the base depth of the fixture matches Amazon Linux (hrefs climb five folde
 test('the record filter hands saxes the same bytes and lines whatever the chunk sizes', () => {
   const depth = 5;
   const packages = [
-    ...Array.from({ length: 30 }, (_, i) => fillerPackage(i, 'x86_64', depth)),
+    ...Array.from({ length: 200 }, (_, i) => fillerPackage(i, 'x86_64', depth)),
     ...kernelBuild('4.14.232', '176.381.amzn2', 'x86_64', depth),
-    ...Array.from({ length: 30 }, (_, i) => fillerPackage(100 + i, 'x86_64', depth)),
+    ...Array.from({ length: 200 }, (_, i) => fillerPackage(1000 + i, 'x86_64', depth)),
+    ...kernelBuild('4.14.233', '176.382.amzn2', 'x86_64', depth),
+    ...Array.from({ length: 100 }, (_, i) => fillerPackage(2000 + i, 'x86_64', depth)),
   ];
   const doc = Buffer.from(renderPrimary(packages));
+  assert.ok(doc.length > 4 * 131_072, `a document of several large pieces (${doc.length} bytes)`);
   const docText = doc.toString();
   const wanted = new Set(['kernel', 'kernel-devel']);
   let reference: string | undefined;
-  for (const size of [1, 3, 9, 10, 100, 4096, 70_000, doc.length]) {
+  // Under 64 KiB, pieces are gathered to 64 KiB first; above it, each piece meets the undecided tail of the one before.
+  for (const size of [1, 3, 9, 10, 100, 4096, 65_537, 70_000, 90_001, 131_072, doc.length]) {
     const pieces: string[] = [];
     let cursor = 0;
     const filter = new PackageRecordFilter((n) => wanted.has(n), (bytes, line) => {

@@ -23,6 +23,7 @@ import { PACKAGE_NAME_RE } from '../util/names.js';
 
 /** Found once per tag: `<package`, `</package>` and, harmlessly, `<packager>` and plain text. */
 const WORD = Buffer.from('package');
+const CLOSE_TAG = Buffer.from('</package>');
 const NAME_OPEN = Buffer.from('<name>');
 const NAME_CLOSE = Buffer.from('</name>');
 const MARKUP_DECLARATION = Buffer.from('<!');
@@ -121,10 +122,31 @@ export class PackageRecordFilter {
   }
 
   private process(chunk: Buffer): void {
-    const buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    // Anything saxes must interpret itself (comments, CDATA, PIs) ends skipping
-    // for good. `pending` was checked already, except its last byte.
-    if (this.inRecords && hasDeclaration(buf, Math.max(0, this.pending.length - 1))) return this.stopSkipping(buf, 0, this.line);
+    if (this.pending.length === 0) return this.scan(chunk, 0);
+    // The undecided tail is joined only with the chunk's head, up to just past
+    // its first `</package>` (which ends the unfinished record in the common
+    // case); the rest of the chunk is then searched where it lies instead of
+    // being copied behind the tail.
+    const close = chunk.indexOf(CLOSE_TAG);
+    const cut = close === -1 ? chunk.length : Math.min(chunk.length, close + CLOSE_TAG.length + LOOKAHEAD + 1);
+    this.scan(Buffer.concat([this.pending, chunk.subarray(0, cut)]), this.pending.length);
+    if (cut === chunk.length) return;
+    const rest = chunk.subarray(cut);
+    if (this.passthrough) return this.write(rest);
+    const left = this.pending.length;
+    if (left <= cut) {
+      // What is still undecided lies in the chunk's head: go on from there in place.
+      this.pending = EMPTY;
+      this.scan(chunk.subarray(cut - left), left);
+    } else {
+      this.scan(Buffer.concat([this.pending, rest]), this.pending.length);
+    }
+  }
+
+  /** Search `buf` (an undecided tail and what follows it); `checked` bytes at its start were searched for declarations already, but for the last. */
+  private scan(buf: Buffer, checked: number): void {
+    // Anything saxes must interpret itself (comments, CDATA, PIs) ends skipping for good.
+    if (this.inRecords && hasDeclaration(buf, Math.max(0, checked - 1))) return this.stopSkipping(buf, 0, this.line);
     let resume = this.resume;
     let pos = 0;
     let line = this.line;
