@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the host builder need. Idempotent; root only.
+# Debian packages this project needs. Idempotent; root only.
+#   setup-debian.sh            everything the tests need (the test command runs this)
+#   setup-debian.sh --runtime  only what `falco-probes build` needs with the host builder (npm start runs this)
 set -euo pipefail
-PKGS=(clang llvm make gcc libelf-dev lz4 xz-utils zstd gpgv debian-archive-keyring python3 cpio binutils bpftool qemu-system-x86 busybox-static rpm curl openssl coreutils docker.io debootstrap time tar gzip gpg gpg-agent gpgconf)
+# The host builder: kbuild with clang/llc, gcc for kbuild's host programs, libelf for objtool-free
+# headers; xz/zstd/tar/gzip/cpio for packages; gpgv and the archive keyring to check InRelease.
+RUNTIME=(clang llvm make gcc libelf-dev lz4 xz-utils zstd gpgv debian-archive-keyring cpio binutils coreutils tar gzip)
+# The tests and the optional stages: Docker builder (docker.io, debootstrap), verify-load (qemu,
+# busybox, bpftool), yum fixtures (rpm), signing fixtures (gpg, openssl), tools the tests call.
+TESTS=(python3 bpftool qemu-system-x86 busybox-static rpm curl openssl docker.io debootstrap time gpg gpg-agent gpgconf)
+PKGS=("${RUNTIME[@]}")
+if [ "${1:-}" != --runtime ]; then PKGS+=("${TESTS[@]}"); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

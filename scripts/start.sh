@@ -4,7 +4,7 @@
 # On a fresh Debian machine, as root, it first installs the toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" = 0 ]; then bash scripts/setup-debian.sh; fi
+if [ "$(id -u)" = 0 ]; then bash scripts/setup-debian.sh --runtime; fi
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 # Compile once (bin/falco-probes.js runs the TypeScript sources when dist/ is missing or older than src/).
 [ -f dist/BUILT ] || npm run build --silent
