@@ -178,6 +178,16 @@ test('a hostile kernel name stops generation, naming the lockfile entry; nothing
     assert.equal(r2.code, 2, r2.stderr);
     assert.match(r2.stderr, new RegExp(`kernels/debian12\\.lock\\.yaml:${line}:5: kernels/debian12\\.lock\\.yaml: kernel "${long}" \\(x86_64\\): target name "${long}-example" is not one Please and Make can take literally`));
     assert.deepEqual(await snapshot(root), before, 'nothing written');
+
+    // Names a recipe's command line would read as an option (`-`) or the shell would expand (`~`).
+    for (const name of ['--help', '-j99', '~root', '~']) {
+      await writeFile(lockPath, good.replace('  - name: 6.1.0-50-cloud-amd64\n', `  - name: "${name}"\n`));
+      const r3 = await runCli(['generate'], { cwd: root });
+      assert.equal(r3.code, 2, `${name}: ${r3.stderr}`);
+      assert.ok(r3.stderr.includes(`kernels/debian12.lock.yaml:${line}:5: kernels[1]: refusing target name "${name}"`), `${name}: ${r3.stderr}`);
+      assert.match(r3.stderr, /starting with a letter or digit/);
+      assert.deepEqual(await snapshot(root), before, `${name}: nothing written`);
+    }
   });
 });
 

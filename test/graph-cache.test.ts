@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { withTempDir } from './helpers/cli.js';
+import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { loadBuildGraph, type BuildGraph } from '../src/graph/load.js';
 import { graphCachePath } from '../src/graph/graph-cache.js';
 import { FalcoProbesError } from '../src/util/errors.js';
+import { treeHash } from '../src/graph/tree-hash.js';
 
 // The memo of the build graph (src/graph/graph-cache.ts): a load that hits it
 // gives the same graph as a load from the lockfiles, and any change to an
@@ -121,4 +122,44 @@ test('a damaged or foreign memo is ignored and replaced; a failed load writes no
     await assert.rejects(loadBuildGraph(root), FalcoProbesError);
     await assert.rejects(stat(graphCachePath(root)), 'no memo of a graph that did not load');
   });
+});
+
+test('`generate --check` reads the memo but writes none', async () => {
+  await withProject(async (root) => {
+    const check = await runCli(['generate', '--check'], { cwd: root });
+    assert.equal(check.code, 1, check.stderr);
+    await assert.rejects(stat(graphCachePath(root)), 'no memo written by a check');
+    assert.equal((await runCli(['generate'], { cwd: root })).code, 0);
+    const memo = await readFile(graphCachePath(root));
+    assert.equal((await runCli(['generate', '--check'], { cwd: root })).code, 0);
+    assert.deepEqual(await readFile(graphCachePath(root)), memo);
+  });
+});
+
+test("a local driver's tree hash: contents, names and the executable bit count; times and other mode bits do not", async () => {
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'sub'));
+    await writeFile(join(dir, 'Makefile'), 'always-y += probe.o\n');
+    await writeFile(join(dir, 'sub', 'probe.c'), '/* a probe */\n');
+    await chmod(join(dir, 'Makefile'), 0o644);
+    const base = await treeHash(dir);
+    assert.equal(await treeHash(dir), base, 'deterministic');
+
+    await utimes(join(dir, 'sub', 'probe.c'), new Date(0), new Date(0));
+    await chmod(join(dir, 'Makefile'), 0o600);
+    assert.equal(await treeHash(dir), base, 'times and non-executable mode bits do not count');
+
+    await chmod(join(dir, 'Makefile'), 0o755);
+    const exec = await treeHash(dir);
+    assert.notEqual(exec, base, 'the executable bit counts');
+    await chmod(join(dir, 'Makefile'), 0o700);
+    assert.equal(await treeHash(dir), exec, 'any executable bit is one state');
+    await chmod(join(dir, 'Makefile'), 0o644);
+    assert.equal(await treeHash(dir), base);
+
+    await writeFile(join(dir, 'sub', 'probe.o'), 'an object kbuild left behind');
+    assert.equal(await treeHash(dir), base, 'build leftovers are ignored');
+    await rename(join(dir, 'sub', 'probe.c'), join(dir, 'sub', 'other.c'));
+    assert.notEqual(await treeHash(dir), base, 'a renamed file counts');
+  }, 'falco-probes-tree-hash-');
 });

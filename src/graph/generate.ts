@@ -72,7 +72,8 @@ async function orphanBuildFiles(root: string, keep: ReadonlySet<string>): Promis
 
 export async function generate(projectRoot: string, options: GenerateOptions = {}): Promise<GenerateResult> {
   const root = resolvePath(projectRoot);
-  const graph = await loadBuildGraph(root, options.logger ? { logger: options.logger } : {});
+  // --check writes nothing, the graph's memo included.
+  const graph = await loadBuildGraph(root, { ...(options.logger ? { logger: options.logger } : {}), remember: options.check !== true });
   const published = options.published ?? new Map();
   const rendered = renderProject(graph, published);
   const orphans = await orphanBuildFiles(root, new Set(rendered.keys()));

@@ -27,7 +27,13 @@ export interface BuildGraph {
   driversFile: string;
 }
 
-export async function loadBuildGraph(projectRoot: string, options: { logger?: Logger } = {}): Promise<BuildGraph> {
+export interface LoadOptions {
+  logger?: Logger;
+  /** false: read the memo but never write it (for commands that promise to write nothing, such as `generate --check`). */
+  remember?: boolean;
+}
+
+export async function loadBuildGraph(projectRoot: string, options: LoadOptions = {}): Promise<BuildGraph> {
   const root = resolvePath(projectRoot);
   const kernelsDir = resolvePath(root, 'kernels');
   const pins = await loadDrivers(driversPathFor(kernelsDir));
@@ -71,6 +77,6 @@ export async function loadBuildGraph(projectRoot: string, options: { logger?: Lo
     lockfiles.push(loaded);
   }
   const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder });
-  if (key) await writeGraphCache(root, key, { lockfiles, drivers: identities.resolved, targets }, options.logger);
+  if (key && options.remember !== false) await writeGraphCache(root, key, { lockfiles, drivers: identities.resolved, targets }, options.logger);
   return { ...base, targets, lockfiles };
 }

@@ -83,7 +83,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           if (!isValidTargetName(name))
             throw new FalcoProbesError('config', `${entry}: target name ${JSON.stringify(name)} is not one Please and Make can take literally`, {
               location: loaded.where(['kernels', i, 'name']),
-              hint: 'names may hold letters, digits and . _ + ~ - (not leading . or _, no "..", at most 255 characters, not "all")',
+              hint: 'names may hold letters, digits and . _ + ~ -, start with a letter or digit, and have no "..", at most 255 characters, not "all"',
             });
           const clash = names.get(name);
           if (clash !== undefined)

@@ -13,8 +13,12 @@ export const RELEASE_RE = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$/;
 export const UNAME_VERSION_RE = /^[A-Za-z0-9#][A-Za-z0-9 #._:+~(),/-]{0,255}$/;
 /** Falco's kernelversion (the number after `#`, or Ubuntu's `24~20.04.3`). */
 export const KERNEL_VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$/;
-/** Please and Make target names (DESIGN.md "Please and Make"). */
-export const TARGET_NAME_RE = /^[A-Za-z0-9+~-][A-Za-z0-9._+~-]{0,254}$/;
+/**
+ * Please and Make target names (DESIGN.md "Please and Make"). The first
+ * character is a letter or digit: a leading `-` would read as an option in
+ * the recipes' command lines, a leading `~` as a home directory to the shell.
+ */
+export const TARGET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$/;
 /** Identifiers we define ourselves: OS ids, repository names, driver names, target ids. */
 export const IDENT_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const SHA256_RE = /^[0-9a-f]{64}$/;
@@ -86,7 +90,7 @@ export function isValidTargetName(value: string): boolean {
 
 export function checkTargetName(value: string, location?: ErrorLocation): string {
   if (!isValidTargetName(value))
-    refuse('target name', value, 'allowed are letters, digits and . + ~ - _ (not starting with . or _, not "all")', location);
+    refuse('target name', value, 'allowed are letters, digits and . + ~ - _, starting with a letter or digit (not "all")', location);
   return value;
 }
 

@@ -39,7 +39,7 @@ export const lockfileSchema = {
         additionalProperties: false,
         required: ['name', 'release', 'version', 'machine', 'kernelVersion', 'targetId', 'packages'],
         properties: {
-          name: { type: 'string', pattern: '^[A-Za-z0-9+~-][A-Za-z0-9._+~-]{0,254}$' },
+          name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$' },
           release: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$' },
           version: { type: 'string', pattern: '^[A-Za-z0-9#][A-Za-z0-9 #._:+~(),/-]{0,255}$' },
           machine: archSchema,
