@@ -12,6 +12,7 @@ import { checkBuilderPin } from '../../run/runner.js';
 import { nearMatches, selectTargets } from '../../run/select.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 import { parseFetchVia } from './build.js';
+import { BUILDER_ENV, builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 
 export const command: Command = {
   name: 'build-probe',
@@ -21,8 +22,14 @@ export const command: Command = {
 Builds the probe of one target (OS's kernel KERNEL, with DRIVER when several
 drivers apply) and writes it to FILE atomically. The repository and its
 index are not touched; packages come from (and go to) the shared cache.
-When FALCO_PROBES_KEY is set (the generated Makefile sets it), it must equal
-the target's key: a different one means the build files are stale.
+When FALCO_PROBES_KEY is set (the generated Makefile and Please rules set
+it), it must equal the target's key: a different one means the build files
+are stale. With the Docker builder the probe is built under a key that also
+names the image (its bytes are the host builder's); the check is against the
+generated files' key all the same.
+
+${BUILDER_ENV}=docker (or host) chooses the builder when --builder
+is not given: Make recipes and Please rules (pass_env) carry it here.
 
 options:
   --driver NAME          the driver, when several apply to the kernel
@@ -31,7 +38,8 @@ options:
   --fetch-via MODE       http, apt, or auto (default)
   --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
   --timeout SECONDS      time limit of the build (default 1800)
-  --json                 print the result (label, key, sha256, size) on stdout
+  --json                 print the result (label, key, builder, sha256, size) on stdout
+${builderOptionsUsage('  ', 25)}
 `,
   options: {
     driver: { type: 'string' },
@@ -41,6 +49,7 @@ options:
     cache: { type: 'string' },
     timeout: { type: 'string' },
     json: { type: 'boolean' },
+    ...builderOptions,
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
@@ -51,6 +60,7 @@ options:
     const via = parseFetchVia(values['fetch-via']);
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
+    const builderChoice = parseBuilderOptions(values);
 
     const graph = await loadBuildGraph(ctx.root);
     // The pattern gives the same near-match errors as `build` for an unknown OS or kernel.
@@ -74,12 +84,15 @@ options:
       throw new FalcoProbesError('usage', `${os} ${kernel} has ${candidates.length} targets; name one with --driver`, {
         details: candidates.map((t) => `  ${t.label} (driver ${t.driver.name}, ${t.kind}, ${t.arch})`).join('\n'),
       });
-    const target = candidates[0]!;
+    const generated = candidates[0]!;
     const wantedKey = process.env['FALCO_PROBES_KEY'];
-    if (wantedKey !== undefined && wantedKey !== '' && wantedKey !== target.key)
-      throw new FalcoProbesError('stale', `${target.label}: the build file asks for key ${wantedKey.slice(0, 12)}, but the lockfiles and pins give ${target.key.slice(0, 12)}`, {
+    if (wantedKey !== undefined && wantedKey !== '' && wantedKey !== generated.key)
+      throw new FalcoProbesError('stale', `${generated.label}: the build file asks for key ${wantedKey.slice(0, 12)}, but the lockfiles and pins give ${generated.key.slice(0, 12)}`, {
         hint: 'the generated build files are stale: run falco-probes generate',
       });
+    // Docker: the target keyed with the image's pin, which the builder checks it is given.
+    const { builder, targets: [target] } = await prepareBuilder(builderChoice, [generated], ctx.logger);
+    if (!target) throw new FalcoProbesError('internal', `${generated.label}: no target after choosing the builder`);
 
     const paths = runPaths(ctx.root);
     // A private work directory per process: Make or Please may run several recipes of one project at once.
@@ -94,6 +107,7 @@ options:
         via,
         logger: ctx.logger,
         signal,
+        ...(builder ? { builder } : {}),
         ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
       });
       await checkBuilderPin(pipeline, [target]);
@@ -108,9 +122,10 @@ options:
       }
       await writeFileAtomic(out, await readFile(built.file));
       await rm(workDir, { recursive: true, force: true });
-      ctx.logger.info(`built ${target.label} in ${formatDuration(performance.now() - t0)}: ${out} (sha256 ${built.sha256})`);
+      const how = builder ? ` with the Docker builder (key ${target.key.slice(0, 12)})` : '';
+      ctx.logger.info(`built ${target.label}${how} in ${formatDuration(performance.now() - t0)}: ${out} (sha256 ${built.sha256})`);
       if (values['json'] === true)
-        ctx.stdout.write(`${JSON.stringify({ label: target.label, key: target.key, file: out, output: target.output, sha256: built.sha256, size: built.size })}\n`);
+        ctx.stdout.write(`${JSON.stringify({ label: target.label, key: target.key, builder: target.builder, file: out, output: target.output, sha256: built.sha256, size: built.size })}\n`);
       return 0;
     });
   },
