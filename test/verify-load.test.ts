@@ -10,6 +10,7 @@ import { createHostBuilder } from '../src/builders/host.js';
 import { loadBuildGraph } from '../src/graph/load.js';
 import { readIndex } from '../src/repository/index-file.js';
 import { LocalRepository } from '../src/repository/local.js';
+import { shardOf } from '../src/repository/shard.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256File, sha256Hex } from '../src/util/hash.js';
 import { hasPvhEntryNote, elfInterpreter } from '../src/verify/elf-program.js';
@@ -282,7 +283,8 @@ describe('verify-load', { timeout: 900_000 }, () => {
       assert.equal(example.guestRelease, kernel.release, 'the VM ran the target\'s kernel');
       assert.equal(refused.verdict, 'refused', refused.message);
       assert.match(refused.message!, /prog 'read_past_value': invalid access to map value, value_size=8 off=8 size=8/);
-      assert.match(run.stderr, new RegExp(`${refused.label.replace(/[.+]/g, '\\$&')}: refused: `));
+      // The refusal is reported as the target's failure (unverifiedProbeError), at the console log it came from.
+      assert.match(run.stderr, new RegExp(`error: \\S+\\.verify-load\\.log: ${refused.label.replace(/[.+]/g, '\\$&')}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value'`));
       // The accelerator is said, and agrees with this host's /dev/kvm.
       const kvm = await kvmDeviceUsable();
       assert.ok(report.accelerator);
@@ -321,6 +323,18 @@ describe('verify-load', { timeout: 900_000 }, () => {
       assert.deepEqual(await readFile(join(root, 'repository', 'index.json')), indexBytes);
       const onlyExample = await verify(example.label);
       assert.equal(onlyExample.code, 0, onlyExample.stderr);
+      // --shard i/N: only the shard's targets, split as plan and build --shard split them.
+      const byLabelKey = new Map(graph.targets.map((x) => [x.label, x.key]));
+      const exampleKey = byLabelKey.get(example.label)!;
+      const refusedKey = byLabelKey.get(refused.label)!;
+      let shards = 2;
+      while (shardOf(exampleKey, shards) === shardOf(refusedKey, shards)) shards++;
+      const sharded = await verify('--shard', `${shardOf(exampleKey, shards)}/${shards}`);
+      assert.equal(sharded.code, 0, sharded.stderr);
+      assert.deepEqual((JSON.parse(sharded.stdout) as VerifyReport).results.map((r) => [r.label, r.status, r.verdict]), [[example.label, 'recorded', 'loaded']]);
+      const refusedShard = await verify('--shard', `${shardOf(refusedKey, shards)}/${shards}`);
+      assert.equal(refusedShard.code, 1, 'the recorded refusal still fails the run');
+      assert.match(refusedShard.stderr, /recorded by an earlier verify-load of this build; --force boots it again/);
     } finally {
       await mirror.close();
     }
@@ -341,6 +355,7 @@ test('bad input: options are checked before anything runs; a kernel without an i
       [['--accel', 'fast'], /--accel expects kvm, tcg or auto, got "fast"/],
       [['--memory', '0'], /--memory expects a positive whole number/],
       [['--timeout', 'soon'], /--timeout expects a positive whole number/],
+      [['--shard', '3/2'], /--shard 3\/2: the shard number must be between 1 and 2/],
     ] as const) {
       const r = await runCli(['verify-load', ...args], { cwd, timeoutMs: 60_000 });
       assert.equal(r.code, 2, r.stderr);

@@ -12,7 +12,7 @@ import { formatDuration } from '../run/progress.js';
 import { runScheduled } from '../run/scheduler.js';
 import { removeStaleWorkDirs, type RunPaths } from '../run/paths.js';
 import type { AcceleratorChoice } from './accelerator.js';
-import type { LoadVerifier } from './verifier.js';
+import { noGuestError, noGuestReason, unverifiedProbeError, type LoadVerifier } from './verifier.js';
 import { loadRecord, verdictPasses } from './verify-load.js';
 import type { VerdictKind } from './verdict.js';
 
@@ -46,7 +46,9 @@ export type VerifyStatus =
   /** Could not be checked (the image package could not be fetched, the probe file is damaged...). */
   | 'failed'
   /** Not started: the run was interrupted. */
-  | 'skipped';
+  | 'skipped'
+  /** No VM here can boot its kernel (an aarch64 kernel): neither loaded nor refused. */
+  | 'unverified';
 
 export interface VerifyTargetReport {
   label: string;
@@ -67,9 +69,15 @@ export interface VerifyReport {
   repository: string;
   targets: number;
   results: VerifyTargetReport[];
-  counts: Record<VerdictKind, number> & { recorded: number; notBuilt: number; failed: number; skipped: number };
-  /** Every checked probe loaded (or unverified ones are allowed), and nothing failed. */
+  counts: Record<VerdictKind, number> & { recorded: number; notBuilt: number; failed: number; skipped: number; unverified: number };
+  /** Every checked probe loaded and none was left unverified (or unverified ones are allowed), and nothing failed. */
   passed: boolean;
+  /**
+   * Why each probe that did not load (now or by its recorded verdict) or
+   * could not be booted is not verified, naming its target, in target order.
+   * Not part of the JSON form: `results` says the same for scripts.
+   */
+  problems: FalcoProbesError[];
   accelerator?: AcceleratorChoice;
   elapsedMs: number;
 }
@@ -99,6 +107,7 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
     };
 
     const results: VerifyTargetReport[] = [];
+    const problems = new Map<string, FalcoProbesError>();
     const todo: { target: Target; entry: ProbeEntry; report: VerifyTargetReport }[] = [];
     for (const target of o.targets) {
       const entry = entries.get(target.output);
@@ -108,11 +117,25 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       else if (entry.key !== target.key) report.message = `the repository's probe was built for another key (${entry.key.slice(0, 12)}...); build it again first`;
       else if (entry.load && !o.force) {
         Object.assign(report, { status: 'recorded', verdict: entry.load.verdict, kernelImageSha256: entry.load.kernelImageSha256 });
-        if (entry.load.message !== undefined) report.message = entry.load.message.split('\n')[0]!;
-      } else todo.push({ target, entry, report });
+        const [first, ...rest] = (entry.load.message ?? '').split('\n');
+        if (entry.load.message !== undefined) report.message = first!;
+        // A verdict is recorded for this very build of the probe: it stands until --force.
+        if (entry.load.verdict !== 'loaded')
+          problems.set(target.label, unverifiedProbeError(target, { verdict: entry.load.verdict, message: first ?? '', recorded: true, ...(rest.length ? { detail: rest.join('\n') } : {}) }));
+      } else {
+        const noGuest = noGuestReason(target);
+        if (noGuest) {
+          Object.assign(report, { status: 'unverified', message: noGuest });
+          problems.set(target.label, noGuestError(target, noGuest));
+        } else todo.push({ target, entry, report });
+      }
     }
     const already = results.filter((r) => r.status === 'recorded').length;
-    o.logger.info(`${o.targets.length} targets: ${todo.length} to verify, ${already} already verified, ${results.length - todo.length - already} not built`);
+    const unbootable = results.filter((r) => r.status === 'unverified').length;
+    o.logger.info(
+      `${o.targets.length} targets: ${todo.length} to verify, ${already} already verified, ${results.length - todo.length - already - unbootable} not built` +
+        (unbootable ? `, ${unbootable} with no guest to boot them` : ''),
+    );
 
     if (todo.length) {
       const verifier = await o.makeVerifier();
@@ -160,6 +183,7 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
                 ...(v.guestRelease ? { guestRelease: v.guestRelease } : {}),
               });
               if (v.guestRelease && v.guestRelease !== target.kernel.release) o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
+              if (v.verdict !== 'loaded') problems.set(target.label, unverifiedProbeError(target, v));
               progress.finished(target.label, v.verdict, `${v.message} (${v.accelerator.accelerator})`, outcome.ms);
               return;
             }
@@ -185,20 +209,39 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       notBuilt: count((r) => r.status === 'not-built'),
       failed: count((r) => r.status === 'failed'),
       skipped: count((r) => r.status === 'skipped'),
+      unverified: count((r) => r.status === 'unverified'),
     };
-    const passed = counts.failed === 0 && counts.skipped === 0 && results.every((r) => r.verdict === undefined || verdictPasses(r.verdict, o.allowUnverified));
+    const passed =
+      counts.failed === 0 &&
+      counts.skipped === 0 &&
+      (o.allowUnverified || counts.unverified === 0) &&
+      results.every((r) => r.verdict === undefined || verdictPasses(r.verdict, o.allowUnverified));
     return {
       repository: repo.root,
       targets: o.targets.length,
       results,
       counts,
       passed,
+      problems: o.targets.flatMap((t) => problems.get(t.label) ?? []),
       ...(accelerator ? { accelerator } : {}),
       elapsedMs: performance.now() - t0,
     };
   } finally {
     await repo.close();
   }
+}
+
+/**
+ * The targets whose probe, built for their current key, has a recorded
+ * verdict other than `loaded`. Such a probe is up to date for `build` and
+ * `plan` (a rebuild gives the same bytes), so they name it instead of
+ * rebuilding it.
+ */
+export function unloadedProbes(targets: readonly Target[], entryOf: (file: string) => ProbeEntry | undefined): { target: Target; verdict: VerdictKind }[] {
+  return targets.flatMap((target) => {
+    const entry = entryOf(target.output);
+    return entry?.key === target.key && entry.load && entry.load.verdict !== 'loaded' ? [{ target, verdict: entry.load.verdict }] : [];
+  });
 }
 
 /** A line per finished probe; on a terminal, also a live count. */
@@ -234,6 +277,7 @@ export function verifySummaryLine(report: VerifyReport): string {
   const c = report.counts;
   const parts = [`${c.loaded} loaded`, `${c.refused} refused`, `${c['no-boot']} did not boot`, `${c.timeout} timed out`];
   if (c.recorded) parts.push(`(${c.recorded} of these verified before; --force checks again)`);
+  if (c.unverified) parts.push(`${c.unverified} unverified (no guest for their machine)`);
   if (c.notBuilt) parts.push(`${c.notBuilt} not built`);
   if (c.failed) parts.push(`${c.failed} could not be checked`);
   if (c.skipped) parts.push(`${c.skipped} not started`);
@@ -243,5 +287,11 @@ export function verifySummaryLine(report: VerifyReport): string {
 
 /** The `--json` form. */
 export function verifyReportJson(report: VerifyReport): string {
-  return `${JSON.stringify({ ...report, elapsedMs: Math.round(report.elapsedMs) }, null, 2)}\n`;
+  return `${JSON.stringify(verifyReportObject(report), null, 2)}\n`;
+}
+
+/** The JSON form as a value, for a document that holds it (`build --verify-load --json`). */
+export function verifyReportObject(report: VerifyReport): Omit<VerifyReport, 'problems'> {
+  const { problems: _problems, ...rest } = report;
+  return { ...rest, elapsedMs: Math.round(report.elapsedMs) };
 }

@@ -28,6 +28,19 @@ export function kernelImageCacheDir(packageCacheDir: string): string {
   return join(packageCacheDir, '..', 'kernel-images');
 }
 
+/** The machine of the guests this tool can boot: qemu-system-x86_64 with the host's busybox and bpftool. */
+export const GUEST_ARCH = 'x86_64';
+
+/**
+ * Why the target's kernel cannot be booted here, or undefined when it can.
+ * Such a target is left unverified (not failed): its probe may well load, no
+ * VM can tell.
+ */
+export function noGuestReason(target: Pick<Target, 'arch'>): string | undefined {
+  if (target.arch === GUEST_ARCH) return undefined;
+  return `no ${target.arch} guest: qemu-system-${target.arch} and an ${target.arch} busybox/bpftool are needed`;
+}
+
 /** The lockfile role of the bootable kernel package. */
 export const IMAGE_ROLE = 'image';
 
@@ -109,10 +122,9 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
     slots,
     images,
     async verify(target, probeFile, options) {
-      if (target.arch !== 'x86_64')
-        throw new FalcoProbesError('usage', `${target.label}: verify-load boots x86_64 kernels only (this target is ${target.arch})`, {
-          hint: 'an aarch64 guest needs qemu-system-aarch64 and arm64 builds of busybox-static and bpftool in its initramfs',
-        });
+      const noGuest = noGuestReason(target);
+      // The run leaves such targets unverified before asking for a VM (run.ts).
+      if (noGuest) throw new FalcoProbesError('internal', `${target.label}: ${noGuest}`);
       const pkg = imagePackageOf(target);
       const file = await o.fetch(pkg, o.signal ? { signal: o.signal } : {});
       const image = await images.prepare(pkg, file, o.signal ? { signal: o.signal } : {});
@@ -141,18 +153,36 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
   };
 }
 
+/** A verdict as `unverifiedProbeError` needs it: from a VM just run, or as the index recorded it. */
+export interface UnloadedVerdict {
+  verdict: LoadVerdict['verdict'];
+  message: string;
+  detail?: string;
+  consoleLog?: string;
+  /** The verdict comes from the repository index (an earlier run), not from a VM of this run. */
+  recorded?: boolean;
+}
+
 /**
- * The failure of a target whose probe did not load: `build --verify-load`
- * throws it for the target (unless unverified probes are allowed) after the
- * verdict is recorded.
+ * The failure of a target whose probe did not load: `verify-load` and
+ * `build --verify-load` report it for the target (as an error, or as a
+ * warning with --allow-unverified) after the verdict is recorded.
  */
-export function unverifiedProbeError(target: Target, verdict: LoadVerdict): FalcoProbesError {
-  return new FalcoProbesError('build', `${target.label}: the probe did not load into its kernel (${verdict.verdict}): ${verdict.message}`, {
+export function unverifiedProbeError(target: Pick<Target, 'label'>, verdict: UnloadedVerdict): FalcoProbesError {
+  const recorded = verdict.recorded ? ' (recorded by an earlier verify-load of this build; --force boots it again)' : '';
+  return new FalcoProbesError('build', `${target.label}: the probe did not load into its kernel (${verdict.verdict}): ${verdict.message}${recorded}`, {
     ...(verdict.consoleLog ? { location: { file: verdict.consoleLog } } : {}),
     ...(verdict.detail ? { details: verdict.detail.split('\n').slice(-30).join('\n') } : {}),
     hint:
       verdict.verdict === 'refused'
         ? 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
         : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified',
+  });
+}
+
+/** A target whose kernel no VM here can boot (see noGuestReason). */
+export function noGuestError(target: Pick<Target, 'label'>, reason: string): FalcoProbesError {
+  return new FalcoProbesError('build', `${target.label}: the probe was not verified: ${reason}`, {
+    hint: 'verify it on a machine that can boot this kernel, or accept it unverified with --allow-unverified',
   });
 }

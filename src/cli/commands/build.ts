@@ -1,12 +1,12 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { FalcoProbesError } from '../../util/errors.js';
+import { FalcoProbesError, errorMessage } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
 import type { FetchVia } from '../../fetch/types.js';
 import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import { createPipeline } from '../../run/pipeline.js';
 import { REASON_TEXT } from '../../run/plan.js';
-import { reportJson, runBuild, summaryLine } from '../../run/runner.js';
+import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/runner.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { parseShard, inShard } from '../../repository/shard.js';
@@ -57,9 +57,12 @@ options:
       --docker-image IMAGE   image for the recipe (driver-loader: the loader's image; never pulled)
       --docker-memory MIB    memory limit per container (default 4096)
       --docker-cpus N        CPU limit per container (default 1)
-      --verify-load          after building, boot each built probe's kernel in qemu and load it
-                             (see falco-probes verify-load --help); a refused probe fails the run
-      --allow-unverified     with --verify-load: record refusals without failing
+      --verify-load          after building, boot the kernel of each selected probe (of this shard)
+                             in qemu and load it (see falco-probes verify-load --help); a probe
+                             refused, or whose kernel did not boot or timed out, fails the run, as
+                             does one no VM here can boot (aarch64); with --json the verify report
+                             is the build report's \`verify\` field
+      --allow-unverified     with --verify-load: record such probes without failing
 
 exit status: 0 when every selected target is up to date or built, 1 when any failed, 2 for bad input.
 `,
@@ -170,30 +173,67 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
             ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
           }),
       });
-      if (json) ctx.stdout.write(reportJson(report));
-      else if (dryRun) {
+      const verifying = values['verify-load'] === true && !dryRun;
+      // With --verify-load the build report waits for the verify report: stdout holds one JSON document.
+      if (json && !verifying) ctx.stdout.write(reportJson(report));
+      else if (dryRun && !json) {
         const lines = report.results
           .filter((r) => r.status === 'would-build')
           .map((r) => (explain ? `${r.label}: ${REASON_TEXT[r.reason!]}${r.detail ? ` (${r.detail})` : ''}` : r.label));
         if (lines.length) ctx.stdout.write(`${lines.join('\n')}\n`);
       }
       if (signal.aborted) {
+        if (json && verifying) ctx.stdout.write(buildVerifyJson(report, undefined));
         ctx.logger.error(`interrupted: ${summaryLine(report)}`);
         return 130;
       }
       (report.failed ? ctx.logger.error : ctx.logger.info)(summaryLine(report));
       const buildCode = report.failed || report.skipped ? 1 : 0;
-      if (values['verify-load'] !== true || dryRun || builderKind === 'docker') {
-        if (values['verify-load'] === true && builderKind === 'docker')
-          ctx.logger.warn('--verify-load checks probes keyed for the host builder; run falco-probes verify-load after a host build');
-        return buildCode;
+      if (!verifying) return buildCode;
+
+      // Verify exactly what this run selected (its shard, and its keys: the Docker builder's too).
+      // Loaded only here: a build without --verify-load never reads the verify modules.
+      const { runVerifyStep } = await import('./verify-load.js');
+      const { verifyReportObject } = await import('../../verify/run.js');
+      const { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS } = await import('../../verify/verify-load.js');
+      let verify: Awaited<ReturnType<typeof runVerifyStep>>;
+      try {
+        verify = await runVerifyStep(
+          ctx,
+          targets,
+          {
+            jobs,
+            timeoutS: DEFAULT_VERIFY_TIMEOUT_MS / 1000,
+            memoryMiB: DEFAULT_MEMORY_MIB,
+            downloads,
+            accelerator: 'auto',
+            via,
+            mirrorOverrides,
+            allowUnverified: values['allow-unverified'] === true,
+            force: false,
+            waitLock: values['wait-lock'] === true,
+            repositoryDir,
+            ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+          },
+          signal,
+        );
+      } catch (err) {
+        if (json) ctx.stdout.write(buildVerifyJson(report, { error: errorMessage(err) }));
+        throw err;
       }
-      // Verify what this run selected, with the verify-load command's own machinery and options.
-      const verify = (await import('./verify-load.js')).command;
-      const verifyValues: Record<string, unknown> = { jobs: String(jobs), 'fetch-via': via, downloads: String(downloads) };
-      for (const k of ['label', 'repository', 'wait-lock', 'mirror', 'cache', 'allow-unverified', 'json']) if (values[k] !== undefined) verifyValues[k] = values[k];
-      const verifyCode = await verify.run({ values: verifyValues, positionals }, ctx);
-      return Math.max(buildCode, verifyCode);
+      if (json) ctx.stdout.write(buildVerifyJson(report, verifyReportObject(verify.report)));
+      return verify.code === 130 ? 130 : Math.max(buildCode, verify.code);
     });
   },
 };
+
+/**
+ * `build --verify-load --json`: one document, the build report with the
+ * verify report as its `verify` field (`{error}` when the verify step failed
+ * to run, null when it was not reached).
+ */
+function buildVerifyJson(build: BuildReport, verify: object | undefined): string {
+  const doc = JSON.parse(reportJson(build)) as Record<string, unknown>;
+  doc['verify'] = verify ?? null;
+  return `${JSON.stringify(doc, null, 2)}\n`;
+}

@@ -7,6 +7,7 @@ import { planShards, renderGithubMatrix, renderPlanJson, renderPlanText } from '
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import { planTargets } from '../../run/plan.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
+import { unloadedProbes } from '../../verify/run.js';
 import type { Command } from '../context.js';
 
 const FORMATS = ['github-matrix', 'json', 'text'] as const;
@@ -58,9 +59,20 @@ options:
 
     const graph = await loadBuildGraph(ctx.root);
     const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
-    const planned = await planTargets(targets, await LocalRepository.read(repositoryDir));
+    const repo = await LocalRepository.read(repositoryDir);
+    const planned = await planTargets(targets, repo);
     const plan = planShards(planned, count);
     ctx.logger.info(`${plan.outOfDate} of ${plan.total} target(s) out of date; ${plan.shards.filter((s) => s.targets.length).length} of ${count} shard(s) have work`);
+    // Up to date yet known not to load: no shard rebuilds them (same key, same bytes), so say so here.
+    const unloaded = unloadedProbes(
+      planned.filter((p) => p.reason === undefined).map((p) => p.target),
+      (file) => repo.entry(file),
+    );
+    if (unloaded.length)
+      ctx.logger.warn(
+        `${unloaded.length} up-to-date probe(s) did not load into their kernel at their last verify-load and are not rebuilt: ` +
+          `${unloaded.slice(0, 10).map((u) => `${u.target.label} (${u.verdict})`).join(', ')}${unloaded.length > 10 ? ', ...' : ''}; fix their driver, or see falco-probes verify-load --force`,
+      );
     ctx.stdout.write(format === 'github-matrix' ? renderGithubMatrix(plan) : format === 'json' ? renderPlanJson(plan, only) : renderPlanText(plan, only));
     return 0;
   },

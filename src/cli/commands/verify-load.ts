@@ -1,15 +1,18 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import type { FetchVia } from '../../fetch/types.js';
 import { loadBuildGraph } from '../../graph/load.js';
+import type { Target } from '../../graph/types.js';
+import { inShard, parseShard } from '../../repository/shard.js';
 import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import { createPipeline } from '../../run/pipeline.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
-import { parseAcceleratorRequest } from '../../verify/accelerator.js';
-import { consoleLogFile, runVerifyLoad, verifyReportJson, verifySummaryLine } from '../../verify/run.js';
+import { parseAcceleratorRequest, type AcceleratorRequest } from '../../verify/accelerator.js';
+import { runVerifyLoad, verifyReportJson, verifySummaryLine, type VerifyReport } from '../../verify/run.js';
 import { createLoadVerifier, kernelImageCacheDir } from '../../verify/verifier.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS } from '../../verify/verify-load.js';
-import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
+import { parseMirrorOverrides, parsePositiveInt, type CliContext, type Command } from '../context.js';
 import { parseFetchVia } from './build.js';
 
 export const command: Command = {
@@ -30,19 +33,23 @@ bpftool, the probe), load every program of the probe with
 
 Probes that already have a verdict for their current build are not booted
 again (see --force). Needs qemu-system-x86, bpftool and busybox-static.
+Kernels of another machine than x86_64 (aarch64) cannot be booted here: their
+probes are left unverified, which fails the run unless --allow-unverified.
 
 patterns (default //probes/...): //probes/..., //probes/<os>/..., //probes/<os>:<name>
 
 options:
   -j, --jobs N               at most N VMs at once (default: the number of cores, ${availableParallelism()} here),
                              and no more than free memory holds
-      --allow-unverified     exit 0 even when a probe was refused or its kernel did not boot or timed out
+      --allow-unverified     exit 0 even when a probe was refused, its kernel did not boot or timed out,
+                             or no guest here can boot it (aarch64)
       --force                verify again probes that already have a verdict
       --timeout SECONDS      time limit of one VM, boot to power-off (default ${DEFAULT_VERIFY_TIMEOUT_MS / 1000})
       --memory MIB           guest memory (default ${DEFAULT_MEMORY_MIB})
       --accel MODE           kvm, tcg, or auto: KVM when a bounded first boot shows it works (default)
       --json                 print a machine-readable report on stdout
       --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
+      --shard I/N            only the targets of shard I of N (the split of falco-probes plan and build --shard)
       --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
       --wait-lock            wait for another runner's lock on the repository instead of failing
       --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable)
@@ -50,7 +57,8 @@ options:
       --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
       --downloads N          at most N downloads at once (default 4)
 
-exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherwise, 2 for bad input.
+exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherwise (each probe that
+did not load, or could not be booted, is named on stderr), 2 for bad input.
 `,
   options: {
     jobs: { type: 'string', short: 'j' },
@@ -61,6 +69,7 @@ exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherw
     accel: { type: 'string' },
     json: { type: 'boolean' },
     label: { type: 'string', multiple: true },
+    shard: { type: 'string' },
     repository: { type: 'string' },
     'wait-lock': { type: 'boolean' },
     mirror: { type: 'string', multiple: true },
@@ -71,72 +80,111 @@ exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherw
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
     // Check every option before reading anything.
-    const jobs = parsePositiveInt(values['jobs'], '--jobs', availableParallelism());
-    const timeoutS = parsePositiveInt(values['timeout'], '--timeout', DEFAULT_VERIFY_TIMEOUT_MS / 1000);
-    const memoryMiB = parsePositiveInt(values['memory'], '--memory', DEFAULT_MEMORY_MIB);
-    const downloads = parsePositiveInt(values['downloads'], '--downloads', 4);
-    const accelerator = parseAcceleratorRequest(values['accel']);
-    const via = parseFetchVia(values['fetch-via']);
-    const mirrorOverrides = parseMirrorOverrides(values['mirror']);
+    const options = parseVerifyOptions(values, ctx.root);
     const labels = (values['label'] as string[] | undefined) ?? [];
     parseLabels(labels);
-    const allowUnverified = values['allow-unverified'] === true;
-    const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
+    const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
 
     const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger });
-    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
-    const paths = runPaths(ctx.root);
+    let targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    // The same split as plan and build --shard: a CI shard verifies what it built.
+    if (shard) targets = targets.filter((t) => inShard(t.key, shard));
 
     return withInterrupts(ctx.logger, async (signal) => {
-      const report = await runVerifyLoad({
-        targets,
-        repositoryDir,
-        paths,
-        force: values['force'] === true,
-        allowUnverified,
-        waitLock: values['wait-lock'] === true,
-        logger: ctx.logger,
-        signal,
-        makeVerifier: async () => {
-          // The run's fetcher (cache, mirrors, apt), as build uses it; the builder it also makes is never asked to build.
-          const pipeline = await createPipeline({
-            projectRoot: ctx.root,
-            kernelsDir: ctx.kernelsDir,
-            targets,
-            mirrorOverrides,
-            via,
-            downloads,
-            logger: ctx.logger,
-            signal,
-            ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
-          });
-          return createLoadVerifier({
-            fetch: (pkg, opts) => pipeline.fetcher.fetch(pkg, opts),
-            imageCacheDir: kernelImageCacheDir(pipeline.fetcher.cacheDir),
-            jobs,
-            memoryMiB,
-            timeoutMs: timeoutS * 1000,
-            accelerator,
-            logger: ctx.logger,
-            signal,
-          });
-        },
-      });
+      const { report, code } = await runVerifyStep(ctx, targets, options, signal);
       if (values['json'] === true) ctx.stdout.write(verifyReportJson(report));
-      const byLabel = new Map(targets.map((t) => [t.label, t]));
-      for (const r of report.results) {
-        if (r.status === 'verified' && r.verdict !== 'loaded') {
-          const target = byLabel.get(r.label);
-          const log = target ? consoleLogFile(paths, target) : r.consoleLog;
-          (allowUnverified ? ctx.logger.warn : ctx.logger.error)(`${r.label}: ${r.verdict}: ${r.message}${log ? `\nconsole: ${log}` : ''}`);
-        } else if (r.status === 'failed') ctx.logger.error(`${r.label} could not be checked: ${r.error}`);
-      }
-      if (signal.aborted) {
-        ctx.logger.error(`interrupted: ${verifySummaryLine(report)}`);
-        return 130;
-      }
-      (report.passed ? ctx.logger.info : ctx.logger.error)(verifySummaryLine(report));
-      return report.passed ? 0 : 1;
+      return code;
     });
   },
 };
+
+/** What a verify run needs besides its targets; `build --verify-load` fills it from its own options. */
+export interface VerifyStepOptions {
+  /** At most this many VMs at once (fewer when memory is short). */
+  jobs: number;
+  timeoutS: number;
+  memoryMiB: number;
+  downloads: number;
+  accelerator: AcceleratorRequest;
+  via: FetchVia;
+  mirrorOverrides: Map<string, string[]>;
+  allowUnverified: boolean;
+  force: boolean;
+  waitLock: boolean;
+  repositoryDir: string;
+  /** Package cache (default: the fetcher's). */
+  cacheDir?: string;
+}
+
+/** verify-load's options, checked (usage errors before anything is read). */
+export function parseVerifyOptions(values: Record<string, unknown>, root: string): VerifyStepOptions {
+  return {
+    jobs: parsePositiveInt(values['jobs'], '--jobs', availableParallelism()),
+    timeoutS: parsePositiveInt(values['timeout'], '--timeout', DEFAULT_VERIFY_TIMEOUT_MS / 1000),
+    memoryMiB: parsePositiveInt(values['memory'], '--memory', DEFAULT_MEMORY_MIB),
+    downloads: parsePositiveInt(values['downloads'], '--downloads', 4),
+    accelerator: parseAcceleratorRequest(values['accel']),
+    via: parseFetchVia(values['fetch-via']),
+    mirrorOverrides: parseMirrorOverrides(values['mirror']),
+    allowUnverified: values['allow-unverified'] === true,
+    force: values['force'] === true,
+    waitLock: values['wait-lock'] === true,
+    repositoryDir: resolve(root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR),
+    ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+  };
+}
+
+/**
+ * Verify `targets` (already selected, and sharded), record the verdicts, and
+ * say on stderr why each probe that is not verified is not: the exit code of
+ * the step is 0 when it passed, 1 when not, 130 when interrupted.
+ */
+export async function runVerifyStep(ctx: CliContext, targets: readonly Target[], o: VerifyStepOptions, signal: AbortSignal): Promise<{ report: VerifyReport; code: number }> {
+  const report = await runVerifyLoad({
+    targets,
+    repositoryDir: o.repositoryDir,
+    paths: runPaths(ctx.root),
+    force: o.force,
+    allowUnverified: o.allowUnverified,
+    waitLock: o.waitLock,
+    logger: ctx.logger,
+    signal,
+    makeVerifier: async () => {
+      // The run's fetcher (cache, mirrors, apt), as build uses it; the builder it also makes is never asked to build.
+      const pipeline = await createPipeline({
+        projectRoot: ctx.root,
+        kernelsDir: ctx.kernelsDir,
+        targets,
+        mirrorOverrides: o.mirrorOverrides,
+        via: o.via,
+        downloads: o.downloads,
+        logger: ctx.logger,
+        signal,
+        ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}),
+      });
+      return createLoadVerifier({
+        fetch: (pkg, opts) => pipeline.fetcher.fetch(pkg, opts),
+        imageCacheDir: kernelImageCacheDir(pipeline.fetcher.cacheDir),
+        jobs: o.jobs,
+        memoryMiB: o.memoryMiB,
+        timeoutMs: o.timeoutS * 1000,
+        accelerator: o.accelerator,
+        logger: ctx.logger,
+        signal,
+      });
+    },
+  });
+  for (const problem of report.problems) (o.allowUnverified ? ctx.logger.warn : ctx.logger.error)(problem.format());
+  for (const r of report.results) if (r.status === 'failed') ctx.logger.error(`${r.label} could not be checked: ${r.error}`);
+  if (signal.aborted) {
+    ctx.logger.error(`interrupted: ${verifySummaryLine(report)}`);
+    return { report, code: 130 };
+  }
+  if (report.passed) {
+    ctx.logger.info(verifySummaryLine(report));
+    return { report, code: 0 };
+  }
+  const unverified = report.problems.length;
+  ctx.logger.error(`${verifySummaryLine(report)}${unverified ? `; ${unverified} probe${unverified === 1 ? '' : 's'} remain${unverified === 1 ? 's' : ''} unverified (--allow-unverified accepts them)` : ''}`);
+  return { report, code: 1 };
+}
