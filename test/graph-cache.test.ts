@@ -124,11 +124,14 @@ test('a damaged or foreign memo is ignored and replaced; a failed load writes no
   });
 });
 
-test('`generate --check` reads the memo but writes none', async () => {
+test('`generate --check` and `build --dry-run` read the memo but write none', async () => {
   await withProject(async (root) => {
     const check = await runCli(['generate', '--check'], { cwd: root });
     assert.equal(check.code, 1, check.stderr);
     await assert.rejects(stat(graphCachePath(root)), 'no memo written by a check');
+    const dry = await runCli(['build', '--dry-run', '//probes/other/...'], { cwd: root });
+    assert.equal(dry.code, 0, dry.stderr);
+    await assert.rejects(stat(graphCachePath(root)), 'no memo written by a dry run');
     assert.equal((await runCli(['generate'], { cwd: root })).code, 0);
     const memo = await readFile(graphCachePath(root));
     assert.equal((await runCli(['generate', '--check'], { cwd: root })).code, 0);

@@ -10,6 +10,8 @@ import { loadSourceDefinition } from '../src/config/source-definition.js';
 import { resolveSource } from '../src/resolve/index.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import type { Lockfile } from '../src/config/types.js';
+import { probeFileOf } from '../src/graph/targets.js';
+import { falcoctlProbeFile } from './helpers/os-fixtures.js';
 
 // kernels/debian12.yaml resolved against this machine's own apt index for
 // bookworm and bookworm-security, served on loopback with the InRelease files
@@ -100,6 +102,37 @@ describe('debian12 from the real Debian 12 index', () => {
       assert.equal(k.version, `#1 SMP ${k.flavour === 'rt-amd64' ? 'PREEMPT_RT' : 'PREEMPT_DYNAMIC'} Debian ${headersVersion}`);
       assert.equal(k.kernelVersion, '1');
       assert.equal(k.machine, 'x86_64');
+    }
+  });
+
+  test('probe file names are the ones Falco\'s loader asks for, derived from the index', async (t) => {
+    if (skip) return t.skip(skip);
+    assert.ok(lock, 'the resolve test ran');
+    // Falco's rule for Debian (docs/OS.md): target id `debian` (os-release ID); release is
+    // `uname -r`, which for linux-headers-<release> is that suffix; kernelversion is the first
+    // word of `uname -v` without its `#`: Debian's is `#1 SMP PREEMPT_DYNAMIC Debian <version>`
+    // (rt: PREEMPT_RT), so 1. The expected names come from the index, not from the lockfile.
+    // Lazy, so that the flavour group takes `cloud-amd64` whole rather than `amd64`.
+    const flavoured = /^linux-headers-([0-9].*?-(amd64|cloud-amd64|rt-amd64))$/;
+    const isMeta = (e: IndexEntry) => e.depends.split(',').some((d) => flavoured.test(d.trim().split(/[\s(]/)[0]!));
+    const headers = index.filter((e) => flavoured.test(e.name) && !isMeta(e));
+    const fileOf = (e: IndexEntry) => `falco_debian_${flavoured.exec(e.name)![1]}_1.o`;
+    assert.deepEqual(lock.kernels.map(probeFileOf).sort(), [...new Set(headers.map(fileOf))].sort());
+
+    // A few by hand: the first of each flavour, and a backport release with `+` in it when the index has one.
+    const few = ['amd64', 'cloud-amd64', 'rt-amd64'].map((f) => headers.find((e) => flavoured.exec(e.name)![2] === f));
+    assert.ok(few.every((e) => e !== undefined), 'plain, cloud and rt headers are in the index');
+    const backport = headers.find((e) => e.name.includes('+'));
+    if (backport) few.push(backport);
+    for (const e of few as IndexEntry[]) {
+      const release = e.name.slice('linux-headers-'.length);
+      const k = lock.kernels.find((x) => x.release === release);
+      assert.ok(k, `${release} is in the lockfile`);
+      const preempt = release.endsWith('-rt-amd64') ? 'PREEMPT_RT' : 'PREEMPT_DYNAMIC';
+      const unameV = `#1 SMP ${preempt} Debian ${e.version}`;
+      assert.equal(probeFileOf(k), `falco_debian_${release}_1.o`, release);
+      // falcoctl's own steps on a node that reports this os-release, uname -r and uname -v.
+      assert.equal(falcoctlProbeFile({ ID: 'debian', VERSION_ID: '12' }, release, unameV), probeFileOf(k), `falcoctl, ${release}`);
     }
   });
 

@@ -29,6 +29,8 @@ import { releaseAtLeast } from '../src/util/natural-sort.js';
 import { createMemoryLogger } from '../src/util/log.js';
 import type { KernelDescriptor, Lockfile } from '../src/config/types.js';
 import { PackageRecordFilter } from '../src/resolve/yum-primary-filter.js';
+import { probeFileOf } from '../src/graph/targets.js';
+import { falcoctlProbeFile, legacyLoaderProbeFile } from './helpers/os-fixtures.js';
 
 // Resolve the shipped amazonlinux2 definition against a loopback mirror laid
 // out as Amazon Linux 2 serves its repositories (mirror.list per arch,
@@ -155,6 +157,39 @@ test('resolves the amazonlinux2 definition through mirror.list with gz, xz, zst 
     assert.ok(mirror.requests.includes(`${r.base}${r.primaryHref}`), `${r.base}${r.primaryHref} fetched`);
   }
   assert.ok(logger.lines.some((l) => l.includes('amzn2-core x86_64')));
+});
+
+test('probe file names are the ones Falco\'s loaders ask for on an Amazon Linux 2 node', async () => {
+  const lock = await resolveSource(source, { http: HTTP });
+  // Falco's loader rule (docs/OS.md, amazonlinux2): os-release ID=amzn with VERSION_ID=2 gives
+  // the target amazonlinux2; the release is `uname -r`, the kernel-devel package's
+  // <version>-<release>.<arch>; the kernelversion is the number after `#` in `uname -v`
+  // (`#1 SMP ...`), 1. Written out here from the fixture's packages, not from the lockfile.
+  const byRelease = new Map(lock.kernels.map((k) => [k.release, k]));
+  const few: [release: string, file: string][] = [
+    ['4.14.9-1.55.amzn2.x86_64', 'falco_amazonlinux2_4.14.9-1.55.amzn2.x86_64_1.o'],
+    ['4.14.232-176.381.amzn2.aarch64', 'falco_amazonlinux2_4.14.232-176.381.amzn2.aarch64_1.o'],
+    // kernel-devel without a kernel package: the name does not depend on the image.
+    ['4.14.355-262.361.amzn2.x86_64', 'falco_amazonlinux2_4.14.355-262.361.amzn2.x86_64_1.o'],
+    ['5.4.268-181.368.amzn2.aarch64', 'falco_amazonlinux2_5.4.268-181.368.amzn2.aarch64_1.o'],
+    ['5.10.210-201.852.amzn2.x86_64', 'falco_amazonlinux2_5.10.210-201.852.amzn2.x86_64_1.o'],
+    ['5.15.148-97.158.amzn2.aarch64', 'falco_amazonlinux2_5.15.148-97.158.amzn2.aarch64_1.o'],
+  ];
+  for (const [release, file] of few) {
+    const k = byRelease.get(release);
+    assert.ok(k, `${release} is in the lockfile`);
+    assert.equal(probeFileOf(k), file, release);
+  }
+  // Every kernel: the name from the fixture's kernel-devel package by the same rule, and what
+  // falcoctl and the legacy falco-driver-loader compute from the node's os-release, uname -r and uname -v.
+  const expected = expectedKernels();
+  for (const k of lock.kernels) {
+    const { devel } = expected.get(k.name)!;
+    const file = `falco_amazonlinux2_${devel.version}-${devel.release}.${devel.arch}_1.o`;
+    assert.equal(probeFileOf(k), file, k.name);
+    assert.equal(falcoctlProbeFile(lock.osRelease, k.release, k.version), file, `falcoctl, ${k.name}`);
+    assert.equal(legacyLoaderProbeFile(lock.osRelease, k.release, k.version), file, `legacy loader, ${k.name}`);
+  }
 });
 
 test('the lockfile is deterministic, sorted naturally, and valid', async () => {

@@ -10,9 +10,8 @@ import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/r
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { parseShard, inShard } from '../../repository/shard.js';
-import { targetKey } from '../../graph/key.js';
+import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import type { Target } from '../../graph/types.js';
-import type { Builder } from '../../builders/types.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 
 export function parseFetchVia(value: unknown): FetchVia {
@@ -51,12 +50,7 @@ options:
       --downloads N          at most N downloads at once (default 4)
       --timeout SECONDS      time limit of one build (default 1800)
       --shard I/N            build only shard I of N (targets split by key; see falco-probes plan)
-      --builder host|docker  compile on this host (default) or in the Docker builder image;
-                             with docker, keys name the image (DOCKER_HOST selects the daemon)
-      --docker-recipe R      kbuild (default) or driver-loader
-      --docker-image IMAGE   image for the recipe (driver-loader: the loader's image; never pulled)
-      --docker-memory MIB    memory limit per container (default 4096)
-      --docker-cpus N        CPU limit per container (default 1)
+${builderOptionsUsage('      ', 29)}
       --verify-load          after building, boot the kernel of each selected probe (of this shard)
                              in qemu and load it (see falco-probes verify-load --help); a probe
                              refused, or whose kernel did not boot or timed out, fails the run, as
@@ -81,11 +75,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     downloads: { type: 'string' },
     timeout: { type: 'string' },
     shard: { type: 'string' },
-    builder: { type: 'string' },
-    'docker-recipe': { type: 'string' },
-    'docker-image': { type: 'string' },
-    'docker-memory': { type: 'string' },
-    'docker-cpus': { type: 'string' },
+    ...builderOptions,
     'verify-load': { type: 'boolean' },
     'allow-unverified': { type: 'boolean' },
   },
@@ -104,18 +94,10 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     const json = values['json'] === true;
     const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
     const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
-    const builderKind = values['builder'] ?? 'host';
-    if (builderKind !== 'host' && builderKind !== 'docker')
-      throw new FalcoProbesError('usage', `--builder expects host or docker, got ${JSON.stringify(builderKind)}`);
-    const dockerRecipe = values['docker-recipe'] ?? 'kbuild';
-    if (dockerRecipe !== 'kbuild' && dockerRecipe !== 'driver-loader')
-      throw new FalcoProbesError('usage', `--docker-recipe expects kbuild or driver-loader, got ${JSON.stringify(dockerRecipe)}`);
-    const dockerMemoryMiB = parsePositiveInt(values['docker-memory'], '--docker-memory', 4096);
-    const dockerCpus = parsePositiveInt(values['docker-cpus'], '--docker-cpus', 1);
-    if (builderKind !== 'docker' && ['docker-recipe', 'docker-image', 'docker-memory', 'docker-cpus'].some((k) => values[k] !== undefined))
-      throw new FalcoProbesError('usage', '--docker-* options need --builder docker');
+    const builderChoice = parseBuilderOptions(values);
 
-    const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger });
+    // A dry run writes nothing, the graph's memo included.
+    const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger, remember: !dryRun });
     // An unpinned remote driver has no targets: asking for it by label or by a target name that carries it is refused with the way out.
     const selectedDrivers = new Set(labels.filter((l) => l.startsWith('driver=')).map((l) => l.slice('driver='.length)));
     for (const d of graph.unpinned) {
@@ -130,19 +112,9 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
 
     // The Docker builder's image id is its pin: every key built with it names the image,
     // so the selected targets are keyed again for it (the generated files hold host keys).
-    let builder: Builder | undefined;
-    if (builderKind === 'docker') {
-      const { createDockerBuilder } = await import('../../builders/docker.js');
-      builder = createDockerBuilder({
-        recipe: dockerRecipe,
-        memoryBytes: dockerMemoryMiB * 1024 * 1024,
-        cpus: dockerCpus,
-        logger: ctx.logger,
-        ...(typeof values['docker-image'] === 'string' ? { image: values['docker-image'] } : {}),
-      });
-      const pin = await builder.pin();
-      targets = targets.map((t) => ({ ...t, builder: pin, key: targetKey({ kernel: t.kernel, osRelease: t.osRelease, driver: t.driver, builder: pin, kind: t.kind }) }));
-    }
+    const prepared = await prepareBuilder(builderChoice, targets, ctx.logger);
+    const builder = prepared.builder;
+    targets = prepared.targets;
     // A shard is a fixed slice of the keys: every machine computes the same split (falco-probes plan prints it).
     if (shard) targets = targets.filter((t) => inShard(t.key, shard));
 
