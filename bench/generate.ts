@@ -218,7 +218,7 @@ async function main(): Promise<void> {
     console.log(`| JSON.parse of the same data as JSON | ${fmt(json)} | ${(json / cat).toFixed(1)}x | 1x | | |`);
     console.log(row('generate() from scratch', median(scratch.map((r) => r.ms)), Math.max(...scratch.map((r) => r.maxRssMiB)), median(scratch.map((r) => r.cpuMs))));
     console.log(row('generate() again, nothing changed (0 files written)', median(noChange.map((r) => r.ms)), Math.max(...noChange.map((r) => r.maxRssMiB)), median(noChange.map((r) => r.cpuMs))));
-    console.log(row('`falco-probes generate` from scratch (wall, incl. node + tsx start)', median(cliScratch.map((r) => r.ms)), Math.max(...cliScratch.map((r) => r.maxRssMiB))));
+    console.log(row('`falco-probes generate` from scratch (wall: bin/falco-probes.js, compiled dist/ when fresh)', median(cliScratch.map((r) => r.ms)), Math.max(...cliScratch.map((r) => r.maxRssMiB))));
     console.log(row('`falco-probes generate` again, nothing changed (wall)', median(cliNoChange.map((r) => r.ms)), Math.max(...cliNoChange.map((r) => r.maxRssMiB))));
   } finally {
     await rm(root, { recursive: true, force: true });

@@ -180,7 +180,7 @@ async function main(): Promise<void> {
     console.log('| run | time | / make -q |');
     console.log('| --- | --- | --- |');
     console.log(`| \`make -q -f generated/Makefile\` | ${fmt(make)} | 1.00 |`);
-    console.log(`| \`falco-probes build\` (wall: node + tsx start, graph, index, hash every probe) | ${fmt(build)} | **${(build / make).toFixed(2)}** |`);
+    console.log(`| \`falco-probes build\` (wall: bin/falco-probes.js, compiled dist/ when fresh; graph, index, hash every probe) | ${fmt(build)} | **${(build / make).toFixed(2)}** |`);
     console.log(`| the same work in-process (modules loaded): | ${fmt(inProcess)} | ${(inProcess / make).toFixed(2)} |`);
     console.log(`| - load lockfiles, drivers, keys (loadBuildGraph) | ${fmt(median(phases.map((p) => p.loadGraphMs)))} | |`);
     console.log(`| - read and validate index.json | ${fmt(median(phases.map((p) => p.readIndexMs)))} | |`);

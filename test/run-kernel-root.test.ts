@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, normalize, relative } from 'node:path';
 import { withTempDir } from './helpers/cli.js';
 import { extractKernelRoot, obtainDebianKernels } from './helpers/kernel-headers.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256File } from '../src/util/hash.js';
-import { createKernelRoots } from '../src/run/kernel-root.js';
+import { createKernelRoots, createSharedKernelRoots } from '../src/run/kernel-root.js';
 
 // A target's kernel root composed from once-unpacked package trees: the same
 // tree dpkg-deb -x gives (links made relative), shared file contents, trees
@@ -94,5 +94,50 @@ test('merge rules: folders merge, a later file replaces an earlier one, a folder
     await assert.rejects(compose([evilArchive], join(dir, 'root3')), /refusing entry/);
     await assert.rejects(lstat(join(dir, 'trees', evilArchive.sha256)), { code: 'ENOENT' });
     await assert.rejects(lstat(join(dir, 'escape')), { code: 'ENOENT' });
+  });
+});
+
+test('shared kernel roots: one per ordered list of packages, composed once (also when asked at once), whole or absent', async () => {
+  await withTempDir(async (dir) => {
+    const tarball = async (name: string, files: Record<string, string>) => {
+      const src = join(dir, 'src', name);
+      for (const [path, body] of Object.entries(files)) {
+        await mkdir(dirname(join(src, path)), { recursive: true });
+        await writeFile(join(src, path), body);
+      }
+      const file = join(dir, `${name}.tar.gz`);
+      execFileSync('tar', ['-C', src, '-czf', file, '.']);
+      return { file, format: 'tgz' as const, sha256: (await sha256File(file)).sha256 };
+    };
+    const one = await tarball('one', { 'usr/a.h': 'one a', 'usr/shared/x': 'one x' });
+    const two = await tarball('two', { 'usr/b.h': 'two b', 'usr/shared/x': 'two x' });
+    const bad = await tarball('bad', { 'usr/a.h/inner': 'a folder where one has a file' });
+    const roots = join(dir, 'kernel-roots');
+    const shared = createSharedKernelRoots(join(dir, 'trees'), roots);
+
+    const [a, b] = await Promise.all([shared([one, two]), shared([one, two])]);
+    assert.equal(a, b, 'asked at once: one root');
+    assert.equal(await readFile(join(a, 'usr/shared/x'), 'utf8'), 'two x');
+    const again = await createSharedKernelRoots(join(dir, 'trees'), roots)([one, two]);
+    assert.equal(again, a, 'a later run (a new process) finds it');
+    assert.equal((await stat(join(again, 'usr'))).ino, (await stat(join(a, 'usr'))).ino, 'not composed again');
+
+    // The order decides which file wins, so it is another root.
+    const reversed = await shared([two, one]);
+    assert.notEqual(reversed, a);
+    assert.equal(await readFile(join(reversed, 'usr/shared/x'), 'utf8'), 'one x');
+
+    // A failed composition leaves neither a root nor a temporary folder.
+    await assert.rejects(shared([one, bad]), /cannot merge usr\/a\.h/);
+    assert.deepEqual((await readdir(roots)).sort(), [a, reversed].map((p) => p.slice(roots.length + 1)).sort());
+
+    // A temporary folder of a process that died while composing is swept; the root is then made whole.
+    const three = await tarball('three', { 'usr/c.h': 'three c' });
+    const id = (await shared([three])).slice(roots.length + 1);
+    await rm(join(roots, id), { recursive: true });
+    const dead = join(roots, `.${id}.999999999.0badc0de.tmp`);
+    await mkdir(join(dead, 'usr'), { recursive: true });
+    assert.equal(await readFile(join(await createSharedKernelRoots(join(dir, 'trees'), roots)([three]), 'usr/c.h'), 'utf8'), 'three c');
+    await assert.rejects(lstat(dead), { code: 'ENOENT' });
   });
 });

@@ -14,8 +14,8 @@ import type { ResolvedDriver, Target } from '../graph/types.js';
 
 export interface TargetPipeline {
   fetch(pkg: PackageRef, options?: { signal?: AbortSignal }): Promise<string>;
-  /** Unpack the packages, in order, into one fresh directory laid out like `/` (kernel-root.ts). */
-  extract(archives: KernelArchive[], dest: string, options: { signal?: AbortSignal }): Promise<void>;
+  /** The packages, in order, unpacked into one directory laid out like `/` (kernel-root.ts), shared by every build of them: read it, never write it. */
+  extract(archives: KernelArchive[], options: { signal?: AbortSignal }): Promise<string>;
   driverDir(driver: ResolvedDriver): Promise<string>;
   builder: Builder;
 }
@@ -64,10 +64,8 @@ export async function buildTarget(target: Target, pipeline: TargetPipeline, opti
     }),
   );
   const t1 = performance.now();
-  const kernelRoot = join(workDir, 'kernel');
-  await pipeline.extract(
+  const kernelRoot = await pipeline.extract(
     files.map(({ file, format, pkg }) => ({ file, format, sha256: pkg.sha256 })),
-    kernelRoot,
     signal ? { signal } : {},
   );
   const driverDir = await pipeline.driverDir(target.driver);

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   copyFileSync,
@@ -12,7 +12,7 @@ import {
   unlinkSync,
   type Stats,
 } from 'node:fs';
-import { readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FalcoProbesError } from '../util/errors.js';
 import { checkSha256 } from '../util/names.js';
@@ -56,6 +56,58 @@ export function createKernelRoots(treesDir: string): ComposeKernelRoot {
     const trees = await Promise.all(archives.map((a) => treeOf(a, options.signal)));
     options.signal?.throwIfAborted();
     composeTree(trees, dest);
+  };
+}
+
+/** Composes one kernel root per distinct list of packages and hands out its path. */
+export type SharedKernelRoot = (archives: readonly KernelArchive[], options?: { signal?: AbortSignal }) => Promise<string>;
+
+const ROOT_FORMAT = 'falco-probes-kernel-root-v1';
+
+/**
+ * Kernel roots shared by every build of the same packages: composed once
+ * (from the unpacked trees under `treesDir`) into `<rootsDir>/<id>/`, where
+ * the id is the sha256 of the ordered list of the packages' sha256s, then
+ * reused by every later target and run of that kernel. Composing a Debian
+ * root links about 10,000 files (most of a second); builders only read a
+ * kernel root, so one copy serves them all. Written to a temporary folder
+ * and renamed into place, so a root is whole or absent; a temporary folder
+ * of a process that died is swept.
+ */
+export function createSharedKernelRoots(treesDir: string, rootsDir: string): SharedKernelRoot {
+  const compose = createKernelRoots(treesDir);
+  const inFlight = new Map<string, Promise<string>>();
+  const make = async (id: string, archives: readonly KernelArchive[], signal: AbortSignal | undefined): Promise<string> => {
+    const root = join(rootsDir, id);
+    if (await isDirectory(root)) return root;
+    await mkdir(rootsDir, { recursive: true });
+    await sweepStale(rootsDir, id);
+    const tmp = join(rootsDir, `.${id}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    try {
+      await compose(archives, tmp, signal ? { signal } : {});
+      try {
+        await rename(tmp, root);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // Another process composed the same root meanwhile: the same tree, use it.
+        if ((code === 'ENOTEMPTY' || code === 'EEXIST') && (await isDirectory(root))) return root;
+        throw err;
+      }
+      return root;
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  };
+  return (archives, options = {}) => {
+    const id = createHash('sha256')
+      .update(JSON.stringify([ROOT_FORMAT, archives.map((a) => [checkSha256(a.sha256), a.format])]))
+      .digest('hex');
+    let p = inFlight.get(id);
+    if (!p) {
+      p = make(id, archives, options.signal).finally(() => inFlight.delete(id));
+      inFlight.set(id, p);
+    }
+    return p;
   };
 }
 

@@ -10,7 +10,7 @@ import type { Builder } from '../builders/types.js';
 import type { Target } from '../graph/types.js';
 import type { TargetPipeline } from './build-target.js';
 import { createDriverSources } from './driver-source.js';
-import { createKernelRoots } from './kernel-root.js';
+import { createSharedKernelRoots } from './kernel-root.js';
 import { createMirrorTable } from './mirrors.js';
 
 // The real stages wired together for a run: the fetcher (cache, mirrors,
@@ -63,7 +63,8 @@ export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
   return {
     fetcher,
     fetch: (pkg, opts) => fetcher.fetch(pkg, opts),
-    extract: createKernelRoots(join(fetcher.cacheDir, 'trees')),
+    // Unpacked once per package (trees/), composed once per kernel (kernel-roots/).
+    extract: createSharedKernelRoots(join(fetcher.cacheDir, 'trees'), join(fetcher.cacheDir, 'kernel-roots')),
     driverDir,
     builder: o.builder ?? createHostBuilder(),
   };
