@@ -46,17 +46,16 @@ const REFUSED_DRIVER = `  - name: refused
     kinds: [bpf]
 `;
 
-test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --allow-unverified passes, without it the run fails naming it', { timeout: 120_000 }, async (t) => {
-  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return t.skip('clang is not installed (scripts/setup-debian.sh installs it)');
+/** A kernel no VM here can boot: its probe (already published) is left unverified, not failed. */
+async function unbootable(kernel: KernelDescriptor, reasonFor: (target: { os: string; kernel: KernelDescriptor }) => string): Promise<void> {
   await withTempDir(async (dir) => {
     const root = join(dir, 'project');
-    const arm: KernelDescriptor = { ...syntheticKernel('6.1.0-1-arm64'), machine: 'aarch64' };
     // Nothing is fetched (the probe is already in the repository for its key): the mirror URL is never asked.
-    await writeProject(root, { kernels: [arm], mirrorUrl: 'http://127.0.0.1:9/', extraDrivers: REFUSED_DRIVER });
+    await writeProject(root, { kernels: [kernel], mirrorUrl: 'http://127.0.0.1:9/', extraDrivers: REFUSED_DRIVER });
     await cp(join(PROJECT_ROOT, 'examples', 'refused'), join(root, 'examples', 'refused'), { recursive: true });
     const graph = await loadBuildGraph(root);
     const target = graph.targets.find((x) => x.driver.name === 'refused')!;
-    assert.equal(target.arch, 'aarch64');
+    assert.equal(target.arch, kernel.machine);
     // A BPF object is the same for every machine: examples/refused needs no headers, so the repository gets a real one.
     const object = join(dir, 'probe.o');
     await execFileAsync('clang', ['-O2', '-g', '-target', 'bpf', '-c', join(root, 'examples', 'refused', 'probe.c'), '-o', object], { timeout: 60_000 });
@@ -66,7 +65,7 @@ test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --
     } finally {
       await repo.close();
     }
-    const reason = 'no aarch64 guest: qemu-system-aarch64 and an aarch64 busybox/bpftool are needed';
+    const reason = reasonFor(target);
     const build = (...args: string[]) => runCli(['build', target.label, '--verify-load', '--json', ...args], { cwd: root, timeoutMs: 60_000 });
 
     const allowed = await build('--allow-unverified');
@@ -84,7 +83,7 @@ test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --
     assert.equal(strict.code, 1, strict.stderr);
     assert.equal(parseOne(strict.stdout).verify!.results[0]!.status, 'unverified');
     assert.match(strict.stderr, new RegExp(`error: ${escape(target.label)}: the probe was not verified: ${escape(reason)}`));
-    assert.match(strict.stderr, /1 unverified \(no guest for their machine\).*; 1 probe remains unverified \(--allow-unverified accepts them\)/);
+    assert.match(strict.stderr, /1 unverified \(no VM here can boot their kernel\).*; 1 probe remains unverified \(--allow-unverified accepts them\)/);
 
     // verify-load itself says the same; nothing is recorded in the index (no kernel judged the probe).
     const verify = await runCli(['verify-load', '--json'], { cwd: root, timeoutMs: 60_000 });
@@ -93,6 +92,20 @@ test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --
     assert.equal(verifyReport.results.find((r) => r.label === target.label)!.status, 'unverified');
     assert.equal((await readIndex(join(root, 'repository'))).probes[0]!.load, undefined);
   });
+}
+
+test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --allow-unverified passes, without it the run fails naming it', { timeout: 120_000 }, async (t) => {
+  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return t.skip('clang is not installed (scripts/setup-debian.sh installs it)');
+  await unbootable({ ...syntheticKernel('6.1.0-1-arm64'), machine: 'aarch64' }, () => 'no aarch64 guest: qemu-system-aarch64 and an aarch64 busybox/bpftool are needed');
+});
+
+test('a kernel whose lockfile entry has no image package (as COS kernels): unverified the same way, the message says what to add', { timeout: 120_000 }, async (t) => {
+  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return t.skip('clang is not installed (scripts/setup-debian.sh installs it)');
+  const kernel = syntheticKernel('6.1.0-2-amd64');
+  assert.ok(!kernel.packages.some((p) => p.role === 'image'));
+  await unbootable(kernel, (target) =>
+    `no kernel image to boot: kernels/${target.os}.lock.yaml lists no package with role "image" for ${target.kernel.name} (add the image to kernels/${target.os}.yaml and resolve again; COS publishes no image package)`,
+  );
 });
 
 test('build --verify-load with a real Debian kernel: a shard verifies only its targets, one JSON document, a refused probe fails the run and stays refused for later runs and plan', { timeout: TIMEOUT }, async (t) => {

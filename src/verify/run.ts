@@ -134,7 +134,7 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
     const unbootable = results.filter((r) => r.status === 'unverified').length;
     o.logger.info(
       `${o.targets.length} targets: ${todo.length} to verify, ${already} already verified, ${results.length - todo.length - already - unbootable} not built` +
-        (unbootable ? `, ${unbootable} with no guest to boot them` : ''),
+        (unbootable ? `, ${unbootable} that no VM here can boot` : ''),
     );
 
     if (todo.length) {
@@ -277,7 +277,7 @@ export function verifySummaryLine(report: VerifyReport): string {
   const c = report.counts;
   const parts = [`${c.loaded} loaded`, `${c.refused} refused`, `${c['no-boot']} did not boot`, `${c.timeout} timed out`];
   if (c.recorded) parts.push(`(${c.recorded} of these verified before; --force checks again)`);
-  if (c.unverified) parts.push(`${c.unverified} unverified (no guest for their machine)`);
+  if (c.unverified) parts.push(`${c.unverified} unverified (no VM here can boot their kernel)`);
   if (c.notBuilt) parts.push(`${c.notBuilt} not built`);
   if (c.failed) parts.push(`${c.failed} could not be checked`);
   if (c.skipped) parts.push(`${c.skipped} not started`);

@@ -32,13 +32,16 @@ export function kernelImageCacheDir(packageCacheDir: string): string {
 export const GUEST_ARCH = 'x86_64';
 
 /**
- * Why the target's kernel cannot be booted here, or undefined when it can.
- * Such a target is left unverified (not failed): its probe may well load, no
- * VM can tell.
+ * Why the target's kernel cannot be booted here, or undefined when it can:
+ * another machine than the guests', or no bootable image in its lockfile
+ * entry (COS publishes none). Such a target is left unverified (not
+ * failed): its probe may well load, no VM can tell.
  */
-export function noGuestReason(target: Pick<Target, 'arch'>): string | undefined {
-  if (target.arch === GUEST_ARCH) return undefined;
-  return `no ${target.arch} guest: qemu-system-${target.arch} and an ${target.arch} busybox/bpftool are needed`;
+export function noGuestReason(target: Pick<Target, 'arch' | 'os' | 'kernel'>): string | undefined {
+  if (target.arch !== GUEST_ARCH) return `no ${target.arch} guest: qemu-system-${target.arch} and an ${target.arch} busybox/bpftool are needed`;
+  if (!target.kernel.packages.some((p) => p.role === IMAGE_ROLE))
+    return `no kernel image to boot: kernels/${target.os}.lock.yaml lists no package with role "${IMAGE_ROLE}" for ${target.kernel.name} (add the image to kernels/${target.os}.yaml and resolve again; COS publishes no image package)`;
+  return undefined;
 }
 
 /** The lockfile role of the bootable kernel package. */
