@@ -236,9 +236,32 @@ export function debianLikeSuites(): FixtureSuite[] {
   ];
 }
 
-/** kernels/debian12.yaml's rules with the fixture's repositories (no keyring: the fixture is unsigned). */
-export function debianLikeDefinition(mirrors: Record<string, string> = {}): string {
+const DEBIAN_LIKE_HEADERS: Record<string, string> = {
+  amd64: `    - flavour: amd64
+      pattern: '^linux-headers-(?<release>[0-9]+\\.[0-9]+(?:\\.[0-9]+)?(?:-[0-9]+|\\+deb[0-9]+)-amd64)$'
+`,
+  'cloud-amd64': `    - flavour: cloud-amd64
+      pattern: '^linux-headers-(?<release>[0-9]+\\.[0-9]+(?:\\.[0-9]+)?(?:-[0-9]+|\\+deb[0-9]+)-cloud-amd64)$'
+`,
+  'rt-amd64': `    - flavour: rt-amd64
+      pattern: '^linux-headers-(?<release>[0-9]+\\.[0-9]+(?:\\.[0-9]+)?(?:-[0-9]+|\\+deb[0-9]+)-rt-amd64)$'
+      unameVersion: '#1 SMP PREEMPT_RT Debian {version}'
+`,
+};
+
+/**
+ * kernels/debian12.yaml's rules with the fixture's repositories (no keyring: the fixture is unsigned).
+ * `flavours` keeps only those header rules (default: all three), for an index that holds fewer flavours:
+ * a rule that matches nothing is an error.
+ */
+export function debianLikeDefinition(mirrors: Record<string, string> = {}, opts: { flavours?: readonly string[] } = {}): string {
   const mirror = (name: string) => mirrors[name] ?? `http://127.0.0.1:9/${name}`;
+  const flavours = opts.flavours ?? Object.keys(DEBIAN_LIKE_HEADERS);
+  const headers = flavours.map((f) => {
+    const rule = DEBIAN_LIKE_HEADERS[f];
+    if (!rule) throw new Error(`debianLikeDefinition: no header rule for flavour ${f}`);
+    return rule;
+  });
   return `# A test copy of kernels/debian12.yaml's rules.
 id: debian12
 type: apt
@@ -259,14 +282,7 @@ repositories:
     components: [main]
 apt:
   headers:
-    - flavour: amd64
-      pattern: '^linux-headers-(?<release>[0-9]+\\.[0-9]+(?:\\.[0-9]+)?(?:-[0-9]+|\\+deb[0-9]+)-amd64)$'
-    - flavour: cloud-amd64
-      pattern: '^linux-headers-(?<release>[0-9]+\\.[0-9]+(?:\\.[0-9]+)?(?:-[0-9]+|\\+deb[0-9]+)-cloud-amd64)$'
-    - flavour: rt-amd64
-      pattern: '^linux-headers-(?<release>[0-9]+\\.[0-9]+(?:\\.[0-9]+)?(?:-[0-9]+|\\+deb[0-9]+)-rt-amd64)$'
-      unameVersion: '#1 SMP PREEMPT_RT Debian {version}'
-  follow:
+${headers.join('')}  follow:
     - '^linux-headers-.*-common(?:-rt)?$'
     - '^linux-kbuild-.*$'
   followRoles: [common, kbuild]
