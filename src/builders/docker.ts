@@ -13,6 +13,7 @@ import { checkRelease, checkVersion } from '../util/names.js';
 import { connectDocker, explainDockerError } from './docker-client.js';
 import { removeOrphanedContainers, runContainer, schedulingParent, type ContainerMount, type ContainerOutcome } from './docker-container.js';
 import { BUILDER_DIR, builderImageDefinition, ensureImage } from './docker-image.js';
+import { DockerPinMemo, dockerPinMemoDir } from './docker-pin-memo.js';
 import {
   CONTAINER_HOSTNAME,
   CONTAINER_PATH,
@@ -71,11 +72,18 @@ export interface DockerBuilderOptions {
   docker?: Docker;
   /** The repository's builder/ folder (the Dockerfile, the uname shim, the recipe script). */
   builderDir?: string;
+  /**
+   * Where the toolchain probe's output is remembered per image id (default:
+   * dockerPinMemoDir(), beside the package cache); false: always run the probe.
+   */
+  pinMemoDir?: string | false;
 }
 
 export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
 const LOG_TAIL_LINES = 30;
 const PROBE_TIMEOUT_MS = 60_000;
+/** The toolchain probe: its output names the pin (and is what the pin memo keeps). */
+const PROBE_COMMAND = ['/bin/sh', '-c', 'clang --version && echo ---- && llc --version'];
 
 /** Fixed paths inside the container. */
 const RECIPE_SCRIPT = '/opt/falco-probes/recipes/kbuild.sh';
@@ -145,16 +153,26 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     }
   };
 
+  const pinMemo = options.pinMemoDir === false ? undefined : new DockerPinMemo(options.pinMemoDir ?? dockerPinMemoDir(), options.logger);
+
   const computePin = async (): Promise<BuilderPin> => {
     const d = await docker();
     const image = await resolveImage(d);
+    const remembered = await pinMemo?.get(image, PROBE_COMMAND);
+    if (remembered !== undefined) {
+      try {
+        return pinFromProbe(image, remembered);
+      } catch {
+        // A memo no probe of this image could have written: ask the image again.
+      }
+    }
     // The toolchain of the image, as the host builder names its own.
     const sink = memorySink();
     const outcome = await runContainer(
       d,
       {
         image,
-        cmd: ['/bin/sh', '-c', 'clang --version && echo ---- && llc --version'],
+        cmd: PROBE_COMMAND,
         env: { PATH: CONTAINER_PATH, LC_ALL: 'C' },
         user,
         workingDir: '/',
@@ -164,18 +182,16 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
       },
       { timeoutMs: PROBE_TIMEOUT_MS, output: sink.stream },
     );
-    const [clangOut = '', llcOut = ''] = sink.text().split('----\n');
     if (outcome.exitCode !== 0)
       throw new FalcoProbesError('docker', `clang --version failed in image ${image} (exit ${outcome.exitCode})`, {
         details: sink.text().trim().split('\n').slice(-10).join('\n'),
         hint: 'the image needs clang and llc (package llvm) on PATH',
       });
-    const clang = normalizeClangVersion(clangOut);
-    const a = /(\d+\.\d+\.\d+)/.exec(clang)?.[1];
-    const b = /LLVM version (\d+\.\d+\.\d+)/.exec(llcOut)?.[1];
-    if (a !== undefined && b !== undefined && a !== b)
-      throw new FalcoProbesError('docker', `image ${image}: clang is ${a} but llc is LLVM ${b}`, { hint: 'install clang and llvm of the same release in the image' });
-    return { kind: 'docker', image, clang };
+    const output = sink.text();
+    const pin = pinFromProbe(image, output);
+    // Remembered only once it gave a pin: a failing probe runs again next time.
+    await pinMemo?.set(image, PROBE_COMMAND, output);
+    return pin;
   };
 
   const pin = memoizePin(computePin);
@@ -345,6 +361,17 @@ async function listFiles(dir: string, prefix = ''): Promise<string[]> {
     else out.push(`${prefix}${e.name}`);
   }
   return out.sort();
+}
+
+/** The pin from what the toolchain probe printed (fresh or remembered: the same derivation either way). */
+function pinFromProbe(image: string, output: string): BuilderPin {
+  const [clangOut = '', llcOut = ''] = output.split('----\n');
+  const clang = normalizeClangVersion(clangOut);
+  const a = /(\d+\.\d+\.\d+)/.exec(clang)?.[1];
+  const b = /LLVM version (\d+\.\d+\.\d+)/.exec(llcOut)?.[1];
+  if (a !== undefined && b !== undefined && a !== b)
+    throw new FalcoProbesError('docker', `image ${image}: clang is ${a} but llc is LLVM ${b}`, { hint: 'install clang and llvm of the same release in the image' });
+  return { kind: 'docker', image, clang };
 }
 
 function checkTargetFitsBuilder(target: Target, own: BuilderPin): void {
