@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type Docker from 'dockerode';
@@ -115,6 +115,8 @@ test('build --builder docker publishes the host bytes under the image key; build
       const first = await timed('build --builder docker', ['build', label, '--builder', 'docker', '--json', ...fetchArgs]);
       const report = JSON.parse(first.stdout) as BuildReport;
       assert.deepEqual([report.targets, report.built, report.failed], [1, 1, 0]);
+      // The image's pin is remembered beside the --cache folder (docker-pins/), for the next process.
+      assert.equal((await readdir(join(dir, 'docker-pins'))).filter((f) => f.endsWith('.json')).length, 1);
       assert.equal(report.results[0]!.key, expectedKey);
       const index = await readIndex(repo);
       assert.equal(index.probes.length, 1);

@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path';
 import { FalcoProbesError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { DockerRecipe } from '../builders/docker.js';
@@ -100,7 +101,13 @@ export interface PreparedBuilder {
  * id is its own pin, so its targets are keyed again (this connects to the
  * daemon and finds or builds the builder image).
  */
-export async function prepareBuilder(choice: BuilderChoice, targets: readonly Target[], logger: Logger): Promise<PreparedBuilder> {
+export async function prepareBuilder(
+  choice: BuilderChoice,
+  targets: readonly Target[],
+  logger: Logger,
+  /** The package cache of --cache: the image pins are remembered beside it (docker-pins/). */
+  cacheDir?: string,
+): Promise<PreparedBuilder> {
   if (choice.kind === 'host') return { builder: undefined, targets: [...targets] };
   const { createDockerBuilder } = await import('../builders/docker.js');
   const builder = createDockerBuilder({
@@ -109,6 +116,7 @@ export async function prepareBuilder(choice: BuilderChoice, targets: readonly Ta
     cpus: choice.cpus,
     logger,
     ...(choice.image !== undefined ? { image: choice.image } : {}),
+    ...(cacheDir !== undefined ? { pinMemoDir: join(dirname(cacheDir), 'docker-pins') } : {}),
   });
   return { builder, targets: keyTargetsFor(targets, await builder.pin()) };
 }

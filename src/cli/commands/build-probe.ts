@@ -91,7 +91,7 @@ ${builderOptionsUsage('  ', 25)}
         hint: 'the generated build files are stale: run falco-probes generate',
       });
     // Docker: the target keyed with the image's pin, which the builder checks it is given.
-    const { builder, targets: [target] } = await prepareBuilder(builderChoice, [generated], ctx.logger);
+    const { builder, targets: [target] } = await prepareBuilder(builderChoice, [generated], ctx.logger, values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined);
     if (!target) throw new FalcoProbesError('internal', `${generated.label}: no target after choosing the builder`);
 
     const paths = runPaths(ctx.root);

@@ -112,7 +112,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
 
     // The Docker builder's image id is its pin: every key built with it names the image,
     // so the selected targets are keyed again for it (the generated files hold host keys).
-    const prepared = await prepareBuilder(builderChoice, targets, ctx.logger);
+    const prepared = await prepareBuilder(builderChoice, targets, ctx.logger, values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined);
     const builder = prepared.builder;
     targets = prepared.targets;
     // A shard is a fixed slice of the keys: every machine computes the same split (falco-probes plan prints it).
