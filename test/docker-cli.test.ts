@@ -14,8 +14,8 @@ import { sha256Hex } from '../src/util/hash.js';
 import { parseBuilderOptions } from '../src/cli/builder-option.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { runCli, withTempDir } from './helpers/cli.js';
-import { ensureBaseImage, ensureBuilderImage, obtainDocker, ourLeftovers, stopDockerIfStarted } from './helpers/docker.js';
-import { obtainDebianKernels, type DebianKernel } from './helpers/kernel-headers.js';
+import { finishDockerTests, obtainDockerBuildSetup } from './helpers/docker.js';
+import type { DebianKernel } from './helpers/kernel-headers.js';
 import { descriptors, OS, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
 
 // The user-facing Docker path through the real binary: `build --builder
@@ -33,34 +33,15 @@ let docker: Docker;
 let kernels: DebianKernel[] = [];
 
 before(async () => {
-  const d = await obtainDocker();
-  if (!d.ok) {
-    skip = d.skip;
+  const setup = await obtainDockerBuildSetup();
+  if (!setup.ok) {
+    skip = setup.skip;
     return;
   }
-  docker = d.docker;
-  const base = await ensureBaseImage(docker);
-  if (!base.ok) {
-    skip = base.skip;
-    return;
-  }
-  const k = await obtainDebianKernels();
-  if (!k.ok) {
-    skip = k.skip;
-    return;
-  }
-  kernels = k.kernels;
-  // Made here, not inside a timed CLI run, when a fresh daemon lacks it.
-  await ensureBuilderImage(docker);
+  ({ docker, kernels } = setup);
 });
 
-after(async () => {
-  try {
-    if (!skip && docker) assert.deepEqual((await ourLeftovers(docker)).containers, [], 'containers labelled falco-probes=1 are left');
-  } finally {
-    await stopDockerIfStarted();
-  }
-});
+after(() => finishDockerTests(skip ? undefined : docker));
 
 interface ProbeJson {
   label: string;

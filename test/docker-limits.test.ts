@@ -7,8 +7,8 @@ import type Docker from 'dockerode';
 import { readIndex } from '../src/repository/index-file.js';
 import type { BuildReport } from '../src/run/runner.js';
 import { runCli, withTempDir } from './helpers/cli.js';
-import { ensureBaseImage, ensureBuilderImage, obtainDocker, ourLeftovers, stopDockerIfStarted } from './helpers/docker.js';
-import { obtainDebianKernels, type DebianKernel } from './helpers/kernel-headers.js';
+import { finishDockerTests, obtainDockerBuildSetup, ourLeftovers } from './helpers/docker.js';
+import type { DebianKernel } from './helpers/kernel-headers.js';
 import { descriptors, OS, startDebMirror, writeProject } from './build-e2e-project.js';
 
 // Issue 5: a container killed by the memory limit or the timeout fails its
@@ -29,34 +29,15 @@ let docker: Docker;
 let kernels: DebianKernel[] = [];
 
 before(async () => {
-  const d = await obtainDocker();
-  if (!d.ok) {
-    skip = d.skip;
+  const setup = await obtainDockerBuildSetup();
+  if (!setup.ok) {
+    skip = setup.skip;
     return;
   }
-  docker = d.docker;
-  const base = await ensureBaseImage(docker);
-  if (!base.ok) {
-    skip = base.skip;
-    return;
-  }
-  const k = await obtainDebianKernels();
-  if (!k.ok) {
-    skip = k.skip;
-    return;
-  }
-  kernels = k.kernels;
-  // Made here, not inside the timed CLI run, when a fresh daemon lacks it.
-  await ensureBuilderImage(docker);
+  ({ docker, kernels } = setup);
 });
 
-after(async () => {
-  try {
-    if (!skip && docker) assert.deepEqual((await ourLeftovers(docker)).containers, [], 'containers labelled falco-probes=1 are left');
-  } finally {
-    await stopDockerIfStarted();
-  }
-});
+after(() => finishDockerTests(skip ? undefined : docker));
 
 /** A drivers.yaml entry for a kbuild driver under examples/<name>. */
 function driverEntry(name: string, version: string): string {

@@ -59,18 +59,21 @@ test('a kernel root from real Debian packages equals dpkg-deb -x of them, and sh
   });
 });
 
+/** A .tar.gz of `files` (path -> contents) under `dir`, as a kernel archive; its tree stays in `dir/src/<name>`. */
+async function tarballIn(dir: string, name: string, files: Record<string, string>) {
+  const src = join(dir, 'src', name);
+  for (const [path, body] of Object.entries(files)) {
+    await mkdir(dirname(join(src, path)), { recursive: true });
+    await writeFile(join(src, path), body);
+  }
+  const file = join(dir, `${name}.tar.gz`);
+  execFileSync('tar', ['-C', src, '-czf', file, '.']);
+  return { file, format: 'tgz' as const, sha256: (await sha256File(file)).sha256 };
+}
+
 test('merge rules: folders merge, a later file replaces an earlier one, a folder never meets a file', async () => {
   await withTempDir(async (dir) => {
-    const tarball = async (name: string, files: Record<string, string>) => {
-      const src = join(dir, 'src', name);
-      for (const [path, body] of Object.entries(files)) {
-        await mkdir(dirname(join(src, path)), { recursive: true });
-        await writeFile(join(src, path), body);
-      }
-      const file = join(dir, `${name}.tar.gz`);
-      execFileSync('tar', ['-C', src, '-czf', file, '.']);
-      return { file, format: 'tgz' as const, sha256: (await sha256File(file)).sha256 };
-    };
+    const tarball = (name: string, files: Record<string, string>) => tarballIn(dir, name, files);
     const one = await tarball('one', { 'usr/a.h': 'one a', 'usr/shared/x': 'one x' });
     const two = await tarball('two', { 'usr/b.h': 'two b', 'usr/shared/x': 'two x' });
     const bad = await tarball('bad', { 'usr/a.h/inner': 'a folder where one has a file' });
@@ -99,16 +102,7 @@ test('merge rules: folders merge, a later file replaces an earlier one, a folder
 
 test('shared kernel roots: one per ordered list of packages, composed once (also when asked at once), whole or absent', async () => {
   await withTempDir(async (dir) => {
-    const tarball = async (name: string, files: Record<string, string>) => {
-      const src = join(dir, 'src', name);
-      for (const [path, body] of Object.entries(files)) {
-        await mkdir(dirname(join(src, path)), { recursive: true });
-        await writeFile(join(src, path), body);
-      }
-      const file = join(dir, `${name}.tar.gz`);
-      execFileSync('tar', ['-C', src, '-czf', file, '.']);
-      return { file, format: 'tgz' as const, sha256: (await sha256File(file)).sha256 };
-    };
+    const tarball = (name: string, files: Record<string, string>) => tarballIn(dir, name, files);
     const one = await tarball('one', { 'usr/a.h': 'one a', 'usr/shared/x': 'one x' });
     const two = await tarball('two', { 'usr/b.h': 'two b', 'usr/shared/x': 'two x' });
     const bad = await tarball('bad', { 'usr/a.h/inner': 'a folder where one has a file' });

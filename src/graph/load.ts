@@ -73,7 +73,8 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
   const lockfiles: LoadedLockfile[] = [];
   for (const r of read) {
     const loaded = await loadLockfile(r.file, root, r.bytes?.toString('utf8'));
-    await checkLockfileFresh(loaded, root);
+    // The lockfile's os is its file name (loadLockfile checks it), so `definition` is that OS's definition, read above.
+    await checkLockfileFresh(loaded, root, r.definition);
     lockfiles.push(loaded);
   }
   const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder });

@@ -171,12 +171,12 @@ function inConfig(check: () => unknown, where: (p: YamlPath) => ErrorLocation, p
  * A lockfile records the sha256 of the source definition it was resolved
  * from; when the definition has changed since, its kernels may be wrong.
  */
-export async function checkLockfileFresh(loaded: LoadedLockfile, projectRoot: string): Promise<void> {
+export async function checkLockfileFresh(loaded: LoadedLockfile, projectRoot: string, definitionBytes?: Buffer): Promise<void> {
   const { lock } = loaded;
   const definition = resolvePath(projectRoot, 'kernels', `${lock.os}.yaml`);
   let bytes: Buffer;
   try {
-    bytes = await readFile(definition);
+    bytes = definitionBytes ?? (await readFile(definition));
   } catch {
     throw new FalcoProbesError('config', `no source definition kernels/${lock.os}.yaml for this lockfile`, {
       location: loaded.where(['source', 'path']),

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -5,6 +6,7 @@ import type Docker from 'dockerode';
 import { connectDocker, PRIVATE_DOCKER_SOCKET } from '../../src/builders/docker-client.js';
 import { BUILDER_DIR, builderImageDefinition, ensureImage, type ImageDefinition, type ImageRef } from '../../src/builders/docker-image.js';
 import { PROJECT_ROOT } from './cli.js';
+import { obtainDebianKernels, type DebianKernel } from './kernel-headers.js';
 
 // A real Docker engine for tests. When DOCKER_HOST is set, that daemon is
 // used. Otherwise, as root, the private daemon of scripts/docker-daemon.sh is
@@ -108,4 +110,31 @@ export async function ourLeftovers(docker: Docker): Promise<{ containers: string
 /** Every volume the daemon has (anonymous volumes carry no label of ours). */
 export async function allVolumes(docker: Docker): Promise<string[]> {
   return ((await docker.listVolumes()).Volumes ?? []).map((v) => v.Name).sort();
+}
+
+export type DockerBuildSetup = { ok: true; docker: Docker; kernels: DebianKernel[] } | { ok: false; skip: string };
+
+/**
+ * What a test that builds real probes with the Docker builder needs: a
+ * daemon, the base and builder images (made here, not inside a timed run,
+ * when a fresh daemon lacks them) and real Debian kernels; or why it skips.
+ */
+export async function obtainDockerBuildSetup(): Promise<DockerBuildSetup> {
+  const d = await obtainDocker();
+  if (!d.ok) return d;
+  const base = await ensureBaseImage(d.docker);
+  if (!base.ok) return base;
+  const k = await obtainDebianKernels();
+  if (!k.ok) return { ok: false, skip: k.skip };
+  await ensureBuilderImage(d.docker);
+  return { ok: true, docker: d.docker, kernels: k.kernels };
+}
+
+/** The end of such a test file: no container of ours is left (when it ran), and a daemon we started is stopped. */
+export async function finishDockerTests(docker: Docker | undefined): Promise<void> {
+  try {
+    if (docker) assert.deepEqual((await ourLeftovers(docker)).containers, [], 'containers labelled falco-probes=1 are left');
+  } finally {
+    await stopDockerIfStarted();
+  }
 }

@@ -58,6 +58,7 @@ ${builderOptionsUsage('  ', 25)}
     if (typeof values['out'] !== 'string' || values['out'] === '') throw new FalcoProbesError('usage', 'build-probe needs --out FILE');
     const out = resolve(values['out']);
     const via = parseFetchVia(values['fetch-via']);
+    const cacheDir = values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined;
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     const builderChoice = parseBuilderOptions(values);
@@ -91,7 +92,7 @@ ${builderOptionsUsage('  ', 25)}
         hint: 'the generated build files are stale: run falco-probes generate',
       });
     // Docker: the target keyed with the image's pin, which the builder checks it is given.
-    const { builder, targets: [target] } = await prepareBuilder(builderChoice, [generated], ctx.logger, values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined);
+    const { builder, targets: [target] } = await prepareBuilder(builderChoice, [generated], ctx.logger, cacheDir);
     if (!target) throw new FalcoProbesError('internal', `${generated.label}: no target after choosing the builder`);
 
     const paths = runPaths(ctx.root);
@@ -108,7 +109,7 @@ ${builderOptionsUsage('  ', 25)}
         logger: ctx.logger,
         signal,
         ...(builder ? { builder } : {}),
-        ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+        ...(cacheDir !== undefined ? { cacheDir } : {}),
       });
       await checkBuilderPin(pipeline, [target]);
       await removeStaleWorkDirs(paths, target);

@@ -86,6 +86,8 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     const downloads = parsePositiveInt(values['downloads'], '--downloads', 4);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     const via = parseFetchVia(values['fetch-via']);
+    // --cache, resolved once: the package cache (and, beside it, the Docker pin memo).
+    const cacheDir = values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined;
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
     const labels = (values['label'] as string[] | undefined) ?? [];
     parseLabels(labels);
@@ -112,7 +114,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
 
     // The Docker builder's image id is its pin: every key built with it names the image,
     // so the selected targets are keyed again for it (the generated files hold host keys).
-    const prepared = await prepareBuilder(builderChoice, targets, ctx.logger, values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined);
+    const prepared = await prepareBuilder(builderChoice, targets, ctx.logger, cacheDir);
     const builder = prepared.builder;
     targets = prepared.targets;
     // A shard is a fixed slice of the keys: every machine computes the same split (falco-probes plan prints it).
@@ -142,7 +144,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
             logger: ctx.logger,
             signal,
             ...(builder ? { builder } : {}),
-            ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+            ...(cacheDir !== undefined ? { cacheDir } : {}),
           }),
       });
       const verifying = values['verify-load'] === true && !dryRun;
@@ -185,7 +187,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
             force: false,
             waitLock: values['wait-lock'] === true,
             repositoryDir,
-            ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+            ...(cacheDir !== undefined ? { cacheDir } : {}),
           },
           signal,
         );
