@@ -4,8 +4,8 @@
 #   setup-debian.sh --runtime  only what `falco-probes build` needs with the host builder (npm start runs this)
 set -euo pipefail
 # The host builder: kbuild with clang/llc, gcc for kbuild's host programs, libelf for objtool-free
-# headers; xz/zstd/tar/gzip/cpio for packages; gpgv and the archive keyring to check InRelease.
-RUNTIME=(clang llvm make gcc libelf-dev lz4 xz-utils zstd gpgv debian-archive-keyring cpio binutils coreutils tar gzip)
+# headers, pahole (dwarves) for the BTF of modules against newer kernels (6.12); xz/zstd/tar/gzip/cpio for packages; gpgv and the archive keyring to check InRelease.
+RUNTIME=(clang llvm make gcc libelf-dev dwarves lz4 xz-utils zstd gpgv debian-archive-keyring cpio binutils coreutils tar gzip)
 # The tests and the optional stages: Docker builder (docker.io, debootstrap), verify-load (qemu,
 # busybox, bpftool), yum fixtures (rpm), signing fixtures (gpg, openssl), tools the tests call.
 TESTS=(python3 bpftool qemu-system-x86 busybox-static rpm curl openssl docker.io debootstrap time gpg gpg-agent gpgconf)

@@ -140,3 +140,42 @@ export function checkBpfObject(buf: Uint8Array, file: string): ElfInfo {
     });
   return info;
 }
+
+const MODULE_MACHINES: Record<number, string> = { 62: 'x86_64', 183: 'aarch64' };
+
+/** The `key=value` strings of a module's `.modinfo` section. */
+export function moduleInfo(buf: Uint8Array, info: ElfInfo): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const modinfo = sectionContents(buf, info, '.modinfo');
+  if (!modinfo) return out;
+  for (const entry of modinfo.toString('latin1').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0) continue;
+    const key = entry.slice(0, eq);
+    out.set(key, [...(out.get(key) ?? []), entry.slice(eq + 1)]);
+  }
+  return out;
+}
+
+/**
+ * Check that a build's output is a kernel module for `release`: an ELF
+ * relocatable object for x86_64 or aarch64 whose `.modinfo` vermagic starts
+ * with the release (the first thing the kernel checks when loading it).
+ */
+export function checkKernelModule(buf: Uint8Array, file: string, release: string): ElfInfo {
+  let info: ElfInfo;
+  try {
+    info = parseElf(buf);
+  } catch (err) {
+    if (err instanceof ElfFormatError) throw new FalcoProbesError('build', `the build's output is not an ELF file: ${err.message}`, { location: { file } });
+    throw err;
+  }
+  if (info.type !== ET_REL) throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable module (1)`, { location: { file } });
+  if (MODULE_MACHINES[info.machine] === undefined)
+    throw new FalcoProbesError('build', `the build's output is for ELF machine ${info.machine}, not x86_64 or aarch64`, { location: { file } });
+  const vermagic = moduleInfo(buf, info).get('vermagic')?.[0];
+  if (vermagic === undefined) throw new FalcoProbesError('build', "the build's output has no vermagic in .modinfo: not a kernel module", { location: { file } });
+  if (!vermagic.startsWith(`${release} `))
+    throw new FalcoProbesError('build', `the module's vermagic is ${JSON.stringify(vermagic)}, not for kernel ${release}`, { location: { file } });
+  return info;
+}

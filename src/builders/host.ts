@@ -9,8 +9,9 @@ import { errorMessage, FalcoProbesError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { sha256Hex } from '../util/hash.js';
 import { checkRelease } from '../util/names.js';
-import { checkBpfObject } from './elf.js';
-import { DRIVER_STABLE_DIR, kbuildArgv, kbuildEnv } from './kbuild.js';
+import { checkBpfObject, checkKernelModule } from './elf.js';
+import { DRIVER_STABLE_DIR, kbuildArgv, kbuildEnv, kmodArgv } from './kbuild.js';
+import { compilerVersionLine, kernelCompilerProgram, noCompilerError, readKernelCompiler, sameCompiler } from './kernel-compiler.js';
 import { checkMakeSafePath, OBJTREE_VIEW, prepareKernelView, SRCTREE_VIEW } from './kernel-tree.js';
 import { readLogTail, runLogged } from './process.js';
 import { prepareDriverBuild } from './recipe.js';
@@ -25,6 +26,8 @@ const execFileAsync = promisify(execFile);
 export interface HostBuilderOptions {
   clang?: string;
   llc?: string;
+  /** The C compiler for kernel modules (default `gcc`); a kernel's own program name is preferred when it is the same compiler. */
+  gcc?: string;
   make?: string;
   /** Default per-build time limit when the request gives none. */
   timeoutMs?: number;
@@ -80,6 +83,7 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
   const clang = checkCommand(opts.clang ?? 'clang', 'clang');
   const llc = checkCommand(opts.llc ?? 'llc', 'llc');
   const make = checkCommand(opts.make ?? 'make', 'make');
+  const gcc = checkCommand(opts.gcc ?? 'gcc', 'gcc');
   const path = opts.path ?? process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin';
 
   const computePin = async (): Promise<BuilderPin> => {
@@ -94,7 +98,9 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
       throw new FalcoProbesError('build', `clang is ${a} but llc is LLVM ${b}`, {
         hint: 'install clang and llvm of the same release, or name them with --clang/--llc',
       });
-    return { kind: 'host', clang: clangVersion };
+    // gcc builds kernel modules; a host without it can still build probes.
+    const gccLine = await compilerVersionLine(gcc, path);
+    return { kind: 'host', clang: clangVersion, ...(gccLine !== undefined ? { gcc: gccLine } : {}) };
   };
 
   const pin = memoizePin(computePin);
@@ -124,16 +130,20 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
     let objectFile: string;
     try {
       const view = await prepareKernelView({ kernelRoot: request.kernelRoot, release, workDir });
-      const driver = await prepareDriverBuild(target.driver, await realpath(request.driverDir), join(workDir, DRIVER_COPY));
+      const driver = await prepareDriverBuild(target.driver, await realpath(request.driverDir), join(workDir, DRIVER_COPY), target.kind);
       ({ moduleDir, objectFile } = driver);
-      argv = kbuildArgv({
-        kernelDir: view.kernelDir,
-        moduleDir,
-        clang,
-        llc,
-        make,
-        prefixMaps: [{ from: driver.rootDir, to: DRIVER_STABLE_DIR }, ...view.prefixMaps],
-      });
+      const prefixMaps = [{ from: driver.rootDir, to: DRIVER_STABLE_DIR }, ...view.prefixMaps];
+      if (target.kind === 'kmod') {
+        const kernelCc = await readKernelCompiler(view.headersDir);
+        // The key names the builder's gcc: a kernel of another compiler is never built under it.
+        const pinned = target.builder.gcc;
+        if (pinned === undefined || !sameCompiler(pinned, kernelCc.text)) throw noCompilerError(kernelCc, pinned ?? (own.kind === 'host' ? own.gcc : undefined), `kernel ${release}`);
+        const cc = await kernelCompilerProgram(kernelCc, { program: gcc, line: own.gcc }, path, `kernel ${release}`);
+        argv = kmodArgv({ kernelDir: view.kernelDir, moduleDir, cc, make, prefixMaps });
+        await appendFile(request.logFile, `# kernel compiler: ${kernelCc.text} (CC=${cc})\n`);
+      } else {
+        argv = kbuildArgv({ kernelDir: view.kernelDir, moduleDir, clang, llc, make, prefixMaps });
+      }
       await appendFile(request.logFile, `# headers: ${view.headersDir}\n# ${argv.join(' ')}\n`);
     } catch (err) {
       await appendFile(request.logFile, `# preparing the build failed: ${errorMessage(err)}\n`).catch(() => undefined);
@@ -162,13 +172,15 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
     try {
       bytes = await readFile(objectPath);
     } catch {
-      throw new FalcoProbesError('build', `make succeeded but left no ${objectFile} in ${target.driver.bpfDir}`, {
+      const dir = target.kind === 'kmod' ? target.driver.kmodDir : target.driver.bpfDir;
+      throw new FalcoProbesError('build', `make succeeded but left no ${objectFile} in ${dir}`, {
         location: { file: request.logFile },
         details: await readLogTail(request.logFile, LOG_TAIL_LINES),
-        hint: `the driver's Makefile must build ${objectFile} (always-y += ${objectFile})`,
+        hint: target.kind === 'kmod' ? `the driver's Makefile must build ${objectFile} (obj-m += ${objectFile.replace(/\.ko$/, '.o')})` : `the driver's Makefile must build ${objectFile} (always-y += ${objectFile})`,
       });
     }
-    checkBpfObject(bytes, objectPath);
+    if (target.kind === 'kmod') checkKernelModule(bytes, objectPath, release);
+    else checkBpfObject(bytes, objectPath);
     await writeFileAtomic(request.outFile, bytes);
     return { sha256: sha256Hex(bytes), size: bytes.length };
   };
@@ -187,7 +199,12 @@ export function clangSatisfies(pinned: string, actual: string): boolean {
 }
 
 function checkTargetFitsHost(target: Target, own: BuilderPin): void {
-  if (target.builder.kind !== 'host' || (own.kind === 'host' && !clangSatisfies(target.builder.clang, own.clang)))
+  if (target.kind !== 'bpf' && target.kind !== 'kmod') throw new FalcoProbesError('build', `target ${target.label}: the host builder cannot build ${String(target.kind)}`);
+  if (target.kind === 'kmod' && target.builder.kind === 'host' && own.kind === 'host' && (target.builder.gcc === undefined || own.gcc === undefined || !sameCompiler(target.builder.gcc, own.gcc)))
+    throw new FalcoProbesError('build', `target ${target.label} was keyed for gcc ${JSON.stringify(target.builder.gcc ?? '(none)')}, but this host's gcc is ${JSON.stringify(own.gcc ?? '(none)')}`, {
+      hint: 'set builder.gcc in kernels/drivers.yaml to this host\'s `gcc --version` (first line) and regenerate, or build on a host with that gcc',
+    });
+  if (target.builder.kind !== 'host' || (target.kind === 'bpf' && own.kind === 'host' && !clangSatisfies(target.builder.clang, own.clang)))
     throw new FalcoProbesError('build', `target ${target.label} was keyed for builder ${JSON.stringify(target.builder)}, but this host builder is ${JSON.stringify(own)}`, {
       hint: 'regenerate the build graph on this machine (falco-probes generate), so that keys name the toolchain that builds them',
     });
@@ -196,6 +213,5 @@ function checkTargetFitsHost(target: Target, own: BuilderPin): void {
     throw new FalcoProbesError('build', `target ${target.label} is for ${target.arch}, but the host builder compiles for ${arch ?? process.arch}`, {
       hint: 'build it on a machine of that architecture',
     });
-  if (target.kind !== 'bpf') throw new FalcoProbesError('build', `target ${target.label}: the host builder builds eBPF probes, not ${target.kind}`);
 }
 

@@ -57,6 +57,36 @@ export function kbuildArgv(inv: KbuildInvocation): string[] {
   ];
 }
 
+export interface KmodInvocation {
+  kernelDir: string;
+  moduleDir: string;
+  /** The C compiler the kernel was built with, as a plain name or path (`gcc-12`). */
+  cc: string;
+  make: string;
+  prefixMaps: PrefixMap[];
+}
+
+/**
+ * `make -C <kernel> M=<module> modules` with the kernel's own compiler.
+ * KCFLAGS reaches every C compile of the module (kbuild appends it to
+ * KBUILD_CFLAGS): gcc's -ffile-prefix-map records the build's paths under
+ * stable names in debug info and __FILE__. The module is not signed here
+ * (`modules`, not `modules_install`): signing needs the distribution's key.
+ */
+export function kmodArgv(inv: KmodInvocation): string[] {
+  return [
+    inv.make,
+    '-C',
+    inv.kernelDir,
+    `M=${inv.moduleDir}`,
+    '-j1',
+    `CC=${inv.cc}`,
+    `KCFLAGS=${prefixMapFlags(inv.prefixMaps).join(' ')}`,
+    'V=1',
+    'modules',
+  ];
+}
+
 /**
  * A clean environment: nothing of the caller's (MAKEFLAGS from an outer make,
  * CFLAGS, ARCH, CROSS_COMPILE, a locale) reaches the build.

@@ -1,6 +1,6 @@
 import { copyFile, cp, lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DriverPin } from '../graph/types.js';
+import type { DriverKind, DriverPin } from '../graph/types.js';
 import { FalcoProbesError } from '../util/errors.js';
 import { configureFile, parseVersionTriple } from './cmake-configure.js';
 
@@ -24,6 +24,10 @@ import { configureFile, parseVersionTriple } from './cmake-configure.js';
 //     for each driver/bpf/configure/<MODULE>/: Makefile.inc from
 //       configure/Makefile.inc.in, and configure/Makefile and build.sh copied
 //       in, which the probe's Makefile runs to detect kernel features.
+//   For the kernel module (kind kmod), what driver/CMakeLists.txt does for
+//   its `src/` folder: driver/Makefile from Makefile.in (DRIVER_NAME, and
+//   KBUILD_FLAGS empty as in a release build), driver_config.h, and the same
+//   driver/configure/<MODULE>/ files. The module is kbuild's M=driver.
 
 // When what a recipe writes changes, bump its number in RECIPE_VERSIONS
 // (src/graph/key.ts): it is part of every key built with the recipe.
@@ -46,6 +50,7 @@ const COPY_OPTIONS = { recursive: true, errorOnExist: true, force: false, verbat
 
 const SEGMENT_RE = /^[A-Za-z0-9_+~-][A-Za-z0-9._+~-]*$/;
 const OBJECT_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*\.o$/;
+const MODULE_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\.ko$/;
 
 /** bpfDir: `.` or a relative path of plain segments (no `..`, no absolute path). */
 export function checkBpfDir(bpfDir: string): string[] {
@@ -60,6 +65,24 @@ export function checkObjectName(object: string): string {
   if (!OBJECT_RE.test(object))
     throw new FalcoProbesError('config', `driver object ${JSON.stringify(object)} must be a plain file name ending in .o (probe.o)`);
   return object;
+}
+
+export function checkModuleName(module: string): string {
+  if (!MODULE_RE.test(module))
+    throw new FalcoProbesError('config', `driver module ${JSON.stringify(module)} must be a plain file name ending in .ko (falco.ko)`);
+  return module;
+}
+
+/** The kbuild directory and the file kbuild leaves there, for one kind of a driver. */
+function kindLayout(driver: Pick<DriverPin, 'name' | 'bpfDir' | 'object' | 'kmodDir' | 'module'>, buildKind: DriverKind): { dirKey: 'bpfDir' | 'kmodDir'; dir: string; parts: string[]; file: string } {
+  if (buildKind === 'kmod') {
+    if (driver.kmodDir === undefined || driver.module === undefined)
+      throw new FalcoProbesError('config', `driver ${driver.name} builds kind kmod but names no kmodDir and module in kernels/drivers.yaml`);
+    return { dirKey: 'kmodDir', dir: driver.kmodDir, parts: checkBpfDir(driver.kmodDir), file: checkModuleName(driver.module) };
+  }
+  if (driver.bpfDir === undefined || driver.object === undefined)
+    throw new FalcoProbesError('config', `driver ${driver.name} builds kind bpf but names no bpfDir and object in kernels/drivers.yaml`);
+  return { dirKey: 'bpfDir', dir: driver.bpfDir, parts: checkBpfDir(driver.bpfDir), file: checkObjectName(driver.object) };
 }
 
 async function kind(path: string): Promise<'dir' | 'file' | 'link' | 'missing' | 'other'> {
@@ -79,33 +102,38 @@ async function requireDir(path: string, what: string, hint: string): Promise<voi
 }
 
 export async function prepareDriverBuild(
-  driver: Pick<DriverPin, 'name' | 'version' | 'recipe' | 'bpfDir' | 'object'>,
+  driver: Pick<DriverPin, 'name' | 'version' | 'recipe' | 'bpfDir' | 'object' | 'kmodDir' | 'module'>,
   driverDir: string,
   destDir: string,
+  buildKind: DriverKind = 'bpf',
 ): Promise<PreparedDriver> {
-  const bpfParts = checkBpfDir(driver.bpfDir);
-  const objectFile = checkObjectName(driver.object);
+  const layout = kindLayout(driver, buildKind);
+  const objectFile = layout.file;
   await requireDir(driverDir, 'driver source directory', 'the runner unpacks the driver source before building');
-  const moduleDir = join(destDir, ...bpfParts);
+  const moduleDir = join(destDir, ...layout.parts);
 
   if (driver.recipe === 'kbuild') {
-    await requireDir(join(driverDir, ...bpfParts), `driver directory ${driver.bpfDir}`, `check bpfDir of driver ${driver.name}`);
+    await requireDir(join(driverDir, ...layout.parts), `driver directory ${layout.dir}`, `check ${layout.dirKey} of driver ${driver.name}`);
     await cp(driverDir, destDir, COPY_OPTIONS);
   } else if (driver.recipe === 'falco-libs') {
-    await prepareFalcoLibs(driver, driverDir, destDir, bpfParts);
+    await prepareFalcoLibs(driver, driverDir, destDir, layout.parts, buildKind);
   } else {
     throw new FalcoProbesError('config', `unknown recipe ${JSON.stringify((driver as { recipe: string }).recipe)} for driver ${driver.name}`);
   }
 
   if ((await kind(join(moduleDir, 'Makefile'))) !== 'file')
-    throw new FalcoProbesError('build', `no kbuild Makefile in the driver's ${driver.bpfDir}`, {
-      location: { file: join(driverDir, ...bpfParts, 'Makefile') },
-      hint: 'a probe directory needs a Makefile with `always-y += probe.o` (see examples/probe)',
+    throw new FalcoProbesError('build', `no kbuild Makefile in the driver's ${layout.dir}`, {
+      location: { file: join(driverDir, ...layout.parts, 'Makefile') },
+      hint:
+        buildKind === 'kmod'
+          ? 'a module directory needs a kbuild Makefile with `obj-m += <name>.o` (a configured DKMS tree has one)'
+          : 'a probe directory needs a Makefile with `always-y += probe.o` (see examples/probe)',
     });
   // A source directory that was built in place would leave an object newer
   // than its sources, and make would then keep it instead of compiling.
-  const stem = objectFile.slice(0, -2);
-  for (const stale of [objectFile, `${stem}.ll`, `.${objectFile}.cmd`]) await rm(join(moduleDir, stale), { force: true });
+  const stem = objectFile.replace(/\.k?o$/, '');
+  const stale = buildKind === 'kmod' ? [objectFile, `${stem}.o`, `${stem}.mod`, `${stem}.mod.c`, `${stem}.mod.o`, 'modules.order', 'Module.symvers'] : [objectFile, `${stem}.ll`, `.${objectFile}.cmd`];
+  for (const name of stale) await rm(join(moduleDir, name), { force: true });
   return { rootDir: destDir, moduleDir, objectFile };
 }
 
@@ -113,13 +141,23 @@ async function prepareFalcoLibs(
   driver: Pick<DriverPin, 'name' | 'version'>,
   driverDir: string,
   destDir: string,
-  bpfParts: string[],
+  parts: string[],
+  buildKind: DriverKind,
 ): Promise<void> {
   const srcDriver = join(driverDir, 'driver');
   await requireDir(srcDriver, 'driver/ of falcosecurity/libs', 'the falco-libs recipe expects the libs source tree (driver/, driver/bpf/) at the root of the unpacked source');
-  if (bpfParts[0] !== 'driver' || bpfParts.length < 2)
-    throw new FalcoProbesError('config', `driver ${driver.name}: the falco-libs recipe needs bpfDir inside driver/ (driver/bpf), not ${bpfParts.join('/') || '.'}`);
-  await requireDir(join(driverDir, ...bpfParts), bpfParts.join('/'), `this libs version has no legacy eBPF probe (driver/bpf was dropped after 9.1.0+driver)`);
+  if (buildKind === 'kmod') {
+    if (parts.length !== 1 || parts[0] !== 'driver')
+      throw new FalcoProbesError('config', `driver ${driver.name}: the falco-libs recipe builds the kernel module in driver/ (kmodDir: driver), not ${parts.join('/') || '.'}`);
+  } else {
+    if (parts[0] !== 'driver' || parts.length < 2)
+      throw new FalcoProbesError('config', `driver ${driver.name}: the falco-libs recipe needs bpfDir inside driver/ (driver/bpf), not ${parts.join('/') || '.'}`);
+    if ((await kind(join(driverDir, ...parts))) !== 'dir')
+      throw new FalcoProbesError('config', `driver ${driver.name} ${driver.version} has no legacy eBPF probe: ${parts.join('/')} is not in its source`, {
+        location: { file: join(driverDir, ...parts) },
+        hint: 'driver/bpf was dropped after 9.1.0+driver (Falco 0.44 loads only the kernel module): remove bpf from this driver\'s kinds in kernels/drivers.yaml',
+      });
+  }
 
   const destDriver = join(destDir, 'driver');
   await mkdir(destDir, { recursive: true });
@@ -132,14 +170,23 @@ async function prepareFalcoLibs(
   const config = configureFile(await readFile(templatePath, 'utf8'), vars, { file: join(srcDriver, 'driver_config.h.in'), strict: true });
   await writeNew(join(destDriver, 'driver_config.h'), config);
 
-  const bpfDir = join(destDir, ...bpfParts);
-  // CMake's flat source directory: the driver's headers beside the probe's.
-  for (const name of (await readdir(destDriver)).sort()) {
-    if (!name.endsWith('.h') || (await kind(join(destDriver, name))) !== 'file') continue;
-    if ((await kind(join(bpfDir, name))) === 'missing') await copyFile(join(destDriver, name), join(bpfDir, name));
+  const buildDir = join(destDir, ...parts);
+  if (buildKind === 'kmod') {
+    // driver/CMakeLists.txt: configure_file(Makefile.in src/Makefile). KBUILD_FLAGS holds only debug flags, empty in a release build.
+    const makefileIn = join(destDriver, 'Makefile.in');
+    if ((await kind(makefileIn)) !== 'file')
+      throw new FalcoProbesError('build', 'driver/Makefile.in not found', { location: { file: join(srcDriver, 'Makefile.in') }, hint: 'this libs version has no kernel module Makefile template' });
+    const makefile = configureFile(await readFile(makefileIn, 'utf8'), { ...vars, KBUILD_FLAGS: '' }, { file: join(srcDriver, 'Makefile.in'), strict: true });
+    await writeNew(join(destDriver, 'Makefile'), makefile);
+  } else {
+    // CMake's flat source directory: the driver's headers beside the probe's.
+    for (const name of (await readdir(destDriver)).sort()) {
+      if (!name.endsWith('.h') || (await kind(join(destDriver, name))) !== 'file') continue;
+      if ((await kind(join(buildDir, name))) === 'missing') await copyFile(join(destDriver, name), join(buildDir, name));
+    }
   }
 
-  const configureDir = join(bpfDir, 'configure');
+  const configureDir = join(buildDir, 'configure');
   if ((await kind(configureDir)) !== 'dir') return;
   const sharedTemplate = join(configureDir, 'Makefile.inc.in');
   for (const module of (await readdir(configureDir)).sort()) {

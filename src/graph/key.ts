@@ -22,8 +22,8 @@ export interface KeyInputs {
   recipeVersion: number;
   kernel: KernelDescriptor;
   osRelease: Record<string, string>;
-  driver: { name: string; version: string; recipe: DriverPin['recipe']; bpfDir: string; object: string; sourceSha256: string };
-  builder: BuilderPin;
+  driver: { name: string; version: string; recipe: DriverPin['recipe']; bpfDir?: string; object?: string; kmodDir?: string; module?: string; sourceSha256: string };
+  builder: Record<string, string | undefined>;
   kind: DriverKind;
   arch: Arch;
 }
@@ -61,20 +61,23 @@ function kernelForKey(k: KernelDescriptor): KernelDescriptor {
 }
 
 // Not the source URL or path (where the bytes come from), not `kinds` or
-// `kernels` (which targets exist): only what the build reads.
-function driverForKey(driver: ResolvedDriver): KeyInputs['driver'] {
+// `kernels` (which targets exist): only what the build of this kind reads.
+// A probe's key names its bpfDir and object, a module's its kmodDir and
+// module, so adding a kind to a driver moves no key of the other kind.
+function driverForKey(driver: ResolvedDriver, kind: DriverKind): KeyInputs['driver'] {
   return {
     name: driver.name,
     version: driver.version,
     recipe: driver.recipe,
-    bpfDir: driver.bpfDir,
-    object: driver.object,
+    ...(kind === 'bpf' ? { bpfDir: driver.bpfDir, object: driver.object } : { kmodDir: driver.kmodDir, module: driver.module }),
     sourceSha256: driver.sourceSha256,
   };
 }
 
-function builderForKey(builder: BuilderPin): BuilderPin {
-  return builder.kind === 'host' ? { kind: 'host', clang: builder.clang } : { kind: 'docker', image: builder.image, clang: builder.clang };
+// A probe is compiled by clang, a module by gcc: each key names only its compiler.
+function builderForKey(builder: BuilderPin, kind: DriverKind): Record<string, string | undefined> {
+  const compiler = kind === 'bpf' ? { clang: builder.clang } : { gcc: builder.gcc ?? '' };
+  return builder.kind === 'host' ? { kind: 'host', ...compiler } : { kind: 'docker', image: builder.image, ...compiler };
 }
 
 export interface KeyArgs {
@@ -91,8 +94,8 @@ export function keyInputs(args: KeyArgs): KeyInputs {
     recipeVersion: RECIPE_VERSIONS[driver.recipe],
     kernel: kernelForKey(kernel),
     osRelease: { ...osRelease },
-    driver: driverForKey(driver),
-    builder: builderForKey(builder),
+    driver: driverForKey(driver, kind),
+    builder: builderForKey(builder, kind),
     kind,
     arch: kernel.machine,
   };
@@ -128,10 +131,10 @@ export function createKeyer(): (args: KeyArgs) => string {
   const suffixes = new Map<string, string>();
   return (args) => {
     const { kernel, osRelease, driver, builder, kind } = args;
-    const pre = `${kernel.machine}/${idOf(builder)}/${idOf(driver)}`;
+    const pre = `${kernel.machine}/${idOf(builder)}/${idOf(driver)}/${kind}`;
     let prefix = prefixes.get(pre);
     if (prefix === undefined) {
-      prefix = `{"arch":${JSON.stringify(kernel.machine)},"builder":${canonicalJson(builderForKey(builder))},"driver":${canonicalJson(driverForKey(driver))},"kernel":`;
+      prefix = `{"arch":${JSON.stringify(kernel.machine)},"builder":${canonicalJson(builderForKey(builder, kind))},"driver":${canonicalJson(driverForKey(driver, kind))},"kernel":`;
       prefixes.set(pre, prefix);
     }
     const suf = `${kind}/${idOf(osRelease)}/${driver.recipe}`;

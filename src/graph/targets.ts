@@ -5,6 +5,7 @@ import { compareKernels } from '../lockfile/lockfile.js';
 import type { KernelDescriptor } from '../config/types.js';
 import { driverApplies } from './kernel-range.js';
 import { createKeyer } from './key.js';
+import { artifactFileName } from '../naming/loader-names.js';
 import type { LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
 
@@ -12,11 +13,13 @@ import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver, Target } from '
 // range and kinds admit it, kind), arch = the kernel's machine.
 //
 // Target names (Please and Make), per OS:
-//   <kernel>                      when one driver applies to the OS
-//   <kernel>-<driver>             when several do (a driver applies when its
+//   <kernel>                      when one driver entry applies to the OS
+//   <kernel>-<driver>-<version>   when several do (a driver applies when its
 //                                 range and kinds admit at least one kernel of
 //                                 the OS's lockfile, pinned or not, so pinning a
-//                                 driver renames nothing)
+//                                 driver renames nothing; the version is always
+//                                 there, so adding or dropping another version of
+//                                 a driver renames nothing either)
 //   ...-<kind>                    when the driver builds more than one kind
 //   ...-<arch>                    when the lockfile has that kernel name for
 //                                 more than one machine
@@ -31,10 +34,11 @@ export interface GraphInputs {
   builder: BuilderPin;
 }
 
-const byName = (a: { name: string }, b: { name: string }) => compareNatural(a.name, b.name);
+const byName = (a: { name: string; version: string }, b: { name: string; version: string }) => compareNatural(a.name, b.name) || compareNatural(a.version, b.version);
 
-export function probeFileOf(kernel: KernelDescriptor): string {
-  return `falco_${kernel.targetId}_${kernel.release}_${kernel.kernelVersion}.o`;
+/** The file Falco's loader asks for: `<driver>_<target id>_<release>_<kernelversion>.<o|ko>`, by the loader's own per-OS rules. */
+export function probeFileOf(kernel: KernelDescriptor, driverName = 'falco', kind: DriverKind = 'bpf'): string {
+  return artifactFileName(driverName, kind, kernel);
 }
 
 /** Indices of the lockfile's kernels in target order (natural version order; the lockfile's own order does not count). */
@@ -64,19 +68,17 @@ export function buildTargets(inputs: GraphInputs): Target[] {
     for (const i of kernelOrder(lock.kernels)) {
       const kernel = lock.kernels[i]!;
       const entry = `${loaded.relativePath}: kernel "${kernel.name}" (${kernel.machine})`;
-      const probeFile = probeFileOf(kernel);
-      try {
-        checkRelativePath(probeFile);
-      } catch (err) {
-        throw new FalcoProbesError('config', `${entry}: probe file ${JSON.stringify(probeFile)} is not a safe file name: ${(err as Error).message}`, {
-          location: loaded.where(['kernels', i]),
-        });
-      }
       for (const driver of drivers) {
         for (const kind of kinds(driver)) {
           if (!driverApplies(driver, kernel.release, kind)) continue;
+          let probeFile: string;
+          try {
+            probeFile = checkRelativePath(probeFileOf(kernel, driver.name, kind));
+          } catch (err) {
+            throw new FalcoProbesError('config', `${entry}: no safe artifact file name: ${(err as Error).message}`, { location: loaded.where(['kernels', i]) });
+          }
           const parts = [kernel.name];
-          if (withDriverName) parts.push(driver.name);
+          if (withDriverName) parts.push(`${driver.name}-${driver.version}`);
           if (driver.kinds.length > 1) parts.push(kind);
           if ((machinesOf.get(kernel.name) ?? 0) > 1) parts.push(kernel.machine);
           const name = parts.join('-');
@@ -112,7 +114,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           if (other)
             throw new FalcoProbesError('config', `${entry}: ${target.label} and ${other.label} would both publish ${output}`, {
               location: loaded.where(['kernels', i]),
-              hint: "the probe file name is falco_<targetId>_<release>_<kernelversion>.o; give one of the OSes' kernels another targetId",
+              hint: "the file name is <driver>_<targetId>_<release>_<kernelversion>.<o|ko>; give one of the OSes' kernels another targetId",
             });
           outputs.set(output, target);
           targets.push(target);
