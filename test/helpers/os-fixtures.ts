@@ -7,6 +7,7 @@ import { stanzaText, type FixturePackage } from './apt-fixture.js';
 import { compress } from './yum-fixture.js';
 import { PROJECT_ROOT } from './cli.js';
 import type { KernelDescriptor } from '../../src/config/types.js';
+import { artifactFileName, legacyArtifactFileName, type LoaderKernel } from '../../src/naming/loader-names.js';
 
 // Shared pieces of the per-OS fixture mirrors (test/helpers/*-os-fixtures.ts):
 // - a throwaway OpenPGP key to sign fixture InRelease files with, so that the
@@ -172,49 +173,38 @@ export function legacyProbeFileOf(k: KernelDescriptor): string {
   return `falco_${k.targetId}_${k.legacyRelease ?? k.release}_${k.kernelVersion}.o`;
 }
 
-// Falco's two loaders, restated from their rules (falcoctl pkg/driver/distro/*.go and
-// pkg/driver/kernel/kernel.go; falcosecurity/falco scripts/falco-driver-loader): given what a
-// node reports (os-release, uname -r, uname -v), the probe file each one downloads. The tests
-// feed them the release and version a resolver derived and compare with the descriptor's
-// file name: a node running that kernel would ask for exactly that file.
+// Falco's two loaders on a node: given what the node reports (os-release, uname -r,
+// uname -v), the probe file each one downloads. The naming rules themselves are stated
+// once, in src/naming/loader-names.ts; here is only the step before them, from
+// os-release's ID to the target id a descriptor records. The tests feed these the release
+// and version a resolver derived and compare with the descriptor's file name: a node
+// running that kernel would ask for exactly that file.
 
-function osTargetId(osRelease: Record<string, string>, unameR: string): string {
+/**
+ * The target id os-release leads both loaders to: its ID lower-cased, except that `amzn`
+ * becomes amazonlinux<VERSION_ID> (falcoctl pkg/driver/distro/amzn.go `init`; the
+ * script's `("amzn")` case). Ubuntu's flavour comes from uname -r, in the naming module.
+ */
+function osTargetId(osRelease: Record<string, string>): string {
   const id = (osRelease['ID'] ?? '').toLowerCase();
-  if (id === 'amzn') {
-    const v = osRelease['VERSION_ID'];
-    return v === '2' ? 'amazonlinux2' : v === '2022' ? 'amazonlinux2022' : v === '2023' ? 'amazonlinux2023' : 'amazonlinux';
-  }
-  if (id === 'ubuntu') return `ubuntu-${/-([a-zA-Z]+)(-.*)?$/.exec(unameR)?.[1] ?? 'generic'}`;
-  return id;
+  if (id !== 'amzn') return id;
+  const v = osRelease['VERSION_ID'];
+  return v === '2' || v === '2022' || v === '2023' ? `amazonlinux${v}` : 'amazonlinux';
 }
 
-/** falcoctl: kernelversion is the first word of uname -v without `#` (Ubuntu: without `-Ubuntu`); release is uname -r. */
+/** A node's kernel as the naming module takes it (no recorded kernelversion: the loaders read uname -v). */
+function nodeKernel(osRelease: Record<string, string>, unameR: string, unameV: string): LoaderKernel {
+  return { targetId: osTargetId(osRelease), release: unameR, version: unameV, kernelVersion: '', machine: 'x86_64' };
+}
+
+/** The eBPF probe file falcoctl asks for on a node with this os-release, uname -r and uname -v. */
 export function falcoctlProbeFile(osRelease: Record<string, string>, unameR: string, unameV: string): string {
-  let kv = unameV.replace(/^#+|#+$/g, '').split(' ')[0]!;
-  let release = unameR;
-  const id = (osRelease['ID'] ?? '').toLowerCase();
-  if (id === 'ubuntu') kv = kv.replace(/-Ubuntu$/, '');
-  if (id === 'debian' && /\d+\.\d+\.\d+-\d+/.test(kv)) {
-    // Only when the kernelversion word itself is a package version (never with a real uname -v).
-    const arch = /-?(rt-|cloud-|)(amd64|arm64)/.exec(unameR.replace(/^[0-9.]+/, ''));
-    release = `${/\d+\.\d+\.\d+-\d+/.exec(kv)![0]}${arch ? `-${arch[1]}${arch[2]}` : ''}`;
-    kv = '1';
-  }
-  return `falco_${osTargetId(osRelease, unameR)}_${release}_${kv}.o`;
+  return artifactFileName('falco', 'bpf', nodeKernel(osRelease, unameR, unameV));
 }
 
-/** The legacy falco-driver-loader script: kernelversion is the digits after `#`, with the Ubuntu and Debian rules. */
+/** The same for the legacy falco-driver-loader script. */
 export function legacyLoaderProbeFile(osRelease: Record<string, string>, unameR: string, unameV: string): string {
-  let kv = /#([0-9]+)/.exec(unameV)?.[1] ?? unameV;
-  let release = unameR;
-  const id = (osRelease['ID'] ?? '').toLowerCase();
-  if (id === 'ubuntu' && /^#[0-9]+~[^-]*-Ubuntu .*$/.test(unameV)) kv = /^#([^-\\ ]*)/.exec(unameV)![1]!;
-  if (id === 'debian') {
-    const arch = /-?(rt-|cloud-|)(amd64|arm64)/.exec(unameR);
-    const pkg = /([0-9]+\.[0-9]+\.[0-9]+-[0-9]+)/.exec(unameV);
-    if (pkg) release = `${pkg[1]}${arch ? `-${arch[1]}${arch[2]}` : ''}`;
-  }
-  return `falco_${osTargetId(osRelease, unameR)}_${release}_${kv}.o`;
+  return legacyArtifactFileName('falco', 'bpf', nodeKernel(osRelease, unameR, unameV));
 }
 
 export async function tempDir(prefix: string): Promise<string> {
