@@ -108,15 +108,17 @@ describe('debian12 from the real Debian 12 index', () => {
   test('probe file names are the ones Falco\'s loader asks for, derived from the index', async (t) => {
     if (skip) return t.skip(skip);
     assert.ok(lock, 'the resolve test ran');
-    // Falco's rule for Debian (docs/OS.md): target id `debian` (os-release ID); release is
-    // `uname -r`, which for linux-headers-<release> is that suffix; kernelversion is the first
-    // word of `uname -v` without its `#`: Debian's is `#1 SMP PREEMPT_DYNAMIC Debian <version>`
-    // (rt: PREEMPT_RT), so 1. The expected names come from the index, not from the lockfile.
+    // Falco's rule for Debian (docs/OS.md, falcoctl pkg/driver/distro/debian.go): target id
+    // `debian`; the release is rebuilt from `uname -v` (`#1 SMP PREEMPT_DYNAMIC Debian
+    // <version>`): its first x.y.z-n (the package version without `~deb12u1`-style tails) plus
+    // the flavour suffix of `uname -r`; kernelversion 1. The expected names come from the
+    // index (package name and version), not from the lockfile.
     // Lazy, so that the flavour group takes `cloud-amd64` whole rather than `amd64`.
     const flavoured = /^linux-headers-([0-9].*?-(amd64|cloud-amd64|rt-amd64))$/;
     const isMeta = (e: IndexEntry) => e.depends.split(',').some((d) => flavoured.test(d.trim().split(/[\s(]/)[0]!));
     const headers = index.filter((e) => flavoured.test(e.name) && !isMeta(e));
-    const fileOf = (e: IndexEntry) => `falco_debian_${flavoured.exec(e.name)![1]}_1.o`;
+    const debianRelease = (e: IndexEntry) => `${/^\d+\.\d+\.\d+-\d+/.exec(e.version)![0]}-${flavoured.exec(e.name)![2]}`;
+    const fileOf = (e: IndexEntry) => `falco_debian_${debianRelease(e)}_1.o`;
     assert.deepEqual(lock.kernels.map((k) => probeFileOf(k)).sort(), [...new Set(headers.map(fileOf))].sort());
 
     // A few by hand: the first of each flavour, and a backport release with `+` in it when the index has one.
@@ -130,7 +132,7 @@ describe('debian12 from the real Debian 12 index', () => {
       assert.ok(k, `${release} is in the lockfile`);
       const preempt = release.endsWith('-rt-amd64') ? 'PREEMPT_RT' : 'PREEMPT_DYNAMIC';
       const unameV = `#1 SMP ${preempt} Debian ${e.version}`;
-      assert.equal(probeFileOf(k), `falco_debian_${release}_1.o`, release);
+      assert.equal(probeFileOf(k), `falco_debian_${debianRelease(e)}_1.o`, release);
       // falcoctl's own steps on a node that reports this os-release, uname -r and uname -v.
       assert.equal(falcoctlProbeFile({ ID: 'debian', VERSION_ID: '12' }, release, unameV), probeFileOf(k), `falcoctl, ${release}`);
     }

@@ -160,10 +160,9 @@ export interface KernelDescriptor {
   targetId: string;
   flavour?: string;
   /**
-   * The release the legacy `falco-driver-loader` script (Falco up to 0.35) puts in the probe
-   * file name when it differs from `uname -r` (Debian: `6.1.170-3-amd64` for
-   * `6.1.0-47-amd64`); falcoctl, Falco's loader since 0.36, uses `uname -r`. Absent when the
-   * two agree. Not written to lockfiles yet: see docs/OS.md, "Debian".
+   * Debian's release as Falco's loaders rebuild it from `uname -v` (`6.1.170-3-amd64` for
+   * `6.1.0-47-amd64`), when a definition records it (debian13). Informational: the artifact
+   * name is computed by src/naming/loader-names.ts from release and version.
    */
   legacyRelease?: string;
   packages: PackageRef[];
