@@ -67,7 +67,7 @@ test('an unpinned remote driver is refused with the way to pin it; a missing loc
     await assert.rejects(sources(driver({ url: 'http://127.0.0.1:9/libs.tar.gz' })), (err: unknown) => {
       assert.ok(err instanceof FalcoProbesError);
       assert.equal(err.kind, 'config');
-      assert.match(err.message, /without a sha256 pin; refusing to build/);
+      assert.match(err.message, /without a sha256 pin \(nor a tree pin\); refusing to build/);
       assert.match(err.hint ?? '', /falco-probes pin falco/);
       return true;
     });

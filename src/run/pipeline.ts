@@ -9,13 +9,13 @@ import { createHostBuilder } from '../builders/host.js';
 import type { Builder } from '../builders/types.js';
 import type { Target } from '../graph/types.js';
 import type { TargetPipeline } from './build-target.js';
-import { createDriverSources } from './driver-source.js';
+import { createDriverSources, type UrlRewrite } from './driver-source.js';
 import { createSharedKernelRoots } from './kernel-root.js';
 import { createMirrorTable } from './mirrors.js';
 
 // The real stages wired together for a run: the fetcher (cache, mirrors,
-// apt, its own download limit), the extractor, the driver sources and the
-// builder. The CLI commands call this; tests of the runner's own logic may
+// apt, its own download limit), the extractor, the driver sources (tarballs,
+// packages, local folders: driver-source.ts) and the builder. The CLI commands call this; tests of the runner's own logic may
 // pass a pipeline of their own.
 
 export interface PipelineOptions {
@@ -32,6 +32,8 @@ export interface PipelineOptions {
   signal?: AbortSignal;
   /** Default: the host builder. */
   builder?: Builder;
+  /** `--driver-mirror PREFIX=REPLACEMENT`: where driver tarballs are fetched from (the pins still decide). */
+  driverMirrors?: readonly UrlRewrite[];
 }
 
 export interface RunPipeline extends TargetPipeline {
@@ -41,7 +43,12 @@ export interface RunPipeline extends TargetPipeline {
 export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
   const sources = new Map<string, LoadedSourceDefinition>();
   for (const os of new Set(o.targets.map((t) => t.os))) sources.set(os, await loadSourceDefinitionById(os, o.kernelsDir, o.projectRoot));
-  const mirrors = createMirrorTable(o.targets, sources, o.mirrorOverrides, o.logger);
+  // `--mirror NAME=URL` also names the archive of a driver shipped in a package (`--mirror debian=URL`):
+  // such a name is not a repository of any source definition, so the kernel packages' table does not see it.
+  const repositories = new Set([...sources.values()].flatMap((s) => s.definition.repositories.map((r) => r.name)));
+  const archives = new Set(o.targets.flatMap((t) => ('deb' in t.driver.source ? [t.driver.source.deb.archive] : [])));
+  const kernelOverrides = new Map([...o.mirrorOverrides].filter(([name]) => repositories.has(name) || !archives.has(name)));
+  const mirrors = createMirrorTable(o.targets, sources, kernelOverrides, o.logger);
   const cacheDir = o.cacheDir ?? defaultCacheDir();
   const fetcher = createFetcher({
     cacheDir,
@@ -58,6 +65,9 @@ export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
     extract: async (file, dest, opts) => {
       await extractPackage(file, 'tgz', dest, { strip: opts.strip, ...(opts.signal ? { signal: opts.signal } : {}) });
     },
+    archiveMirrors: o.mirrorOverrides,
+    logger: o.logger,
+    ...(o.driverMirrors ? { urlRewrites: o.driverMirrors } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
   });
   return {

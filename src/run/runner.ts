@@ -10,6 +10,7 @@ import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from '
 import { createProgress, formatDuration } from './progress.js';
 import { runScheduled } from './scheduler.js';
 import { removeStaleWorkDirs, type RunPaths } from './paths.js';
+import { obtainDriverSources, unreachableDriverLine } from './driver-source.js';
 
 // `build`: plan against the repository's index, then build what is out of
 // date with at most `jobs` compiles at once, publishing each probe (and the
@@ -30,9 +31,18 @@ export interface BuildRunOptions {
   makePipeline: () => Promise<TargetPipeline>;
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * Obtain every out-of-date target's driver source before building any. A
+   * source that cannot be downloaded from anywhere either stops the run
+   * before anything is built (`fail`), or drops that driver's targets with one
+   * line each (`skip`: status `unreachable`). Unset: each build obtains its
+   * own source when it gets to it.
+   */
+  unreachableDrivers?: 'fail' | 'skip';
 }
 
-export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build';
+/** `unreachable`: not built because the driver's source could not be downloaded (skipped with --skip-unreachable-drivers). */
+export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build' | 'unreachable';
 
 export interface TargetReport {
   label: string;
@@ -64,6 +74,8 @@ export interface BuildReport {
   built: number;
   failed: number;
   skipped: number;
+  /** Not built: their driver's source was unreachable (--skip-unreachable-drivers). Absent counts as 0. */
+  unreachable?: number;
   elapsedMs: number;
   results: TargetReport[];
 }
@@ -127,6 +139,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     built: results.filter((r) => r.status === 'built').length,
     failed: results.filter((r) => r.status === 'failed').length,
     skipped: results.filter((r) => r.status === 'skipped').length,
+    unreachable: results.filter((r) => r.status === 'unreachable').length,
     elapsedMs: performance.now() - t0,
     results,
   });
@@ -146,7 +159,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
   try {
     const plan = await planTargets(o.targets, repo);
     const results = plan.map(baseReport);
-    const stale = plan.flatMap((p, i) => (p.reason ? [{ planned: p, index: i }] : []));
+    let stale = plan.flatMap((p, i) => (p.reason ? [{ planned: p, index: i }] : []));
     if (o.explain) for (const { planned } of stale) o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
     if (stale.length === 0) return finish(results, false, repo.root);
@@ -156,6 +169,33 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
       pipeline,
       stale.map((s) => s.planned.target),
     );
+    if (o.unreachableDrivers) {
+      // Every driver source once, before any build: an unreachable one is known now, not after hours of builds.
+      const unreachable = await obtainDriverSources(
+        stale.map((s) => s.planned.target),
+        (driver) => pipeline.driverDir(driver),
+      );
+      if (unreachable.length) {
+        const skipping = o.unreachableDrivers === 'skip';
+        const lines = unreachable.map((u) => unreachableDriverLine(u, skipping));
+        if (!skipping)
+          throw new FalcoProbesError('network', lines.join('\n'), {
+            hint: 'nothing was built; --skip-unreachable-drivers builds the other drivers\' targets and reports these',
+          });
+        for (const line of lines) o.logger.warn(line);
+        const dropped = new Map(unreachable.flatMap((u) => u.targets.map((t) => [t, u.error] as const)));
+        for (const { planned, index } of stale) {
+          const error = dropped.get(planned.target);
+          if (!error) continue;
+          const r = results[index]!;
+          r.status = 'unreachable';
+          r.errorKind = 'network';
+          r.error = error.message;
+        }
+        stale = stale.filter((s) => !dropped.has(s.planned.target));
+        if (stale.length === 0) return finish(results, false, repo.root);
+      }
+    }
     const progress = createProgress(o.logger, stale.length, o.jobs);
     const failures = new Map<number, Failure>();
     await runScheduled(
@@ -259,6 +299,7 @@ export function summaryLine(report: BuildReport): string {
   const parts = [`${report.built} built`, `${report.upToDate} up to date`];
   if (report.failed) parts.push(`${report.failed} failed`);
   if (report.skipped) parts.push(`${report.skipped} not started`);
+  if (report.unreachable) parts.push(`${report.unreachable} skipped (driver source unreachable)`);
   return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}; repository ${report.repository}`;
 }
 
@@ -273,6 +314,7 @@ export function reportJson(report: BuildReport): string {
       upToDate: report.upToDate,
       failed: report.failed,
       skipped: report.skipped,
+      unreachable: report.unreachable ?? 0,
       elapsedMs: Math.round(report.elapsedMs),
       results: report.results,
     },

@@ -13,6 +13,7 @@ import { nearMatches, selectTargets } from '../../run/select.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 import { parseFetchVia } from './build.js';
 import { BUILDER_ENV, builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
+import { DRIVER_MIRROR_ENV, driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 
 export const command: Command = {
   name: 'build-probe',
@@ -29,16 +30,19 @@ names the image (its bytes are the host builder's); the check is against the
 generated files' key all the same.
 
 ${BUILDER_ENV}=docker (or host) chooses the builder when --builder
-is not given: Make recipes and Please rules (pass_env) carry it here.
+is not given: Make recipes and Please rules (pass_env) carry it here, as
+they carry ${DRIVER_MIRROR_ENV} (--driver-mirror pairs separated by ;).
 
 options:
   --driver NAME          the driver, when several apply to the kernel
   --out FILE             where to write the probe (relative to the working directory)
-  --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable)
+  --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable); NAME may also be
+                         the archive of a driver shipped in a package (--mirror debian=URL)
   --fetch-via MODE       http, apt, or auto (default)
   --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
   --timeout SECONDS      time limit of the build (default 1800)
   --json                 print the result (label, key, builder, sha256, size) on stdout
+${driverMirrorUsage('  ', 25)}
 ${builderOptionsUsage('  ', 25)}
 `,
   options: {
@@ -49,6 +53,7 @@ ${builderOptionsUsage('  ', 25)}
     cache: { type: 'string' },
     timeout: { type: 'string' },
     json: { type: 'boolean' },
+    ...driverMirrorOptions,
     ...builderOptions,
   },
   allowPositionals: true,
@@ -62,6 +67,7 @@ ${builderOptionsUsage('  ', 25)}
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     const builderChoice = parseBuilderOptions(values);
+    const driverMirrors = parseDriverMirrors(values);
 
     const graph = await loadBuildGraph(ctx.root);
     // The pattern gives the same near-match errors as `build` for an unknown OS or kernel.
@@ -108,6 +114,7 @@ ${builderOptionsUsage('  ', 25)}
         via,
         logger: ctx.logger,
         signal,
+        driverMirrors,
         ...(builder ? { builder } : {}),
         ...(cacheDir !== undefined ? { cacheDir } : {}),
       });

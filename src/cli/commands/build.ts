@@ -11,6 +11,7 @@ import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { parseShard, inShard } from '../../repository/shard.js';
 import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
+import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 import type { Target } from '../../graph/types.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
 
@@ -44,12 +45,19 @@ options:
       --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
       --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
       --wait-lock            wait for another runner's lock on the repository instead of failing
-      --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable)
+      --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable); NAME may also be
+                             the archive of a driver shipped in a package (--mirror debian=URL)
       --fetch-via MODE       http (mirrors), apt (apt-get download), or auto: mirrors, then apt (default)
       --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
       --downloads N          at most N downloads at once (default 4)
       --timeout SECONDS      time limit of one build (default 1800)
       --shard I/N            build only shard I of N (targets split by key; see falco-probes plan)
+${driverMirrorUsage('      ', 29)}
+      --skip-unreachable-drivers
+                             a driver source that cannot be downloaded (every URL or mirror fails
+                             to answer) drops that driver's targets, with one line saying so, and
+                             the rest is built; without it the run stops before building anything.
+                             A source with the wrong bytes (sha256 or tree hash) is always an error
 ${builderOptionsUsage('      ', 29)}
       --verify-load          after building, boot the kernel of each selected probe (of this shard)
                              in qemu and load it (see falco-probes verify-load --help); a probe
@@ -58,7 +66,11 @@ ${builderOptionsUsage('      ', 29)}
                              is the build report's \`verify\` field
       --allow-unverified     with --verify-load: record such probes without failing
 
-exit status: 0 when every selected target is up to date or built, 1 when any failed, 2 for bad input.
+Every out-of-date target's driver source is obtained (downloaded, verified, unpacked) once,
+before anything is built.
+
+exit status: 0 when every selected target is up to date or built (or skipped with
+--skip-unreachable-drivers), 1 when any failed, 2 for bad input.
 `,
   options: {
     jobs: { type: 'string', short: 'j' },
@@ -75,6 +87,8 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     downloads: { type: 'string' },
     timeout: { type: 'string' },
     shard: { type: 'string' },
+    ...driverMirrorOptions,
+    'skip-unreachable-drivers': { type: 'boolean' },
     ...builderOptions,
     'verify-load': { type: 'boolean' },
     'allow-unverified': { type: 'boolean' },
@@ -97,6 +111,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
     const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
     const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
     const builderChoice = parseBuilderOptions(values);
+    const driverMirrors = parseDriverMirrors(values);
 
     // A dry run writes nothing, the graph's memo included.
     const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger, remember: !dryRun });
@@ -133,6 +148,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
         logger: ctx.logger,
         timeoutMs: timeoutS * 1000,
         signal,
+        unreachableDrivers: values['skip-unreachable-drivers'] === true ? 'skip' : 'fail',
         makePipeline: () =>
           createPipeline({
             projectRoot: ctx.root,
@@ -143,6 +159,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
             downloads,
             logger: ctx.logger,
             signal,
+            driverMirrors,
             ...(builder ? { builder } : {}),
             ...(cacheDir !== undefined ? { cacheDir } : {}),
           }),
@@ -161,7 +178,7 @@ exit status: 0 when every selected target is up to date or built, 1 when any fai
         ctx.logger.error(`interrupted: ${summaryLine(report)}`);
         return 130;
       }
-      (report.failed ? ctx.logger.error : ctx.logger.info)(summaryLine(report));
+      (report.failed ? ctx.logger.error : report.unreachable ? ctx.logger.warn : ctx.logger.info)(summaryLine(report));
       const buildCode = report.failed || report.skipped ? 1 : 0;
       if (!verifying) return buildCode;
 

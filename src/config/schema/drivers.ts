@@ -17,16 +17,56 @@ const clangVersion = {
   pattern: '^([0-9]+(\\.[0-9]+){0,3}|[A-Za-z0-9][A-Za-z0-9 ._+~()-]{0,99}clang version [0-9]+(\\.[0-9]+){0,3}[A-Za-z0-9 ._+~()-]{0,100})$',
 } as const;
 
+/** A Debian package version (`0.23.2-6`, `1:6.1.176-1~deb12u1`). */
+const debVersion = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$' } as const;
+/** A package archive's URI path, as apt's sources name it (`/debian`, `/ubuntu`). */
+const aptPath = { type: 'string', pattern: '^/([A-Za-z0-9._+~-]+(/[A-Za-z0-9._+~-]+)*)?/?$', maxLength: 256 } as const;
+
+/**
+ * The kernel modules' compiler: the first line of `gcc --version`
+ * (`gcc (Debian 12.2.0-14+deb12u1) 12.2.0`), which must be the compiler the
+ * kernels were built with. Safe characters only: it reaches messages and
+ * generated files.
+ */
+const gccVersion = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9 ._+~()-]{0,199}$' } as const;
+
 const sourceSchema = {
   oneOf: [
     {
+      // A tarball: pinned by the sha256 of its bytes or by the tree hash of its
+      // unpacked content (after strip); neither is "unpinned" (no targets).
       type: 'object',
       additionalProperties: false,
       required: ['url'],
       properties: {
         url: urlSchema,
         sha256: sha256Schema,
+        tree: sha256Schema,
         strip: { type: 'integer', minimum: 0, maximum: 8 },
+      },
+    },
+    {
+      // A package of a Debian archive, pinned like a kernel package.
+      type: 'object',
+      additionalProperties: false,
+      required: ['deb', 'dir'],
+      properties: {
+        deb: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['archive', 'name', 'version', 'path', 'sha256', 'size'],
+          properties: {
+            archive: identSchema,
+            mirrors: { type: 'array', minItems: 1, items: urlSchema },
+            aptPath,
+            name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$' },
+            version: debVersion,
+            path: { type: 'string', pattern: '^[A-Za-z0-9_+~%-][A-Za-z0-9._+~%/-]{0,1023}$' },
+            sha256: sha256Schema,
+            size: { type: 'integer', minimum: 1 },
+          },
+        },
+        dir: relativeDir,
       },
     },
     {
@@ -41,7 +81,8 @@ const sourceSchema = {
 export const driverSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['name', 'version', 'source', 'recipe', 'bpfDir', 'kinds', 'object'],
+  // bpfDir and object (kind bpf), kmodDir and module (kind kmod): required by kind, checked in config/drivers.ts.
+  required: ['name', 'version', 'source', 'recipe', 'kinds'],
   properties: {
     name: identSchema,
     // The repository's first path level, a Make path and a BUILD string: no `/`, `%`, `:` or spaces.
@@ -56,6 +97,9 @@ export const driverSchema = {
       properties: { min: releaseBound, max: releaseBound },
     },
     object: { type: 'string', pattern: '^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}\\.o$' },
+    kmodDir: relativeDir,
+    // kbuild names a module after its object: no dots before .ko.
+    module: { type: 'string', pattern: '^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\\.ko$' },
   },
 } as const;
 
@@ -65,7 +109,7 @@ export const builderPinSchema = {
       type: 'object',
       additionalProperties: false,
       required: ['kind', 'clang'],
-      properties: { kind: { const: 'host' }, clang: clangVersion },
+      properties: { kind: { const: 'host' }, clang: clangVersion, gcc: gccVersion },
     },
     {
       type: 'object',
@@ -75,6 +119,7 @@ export const builderPinSchema = {
         kind: { const: 'docker' },
         image: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
         clang: clangVersion,
+        gcc: gccVersion,
       },
     },
   ],
