@@ -8,6 +8,8 @@ import type { BuilderPin, Target } from '../graph/types.js';
 import { FalcoProbesError } from '../util/errors.js';
 import { pathExists, writeFileAtomic } from '../util/fs.js';
 import { sha256Hex } from '../util/hash.js';
+import { noCompilerError, readKernelCompiler, sameCompiler } from './kernel-compiler.js';
+import { findKernelDir } from './kernel-tree.js';
 import type { Logger } from '../util/log.js';
 import { checkRelease, checkVersion } from '../util/names.js';
 import { connectDocker, explainDockerError } from './docker-client.js';
@@ -25,9 +27,9 @@ import {
   makeWritableFor,
   mockMounts,
 } from './docker-layout.js';
-import { checkBpfObject } from './elf.js';
+import { checkBpfObject, checkKernelModule } from './elf.js';
 import { DEFAULT_BUILD_TIMEOUT_MS, hostArch, normalizeClangVersion } from './host.js';
-import { DRIVER_STABLE_DIR, kbuildArgv, kbuildEnv } from './kbuild.js';
+import { DRIVER_STABLE_DIR, kbuildArgv, kbuildEnv, kmodArgv, recordedKernelPath } from './kbuild.js';
 import { readLogTail } from './process.js';
 import { FALCO_DRIVER_NAME, prepareDriverBuild } from './recipe.js';
 import type { Builder, BuildRequest, BuildResult } from './types.js';
@@ -83,7 +85,11 @@ export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
 const LOG_TAIL_LINES = 30;
 const PROBE_TIMEOUT_MS = 60_000;
 /** The toolchain probe: its output names the pin (and is what the pin memo keeps). */
-const PROBE_COMMAND = ['/bin/sh', '-c', 'clang --version && echo ---- && llc --version'];
+const PROBE_COMMAND = [
+  '/bin/sh',
+  '-c',
+  "clang --version && echo ---- && llc --version && echo ---- && (gcc --version || true) && echo ---- && dpkg-query -W -f '${Package} ${Version} ${Architecture}\\n' | LC_ALL=C sort",
+];
 
 /** Fixed paths inside the container. */
 const RECIPE_SCRIPT = '/opt/falco-probes/recipes/kbuild.sh';
@@ -91,11 +97,18 @@ const RECIPE_SCRIPT = '/opt/falco-probes/recipes/kbuild.sh';
  * The writable copy of the driver that kbuild builds in. Not the path the
  * object records (DRIVER_STABLE_DIR, through -ffile-prefix-map): llc puts
  * the text of source lines into .BTF by reading each file at its recorded
- * path, and on the host nothing exists there. A file at that path in the
- * container would add those lines and change the probe's bytes.
+ * path, so every recorded path is one where nothing can exist (kbuild.ts,
+ * UNREADABLE_ROOT), here as on the host.
  */
 export const CONTAINER_BUILD_DIR = '/work/driver';
 const DEFAULT_HOME = '/home/build';
+
+/** -ffile-prefix-map pairs for the kernel trees mounted at their own paths (not the /host copies), outermost only. */
+function kernelTreeMaps(targets: string[]): { from: string; to: string }[] {
+  const trees = [...new Set(targets.filter((t) => t !== '/host' && !t.startsWith('/host/')))].sort();
+  const outer = trees.filter((t) => !trees.some((o) => o !== t && t.startsWith(`${o}/`)));
+  return outer.map((t) => ({ from: t, to: recordedKernelPath(t) }));
+}
 
 /** Where the driver's source is mounted: as Falco's image keeps it, /usr/src/<driver>-<version>. */
 export function driverSourceTarget(version: string): string {
@@ -155,9 +168,13 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
 
   const pinMemo = options.pinMemoDir === false ? undefined : new DockerPinMemo(options.pinMemoDir ?? dockerPinMemoDir(), options.logger);
 
+  // The id of the image the pin was read from: what containers run. The pin itself names the
+  // image's content (pinFromProbe), which is the same on every machine that makes it.
+  let runImage: string | undefined;
   const computePin = async (): Promise<BuilderPin> => {
     const d = await docker();
     const image = await resolveImage(d);
+    runImage = image;
     const remembered = await pinMemo?.get(image, PROBE_COMMAND);
     if (remembered !== undefined) {
       try {
@@ -199,6 +216,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
   const build = async (request: BuildRequest): Promise<BuildResult> => {
     const { target } = request;
     const own = await pin();
+    const imageId = runImage!;
     checkTargetFitsBuilder(target, own);
     const release = checkRelease(target.kernel.release);
     if (request.signal?.aborted) throw buildCancelled(target, request.logFile, request.signal);
@@ -208,7 +226,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
 
     const workDir = await realpath(request.workDir);
     const kernel = await kernelMounts(request.kernelRoot, release);
-    const source = await prepareDriverBuild(target.driver, await realpath(request.driverDir), join(workDir, WORK.source));
+    const source = await prepareDriverBuild(target.driver, await realpath(request.driverDir), join(workDir, WORK.source), target.kind);
     const buildDir = join(workDir, WORK.build);
     await makeReadableByAll(source.rootDir);
     await makeWritableFor(buildDir, runAs);
@@ -230,14 +248,18 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     let outDir: string | undefined;
     if (recipe === 'kbuild') {
       mounts.push({ source: join(builderDir, 'recipes', 'kbuild.sh'), target: RECIPE_SCRIPT, readOnly: true });
-      const argv = kbuildArgv({
-        kernelDir: kernel.kernelDir,
-        moduleDir,
-        clang: 'clang',
-        llc: 'llc',
-        make: 'make',
-        prefixMaps: [{ from: CONTAINER_BUILD_DIR, to: DRIVER_STABLE_DIR }],
-      });
+      // The kernel trees are mounted at their own paths: recorded as the host builder records its views of them.
+      const prefixMaps = [{ from: CONTAINER_BUILD_DIR, to: DRIVER_STABLE_DIR }, ...kernelTreeMaps(kernel.mounts.map((m) => m.target))];
+      let argv: string[];
+      if (target.kind === 'kmod') {
+        // The kernel's compiler, read from its headers on this side; the image's gcc must be that compiler.
+        const kernelCc = await readKernelCompiler((await findKernelDir(request.kernelRoot, release)).dir);
+        if (own.kind !== 'docker' || own.gcc === undefined || !sameCompiler(own.gcc, kernelCc.text)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
+        if (!/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/.test(kernelCc.program)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
+        argv = kmodArgv({ kernelDir: kernel.kernelDir, moduleDir, cc: kernelCc.program, make: 'make', prefixMaps });
+      } else {
+        argv = kbuildArgv({ kernelDir: kernel.kernelDir, moduleDir, clang: 'clang', llc: 'llc', make: 'make', prefixMaps });
+      }
       cmd = [RECIPE_SCRIPT, sourceTarget, CONTAINER_BUILD_DIR, ...argv];
     } else {
       outDir = join(workDir, WORK.out);
@@ -260,7 +282,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     await appendFile(
       request.logFile,
       `# falco-probes docker build (${recipe}) of ${target.label} (${target.driver.name} ${target.driver.version}, ${release})\n` +
-        `# image ${own.kind === 'docker' ? own.image : ''} (${own.clang})\n` +
+        `# image ${imageId}, content ${own.kind === 'docker' ? own.image : ''} (${target.kind === 'kmod' ? own.gcc : own.clang})\n` +
         `# headers: ${kernel.kernelDir}\n` +
         `# ${cmd.join(' ')}\n`,
     );
@@ -272,7 +294,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
       outcome = await runContainer(
         d,
         {
-          image: own.kind === 'docker' ? own.image : '',
+          image: imageId,
           cmd,
           env,
           user,
@@ -318,13 +340,14 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     try {
       bytes = await readFile(objectPath);
     } catch {
-      throw new FalcoProbesError('build', `the container succeeded but left no ${source.objectFile} in ${target.driver.bpfDir}`, {
+      throw new FalcoProbesError('build', `the container succeeded but left no ${source.objectFile} in ${target.kind === 'kmod' ? target.driver.kmodDir : target.driver.bpfDir}`, {
         location: { file: request.logFile },
         details: await readLogTail(request.logFile, LOG_TAIL_LINES),
-        hint: `the driver's Makefile must build ${source.objectFile} (always-y += ${source.objectFile})`,
+        hint: `the driver's Makefile must build ${source.objectFile}`,
       });
     }
-    checkBpfObject(bytes, objectPath);
+    if (target.kind === 'kmod') checkKernelModule(bytes, objectPath, release);
+    else checkBpfObject(bytes, objectPath);
     await writeFileAtomic(request.outFile, bytes);
     return { sha256: sha256Hex(bytes), size: bytes.length };
   };
@@ -364,19 +387,31 @@ async function listFiles(dir: string, prefix = ''): Promise<string[]> {
 }
 
 /** The pin from what the toolchain probe printed (fresh or remembered: the same derivation either way). */
-function pinFromProbe(image: string, output: string): BuilderPin {
-  const [clangOut = '', llcOut = ''] = output.split('----\n');
+/**
+ * The pin from the image's own answer: its clang (and llc of the same
+ * release), its gcc, and its content identity: the sha256 of its sorted
+ * package list (`name version arch` per line). Not the image id, which
+ * `docker import` and layer timestamps make different on every machine:
+ * two machines that make the image from the same archive state get the same
+ * identity, and so the same keys.
+ */
+export function pinFromProbe(image: string, output: string): BuilderPin {
+  const [clangOut = '', llcOut = '', gccOut = '', packages = ''] = output.split('----\n');
   const clang = normalizeClangVersion(clangOut);
   const a = /(\d+\.\d+\.\d+)/.exec(clang)?.[1];
   const b = /LLVM version (\d+\.\d+\.\d+)/.exec(llcOut)?.[1];
   if (a !== undefined && b !== undefined && a !== b)
     throw new FalcoProbesError('docker', `image ${image}: clang is ${a} but llc is LLVM ${b}`, { hint: 'install clang and llvm of the same release in the image' });
-  return { kind: 'docker', image, clang };
+  const list = packages.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (list.length === 0) throw new FalcoProbesError('docker', `image ${image} lists no Debian packages (dpkg-query)`, { hint: 'the builder image must be a Debian image (builder/Dockerfile)' });
+  const gccLine = gccOut.split('\n').find((l) => /^\S+ \(.*\) \d/.test(l.trim()))?.trim().replace(/\s+/g, ' ');
+  return { kind: 'docker', image: `sha256:${sha256Hex(`${list.join('\n')}\n`)}`, clang, ...(gccLine !== undefined ? { gcc: gccLine } : {}) };
 }
 
 function checkTargetFitsBuilder(target: Target, own: BuilderPin): void {
   const b = target.builder;
-  if (b.kind !== 'docker' || own.kind !== 'docker' || b.image !== own.image || b.clang !== own.clang)
+  const compilerDiffers = target.kind === 'kmod' ? b.gcc === undefined || own.gcc === undefined || !sameCompiler(b.gcc, own.gcc) : b.clang !== own.clang;
+  if (b.kind !== 'docker' || own.kind !== 'docker' || b.image !== own.image || compilerDiffers)
     throw new FalcoProbesError('build', `target ${target.label} was keyed for builder ${JSON.stringify(b)}, but this Docker builder is ${JSON.stringify(own)}`, {
       hint: 'regenerate the build graph with --builder docker on this machine, so that keys name the image that builds them',
     });
@@ -385,6 +420,6 @@ function checkTargetFitsBuilder(target: Target, own: BuilderPin): void {
     throw new FalcoProbesError('build', `target ${target.label} is for ${target.arch}, but the Docker builder runs ${arch ?? process.arch} images`, {
       hint: 'build it on a machine of that architecture',
     });
-  if (target.kind !== 'bpf') throw new FalcoProbesError('build', `target ${target.label}: the Docker builder builds eBPF probes, not ${target.kind}`);
+  if (target.kind !== 'bpf' && target.kind !== 'kmod') throw new FalcoProbesError('build', `target ${target.label}: the Docker builder cannot build ${String(target.kind)}`);
 }
 

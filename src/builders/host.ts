@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../util/fs.js';
 import { sha256Hex } from '../util/hash.js';
 import { checkRelease } from '../util/names.js';
 import { checkBpfObject, checkKernelModule } from './elf.js';
-import { DRIVER_STABLE_DIR, kbuildArgv, kbuildEnv, kmodArgv } from './kbuild.js';
+import { DRIVER_STABLE_DIR, kbuildArgv, kbuildEnv, kmodArgv, recordedKernelPath } from './kbuild.js';
 import { compilerVersionLine, kernelCompilerProgram, noCompilerError, readKernelCompiler, sameCompiler } from './kernel-compiler.js';
 import { checkMakeSafePath, OBJTREE_VIEW, prepareKernelView, SRCTREE_VIEW } from './kernel-tree.js';
 import { readLogTail, runLogged } from './process.js';
@@ -132,7 +132,8 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
       const view = await prepareKernelView({ kernelRoot: request.kernelRoot, release, workDir });
       const driver = await prepareDriverBuild(target.driver, await realpath(request.driverDir), join(workDir, DRIVER_COPY), target.kind);
       ({ moduleDir, objectFile } = driver);
-      const prefixMaps = [{ from: driver.rootDir, to: DRIVER_STABLE_DIR }, ...view.prefixMaps];
+      // The views stand for the kernel's own paths; both are recorded where nothing can be read (kbuild.ts).
+      const prefixMaps = [{ from: driver.rootDir, to: DRIVER_STABLE_DIR }, ...view.prefixMaps.map((m) => ({ from: m.from, to: recordedKernelPath(m.to) }))];
       if (target.kind === 'kmod') {
         const kernelCc = await readKernelCompiler(view.headersDir);
         // The key names the builder's gcc: a kernel of another compiler is never built under it.

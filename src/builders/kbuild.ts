@@ -4,8 +4,26 @@ import type { PrefixMap } from './kernel-tree.js';
 // The kbuild command line and environment that every builder uses, so that
 // the host and a container run the same recipe.
 
+/**
+ * Every path a build compiles from is recorded under this prefix (through
+ * -ffile-prefix-map), in debug info, BTF and __FILE__. No file can ever exist
+ * below it: /dev/null is a character device on every Linux system, never a
+ * directory. That matters because llc fills BTF line info with the text of
+ * each source line, which it reads from the *recorded* path: were the
+ * recorded paths real (`/usr/src/linux-headers-<abi>-common`, which a host
+ * with those headers installed has, and a build container always has), the
+ * object's bytes would depend on the machine. Under this prefix every
+ * builder, host or container, reads nothing and writes the same bytes.
+ */
+export const UNREADABLE_ROOT = '/dev/null/falco-probes';
+
 /** Where the driver's build directory is recorded in debug info and BTF. */
-export const DRIVER_STABLE_DIR = '/usr/src/falco-probe';
+export const DRIVER_STABLE_DIR = `${UNREADABLE_ROOT}/driver`;
+
+/** A path of the kernel's file system (`/usr/src/linux-headers-6.1.0-57-amd64`, or `` for its root) as it is recorded. */
+export function recordedKernelPath(path: string): string {
+  return `${UNREADABLE_ROOT}${path}`;
+}
 
 /** The fixed build time: a probe's bytes must not depend on when it was built. */
 export const BUILD_EPOCH = 0;
