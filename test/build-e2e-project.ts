@@ -41,15 +41,21 @@ export interface ProjectOptions {
   extraOses?: Record<string, { mirrorUrl: string; kernels: readonly KernelDescriptor[] }>;
   /** The builder pin's clang (default: this host's, as the host builder names it; runs that build need that). */
   builderClang?: string;
+  /** The builder pin's gcc, for kernel modules (default: this host's `gcc --version`, when it has gcc). */
+  builderGcc?: string;
 }
 
-let hostClang: Promise<string> | undefined;
+let hostPin: ReturnType<ReturnType<typeof createHostBuilder>['pin']> | undefined;
 /** This host's clang as the host builder names it: the builder pin every key must carry. */
-export function hostBuilderClang(): Promise<string> {
-  hostClang ??= createHostBuilder()
-    .pin()
-    .then((p) => p.clang);
-  return hostClang;
+export async function hostBuilderClang(): Promise<string> {
+  hostPin ??= createHostBuilder().pin();
+  return (await hostPin).clang;
+}
+
+/** This host's gcc (`gcc --version`, first line), which kernel modules' keys name; undefined without gcc. */
+export async function hostBuilderGcc(): Promise<string | undefined> {
+  hostPin ??= createHostBuilder().pin();
+  return (await hostPin).gcc;
 }
 
 function sourceDefinition(os: string, mirrorUrl: string): string {
@@ -97,12 +103,13 @@ export async function writeProject(root: string, o: ProjectOptions): Promise<voi
   await cp(join(PROJECT_ROOT, 'examples', 'probe'), join(root, 'examples', 'probe'), { recursive: true });
   await writeOs(root, OS, o.mirrorUrl, o.kernels);
   for (const [os, extra] of Object.entries(o.extraOses ?? {})) await writeOs(root, os, extra.mirrorUrl, extra.kernels);
+  const gcc = o.builderGcc ?? (await hostBuilderGcc());
   await writeFile(
     join(root, 'kernels', 'drivers.yaml'),
     `builder:
   kind: host
   clang: "${o.builderClang ?? (await hostBuilderClang())}"
-drivers:
+${gcc !== undefined ? `  gcc: "${gcc}"\n` : ''}drivers:
   - name: example
     version: 1.0.0
     source:

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type Docker from 'dockerode';
-import { createDockerBuilder } from '../src/builders/docker.js';
-import type { ImageRef } from '../src/builders/docker-image.js';
+import { createDockerBuilder, PROBE_COMMAND } from '../src/builders/docker.js';
+import { builderImageDefinition, ensureImage, type ImageRef } from '../src/builders/docker-image.js';
+import { sha256Hex } from '../src/util/hash.js';
 import { DockerPinMemo, dockerPinMemoDir } from '../src/builders/docker-pin-memo.js';
 import type { BuilderPin } from '../src/graph/types.js';
 import { ensureBaseImage, ensureBuilderImage, ensureTestLoaderImage, obtainDocker, ourLeftovers, stopDockerIfStarted } from './helpers/docker.js';
@@ -68,9 +69,12 @@ async function countingContainers<T>(fn: () => Promise<T>): Promise<{ value: T; 
   return { value, created: events.filter((e) => BigInt(e.timeNano) >= startNs && e.Action === 'create').length };
 }
 
+/** The pin's image identity: the sha256 of the image's package list, never the daemon's image id. */
 function idOf(pin: BuilderPin): string {
   assert.equal(pin.kind, 'docker');
-  return pin.kind === 'docker' ? pin.image : '';
+  const id = pin.kind === 'docker' ? pin.image : '';
+  assert.match(id, /^sha256:[0-9a-f]{64}$/);
+  return id;
 }
 
 describe('Docker builder pin memo', () => {
@@ -87,7 +91,7 @@ describe('Docker builder pin memo', () => {
     const dir = join(scratch, 'memo-second');
     const unmemoized = await countingContainers(() => createDockerBuilder({ docker, pinMemoDir: false }).pin());
     assert.equal(unmemoized.created, 1, 'the pin without a memo runs one container');
-    assert.equal(idOf(unmemoized.value), builderImage.id);
+    assert.notEqual(idOf(unmemoized.value), builderImage.id, 'the pin names the content, not the image id');
 
     const first = await countingContainers(() => createDockerBuilder({ docker, pinMemoDir: dir }).pin());
     assert.equal(first.created, 1);
@@ -125,11 +129,12 @@ describe('Docker builder pin memo', () => {
     const dir = join(scratch, 'memo-other');
     const memo = new DockerPinMemo(dir);
     // A well-formed entry for the builder image that says something no container would: read back as is.
-    const command = ['/bin/sh', '-c', 'clang --version && echo ---- && llc --version'];
-    await memo.set(builderImage.id, command, 'Debian clang version 99.1.2\n----\n  LLVM version 99.1.2\n');
+    const command = PROBE_COMMAND;
+    const packages = 'clang 1:99.1.2 amd64\ngcc-99 99.0.1-1 amd64\n';
+    await memo.set(builderImage.id, command, `Debian clang version 99.1.2\n----\n  LLVM version 99.1.2\n----\ngcc (Debian 99.0.1-1) 99.0.1\n----\n${packages}`);
     const marked = await countingContainers(() => createDockerBuilder({ docker, pinMemoDir: dir }).pin());
     assert.equal(marked.created, 0);
-    assert.deepEqual(marked.value, { kind: 'docker', image: builderImage.id, clang: 'Debian clang version 99.1.2' });
+    assert.deepEqual(marked.value, { kind: 'docker', image: `sha256:${sha256Hex(packages)}`, clang: 'Debian clang version 99.1.2', gcc: 'gcc (Debian 99.0.1-1) 99.0.1' });
 
     // The same entry under the loader image's name: its content names another image, so it is ignored.
     await copyFile(memo.path(builderImage.id)!, memo.path(loaderImage.id)!);
@@ -137,11 +142,24 @@ describe('Docker builder pin memo', () => {
       createDockerBuilder({ docker, pinMemoDir: dir, recipe: 'driver-loader', image: loaderImage.tag }).pin(),
     );
     assert.equal(loader.created, 1);
-    assert.equal(idOf(loader.value), loaderImage.id);
+    assert.notEqual(idOf(loader.value), idOf(marked.value));
     assert.doesNotMatch(loader.value.clang, /99\.1\.2/);
     const fresh = await createDockerBuilder({ docker, pinMemoDir: false, recipe: 'driver-loader', image: loaderImage.tag }).pin();
     assert.deepEqual(loader.value, fresh);
     assert.equal(await memo.get(loaderImage.id, command) !== undefined, true, "the loader image's memo was not written");
     assert.match((await memo.get(builderImage.id, command)) ?? '', /99\.1\.2/, "the builder image's memo was touched");
+  });
+  test('the builder image made twice (no layer reused) has two image ids and one identity, so one set of keys', async (t) => {
+    if (skip) return t.skip(skip);
+    const again = await ensureImage(docker, { ...builderImageDefinition(), repository: 'falco-probes/builder-made-again', noCache: true });
+    t.after(async () => {
+      await docker.getImage(again.tag).remove({ force: true }).catch(() => undefined);
+    });
+    assert.notEqual(again.id, builderImage.id, 'a second build from scratch gives another image id');
+    const first = await createDockerBuilder({ docker, pinMemoDir: false }).pin();
+    const second = await createDockerBuilder({ docker, pinMemoDir: false, image: again.tag }).pin();
+    assert.equal(idOf(second), idOf(first));
+    assert.deepEqual(second, first);
+    t.diagnostic(`image ids ${builderImage.id} and ${again.id}; identity ${idOf(first)}`);
   });
 });

@@ -27,6 +27,8 @@ export interface ImageDefinition {
   baseImages: string[];
   missingBaseHint: string;
   buildArgs?: Record<string, string>;
+  /** Build every step again instead of reusing the daemon's cached layers (a second, independent image). */
+  noCache?: boolean;
 }
 
 export interface ImageRef {
@@ -135,6 +137,7 @@ async function buildImage(docker: Docker, def: ImageDefinition, tag: string, opt
       rm: true,
       forcerm: true,
       pull: false,
+      nocache: def.noCache ?? false,
       buildargs: def.buildArgs ?? {},
       labels: { 'falco-probes.image': def.repository },
       abortSignal: abort.signal,

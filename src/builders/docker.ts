@@ -85,7 +85,7 @@ export const DEFAULT_MEMORY_BYTES = 4 * 1024 ** 3;
 const LOG_TAIL_LINES = 30;
 const PROBE_TIMEOUT_MS = 60_000;
 /** The toolchain probe: its output names the pin (and is what the pin memo keeps). */
-const PROBE_COMMAND = [
+export const PROBE_COMMAND = [
   '/bin/sh',
   '-c',
   "clang --version && echo ---- && llc --version && echo ---- && (gcc --version || true) && echo ---- && dpkg-query -W -f '${Package} ${Version} ${Architecture}\\n' | LC_ALL=C sort",
