@@ -112,7 +112,7 @@ export function unreachableDriverLine(u: UnreachableDriver, skipping: boolean): 
   const n = u.targets.length;
   const targets = `${n} target${n === 1 ? '' : 's'}`;
   return skipping
-    ? `${u.error.message}; its ${targets} were not built. Serve it with ${u.error.serveWith}, or build where it can be downloaded`
+    ? `${u.error.message}; its ${targets} ${n === 1 ? 'was' : 'were'} not built. Serve it with ${u.error.serveWith}, or build where it can be downloaded`
     : `${u.error.message}; its ${targets} cannot be built. Serve it with ${u.error.serveWith}, or pass --skip-unreachable-drivers to build the rest without it`;
 }
 

@@ -171,10 +171,18 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     );
     if (o.unreachableDrivers) {
       // Every driver source once, before any build: an unreachable one is known now, not after hours of builds.
-      const unreachable = await obtainDriverSources(
-        stale.map((s) => s.planned.target),
-        (driver) => pipeline.driverDir(driver),
-      );
+      let unreachable: Awaited<ReturnType<typeof obtainDriverSources>>;
+      try {
+        unreachable = await obtainDriverSources(
+          stale.map((s) => s.planned.target),
+          (driver) => pipeline.driverDir(driver),
+        );
+      } catch (err) {
+        if (!o.signal?.aborted) throw err;
+        // Interrupted while downloading sources: nothing was started; the caller reports the interruption.
+        for (const { index } of stale) results[index]!.status = 'skipped';
+        return finish(results, false, repo.root);
+      }
       if (unreachable.length) {
         const skipping = o.unreachableDrivers === 'skip';
         const lines = unreachable.map((u) => unreachableDriverLine(u, skipping));
