@@ -4,7 +4,7 @@ import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { debianLikeDefinition, writeAptSuite } from './helpers/apt-fixture.js';
-import { obtainDebianKernels, type DebianKernel } from './helpers/kernel-headers.js';
+import { obtainDebianKernels, type DebianKernel, loaderFileFor } from './helpers/kernel-headers.js';
 import { hostBuilderClang, snapshot, startDebMirror } from './build-e2e-project.js';
 import { checkBpfObject, EM_BPF, ET_REL } from '../src/builders/elf.js';
 import { parseLockfileText } from '../src/lockfile/lockfile.js';
@@ -142,7 +142,7 @@ test('resolve a real index from a loopback mirror, generate, build one BPF probe
       const index = await readIndex(repo);
       assert.deepEqual(
         index.probes.map((p) => p.file).sort(),
-        kernels.map((k) => `1.0.0/x86_64/falco_debian_${k.release}_1.o`).sort(),
+        kernels.map((k) => `1.0.0/x86_64/${loaderFileFor(k)}`).sort(),
       );
       for (const p of index.probes) {
         const bytes = await readFile(join(repo, p.file));

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
-import { obtainDebianKernels } from './helpers/kernel-headers.js';
+import { obtainDebianKernels, loaderFileFor } from './helpers/kernel-headers.js';
 import { descriptors, OS, snapshot, spawnCli, startDebMirror, waitFor, writeOs, writeProject } from './build-e2e-project.js';
 import { checkBpfObject } from '../src/builders/elf.js';
 import { readIndex } from '../src/repository/index-file.js';
@@ -61,7 +61,7 @@ test('build, no-op rebuild, selective rebuilds, dry-run reasons, byte-identical 
       const index = await readIndex(repo);
       assert.deepEqual(
         index.probes.map((p) => p.file),
-        kernels.map((k) => `1.0.0/x86_64/falco_debian_${k.release}_1.o`).sort(),
+        kernels.map((k) => `1.0.0/x86_64/${loaderFileFor(k)}`).sort(),
       );
       for (const p of index.probes) {
         const bytes = await readFile(join(repo, p.file));

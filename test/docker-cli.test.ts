@@ -15,7 +15,7 @@ import { parseBuilderOptions } from '../src/cli/builder-option.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { finishDockerTests, obtainDockerBuildSetup } from './helpers/docker.js';
-import type { DebianKernel } from './helpers/kernel-headers.js';
+import { loaderFileFor, type DebianKernel } from './helpers/kernel-headers.js';
 import { descriptors, OS, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
 
 // The user-facing Docker path through the real binary: `build --builder
@@ -102,7 +102,7 @@ test('build --builder docker publishes the host bytes under the image key; build
       const index = await readIndex(repo);
       assert.equal(index.probes.length, 1);
       const entry = index.probes[0]!;
-      assert.equal(entry.file, `1.0.0/x86_64/falco_debian_${kernel.release}_1.o`);
+      assert.equal(entry.file, `1.0.0/x86_64/${loaderFileFor(kernel)}`);
       assert.equal(entry.kernel, kernel.release);
       assert.equal(entry.key, expectedKey);
       assert.equal(entry.sha256, host.sha256, 'the Docker build differs from the host build');

@@ -271,8 +271,9 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
  */
 function checkFalcoLayout(entry: ProbeEntry, indexFile: string): void {
   const parts = entry.file.split('/');
-  if (parts.length !== 3 || parts[0] !== entry.driverVersion || parts[1] !== entry.arch || !/^falco_.+\.k?o$/.test(parts[2]!))
-    throw new FalcoProbesError('input', `index entry "${entry.file}" is not in Falco's layout <driver version>/<arch>/falco_<target>_<release>_<kernelversion>.o (driver version ${entry.driverVersion}, arch ${entry.arch}); nothing changed`, {
+  const name = parts[2] ?? '';
+  if (parts.length !== 3 || parts[0] !== entry.driverVersion || parts[1] !== entry.arch || !name.startsWith(`${entry.driver}_`) || !/\.k?o$/.test(name))
+    throw new FalcoProbesError('input', `index entry "${entry.file}" is not in Falco's layout <driver version>/<arch>/<driver>_<target>_<release>_<kernelversion>.<o|ko> (driver ${entry.driver}, version ${entry.driverVersion}, arch ${entry.arch}); nothing changed`, {
       location: { file: indexFile },
     });
 }

@@ -9,6 +9,7 @@ import { StanzaParser, type RawStanza } from '../../src/resolve/apt-stanza.js';
 import type { KernelDescriptor } from '../../src/config/types.js';
 import type { BuilderPin, DriverPin, ResolvedDriver, Target } from '../../src/graph/types.js';
 import { sha256File, sha256Hex } from '../../src/util/hash.js';
+import { artifactFileName } from '../../src/naming/loader-names.js';
 import { checkPackageName, checkRelativePath, checkSha256, checkVersion } from '../../src/util/names.js';
 import { compareNatural } from '../../src/util/natural-sort.js';
 
@@ -361,9 +362,15 @@ export function exampleDriver(overrides: Partial<DriverPin> = {}): ResolvedDrive
   };
 }
 
+/** The file Falco's loaders ask for on this kernel for a driver (`example_debian_6.1.192-3-amd64_1.o`). */
+export function loaderFileFor(kernel: DebianKernel, driver = 'example', kind: 'bpf' | 'kmod' = 'bpf'): string {
+  return artifactFileName(driver, kind, kernelDescriptor(kernel));
+}
+
 /** A build target for a real Debian kernel (its key is a stand-in: builders do not read it). */
 export function debianTarget(kernel: DebianKernel, builder: BuilderPin, driver: ResolvedDriver = exampleDriver()): Target {
-  const probeFile = `falco_debian_${kernel.release}_1.o`;
+  // Named as Falco's loaders ask for Falco's probe on this kernel (the Docker loader recipe writes that name).
+  const probeFile = artifactFileName('falco', 'bpf', kernelDescriptor(kernel));
   return {
     label: `//probes/debian12:${kernel.release}`,
     name: kernel.release,
