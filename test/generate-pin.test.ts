@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { startMirror } from './helpers/server.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { sha256Hex } from '../src/util/hash.js';
+import { treeHash } from '../src/graph/tree-hash.js';
 
 // `falco-probes pin` against a loopback server serving real tarballs made here.
 
@@ -106,6 +107,55 @@ test('pin refuses what is not the driver tarball, and drivers it cannot pin', as
       assert.equal(unknown.code, 2);
       assert.match(unknown.stderr, /no driver named "nosuch"/);
       assert.doesNotMatch(await readFile(driversPath, 'utf8'), /sha256:/, 'nothing was pinned');
+    } finally {
+      await mirror.close();
+    }
+  });
+});
+
+test('pin --tree pins by the unpacked tree hash (kept in the cache), refuses a changed tree without --update; a kmod-only driver pins by sha256 too', async () => {
+  await withTempDir(async (root) => {
+    const v1 = await tarball(root, 'v1', { 'driver/bpf/Makefile': 'always-y += probe.o\n', 'driver/main.c': '/* module */\n' });
+    const v2 = await tarball(root, 'v2', { 'driver/bpf/Makefile': 'always-y += probe.o\n', 'driver/main.c': '/* module, changed upstream */\n' });
+    const mirror = await startMirror({ files: { 'libs/9.1.0+driver.tar.gz': v1 } });
+    try {
+      const url = `${mirror.url}/libs/9.1.0%2Bdriver.tar.gz`;
+      await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] }, drivers: driversText({ remote: 'unpinned', remoteUrl: url }) });
+      const driversPath = join(root, 'kernels', 'drivers.yaml');
+      const original = await readFile(driversPath, 'utf8');
+      const cache = join(root, 'cache');
+      const tree1 = await treeHash(join(root, 'v1', 'libs-9.1.0-driver'));
+      const tree2 = await treeHash(join(root, 'v2', 'libs-9.1.0-driver'));
+
+      const pinned = await runCli(['pin', 'falco', '--tree', '--cache', cache], { cwd: root });
+      assert.equal(pinned.code, 0, pinned.stderr);
+      assert.match(pinned.stdout, new RegExp(`^falco: tree ${tree1} \\(pinned, unpacked tree, from ${mirror.url}/libs/9\\.1\\.0%2Bdriver\\.tar\\.gz\\)$`, 'm'));
+      const urlLine = original.split('\n').findIndex((l) => l.includes('url: '));
+      const lines = original.split('\n');
+      assert.equal(await readFile(driversPath, 'utf8'), [...lines.slice(0, urlLine + 1), `      tree: ${tree1}`, ...lines.slice(urlLine + 1)].join('\n'));
+      assert.deepEqual(await readdir(join(cache, 'drivers')), [`tree-${tree1}`], 'the verified tree is kept for the build');
+
+      // Without --tree a driver already pinned by tree keeps its form: unchanged.
+      const again = await runCli(['pin', '--cache', cache], { cwd: root });
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, new RegExp(`falco: tree ${tree1} \\(unchanged`));
+
+      mirror.files.set('libs/9.1.0+driver.tar.gz', v2);
+      const refused = await runCli(['pin', 'falco', '--cache', cache], { cwd: root });
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, new RegExp(`the download's tree hash is ${tree2}, but kernels/drivers\\.yaml pins ${tree1}; not changing it`));
+      const updated = await runCli(['pin', 'falco', '9.1.0+driver', '--update', '--cache', cache], { cwd: root });
+      assert.equal(updated.code, 0, updated.stderr);
+      assert.match(updated.stdout, new RegExp(`updated from ${tree1}`));
+      assert.match(await readFile(driversPath, 'utf8'), new RegExp(`\\n      tree: ${tree2}\\n`));
+
+      // A kernel-module-only driver (no bpfDir): pinned by sha256, its kmodDir checked in the tarball.
+      const kmodOnly = original.replace('    bpfDir: driver/bpf\n    object: probe.o\n    kinds: [bpf]\n', '    kinds: [kmod]\n    kmodDir: driver\n    module: falco.ko\n');
+      assert.notEqual(kmodOnly, original);
+      await writeFile(driversPath, kmodOnly);
+      const bySha = await runCli(['pin', 'falco'], { cwd: root });
+      assert.equal(bySha.code, 0, bySha.stderr);
+      assert.match(bySha.stdout, new RegExp(`falco: sha256 ${sha256Hex(v2)} \\(pinned`));
     } finally {
       await mirror.close();
     }
