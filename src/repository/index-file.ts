@@ -45,7 +45,7 @@ export const indexSchema = {
             additionalProperties: false,
             required: ['verdict', 'kernelImageSha256'],
             properties: {
-              verdict: { enum: ['loaded', 'refused', 'no-boot', 'timeout'] },
+              verdict: { enum: ['loaded', 'refused', 'no-boot', 'timeout', 'unknown'] },
               kernelImageSha256: sha256,
               message: { type: 'string', maxLength: 4096 },
             },

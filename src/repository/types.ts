@@ -27,7 +27,7 @@ export interface ProbeEntry {
   arch: string;
   kind: string;
   /** Result of loading it into its own kernel (verify-load), when checked. */
-  load?: { verdict: 'loaded' | 'refused' | 'no-boot' | 'timeout'; kernelImageSha256: string; message?: string };
+  load?: { verdict: 'loaded' | 'refused' | 'no-boot' | 'timeout' | 'unknown'; kernelImageSha256: string; message?: string };
 }
 
 export interface RepositoryIndex {

@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FalcoProbesError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { buildAliveInitramfs, findGuestTools, MARKERS, type GuestToolOptions } from './initramfs.js';
+import { buildAliveInitramfs, findGuestBusybox, MARKERS, type GuestToolOptions } from './initramfs.js';
 import { DEFAULT_QEMU, kvmDeviceUsable, runVm, type Accelerator } from './qemu.js';
 
 // KVM or software emulation (TCG). /dev/kvm existing proves little: on
@@ -74,10 +74,10 @@ async function checkKvm(o: ChooseAcceleratorOptions): Promise<AcceleratorChoice>
   const dev = await kvmDeviceUsable();
   if (!dev.ok) return { accelerator: 'tcg', reason: dev.reason, checkMs: 0 };
   const timeoutMs = o.checkTimeoutMs ?? DEFAULT_KVM_CHECK_TIMEOUT_MS;
-  const tools = await findGuestTools(o.tools);
+  const busybox = await findGuestBusybox(o.tools);
   await mkdir(o.workDir, { recursive: true });
   const initrd = join(o.workDir, 'kvm-check.cpio.gz');
-  await writeFile(initrd, buildAliveInitramfs(tools));
+  await writeFile(initrd, buildAliveInitramfs({ busybox }));
   try {
     const vm = await runVm({
       ...(o.qemu ? { qemu: o.qemu } : {}),

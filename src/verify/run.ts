@@ -115,7 +115,8 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       results.push(report);
       if (!entry) report.message = 'no probe in the repository';
       else if (entry.key !== target.key) report.message = `the repository's probe was built for another key (${entry.key.slice(0, 12)}...); build it again first`;
-      else if (entry.load && !o.force) {
+      // An `unknown` verdict is no verdict (the guest's record never arrived whole): boot it again.
+      else if (entry.load && entry.load.verdict !== 'unknown' && !o.force) {
         Object.assign(report, { status: 'recorded', verdict: entry.load.verdict, kernelImageSha256: entry.load.kernelImageSha256 });
         const [first, ...rest] = (entry.load.message ?? '').split('\n');
         if (entry.load.message !== undefined) report.message = first!;
@@ -205,6 +206,7 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       refused: count((r) => r.verdict === 'refused'),
       'no-boot': count((r) => r.verdict === 'no-boot'),
       timeout: count((r) => r.verdict === 'timeout'),
+      unknown: count((r) => r.verdict === 'unknown'),
       recorded: count((r) => r.status === 'recorded'),
       notBuilt: count((r) => r.status === 'not-built'),
       failed: count((r) => r.status === 'failed'),
@@ -233,14 +235,14 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
 
 /**
  * The targets whose probe, built for their current key, has a recorded
- * verdict other than `loaded`. Such a probe is up to date for `build` and
+ * verdict other than `loaded` (and `unknown`, which is no verdict). Such a probe is up to date for `build` and
  * `plan` (a rebuild gives the same bytes), so they name it instead of
  * rebuilding it.
  */
 export function unloadedProbes(targets: readonly Target[], entryOf: (file: string) => ProbeEntry | undefined): { target: Target; verdict: VerdictKind }[] {
   return targets.flatMap((target) => {
     const entry = entryOf(target.output);
-    return entry?.key === target.key && entry.load && entry.load.verdict !== 'loaded' ? [{ target, verdict: entry.load.verdict }] : [];
+    return entry?.key === target.key && entry.load && entry.load.verdict !== 'loaded' && entry.load.verdict !== 'unknown' ? [{ target, verdict: entry.load.verdict }] : [];
   });
 }
 
@@ -276,6 +278,7 @@ function verifyProgress(logger: Logger, total: number) {
 export function verifySummaryLine(report: VerifyReport): string {
   const c = report.counts;
   const parts = [`${c.loaded} loaded`, `${c.refused} refused`, `${c['no-boot']} did not boot`, `${c.timeout} timed out`];
+  if (c.unknown) parts.push(`${c.unknown} unknown (the guest's record did not arrive whole)`);
   if (c.recorded) parts.push(`(${c.recorded} of these verified before; --force checks again)`);
   if (c.unverified) parts.push(`${c.unverified} unverified (no VM here can boot their kernel)`);
   if (c.notBuilt) parts.push(`${c.notBuilt} not built`);

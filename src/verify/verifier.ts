@@ -7,7 +7,7 @@ import type { Target } from '../graph/types.js';
 import { FalcoProbesError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AcceleratorRequest } from './accelerator.js';
-import { findGuestTools, type GuestToolOptions } from './initramfs.js';
+import { findGuestTools, GUEST_NAME_RE, type GuestToolOptions } from './initramfs.js';
 import { createKernelImageCache, type KernelImageCache } from './kernel-image.js';
 import { DEFAULT_QEMU, qemuVersion } from './qemu.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS, verifyLoad, type LoadVerdict } from './verify-load.js';
@@ -42,6 +42,16 @@ export function noGuestReason(target: Pick<Target, 'arch' | 'os' | 'kernel'>): s
   if (!target.kernel.packages.some((p) => p.role === IMAGE_ROLE))
     return `no kernel image to boot: kernels/${target.os}.lock.yaml lists no package with role "${IMAGE_ROLE}" for ${target.kernel.name} (add the image to kernels/${target.os}.yaml and resolve again; COS publishes no image package)`;
   return undefined;
+}
+
+/**
+ * Where a kernel module's device nodes are looked for: /dev/<driver name>*
+ * and /dev/<module name>* (`scap`, `falco`); the module's own name is added
+ * by verifyLoad. Names /init cannot hold are left out.
+ */
+export function devicePrefixesOf(target: Pick<Target, 'driver'>): string[] {
+  const names = [target.driver.name, ...(target.driver.module ? [target.driver.module.replace(/\.ko$/, '')] : [])];
+  return [...new Set(names.filter((n) => GUEST_NAME_RE.test(n)))];
 }
 
 /** The lockfile role of the bootable kernel package. */
@@ -140,6 +150,8 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
       return limit(() =>
         verifyLoad({
           probeFile,
+          kind: target.kind,
+          ...(target.kind === 'kmod' ? { devicePrefixes: devicePrefixesOf(target) } : {}),
           kernelImage: image,
           workDir: options.workDir,
           memoryMiB,
@@ -171,15 +183,20 @@ export interface UnloadedVerdict {
  * `build --verify-load` report it for the target (as an error, or as a
  * warning with --allow-unverified) after the verdict is recorded.
  */
-export function unverifiedProbeError(target: Pick<Target, 'label'>, verdict: UnloadedVerdict): FalcoProbesError {
+export function unverifiedProbeError(target: Pick<Target, 'label'> & Partial<Pick<Target, 'kind'>>, verdict: UnloadedVerdict): FalcoProbesError {
   const recorded = verdict.recorded ? ' (recorded by an earlier verify-load of this build; --force boots it again)' : '';
-  return new FalcoProbesError('build', `${target.label}: the probe did not load into its kernel (${verdict.verdict}): ${verdict.message}${recorded}`, {
+  const what = target.kind === 'kmod' ? 'kernel module' : 'probe';
+  return new FalcoProbesError('build', `${target.label}: the ${what} did not load into its kernel (${verdict.verdict}): ${verdict.message}${recorded}`, {
     ...(verdict.consoleLog ? { location: { file: verdict.consoleLog } } : {}),
     ...(verdict.detail ? { details: verdict.detail.split('\n').slice(-30).join('\n') } : {}),
     hint:
       verdict.verdict === 'refused'
-        ? 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
-        : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified',
+        ? target.kind === 'kmod'
+          ? 'this kernel refuses the module (see its reason): build it against this kernel\'s own headers and compiler, or publish it anyway with --allow-unverified'
+          : 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
+        : verdict.verdict === 'unknown'
+          ? 'the guest\'s record did not arrive whole, twice (see the console log): the next verify-load boots it again; --allow-unverified publishes it unverified'
+          : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified',
   });
 }
 

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FalcoProbesError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -6,22 +6,43 @@ import { sha256File } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import type { ProbeEntry } from '../repository/types.js';
 import { chooseAccelerator, type AcceleratorChoice, type AcceleratorRequest } from './accelerator.js';
-import { buildInitramfs, findGuestTools, MARKERS, readProbeObject, type GuestToolOptions } from './initramfs.js';
+import { EM_BPF, readElf } from '../builders/elf.js';
+import type { DriverKind } from '../graph/types.js';
+import {
+  buildInitramfs,
+  buildKmodInitramfs,
+  findGuestBusybox,
+  findGuestTools,
+  GUEST_NAME_RE,
+  MARKERS,
+  readKernelModule,
+  readProbeObject,
+  type GuestToolOptions,
+} from './initramfs.js';
 import { bootFile, type KernelImage } from './kernel-image.js';
-import { runVm } from './qemu.js';
-import { classify, readConsole, type Classified, type VerdictKind } from './verdict.js';
+import { runVm, type VmOutcome } from './qemu.js';
+import { classify, readConsole, type Classified, type ConsoleReport, type VerdictKind } from './verdict.js';
 
-// One probe in one kernel: make the initramfs, boot, read the verdict.
+// One driver (an eBPF probe or a kernel module) in one kernel: make the
+// initramfs, boot, read the verdict. A run whose record did not arrive whole
+// (`unknown`) boots once more: a cut console says nothing about the driver.
 
 export const DEFAULT_MEMORY_MIB = 512;
 export const DEFAULT_VERIFY_TIMEOUT_MS = 300_000;
-/** The guest has said all it will once its verdict line is complete. */
-const VERDICT_LINE = new RegExp(`${MARKERS.verdict} \\{.*\\}\\n`);
+/** The guest has said all it will once its record's end line is complete. */
+const RECORD_END_LINE = new RegExp(`(^|\\n)${MARKERS.recordEnd}\\s+\\d+\\s+[0-9a-f]{64}[^\\n]*\\n`);
+/** Boots of one driver at most: the first, and one more when its record did not arrive whole. */
+export const MAX_ATTEMPTS = 2;
 /** The repository index keeps this much of a verdict's message. */
 export const MAX_RECORDED_MESSAGE = 4096;
 
 export interface VerifyLoadOptions {
+  /** The driver: an eBPF probe (`.o`) or a kernel module (`.ko`). */
   probeFile: string;
+  /** Default: from the file (an ELF object for the BPF machine is a probe, anything else must be a kernel module). */
+  kind?: DriverKind;
+  /** A kernel module's device nodes are looked for as /dev/<module name>* and /dev/<prefix>* for these. */
+  devicePrefixes?: readonly string[];
   /** The kernel: a bzImage (`vmlinuz`) path, or an image from the kernel image cache (booted uncompressed when it can be). */
   kernelImage: string | KernelImage;
   /** Private scratch directory (created; the initramfs is written here). */
@@ -42,10 +63,13 @@ export interface VerifyLoadOptions {
 
 export interface LoadVerdict extends Classified {
   verdict: VerdictKind;
+  kind: DriverKind;
+  /** VMs booted: 2 when the first one's record did not arrive whole. */
+  attempts: number;
   /** sha256 of the kernel image (the bzImage as shipped, also when its uncompressed form was booted). */
   kernelImageSha256: string;
   accelerator: AcceleratorChoice;
-  /** Wall time of the VM: boot, load, power off. */
+  /** Wall time of the VMs: boot, load, power off (both boots when the first was retried). */
   ms: number;
   /** `uname -r` in the guest. */
   guestRelease?: string;
@@ -53,20 +77,62 @@ export interface LoadVerdict extends Classified {
   programs?: number;
   /** The probe used legacy map definitions (loaded with bpftool --legacy). */
   legacyMaps: boolean;
+  /** A kernel module's name (as /proc/modules lists it). */
+  module?: string;
+  /** A kernel module's device nodes found after insmod. */
+  devices?: string[];
   consoleLog?: string;
 }
 
-/** Boot `kernelImage` with an initramfs that loads `probeFile`; the verdict says whether the kernel took it. */
+async function kindOf(file: string): Promise<DriverKind> {
+  let head: Buffer;
+  try {
+    head = await readFile(file);
+  } catch (err) {
+    throw new FalcoProbesError('usage', `cannot read the driver: ${(err as Error).message}`, { location: { file } });
+  }
+  return readElf(head, file).machine === EM_BPF ? 'bpf' : 'kmod';
+}
+
+interface Guest {
+  initramfs: Buffer;
+  legacyMaps: boolean;
+  module?: string;
+}
+
+async function guestFor(o: VerifyLoadOptions, kind: DriverKind): Promise<Guest> {
+  if (kind === 'bpf') {
+    const probe = await readProbeObject(o.probeFile);
+    const tools = await findGuestTools(o.tools);
+    return { initramfs: buildInitramfs(tools, probe), legacyMaps: probe.legacyMaps };
+  }
+  const module = await readKernelModule(o.probeFile);
+  const busybox = await findGuestBusybox(o.tools);
+  const prefixes = [module.name, ...(o.devicePrefixes ?? []).filter((p) => GUEST_NAME_RE.test(p))];
+  return { initramfs: buildKmodInitramfs(busybox, module, prefixes), legacyMaps: false, module: module.name };
+}
+
+/** The serial consoles of a driver's boots, each under a header naming qemu's command and how it ended. */
+function consoleText(vms: VmOutcome[]): string {
+  return vms
+    .map((vm, i) => {
+      const header = `# ${vm.argv.join(' ')}\n# ${vms.length > 1 ? `attempt ${i + 1}: ` : ''}${(vm.ms / 1000).toFixed(1)} s, exit ${vm.code ?? vm.signal}${vm.timedOut ? ', timed out' : ''}\n`;
+      return `${header}${vm.console}${vm.stderr ? `\n# qemu stderr:\n${vm.stderr}\n` : ''}`;
+    })
+    .join('\n');
+}
+
+/** Boot `kernelImage` with an initramfs that loads `probeFile` (a probe or a module); the verdict says whether the kernel took it. */
 export async function verifyLoad(o: VerifyLoadOptions): Promise<LoadVerdict> {
-  const probe = await readProbeObject(o.probeFile);
-  const tools = await findGuestTools(o.tools);
+  const kind = o.kind ?? (await kindOf(o.probeFile));
+  const guest = await guestFor(o, kind);
   const image = typeof o.kernelImage === 'string' ? { vmlinuz: o.kernelImage, sha256: (await sha256File(o.kernelImage)).sha256 } : o.kernelImage;
   const kernel = bootFile(image);
   const timeoutMs = o.timeoutMs ?? DEFAULT_VERIFY_TIMEOUT_MS;
   const memoryMiB = o.memoryMiB ?? DEFAULT_MEMORY_MIB;
   await mkdir(o.workDir, { recursive: true });
   const initrd = join(o.workDir, 'initramfs.cpio.gz');
-  await writeFile(initrd, buildInitramfs(tools, probe));
+  await writeFile(initrd, guest.initramfs);
 
   const accelerator = await chooseAccelerator({
     requested: o.accelerator ?? 'auto',
@@ -78,31 +144,44 @@ export async function verifyLoad(o: VerifyLoadOptions): Promise<LoadVerdict> {
     ...(o.logger ? { logger: o.logger } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
   });
-  const vm = await runVm({
-    ...(o.qemu ? { qemu: o.qemu } : {}),
-    kernel,
-    initrd,
-    memoryMiB,
-    accelerator: accelerator.accelerator,
-    timeoutMs,
-    finished: (console) => VERDICT_LINE.test(console),
-    ...(o.signal ? { signal: o.signal } : {}),
-  });
+  const boot = async (): Promise<{ vm: VmOutcome; report: ConsoleReport; classified: Classified }> => {
+    const vm = await runVm({
+      ...(o.qemu ? { qemu: o.qemu } : {}),
+      kernel,
+      initrd,
+      memoryMiB,
+      accelerator: accelerator.accelerator,
+      timeoutMs,
+      finished: (console) => RECORD_END_LINE.test(console),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    const report = readConsole(vm.console);
+    return { vm, report, classified: classify(vm, report, timeoutMs, { subject: kind === 'bpf' ? 'probe' : 'module' }) };
+  };
+  const boots = [await boot()];
+  while (boots.at(-1)!.classified.verdict === 'unknown' && !boots.at(-1)!.vm.aborted && boots.length < MAX_ATTEMPTS) {
+    o.logger?.warn(`${o.probeFile}: ${boots.at(-1)!.classified.message}; booting once more`);
+    boots.push(await boot());
+  }
+  const { vm, report, classified } = boots.at(-1)!;
   if (o.consoleLog) {
     await mkdir(dirname(o.consoleLog), { recursive: true });
-    await writeFileAtomic(o.consoleLog, `# ${vm.argv.join(' ')}\n# ${(vm.ms / 1000).toFixed(1)} s, exit ${vm.code ?? vm.signal}${vm.timedOut ? ', timed out' : ''}\n${vm.console}${vm.stderr ? `\n# qemu stderr:\n${vm.stderr}\n` : ''}`);
+    await writeFileAtomic(o.consoleLog, consoleText(boots.map((b) => b.vm)));
   }
   if (vm.aborted) throw new FalcoProbesError('internal', `verify-load of ${o.probeFile} was cancelled`, { cause: o.signal?.reason });
-  const report = readConsole(vm.console);
-  const classified = classify(vm, report, timeoutMs);
+  const devices = report.verdict?.kind === 'kmod' ? (report.parts?.devices ?? '').split('\n').filter(Boolean) : undefined;
   return {
     ...classified,
+    kind,
+    attempts: boots.length,
     kernelImageSha256: image.sha256,
     accelerator,
-    ms: vm.ms,
-    legacyMaps: probe.legacyMaps,
+    ms: boots.reduce((sum, b) => sum + b.vm.ms, 0),
+    legacyMaps: guest.legacyMaps,
+    ...(guest.module !== undefined ? { module: guest.module } : {}),
+    ...(devices ? { devices } : {}),
     ...(report.release !== undefined ? { guestRelease: report.release } : {}),
-    ...(report.verdict ? { programs: report.verdict.programs } : {}),
+    ...(report.verdict?.kind === 'bpf' ? { programs: report.verdict.programs } : {}),
     ...(o.consoleLog ? { consoleLog: o.consoleLog } : {}),
   };
 }

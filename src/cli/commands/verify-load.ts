@@ -24,12 +24,14 @@ For each selected target whose probe is in the local repository (built for the
 target's current key): fetch the kernel's bootable image (the lockfile package
 with role \`image\`), boot it under qemu with a minimal initramfs (busybox,
 bpftool, the probe), load every program of the probe with
-\`bpftool prog loadall\`, and record the verdict in the probe's index entry:
+\`bpftool prog loadall\` (a kernel module: \`insmod\`, its /dev nodes and
+/proc/modules line, \`rmmod\`), and record the verdict in the probe's index entry:
 
-  loaded      the kernel took every program
-  refused     the verifier (or the loader) refused it; its log is recorded
+  loaded      the kernel took every program (the module was loaded)
+  refused     the verifier, the loader or the kernel refused it; its log (its reason) is recorded
   no-boot     the kernel did not reach /init (a panic, an image qemu cannot load)
   timeout     the kernel booted but loading did not finish in time
+  unknown     the guest's record did not arrive whole, twice (booted again by the next run)
 
 Probes that already have a verdict for their current build are not booted
 again (see --force). Needs qemu-system-x86, bpftool and busybox-static.
