@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { BIN, PROJECT_ROOT } from './helpers/cli.js';
 import { kernelDescriptor, type DebianKernel } from './helpers/kernel-headers.js';
 import { startMirror, type TestMirror } from './helpers/server.js';
+import { debianPackageVersion } from './helpers/graph-project.js';
 import { createHostBuilder } from '../src/builders/host.js';
 import { serializeLockfile } from '../src/lockfile/lockfile.js';
 import { sha256Hex } from '../src/util/hash.js';
@@ -127,7 +128,7 @@ export function syntheticKernel(release: string): KernelDescriptor {
   return {
     name: release,
     release,
-    version: `#1 SMP PREEMPT_DYNAMIC Debian ${release}`,
+    version: `#1 SMP PREEMPT_DYNAMIC Debian ${debianPackageVersion(release)}`,
     machine: 'x86_64',
     kernelVersion: '1',
     targetId: 'debian',

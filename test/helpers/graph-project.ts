@@ -35,14 +35,26 @@ apt:
 }
 
 /** A kernel descriptor with two packages whose hashes are computed from their names. */
+/**
+ * A Debian package version for a release, unique per ABI as Debian's are (`6.1.0-50-amd64` is
+ * built from 6.1.50-1, `6.12.9+deb12-amd64` from 6.12.9-1): Falco's loaders name a Debian
+ * kernel's artifact by this version (from `uname -v`), so two kernels must not share one.
+ */
+export function debianPackageVersion(release: string): string {
+  const m = /^(\d+)\.(\d+)\.(\d+)(?:-(\d+))?/.exec(release);
+  if (!m) return `${release.split('-')[0]}-1`;
+  return m[4] !== undefined ? `${m[1]}.${m[2]}.${m[4]}-1` : `${m[1]}.${m[2]}.${m[3]}-1`;
+}
+
 export function kernel(release: string, opts: { machine?: Arch; name?: string; flavour?: string } = {}): KernelDescriptor {
   const machine = opts.machine ?? 'x86_64';
+  const debVersion = debianPackageVersion(release);
   const pkg = (name: string, role: string) => ({
     name,
-    version: `${release.split('-')[0]}-1`,
+    version: debVersion,
     role,
     repository: 'main',
-    path: `pool/main/l/linux/${name}_${release.split('-')[0]}-1_${machine === 'x86_64' ? 'amd64' : 'arm64'}.deb`,
+    path: `pool/main/l/linux/${name}_${debVersion}_${machine === 'x86_64' ? 'amd64' : 'arm64'}.deb`,
     sha256: sha256Hex(`${name}/${machine}`),
     size: 1000 + name.length,
   });
@@ -51,7 +63,7 @@ export function kernel(release: string, opts: { machine?: Arch; name?: string; f
   return {
     name: opts.name ?? release,
     release,
-    version: `#1 SMP Debian ${release.split('-')[0]}-1`,
+    version: `#1 SMP Debian ${debVersion}`,
     machine,
     kernelVersion: '1',
     targetId: 'debian',
