@@ -41,7 +41,7 @@ test('generated BUILD files and the build_defs pass the BUILD-language checker',
     assert.match(r.out, /ok: 5 file\(s\)/);
     const build = await readFile(files[0]!, 'utf8');
     assert.match(build, /^subinclude\("\/\/build_defs:falco_probe"\)$/m);
-    assert.match(build, /name = "6\.12\.9\+deb12-amd64-example"/);
+    assert.match(build, /name = "6\.12\.9\+deb12-amd64-example-1\.0\.0"/);
     assert.equal((build.match(/^falco_probe\($/gm) ?? []).length, 6);
   });
 });

@@ -69,7 +69,7 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
       const gen = await runCli(['generate'], { cwd: root });
       assert.equal(gen.code, 0, gen.stderr);
       assert.doesNotMatch(gen.stderr, /notice/);
-      assert.match(await readFile(join(root, 'generated', 'targets.json'), 'utf8'), /"name":"6\.1\.0-50-amd64-falco"/);
+      assert.match(await readFile(join(root, 'generated', 'targets.json'), 'utf8'), /"name":"6\.1\.0-50-amd64-falco-9\.1\.0\+driver"/);
     } finally {
       await mirror.close();
     }

@@ -7,6 +7,7 @@ import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject, writeLockfileFor } from './helpers/graph-project.js';
 import { serializeIndex } from '../src/repository/index-file.js';
 import { sha256Hex } from '../src/util/hash.js';
+import { probeFileOf } from '../src/graph/targets.js';
 
 // `falco-probes generate` end to end, through the real binary, in throwaway projects.
 
@@ -86,7 +87,7 @@ test('target names: the kernel alone for one driver, with the driver for several
     const t = (await targetsOf(root)).targets;
     assert.deepEqual(
       t.filter((x) => x.label.startsWith('//probes/one:')).map((x) => x.name),
-      ['6.1.0-49-amd64-example', '6.1.0-49-amd64-falco'],
+      ['6.1.0-49-amd64-example-1.0.0', '6.1.0-49-amd64-falco-9.1.0+driver'],
     );
     assert.ok(t.every((x) => x.output.startsWith(x.driver === 'falco' ? '9.1.0+driver/' : '1.0.0/')));
   });
@@ -102,7 +103,7 @@ test('an unpinned remote driver gets no targets and a one-line notice; pinned dr
     assert.match(notices[0]!, /notice: driver falco 9\.1\.0\+driver has no sha256 pin; it gets no targets \(run `falco-probes pin falco`\)/);
     const t = (await targetsOf(root)).targets;
     assert.equal(t.length, 3);
-    assert.ok(t.every((x) => x.driver === 'example' && x.name.endsWith('-example')), 'names keep the driver suffix: pinning renames nothing');
+    assert.ok(t.every((x) => x.driver === 'example' && x.name.endsWith('-example-1.0.0')), 'names keep the driver suffix: pinning renames nothing');
   });
 });
 
@@ -176,7 +177,7 @@ test('a hostile kernel name stops generation, naming the lockfile entry; nothing
     await writeFile(lockPath, good.replace('  - name: 6.1.0-50-cloud-amd64\n', `  - name: ${long}\n`));
     const r2 = await runCli(['generate'], { cwd: root });
     assert.equal(r2.code, 2, r2.stderr);
-    assert.match(r2.stderr, new RegExp(`kernels/debian12\\.lock\\.yaml:${line}:5: kernels/debian12\\.lock\\.yaml: kernel "${long}" \\(x86_64\\): target name "${long}-example" is not one Please and Make can take literally`));
+    assert.match(r2.stderr, new RegExp(`kernels/debian12\\.lock\\.yaml:${line}:5: kernels/debian12\\.lock\\.yaml: kernel "${long}" \\(x86_64\\): target name "${long}-example-1\\.0\\.0" is not one Please and Make can take literally`));
     assert.deepEqual(await snapshot(root), before, 'nothing written');
 
     // Names a recipe's command line would read as an option (`-`) or the shell would expand (`~`).
@@ -243,7 +244,13 @@ test('two OSes that would publish the same probe file are refused, naming both t
     await makeProject(root, { oses: { first: [kernel('6.1.0-50-amd64')], second: [kernel('6.1.0-50-amd64')] } });
     const r = await runCli(['generate'], { cwd: root });
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /\/\/probes\/second:6\.1\.0-50-amd64-example and \/\/probes\/first:6\.1\.0-50-amd64-example would both publish 1\.0\.0\/x86_64\/falco_debian_6\.1\.0-50-amd64_1\.o/);
+    // The name Falco's loader asks for: the driver's own name, Debian's release rebuilt from the package version.
+    const file = probeFileOf(kernel('6.1.0-50-amd64'), 'example', 'bpf');
+    assert.equal(file, 'example_debian_6.1.50-1-amd64_1.o');
+    assert.ok(
+      r.stderr.includes(`//probes/second:6.1.0-50-amd64-example-1.0.0 and //probes/first:6.1.0-50-amd64-example-1.0.0 would both publish 1.0.0/x86_64/${file}`),
+      r.stderr,
+    );
   });
 });
 

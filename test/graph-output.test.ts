@@ -18,12 +18,12 @@ test('targets.json holds targetRecord(t) for every target, in target order', asy
     assert.equal(parsed.version, 1);
     assert.deepEqual(parsed.targets, graph.targets.map(targetRecord));
     assert.deepEqual(graph.targets.map((t) => t.label), [
-      '//probes/arm:5.10.0-30-arm64-example',
-      '//probes/arm:5.10.0-30-arm64-falco',
-      '//probes/debian12:6.1.0-50-amd64-example',
-      '//probes/debian12:6.1.0-50-amd64-falco',
-      '//probes/debian12:6.12.9+deb12-amd64-example',
-      '//probes/debian12:6.12.9+deb12-amd64-falco',
+      '//probes/arm:5.10.0-30-arm64-example-1.0.0',
+      '//probes/arm:5.10.0-30-arm64-falco-9.1.0+driver',
+      '//probes/debian12:6.1.0-50-amd64-example-1.0.0',
+      '//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver',
+      '//probes/debian12:6.12.9+deb12-amd64-example-1.0.0',
+      '//probes/debian12:6.12.9+deb12-amd64-falco-9.1.0+driver',
     ]);
     const makefile = files.get('generated/Makefile')!;
     const build = files.get('probes/debian12/BUILD')!;

@@ -92,7 +92,7 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     await writeLockfileFor(root, 'debian12', changed);
     await generate(root);
     assert.equal(make(['-q']).code, 1);
-    assert.deepEqual(planned(make(['-n']).stdout), ['6.1.0-50-cloud-amd64-example', '6.1.0-50-cloud-amd64-falco']);
+    assert.deepEqual(planned(make(['-n']).stdout), ['6.1.0-50-cloud-amd64-example-1.0.0', '6.1.0-50-cloud-amd64-falco-9.1.0+driver']);
     assert.deepEqual(planned(make(['-n', 'other']).stdout), [], 'the other OS is untouched');
     assert.equal(make(['-j4']).code, 0);
     assert.equal((await calls(root)).length, 13);
@@ -101,7 +101,7 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     // A new kernel: exactly its targets.
     await writeLockfileFor(root, 'debian12', [...changed, kernel('6.1.0-51-amd64')]);
     await generate(root);
-    assert.deepEqual(planned(make(['-n']).stdout), ['6.1.0-51-amd64-example', '6.1.0-51-amd64-falco']);
+    assert.deepEqual(planned(make(['-n']).stdout), ['6.1.0-51-amd64-example-1.0.0', '6.1.0-51-amd64-falco-9.1.0+driver']);
     assert.equal(make(['-j4', 'debian12']).code, 0);
     assert.equal(make(['-q']).code, 0);
 
@@ -110,7 +110,7 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     await generate(root);
     const rebuild = planned(make(['-n']).stdout);
     assert.equal(rebuild.length, 7);
-    assert.ok(rebuild.every((n) => n.endsWith('-example')), rebuild.join(' '));
+    assert.ok(rebuild.every((n) => n.endsWith('-example-1.0.0')), rebuild.join(' '));
     // ...while a kbuild leftover in it (ignored by the tree hash) moves nothing.
     assert.equal(make(['-j4']).code, 0);
     assert.equal(make(['-q']).code, 0);
