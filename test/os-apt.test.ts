@@ -169,8 +169,9 @@ describe('Debian 13', () => {
       // Published to the release pocket, followed from the security suite's headers.
       'kbuild linux-kbuild-6.12.43+deb13 trixie',
     ]);
-    // falcoctl asks for uname -r; the legacy script for <package version>-<flavour>.
-    assert.equal(probeFileOf(rt), 'falco_debian_6.12.43+deb13-rt-arm64_1.o');
+    // Both loaders rebuild Debian's release from uname -v's package version plus the flavour
+    // (falcoctl debian.go FixupKernel, the script's "debian" case): not uname -r's ABI name.
+    assert.equal(probeFileOf(rt), 'falco_debian_6.12.43-1-rt-arm64_1.o');
     assert.equal(rt.legacyRelease, '6.12.43-1-rt-arm64');
     assert.equal(legacyProbeFileOf(kernels.get('6.12.33+deb13-cloud-amd64 x86_64')!), 'falco_debian_6.12.33-1-cloud-amd64_1.o');
     assert.ok(!lock.kernels.some((k) => k.release.startsWith('4.9.')), 'older than minimumKernel');
