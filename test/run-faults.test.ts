@@ -35,12 +35,15 @@ test('a failed compile, a checksum mismatch and a dead mirror fail their targets
     try {
       const root = join(dir, 'project');
       // The 6.1 kernel once as it is, once with a lockfile sha256 the mirror's bytes do not have.
+      // The copy is another upload of the package (Debian revision + 1 in uname -v): Falco's
+      // loaders name a Debian artifact by that version, so the copy publishes its own file.
       const badSum = {
         ...k61,
         name: `${k61.name}-badsum`,
-        kernelVersion: '2',
+        version: k61.version.replace(/(Debian \d+\.\d+\.\d+-)(\d+)/, (_, head: string, rev: string) => `${head}${Number(rev) + 1}`),
         packages: k61.packages.map((p, i) => (i === 0 ? { ...p, sha256: 'f'.repeat(64) } : p)),
       };
+      assert.notEqual(badSum.version, k61.version);
       await writeProject(root, {
         kernels: [k61, badSum],
         mirrorUrl: mirror.url,
@@ -72,10 +75,10 @@ test('a failed compile, a checksum mismatch and a dead mirror fail their targets
         stopped.results.map((r) => [r.label, r.status]),
         [
           [`//probes/downdeb:${k612.name}`, 'failed'],
-          [`//probes/${OS}:${k61.name}-broken`, 'skipped'],
-          [`//probes/${OS}:${k61.name}-example`, 'skipped'],
-          [`//probes/${OS}:${badSum.name}-broken`, 'skipped'],
-          [`//probes/${OS}:${badSum.name}-example`, 'skipped'],
+          [`//probes/${OS}:${k61.name}-broken-0.9.0`, 'skipped'],
+          [`//probes/${OS}:${k61.name}-example-1.0.0`, 'skipped'],
+          [`//probes/${OS}:${badSum.name}-broken-0.9.0`, 'skipped'],
+          [`//probes/${OS}:${badSum.name}-example-1.0.0`, 'skipped'],
         ],
       );
       assert.match(stop.stderr, /4 not started/);
@@ -85,11 +88,11 @@ test('a failed compile, a checksum mismatch and a dead mirror fail their targets
       const report = JSON.parse(run.stdout) as BuildReport;
       const byLabel = new Map(report.results.map((r) => [r.label, r]));
       const at = (label: string) => byLabel.get(label)!;
-      assert.equal(at(`//probes/${OS}:${k61.name}-example`).status, 'built');
-      assert.equal(at(`//probes/${OS}:${k61.name}-broken`).errorKind, 'build');
-      assert.equal(at(`//probes/${OS}:${badSum.name}-example`).errorKind, 'checksum');
-      assert.equal(at(`//probes/${OS}:${badSum.name}-broken`).errorKind, 'checksum');
-      assert.match(at(`//probes/${OS}:${badSum.name}-example`).error!, /sha256 mismatch: expected f{64}, got [0-9a-f]{64}/);
+      assert.equal(at(`//probes/${OS}:${k61.name}-example-1.0.0`).status, 'built');
+      assert.equal(at(`//probes/${OS}:${k61.name}-broken-0.9.0`).errorKind, 'build');
+      assert.equal(at(`//probes/${OS}:${badSum.name}-example-1.0.0`).errorKind, 'checksum');
+      assert.equal(at(`//probes/${OS}:${badSum.name}-broken-0.9.0`).errorKind, 'checksum');
+      assert.match(at(`//probes/${OS}:${badSum.name}-example-1.0.0`).error!, /sha256 mismatch: expected f{64}, got [0-9a-f]{64}/);
       assert.equal(at(`//probes/downdeb:${k612.name}`).errorKind, 'network');
       assert.match(at(`//probes/downdeb:${k612.name}`).error!, /127\.0\.0\.1/);
       assert.deepEqual([report.built, report.failed, report.skipped], [1, 4, 0]);
