@@ -118,7 +118,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     // An unpinned remote driver has no targets: asking for it by label or by a target name that carries it is refused with the way out.
     const selectedDrivers = new Set(labels.filter((l) => l.startsWith('driver=')).map((l) => l.slice('driver='.length)));
     for (const d of graph.unpinned) {
-      if (selectedDrivers.has(d.name) || positionals.some((p) => p.includes(':') && p.endsWith(`-${d.name}`)))
+      if (selectedDrivers.has(d.name) || positionals.some((p) => p.includes(':') && (p.endsWith(`-${d.name}`) || `${p}-`.includes(`-${d.name}-${d.version}-`))))
         throw new FalcoProbesError('config', `driver ${d.name} ${d.version} is a remote tarball without a sha256 pin; refusing to build from unverified source`, {
           location: { file: graph.driversFile },
           hint: `run \`falco-probes pin ${d.name}\` on a machine that can download it, or point its source at a local checkout`,
