@@ -113,5 +113,19 @@ describe('the real tool compiled with tsconfig.build.json', () => {
       assert.deepEqual(compiled, source, args.join(' '));
     }
     assert.match(run(dir, ['--root', PROJECT_ROOT, 'list-kernels', 'debian12']).stdout, /^6\.1\.0-57-amd64$/m);
+    // The plan compared above is a real one: the kernel's label selects every target of its
+    // kernel in the project's drivers.yaml (scap 0.23.2 kmod and bpf, falco 10.2.0+driver kmod,
+    // falco 9.1.0+driver kmod and bpf), each named as Falco's loaders ask for it.
+    const plan = run(dir, ['--root', PROJECT_ROOT, 'build', '--dry-run', '--json', '//probes/debian12:6.1.0-57-amd64']);
+    assert.equal(plan.code, 0, plan.stderr);
+    const report = JSON.parse(plan.stdout) as { targets: number; results: { label: string; file: string }[] };
+    assert.equal(report.targets, 5);
+    assert.deepEqual(report.results.map((r) => r.file).sort(), [
+      '0.23.2/x86_64/scap_debian_6.1.192-3-amd64_1.ko',
+      '0.23.2/x86_64/scap_debian_6.1.192-3-amd64_1.o',
+      '10.2.0+driver/x86_64/falco_debian_6.1.192-3-amd64_1.ko',
+      '9.1.0+driver/x86_64/falco_debian_6.1.192-3-amd64_1.ko',
+      '9.1.0+driver/x86_64/falco_debian_6.1.192-3-amd64_1.o',
+    ]);
   });
 });

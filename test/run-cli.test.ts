@@ -40,10 +40,10 @@ test('--dry-run lists what would build, with --explain the reason, with --json a
     const root = await project(dir, [kernel('6.1.0-1-amd64'), kernel('6.1.0-2-amd64')]);
     const plain = await runCli(['build', '--dry-run'], { cwd: root });
     assert.equal(plain.code, 0, plain.stderr);
-    assert.equal(plain.stdout, `//probes/${OS}:6.1.0-1-amd64-example\n//probes/${OS}:6.1.0-2-amd64-example\n`);
+    assert.equal(plain.stdout, `//probes/${OS}:6.1.0-1-amd64-example-1.0.0\n//probes/${OS}:6.1.0-2-amd64-example-1.0.0\n`);
     assert.match(plain.stderr, /2 targets: 2 would build, 0 up to date \(dry run\)/);
     const explained = await runCli(['build', '-n', '--explain', `//probes/${OS}:6.1.0-2-amd64`], { cwd: root });
-    assert.equal(explained.stdout, `//probes/${OS}:6.1.0-2-amd64-example: no probe in the repository\n`);
+    assert.equal(explained.stdout, `//probes/${OS}:6.1.0-2-amd64-example-1.0.0: no probe in the repository\n`);
     const json = await runCli(['build', '--dry-run', '--json', '--label', 'driver=example'], { cwd: root });
     const report = JSON.parse(json.stdout) as BuildReport;
     assert.deepEqual(report.results.map((r) => [r.status, r.reason]), [['would-build', 'no-probe'], ['would-build', 'no-probe']]);
@@ -71,7 +71,7 @@ test('bad patterns, labels and options are usage errors (exit 2) with near match
 test('an unpinned remote driver is refused by name, with the command that pins it', async () => {
   await withTempDir(async (dir) => {
     const root = await project(dir, [kernel('6.1.0-1-amd64')]);
-    for (const args of [['--label', 'driver=falco'], [`//probes/${OS}:6.1.0-1-amd64-falco`]]) {
+    for (const args of [['--label', 'driver=falco'], [`//probes/${OS}:6.1.0-1-amd64-falco-9.1.0+driver`]]) {
       const r = await runCli(['build', ...args], { cwd: root });
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, /driver falco 9\.1\.0\+driver is a remote tarball without a sha256 pin; refusing to build from unverified source\nhint: run `falco-probes pin falco`/);
