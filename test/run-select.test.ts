@@ -4,23 +4,26 @@ import { FalcoProbesError } from '../src/util/errors.js';
 import { editDistance, nearMatches, parsePattern, selectTargets } from '../src/run/select.js';
 import type { Target } from '../src/graph/types.js';
 
-// Target patterns and label filters over a small graph of two OSes.
+// Target patterns and label filters over a small graph of two OSes, named as
+// generate names them (src/graph/targets.ts): the kernel alone where one driver
+// entry applies (amazonlinux2), `<kernel>-<driver>-<version>` where two do (debian12).
 
 function target(os: string, kernel: string, driver = 'example', flavour?: string): Target {
-  const name = driver === 'example' ? kernel : `${kernel}-${driver}`;
+  const version = driver === 'example' ? '1.0.0' : '9.1.0+driver';
+  const name = os === 'debian12' ? `${kernel}-${driver}-${version}` : kernel;
   return {
     label: `//probes/${os}:${name}`,
     name,
     os,
     kernel: { name: kernel, release: kernel, version: '#1', machine: 'x86_64', kernelVersion: '1', targetId: os, packages: [], ...(flavour ? { flavour } : {}) },
     osRelease: { ID: os },
-    driver: { name: driver, version: driver === 'example' ? '1.0.0' : '9.1.0', source: { path: 'x' }, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: '0'.repeat(64) },
+    driver: { name: driver, version, source: { path: 'x' }, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: '0'.repeat(64) },
     builder: { kind: 'host', clang: '14.0.6' },
     kind: 'bpf',
     arch: 'x86_64',
     key: '1'.repeat(64),
-    probeFile: `falco_${os}_${kernel}_1.o`,
-    output: `1.0.0/x86_64/falco_${os}_${kernel}_1.o`,
+    probeFile: `${driver}_${os}_${kernel}_1.o`,
+    output: `${version}/x86_64/${driver}_${os}_${kernel}_1.o`,
   };
 }
 
@@ -45,9 +48,14 @@ test('//probes/<os>/..., //probes/<os> and //probes/<os>:all select one OS', () 
 });
 
 test('//probes/<os>:<name> selects one target; a kernel name selects every target of that kernel', () => {
-  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64-falco'] })), ['//probes/debian12:6.1.0-50-amd64-falco']);
-  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64'] })), ['//probes/debian12:6.1.0-50-amd64']);
-  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.12.117+deb12-amd64'] })), ['//probes/debian12:6.12.117+deb12-amd64']);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver'] })), ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver']);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64'] })), [
+    '//probes/debian12:6.1.0-50-amd64-example-1.0.0',
+    '//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver',
+  ]);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.12.117+deb12-amd64'] })), ['//probes/debian12:6.12.117+deb12-amd64-example-1.0.0']);
+  // Where the kernel alone is the target's name, it is that one target.
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/amazonlinux2:5.10.1-1.amzn2.x86_64'] })), ['//probes/amazonlinux2:5.10.1-1.amzn2.x86_64']);
 });
 
 test('several patterns select the union, without duplicates', () => {
@@ -56,7 +64,7 @@ test('several patterns select the union, without duplicates', () => {
 });
 
 test('labels narrow the selection: different keys all match, values of one key are alternatives', () => {
-  assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['driver=falco'] })), ['//probes/debian12:6.1.0-50-amd64-falco']);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['driver=falco'] })), ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver']);
   assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['os=debian12', 'driver=example', 'flavour=amd64'] })), [graph[2]!.label, graph[5]!.label]);
   assert.equal(selectTargets(graph, { patterns: [], labels: ['os=debian12', 'os=amazonlinux2', 'arch=x86_64', 'kind=bpf'] }).length, graph.length);
 });
