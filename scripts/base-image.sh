@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Make the local `debian:bookworm` base image of the Docker builder when the
-# daemon lacks it. No registry is reachable, so the image is debootstrapped
-# from the Debian archive this machine's apt already uses and imported.
-# Skips when the image exists. Root only (debootstrap).
+# Make the local `debian:<release>` base image of a Docker builder when the
+# daemon lacks it (default bookworm; trixie for the image that builds Debian
+# 13's modules with gcc 14). No registry is reachable, so the image is
+# debootstrapped from the Debian archive this machine's apt already uses and
+# imported. Skips when the image exists. Root only (debootstrap).
 #
+#   base-image.sh [RELEASE]
 #   DOCKER_HOST   the daemon (default: the private one of scripts/docker-daemon.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-IMAGE=debian:bookworm
-SUITE=bookworm
+SUITE="${1:-bookworm}"
+case "$SUITE" in
+  *[!a-z]* | '') echo "base-image: the release must be a Debian codename (bookworm, trixie), not '$SUITE'" >&2; exit 2 ;;
+esac
+IMAGE="debian:$SUITE"
 export DOCKER_HOST="${DOCKER_HOST:-unix://$(bash scripts/docker-daemon.sh socket)}"
 
 log() { echo "base-image: $*" >&2; }
@@ -57,7 +62,21 @@ archive_url() {
   done
 }
 
-url="$(archive_url | head -n 1)"
+# A release apt does not list itself (trixie on a bookworm machine) comes from the same archive:
+# the first deb source whose URI's path is /debian.
+debian_archive_url() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:\/\/[^\/]+\/debian\/?$/) { print $i; exit } }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($i ~ /^https?:\/\/[^\/]+\/debian\/?$/) { print $i; exit } }' "$f"
+  done
+}
+
+url="$( (archive_url; debian_archive_url) | head -n 1)"
 if [ -z "$url" ]; then
   log "no apt source for '$SUITE' in /etc/apt/sources.list or /etc/apt/sources.list.d/; add one (the Debian archive) and retry"
   exit 1
@@ -65,7 +84,7 @@ fi
 
 dir="$(mktemp -d /var/tmp/falco-probes-rootfs.XXXXXX)"
 trap 'rm -rf "$dir"' EXIT
-log "debootstrap --variant=minbase $SUITE (about 40 s)"
+log "debootstrap --variant=minbase $SUITE from the archive apt names (about 40 s)"
 if ! debootstrap --variant=minbase "$SUITE" "$dir" "$url" >"$dir.log" 2>&1; then
   log "debootstrap failed; last lines:"
   tail -n 20 "$dir.log" >&2

@@ -38,14 +38,21 @@ export interface ImageRef {
   built: boolean;
 }
 
-/** The builder image: Debian bookworm's clang/llvm and kbuild's tools (builder/Dockerfile). */
-export function builderImageDefinition(builderDir = BUILDER_DIR): ImageDefinition {
+/**
+ * The builder image: a Debian release's clang/llvm, gcc and kbuild's tools
+ * (builder/Dockerfile). bookworm is the default builder; another release
+ * (trixie) is a compiler image for kernels that release built with its gcc.
+ */
+export function builderImageDefinition(builderDir = BUILDER_DIR, release = 'bookworm'): ImageDefinition {
+  if (!/^[a-z]{2,32}$/.test(release)) throw new FalcoProbesError('usage', `not a Debian release codename: ${JSON.stringify(release)}`);
+  const base = `debian:${release}`;
   return {
-    repository: 'falco-probes/builder',
+    repository: release === 'bookworm' ? 'falco-probes/builder' : `falco-probes/builder-${release}`,
     contextDir: builderDir,
     files: ['Dockerfile'],
-    baseImages: ['debian:bookworm'],
-    missingBaseHint: 'make it with: bash scripts/base-image.sh (debootstraps Debian bookworm from the apt archive this machine uses; no registry is needed)',
+    baseImages: [base],
+    missingBaseHint: `make it with: bash scripts/base-image.sh ${release} (debootstraps Debian ${release} from the apt archive this machine uses; no registry is needed)`,
+    ...(release === 'bookworm' ? {} : { buildArgs: { BASE: base } }),
   };
 }
 

@@ -74,6 +74,8 @@ export interface DockerBuilderOptions {
   docker?: Docker;
   /** The repository's builder/ folder (the Dockerfile, the uname shim, the recipe script). */
   builderDir?: string;
+  /** A compiler image: the builder image made from this Debian release (`trixie`) instead of bookworm. */
+  release?: string;
   /**
    * Where the toolchain probe's output is remembered per image id (default:
    * dockerPinMemoDir(), beside the package cache); false: always run the probe.
@@ -154,7 +156,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
 
   /** The image id to run: the builder image (found or built), or the named image (found, never pulled). */
   const resolveImage = async (d: Docker): Promise<string> => {
-    if (options.image === undefined) return (await ensureImage(d, builderImageDefinition(builderDir), options.logger ? { logger: options.logger } : {})).id;
+    if (options.image === undefined) return (await ensureImage(d, builderImageDefinition(builderDir, options.release), options.logger ? { logger: options.logger } : {})).id;
     try {
       return ((await d.getImage(options.image).inspect()) as { Id: string }).Id;
     } catch (err) {
@@ -166,6 +168,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     }
   };
 
+  const withRelease = (pin: BuilderPin): BuilderPin => (pin.kind === 'docker' && options.release !== undefined ? { ...pin, release: options.release } : pin);
   const pinMemo = options.pinMemoDir === false ? undefined : new DockerPinMemo(options.pinMemoDir ?? dockerPinMemoDir(), options.logger);
 
   // The id of the image the pin was read from: what containers run. The pin itself names the
@@ -178,7 +181,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     const remembered = await pinMemo?.get(image, PROBE_COMMAND);
     if (remembered !== undefined) {
       try {
-        return pinFromProbe(image, remembered);
+        return withRelease(pinFromProbe(image, remembered));
       } catch {
         // A memo no probe of this image could have written: ask the image again.
       }
@@ -205,7 +208,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
         hint: 'the image needs clang and llc (package llvm) on PATH',
       });
     const output = sink.text();
-    const pin = pinFromProbe(image, output);
+    const pin = withRelease(pinFromProbe(image, output));
     // Remembered only once it gave a pin: a failing probe runs again next time.
     await pinMemo?.set(image, PROBE_COMMAND, output);
     return pin;
@@ -413,7 +416,10 @@ function checkTargetFitsBuilder(target: Target, own: BuilderPin): void {
   const compilerDiffers = target.kind === 'kmod' ? b.gcc === undefined || own.gcc === undefined || !sameCompiler(b.gcc, own.gcc) : b.clang !== own.clang;
   if (b.kind !== 'docker' || own.kind !== 'docker' || b.image !== own.image || compilerDiffers)
     throw new FalcoProbesError('build', `target ${target.label} was keyed for builder ${JSON.stringify(b)}, but this Docker builder is ${JSON.stringify(own)}`, {
-      hint: 'regenerate the build graph with --builder docker on this machine, so that keys name the image that builds them',
+      hint:
+        b.kind === 'docker' && b.release !== undefined
+          ? `the ${b.release} compiler image holds other packages than kernels/drivers.yaml pins: run \`falco-probes builder-image --release ${b.release}\` and put what it prints under compilerImages, then generate`
+          : 'regenerate the build graph with --builder docker on this machine, so that keys name the image that builds them',
     });
   const arch = hostArch();
   if (target.arch !== arch)

@@ -82,7 +82,12 @@ export function parseBuilderOptions(values: Record<string, unknown>, env: NodeJS
 
 /** The targets keyed again for a builder pin: the key names how the probe is built. */
 export function keyTargetsFor(targets: readonly Target[], pin: BuilderPin): Target[] {
-  return targets.map((t) => ({ ...t, builder: pin, key: targetKey({ kernel: t.kernel, osRelease: t.osRelease, driver: t.driver, builder: pin, kind: t.kind }) }));
+  // A module keyed for a compiler image keeps it: only that image has its kernel's gcc.
+  return targets.map((t) =>
+    t.builder.kind === 'docker' && t.builder.release !== undefined
+      ? t
+      : { ...t, builder: pin, key: targetKey({ kernel: t.kernel, osRelease: t.osRelease, driver: t.driver, builder: pin, kind: t.kind }) },
+  );
 }
 
 export interface PreparedBuilder {

@@ -5,7 +5,7 @@ import { compareNatural } from '../util/natural-sort.js';
 import { checkRelativePath, checkSha256 } from '../util/names.js';
 import { loadYamlFile, parseYamlText, type LoadedYaml } from './yaml-load.js';
 import { driversSchema } from './schema/drivers.js';
-import type { BuilderPin, DriverPin } from '../graph/types.js';
+import type { BuilderPin, CompilerImagePin, DriverPin } from '../graph/types.js';
 
 // kernels/drivers.yaml: which drivers to build and with which toolchain.
 // The schema is the first line of defence; the rules below are the ones a
@@ -16,6 +16,8 @@ export const DRIVERS_FILE = 'drivers.yaml';
 
 export interface DriversFile {
   builder: BuilderPin;
+  /** Builder images of other Debian releases, chosen for kernel modules by their kernel's gcc. */
+  compilerImages?: CompilerImagePin[];
   drivers: DriverPin[];
 }
 
@@ -41,7 +43,13 @@ export function parseDriversText(text: string, file: string): LoadedDrivers {
 
 function checkDrivers(loaded: LoadedYaml<DriversFile>, file: string): LoadedDrivers {
   const where = (path: (string | number)[]) => ({ file, ...(loaded.positionOf(path) ?? {}) });
-  const { builder, drivers } = loaded.value;
+  const { builder, drivers, compilerImages } = loaded.value;
+  const releases = new Map<string, number>();
+  (compilerImages ?? []).forEach((c, i) => {
+    const clash = releases.get(c.release);
+    if (clash !== undefined) throw new FalcoProbesError('config', `compiler image "${c.release}" is listed twice (also compilerImages[${clash}])`, { location: where(['compilerImages', i, 'release']) });
+    releases.set(c.release, i);
+  });
   const versions = new Map<string, number>();
   drivers.forEach((d, i) => {
     const at = (...path: (string | number)[]) => where(['drivers', i, ...path]);
@@ -115,7 +123,7 @@ function checkDrivers(loaded: LoadedYaml<DriversFile>, file: string): LoadedDriv
       inside(source.dir, ['source', 'dir'], 'source.dir');
     }
   });
-  return { builder, drivers, file, where };
+  return { builder, drivers, ...(compilerImages && compilerImages.length > 0 ? { compilerImages } : {}), file, where };
 }
 
 /** Is the driver's source a tarball pinned neither by sha256 nor by tree hash (it cannot have a key)? */

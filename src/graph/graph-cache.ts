@@ -7,7 +7,8 @@ import type { Lockfile } from '../config/types.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/log.js';
 import type { LoadedLockfile } from './lockfiles.js';
-import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
+import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
+import { builderForTarget } from './compiler-choice.js';
 
 // A memo of the build graph, keyed by the content of everything that makes
 // it: the lockfiles' and source definitions' bytes, what drivers.yaml says,
@@ -56,6 +57,7 @@ export function toolCodeHash(): string {
 
 export interface GraphCacheInputs {
   builder: BuilderPin;
+  compilerImages?: readonly CompilerImagePin[];
   /** Every driver of drivers.yaml with a content identity (the others have no targets, but decide target names). */
   drivers: readonly ResolvedDriver[];
   unpinned: readonly DriverPin[];
@@ -69,6 +71,7 @@ export function graphCacheKey(inputs: GraphCacheInputs): string {
         FORMAT,
         toolCodeHash(),
         inputs.builder,
+        inputs.compilerImages ?? [],
         inputs.drivers,
         inputs.unpinned,
         inputs.lockfiles.map((l) => [l.relativePath, l.sha256, l.definitionSha256]),
@@ -120,7 +123,7 @@ export async function writeGraphCache(
 export async function readGraphCache(
   root: string,
   key: string,
-  context: { drivers: readonly ResolvedDriver[]; builder: BuilderPin; lockfile: (relativePath: string, lock: Lockfile) => LoadedLockfile },
+  context: { drivers: readonly ResolvedDriver[]; builder: BuilderPin; compilerImages?: readonly CompilerImagePin[]; lockfile: (relativePath: string, lock: Lockfile) => LoadedLockfile },
 ): Promise<{ lockfiles: LoadedLockfile[]; targets: Target[] } | undefined> {
   let text: string;
   try {
@@ -148,7 +151,7 @@ export async function readGraphCache(
         kernel,
         osRelease: lock.osRelease,
         driver,
-        builder: context.builder,
+        builder: builderForTarget(kernel, kind, context.builder, context.compilerImages),
         kind,
         arch: kernel.machine,
         key: targetKey,

@@ -77,7 +77,7 @@ function driverForKey(driver: ResolvedDriver, kind: DriverKind): KeyInputs['driv
 // A probe is compiled by clang, a module by gcc: each key names only its compiler.
 function builderForKey(builder: BuilderPin, kind: DriverKind): Record<string, string | undefined> {
   const compiler = kind === 'bpf' ? { clang: builder.clang } : { gcc: builder.gcc ?? '' };
-  return builder.kind === 'host' ? { kind: 'host', ...compiler } : { kind: 'docker', image: builder.image, ...compiler };
+  return builder.kind === 'host' ? { kind: 'host', ...compiler } : { kind: 'docker', image: builder.image, ...compiler, ...(builder.release !== undefined ? { release: builder.release } : {}) };
 }
 
 export interface KeyArgs {
@@ -131,7 +131,7 @@ export function createKeyer(): (args: KeyArgs) => string {
   const suffixes = new Map<string, string>();
   return (args) => {
     const { kernel, osRelease, driver, builder, kind } = args;
-    const pre = `${kernel.machine}/${idOf(builder)}/${idOf(driver)}/${kind}`;
+    const pre = `${kernel.machine}/${idOf(builder)}/${builder.kind === 'docker' ? (builder.release ?? '') : ''}/${idOf(driver)}/${kind}`;
     let prefix = prefixes.get(pre);
     if (prefix === undefined) {
       prefix = `{"arch":${JSON.stringify(kernel.machine)},"builder":${canonicalJson(builderForKey(builder, kind))},"driver":${canonicalJson(driverForKey(driver, kind))},"kernel":`;

@@ -7,7 +7,7 @@ import { resolveDriverIdentities } from './driver-identity.js';
 import { graphCacheEnabled, graphCacheKey, readGraphCache, writeGraphCache } from './graph-cache.js';
 import { checkedLockfile, checkLockfileFresh, findLockfiles, loadLockfile, type LoadedLockfile } from './lockfiles.js';
 import { buildTargets } from './targets.js';
-import type { BuilderPin, DriverPin, ResolvedDriver, Target } from './types.js';
+import type { BuilderPin, CompilerImagePin, DriverPin, ResolvedDriver, Target } from './types.js';
 
 // The build graph of a project: every lockfile under kernels/, the driver
 // and builder pins of kernels/drivers.yaml, and the targets they make. Pure
@@ -23,6 +23,8 @@ export interface BuildGraph {
   /** Remote drivers without a sha256: no key, so no targets until `falco-probes pin`. */
   unpinned: DriverPin[];
   builder: BuilderPin;
+  /** Builder images of other Debian releases (kernels/drivers.yaml `compilerImages`). */
+  compilerImages: CompilerImagePin[];
   /** Absolute path of kernels/drivers.yaml. */
   driversFile: string;
 }
@@ -40,7 +42,8 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
   const identities = await resolveDriverIdentities(pins, root);
   for (const d of identities.unpinned)
     options.logger?.info(`notice: driver ${d.name} ${d.version} has no sha256 pin; it gets no targets (run \`falco-probes pin ${d.name}\`)`);
-  const base = { drivers: identities.resolved, unpinned: identities.unpinned, builder: pins.builder, driversFile: pins.file };
+  const compilerImages = pins.compilerImages ?? [];
+  const base = { drivers: identities.resolved, unpinned: identities.unpinned, builder: pins.builder, compilerImages, driversFile: pins.file };
 
   // Every input's bytes, read once: for the memo's key, then for the load itself on a miss.
   const files = await findLockfiles(kernelsDir);
@@ -56,6 +59,7 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
   const key = cache
     ? graphCacheKey({
         builder: pins.builder,
+        compilerImages,
         drivers: identities.resolved,
         unpinned: identities.unpinned,
         lockfiles: read.map((r) => ({ relativePath: r.relativePath, sha256: sha256Hex(r.bytes!), definitionSha256: r.definition ? sha256Hex(r.definition) : null })),
@@ -65,6 +69,7 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
     const hit = await readGraphCache(root, key, {
       drivers: identities.resolved,
       builder: pins.builder,
+      compilerImages,
       lockfile: (relativePath, lock) => checkedLockfile(root, relativePath, lock),
     });
     if (hit) return { ...base, ...hit };
@@ -77,7 +82,7 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
     await checkLockfileFresh(loaded, root, r.definition);
     lockfiles.push(loaded);
   }
-  const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder });
+  const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder, compilerImages });
   if (key && options.remember !== false) await writeGraphCache(root, key, { lockfiles, drivers: identities.resolved, targets }, options.logger);
   return { ...base, targets, lockfiles };
 }

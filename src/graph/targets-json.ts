@@ -1,3 +1,4 @@
+import { builderLabel } from './compiler-choice.js';
 import { probeLabels } from './build-file.js';
 import type { Target } from './types.js';
 
@@ -19,6 +20,8 @@ export interface TargetRecord {
   arch: string;
   /** Repository-relative probe path: <driver version>/<arch>/<probe file>. */
   output: string;
+  /** What builds it: `host`, `docker`, or `docker:<release>` for a compiler image (graph/compiler-choice.ts). */
+  builder: string;
   labels: string[];
 }
 
@@ -35,6 +38,7 @@ export function targetRecord(t: Target): TargetRecord {
     kind: t.kind,
     arch: t.arch,
     output: t.output,
+    builder: builderLabel(t.builder),
     labels: probeLabels(t),
   };
 }
@@ -55,7 +59,7 @@ function recordWriter(): (t: Target) => string {
       };
       shared.set(id, s);
     }
-    return `{"label":${str(t.label)},"name":${str(t.name)},"key":${str(t.key)}${s.os},"kernel":${str(t.kernel.name)},"release":${str(t.kernel.release)}${s.driver},"output":${str(t.output)}${s.labels}`;
+    return `{"label":${str(t.label)},"name":${str(t.name)},"key":${str(t.key)}${s.os},"kernel":${str(t.kernel.name)},"release":${str(t.kernel.release)}${s.driver},"output":${str(t.output)},"builder":${str(builderLabel(t.builder))}${s.labels}`;
   };
 }
 

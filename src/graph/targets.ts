@@ -7,7 +7,8 @@ import { driverApplies } from './kernel-range.js';
 import { createKeyer } from './key.js';
 import { artifactFileName } from '../naming/loader-names.js';
 import type { LoadedLockfile } from './lockfiles.js';
-import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
+import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
+import { builderForTarget } from './compiler-choice.js';
 
 // From lockfiles and driver pins to targets: one per (kernel, driver whose
 // range and kinds admit it, kind), arch = the kernel's machine.
@@ -32,6 +33,8 @@ export interface GraphInputs {
   /** Every driver of drivers.yaml (also unpinned ones): these decide names. */
   allDrivers: readonly DriverPin[];
   builder: BuilderPin;
+  /** Builder images of other Debian releases, for modules of kernels their gcc built (compiler-choice.ts). */
+  compilerImages?: readonly CompilerImagePin[];
 }
 
 const byName = (a: { name: string; version: string }, b: { name: string; version: string }) => compareNatural(a.name, b.name) || compareNatural(a.version, b.version);
@@ -95,7 +98,8 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           names.set(name, i);
           // driver.version and the machine are held to safe patterns by their schemas; the file name is checked above.
           const output = `${driver.version}/${kernel.machine}/${probeFile}`;
-          const key = keyOf({ kernel, osRelease: lock.osRelease, driver, builder: inputs.builder, kind });
+          const builder = builderForTarget(kernel, kind, inputs.builder, inputs.compilerImages);
+          const key = keyOf({ kernel, osRelease: lock.osRelease, driver, builder, kind });
           const target: Target = {
             label: `//probes/${lock.os}:${name}`,
             name,
@@ -103,7 +107,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
             kernel,
             osRelease: lock.osRelease,
             driver,
-            builder: inputs.builder,
+            builder,
             kind,
             arch: kernel.machine,
             key,

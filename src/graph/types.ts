@@ -75,7 +75,19 @@ export interface ResolvedDriver extends DriverPin {
  */
 export type BuilderPin =
   | { kind: 'host'; clang: string; gcc?: string }
-  | { kind: 'docker'; image: string; clang: string; gcc?: string };
+  | { kind: 'docker'; image: string; clang: string; gcc?: string; /** A compiler image's Debian release (`trixie`); absent for the default builder image. */ release?: string };
+
+/**
+ * A compiler image (kernels/drivers.yaml `compilerImages`): the builder image
+ * made from another Debian release, for kernel modules of kernels that
+ * release's gcc built. `image` is its content identity (as the Docker pin).
+ */
+export interface CompilerImagePin {
+  release: string;
+  image: string;
+  clang: string;
+  gcc: string;
+}
 
 /** One (OS, kernel, driver, kind, arch). */
 export interface Target {

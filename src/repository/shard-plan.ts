@@ -1,3 +1,4 @@
+import { builderLabel } from '../graph/compiler-choice.js';
 import type { PlannedTarget } from '../run/plan.js';
 import { REASON_TEXT } from '../run/plan.js';
 import { formatShard, splitByShard, type Shard } from './shard.js';
@@ -45,7 +46,7 @@ export function renderPlanJson(plan: ShardPlan, only?: Shard): string {
       .filter((s) => only === undefined || s.index === only.index)
       .map((s) => ({
         shard: s.shard,
-        targets: s.targets.map((p) => ({ label: p.target.label, key: p.target.key, output: p.target.output, reason: p.reason })),
+        targets: s.targets.map((p) => ({ label: p.target.label, key: p.target.key, output: p.target.output, builder: builderLabel(p.target.builder), reason: p.reason })),
       })),
   };
   return `${JSON.stringify(body, null, 2)}\n`;
@@ -56,7 +57,7 @@ export function renderPlanText(plan: ShardPlan, only?: Shard): string {
   for (const s of plan.shards) {
     if (only !== undefined && s.index !== only.index) continue;
     lines.push(`shard ${s.shard}: ${s.targets.length} target(s)`);
-    for (const p of s.targets) lines.push(`  ${p.target.label}  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'})`);
+    for (const p of s.targets) lines.push(`  ${p.target.label}  [${builderLabel(p.target.builder)}]  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'})`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -34,9 +34,12 @@ export interface BuiltObject extends BuildResult {
   phases: { fetchMs: number; extractMs: number; buildMs: number };
 }
 
-/** Packages a build needs: all but the bootable image (only verify-load boots it; it is by far the largest). */
+/**
+ * Packages a build needs: all but the bootable image (only verify-load boots it; it is by far
+ * the largest) and the compiler package, which only names the kernel's gcc (graph/compiler-choice.ts).
+ */
 export function packagesToBuildWith(target: Target): PackageRef[] {
-  return target.kernel.packages.filter((p) => p.role !== 'image');
+  return target.kernel.packages.filter((p) => p.role !== 'image' && p.role !== 'compiler');
 }
 
 const ms = (n: number) => `${(n / 1000).toFixed(1)}s`;

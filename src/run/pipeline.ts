@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { dockerCompilerImages, routeCompilerImages } from '../builders/route.js';
 import { loadSourceDefinitionById, type LoadedSourceDefinition } from '../config/source-definition.js';
 import type { Logger } from '../util/log.js';
 import { createFetcher } from '../fetch/download.js';
@@ -76,6 +77,7 @@ export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
     // Unpacked once per package (trees/), composed once per kernel (kernel-roots/).
     extract: createSharedKernelRoots(join(fetcher.cacheDir, 'trees'), join(fetcher.cacheDir, 'kernel-roots')),
     driverDir,
-    builder: o.builder ?? createHostBuilder(),
+    // Modules keyed for a compiler image (another Debian release's gcc) go to that image's Docker builder.
+    builder: routeCompilerImages(o.builder ?? createHostBuilder(), dockerCompilerImages({ logger: o.logger, pinMemoDir: join(dirname(fetcher.cacheDir), 'docker-pins') })),
   };
 }

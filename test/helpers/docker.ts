@@ -62,13 +62,13 @@ export async function stopDockerIfStarted(): Promise<void> {
 }
 
 /** Make debian:bookworm when the daemon lacks it (root only: debootstrap). */
-export async function ensureBaseImage(docker: Docker): Promise<{ ok: true } | { ok: false; skip: string }> {
+export async function ensureBaseImage(docker: Docker, release = 'bookworm'): Promise<{ ok: true } | { ok: false; skip: string }> {
   try {
-    await docker.getImage('debian:bookworm').inspect();
+    await docker.getImage(`debian:${release}`).inspect();
     return { ok: true };
   } catch {
-    if (process.getuid?.() !== 0) return { ok: false, skip: 'the daemon has no debian:bookworm and making it needs root (scripts/base-image.sh)' };
-    await script('base-image.sh', [], 15 * 60_000);
+    if (process.getuid?.() !== 0) return { ok: false, skip: `the daemon has no debian:${release} and making it needs root (scripts/base-image.sh ${release})` };
+    await script('base-image.sh', [release], 15 * 60_000);
     return { ok: true };
   }
 }

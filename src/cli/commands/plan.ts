@@ -25,8 +25,10 @@ shard, and \`falco-probes build PATTERN --shard i/N\` on shard i builds exactly
 the targets this plan lists for it.
 
   --format github-matrix   {"include":[{"shard":"1/8","targets":3},...]}: the shards that have work
-  --format json            every shard with its targets (label, key, output, reason)
-  --format text            the same for people (default)
+  --format json            every shard with its targets (label, key, output, builder, reason)
+  --format text            the same for people (default); each target names its builder:
+                           host, docker, or docker:<release> for a compiler image (a module
+                           whose kernel another gcc built: kernels/drivers.yaml compilerImages)
 
 patterns (default //probes/...): //probes/..., //probes/<os>/..., //probes/<os>:<name>
 

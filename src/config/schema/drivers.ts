@@ -133,6 +133,21 @@ export const driversSchema = {
   required: ['builder', 'drivers'],
   properties: {
     builder: builderPinSchema,
+    // Builder images of other Debian releases, for kernel modules whose kernel another gcc built.
+    compilerImages: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['release', 'image', 'clang', 'gcc'],
+        properties: {
+          release: { type: 'string', pattern: '^[a-z]{2,32}$' },
+          image: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
+          clang: clangVersion,
+          gcc: gccVersion,
+        },
+      },
+    },
     drivers: { type: 'array', items: driverSchema },
   },
 } as const;
