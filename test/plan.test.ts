@@ -113,7 +113,7 @@ test('plan through the real binary: out-of-date targets only, each in one shard,
     assert.equal(one.code, 0, one.stderr);
     assert.match(one.stdout, /^shard 2\/4: \d+ target\(s\)$/m);
     assert.doesNotMatch(one.stdout, /^shard [134]\/4/m);
-    for (const t of plan.plan[1]!.targets) assert.ok(one.stdout.includes(`  ${t.label}  (`), t.label);
+    for (const t of plan.plan[1]!.targets) assert.ok(one.stdout.includes(`  ${t.label}  [host]  (`), t.label);
 
     const os = await runCli(['plan', '//probes/other/...', '--shards', '2', '--format', 'json'], { cwd: root });
     const forOther = JSON.parse(os.stdout) as { outOfDate: number; plan: { targets: { label: string }[] }[] };
