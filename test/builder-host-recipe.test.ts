@@ -306,7 +306,7 @@ describe('recipe: falco-libs', () => {
     const noBpf = { ...LIBS_FILES };
     for (const k of Object.keys(noBpf)) if (k.startsWith('driver/bpf/')) delete noBpf[k];
     const noBpfDir = await writeTree(join(scratch, 'libs-no-bpf'), noBpf);
-    await assert.rejects(prepareDriverBuild(FALCO_PIN, noBpfDir, join(scratch, 'o5')), expectError('build', /driver\/bpf not found\nhint: this libs version has no legacy eBPF probe/));
+    await assert.rejects(prepareDriverBuild(FALCO_PIN, noBpfDir, join(scratch, 'o5')), expectError('config', /has no legacy eBPF probe: driver\/bpf is not in its source\nhint: driver\/bpf was dropped after 9\.1\.0\+driver[\s\S]*remove bpf from this driver's kinds/));
 
     const src = await writeTree(join(scratch, 'libs-b'), LIBS_FILES);
     await assert.rejects(prepareDriverBuild({ ...FALCO_PIN, bpfDir: 'driver/../bpf' }, src, join(scratch, 'o6')), expectError('config', /bpfDir "driver\/\.\.\/bpf"/));
