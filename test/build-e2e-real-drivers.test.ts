@@ -9,6 +9,8 @@ import { descriptors, OS, startDebMirror, writeProject } from './build-e2e-proje
 import { PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { obtainDebianKernels, type DebianKernel } from './helpers/kernel-headers.js';
 import { startMirror } from './helpers/server.js';
+import { imagePackage } from './helpers/kernel-image.js';
+import { dirname } from 'node:path';
 
 // The real drivers end to end through the real binary, as a Falco node sees
 // them: Debian's scap driver (falcosecurity-scap-dkms 0.23.2-6, pinned in
@@ -18,7 +20,9 @@ import { startMirror } from './helpers/server.js';
 // back over HTTP at exactly the paths Falco's two loaders request. With
 // ../shared/falco-libs, Falco 10.2.0+driver's module too, from the upstream
 // tarball pinned by its tree hash and served on loopback through
-// --driver-mirror.
+// --driver-mirror. The scap artifacts are then load-tested in their own
+// kernels under qemu (verify-load): the module must load (insmod, /dev/scap0,
+// rmmod); the legacy probe's verdict is the kernel verifier's, whatever it is.
 
 const TIMEOUT = 20 * 60_000;
 const FALCO_LIBS = join(PROJECT_ROOT, '..', 'shared', 'falco-libs');
@@ -73,7 +77,17 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
     const mirror = await startDebMirror(dir, r.kernels);
     try {
       const root = join(dir, 'project');
-      await writeProject(root, { kernels: descriptors(r.kernels), mirrorUrl: mirror.url, extraDrivers: await projectDriverEntry('scap', '0.23.2') });
+      // Each kernel's bootable image too, served beside its headers, for verify-load.
+      const kernels = descriptors(r.kernels);
+      for (const [i, k] of r.kernels.entries()) {
+        const image = await imagePackage(k);
+        if ('skip' in image) return t.skip(image.skip);
+        kernels[i]!.packages.push(image.ref);
+        const at = join(dir, 'mirror', image.ref.path);
+        await mkdir(dirname(at), { recursive: true });
+        await symlink(image.debPath, at);
+      }
+      await writeProject(root, { kernels, mirrorUrl: mirror.url, extraDrivers: await projectDriverEntry('scap', '0.23.2') });
       const cache = ['--cache', join(dir, 'cache', 'packages')];
       const started = Date.now();
       const build = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '-j', '2', '--json', ...cache], { cwd: root, timeoutMs: TIMEOUT });
@@ -100,6 +114,20 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
       const again = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', ...cache], { cwd: root });
       assert.equal(again.code, 0, again.stderr);
       assert.equal((JSON.parse(again.stdout) as { built: number }).built, 0);
+
+      // Load-tested in their own kernels (TCG): the kernel decides, for the module and for the probe.
+      const verify = await runCli(['verify-load', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', '--allow-unverified', ...cache], { cwd: root, timeoutMs: TIMEOUT });
+      assert.ok(verify.code === 0 || verify.code === 1, verify.stderr);
+      const verdicts = JSON.parse(verify.stdout) as { results: { label: string; verdict: string; message: string; ms?: number }[] };
+      for (const res of verdicts.results) t.diagnostic(`${res.label}: ${res.verdict} (${res.message})`);
+      const kmods = verdicts.results.filter((x) => x.label.endsWith('-kmod'));
+      assert.equal(kmods.length, 2);
+      for (const res of kmods) assert.equal(res.verdict, 'loaded', `${res.label}: ${res.message}`);
+      for (const res of verdicts.results.filter((x) => x.label.endsWith('-bpf'))) {
+        // A refusal must be the kernel's own (its verifier's log), never a loader that could not open the object.
+        assert.ok(res.verdict === 'loaded' || res.verdict === 'refused', `${res.label}: ${res.verdict} ${res.message}`);
+        assert.doesNotMatch(res.message ?? '', /not supported by libbpf|is static and not supported/, `${res.label}: refused in user space, not by the kernel`);
+      }
     } finally {
       await mirror.close();
     }

@@ -19,6 +19,7 @@ import { classify, readConsole, readRecord, summarizeModuleRefusal } from '../sr
 import { loadRecord, verifyLoad } from '../src/verify/verify-load.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
 import { debianTarget, obtainDebianKernels, sharedKernelRoot, TEST_CACHE_DIR, type DebianKernel } from './helpers/kernel-headers.js';
+import { imagePackage } from './helpers/kernel-image.js';
 
 // verify-load of kernel modules, and verdicts that count only when the
 // guest's record arrived whole, with the real thing: a tiny kbuild module
@@ -62,42 +63,6 @@ MODULE_LICENSE("GPL");
 
 function tinyDriver(): ResolvedDriver {
   return { name: 'tiny', version: '0.0.1', source: { path: 'tiny' }, recipe: 'kbuild', kmodDir: '.', module: 'tiny.ko', kinds: ['kmod'], sourceSha256: sha256Hex('tiny module') };
-}
-
-function field(stanza: string, name: string): string | undefined {
-  return new RegExp(`^${name}: (.*)$`, 'm').exec(stanza)?.[1]?.trim();
-}
-
-/** The bootable image package of a real Debian kernel (same version as its headers), in the test cache; fetched with apt-get download once. */
-async function imagePackage(kernel: DebianKernel): Promise<{ ref: PackageRef; debPath: string } | { skip: string }> {
-  const names = [`linux-image-${kernel.release}`, `linux-image-${kernel.release}-unsigned`];
-  const show = spawnSync('apt-cache', ['show', ...names], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 16 * 1024 * 1024 });
-  const stanzas = (show.stdout ?? '').split(/\n\s*\n/);
-  for (const name of names) {
-    const s = stanzas.find((st) => field(st, 'Package') === name && field(st, 'Version') === kernel.version);
-    if (!s) continue;
-    const path = field(s, 'Filename')!;
-    const sha256 = field(s, 'SHA256')!;
-    const size = Number(field(s, 'Size'));
-    const debPath = join(DEBS_DIR, basename(path));
-    const cached = await sha256File(debPath).catch(() => undefined);
-    if (cached?.sha256 !== sha256) {
-      if (process.getuid?.() !== 0) return { skip: `${name} is not cached in ${DEBS_DIR} and fetching it needs root (apt-get download)` };
-      await mkdir(DEBS_DIR, { recursive: true });
-      const tmp = await mkdtemp(join(DEBS_DIR, '.download-'));
-      try {
-        await chmod(tmp, 0o777);
-        await execFileAsync('apt-get', ['download', '-q', `${name}=${kernel.version}`], { cwd: tmp, timeout: 300_000 });
-        const file = (await readdir(tmp)).find((f) => f.endsWith('.deb'))!;
-        assert.equal((await sha256File(join(tmp, file))).sha256, sha256, `${name}: the download matches apt's index`);
-        await rename(join(tmp, file), debPath);
-      } finally {
-        await rm(tmp, { recursive: true, force: true });
-      }
-    }
-    return { ref: { name, version: kernel.version, role: 'image', repository: 'bookworm-security', path, sha256, size }, debPath };
-  }
-  return { skip: `apt's index has no ${names[0]} (or -unsigned) of version ${kernel.version}; run apt-get update` };
 }
 
 /** The console of boot `n` in a console log that holds several (each under `# <qemu argv>` and `# attempt n: ...`). */

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -187,4 +187,37 @@ export async function extractVmlinuzWithDpkg(image: DebianKernelImage, dir: stri
     });
   });
   return join(dir, 'boot', `vmlinuz-${image.kernel.release}`);
+}
+
+/** The bootable image package of a real Debian kernel (same version as its headers), in the test cache; fetched with apt-get download once. */
+export async function imagePackage(kernel: DebianKernel): Promise<{ ref: PackageRef; debPath: string } | { skip: string }> {
+  const names = [`linux-image-${kernel.release}`, `linux-image-${kernel.release}-unsigned`];
+  const show = spawnSync('apt-cache', ['show', ...names], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 16 * 1024 * 1024 });
+  const stanzas = (show.stdout ?? '').split(/\n\s*\n/);
+  for (const name of names) {
+    const s = stanzas.find((st) => field(st, 'Package') === name && field(st, 'Version') === kernel.version);
+    if (!s) continue;
+    const path = field(s, 'Filename')!;
+    const sha256 = field(s, 'SHA256')!;
+    const size = Number(field(s, 'Size'));
+    const debPath = join(DEBS_DIR, basename(path));
+    const cached = await sha256File(debPath).catch(() => undefined);
+    if (cached?.sha256 !== sha256) {
+      if (process.getuid?.() !== 0) return { skip: `${name} is not cached in ${DEBS_DIR} and fetching it needs root (apt-get download)` };
+      await mkdir(DEBS_DIR, { recursive: true });
+      const tmp = await mkdtemp(join(DEBS_DIR, '.download-'));
+      try {
+        await chmod(tmp, 0o777);
+        await execFileAsync('apt-get', ['download', '-q', `${name}=${kernel.version}`], { cwd: tmp, timeout: 300_000 });
+        const file = (await readdir(tmp)).find((f) => f.endsWith('.deb'))!;
+        const got = (await sha256File(join(tmp, file))).sha256;
+        if (got !== sha256) throw new Error(`${name}: the download (${got}) does not match apt's index (${sha256})`);
+        await rename(join(tmp, file), debPath);
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
+      }
+    }
+    return { ref: { name, version: kernel.version, role: 'image', repository: 'bookworm-security', path, sha256, size }, debPath };
+  }
+  return { skip: `apt's index has no ${names[0]} (or -unsigned) of version ${kernel.version}; run apt-get update` };
 }
