@@ -130,10 +130,13 @@ test('build, no-op rebuild, selective rebuilds, dry-run reasons, byte-identical 
       const index3 = await readIndex(repo);
       assert.equal(index3.probes.find((p) => p.kernel === kernels[1]!.release)!.key, report3.results.find((r) => r.status === 'built')!.key);
 
-      // A new kernel name shows up as "no probe" (dry run only).
-      const extra = { ...changed[0]!, name: `${changed[0]!.name}-again`, kernelVersion: '2' };
+      // A new kernel name shows up as "no probe" (dry run only). It is another upload of the package
+      // (Debian revision + 1 in uname -v): Falco's loaders name a Debian artifact by that version.
+      const extra = { ...changed[0]!, name: `${changed[0]!.name}-again`, version: changed[0]!.version.replace(/(Debian \d+\.\d+\.\d+-)(\d+)/, (_, head: string, rev: string) => `${head}${Number(rev) + 1}`) };
+      assert.notEqual(extra.version, changed[0]!.version);
       await writeOs(root, OS, mirror.url, [...changed, extra]);
       const dry4 = await runCli(['build', '--dry-run', '--explain'], { cwd: root });
+      assert.equal(dry4.code, 0, dry4.stderr);
       assert.match(dry4.stdout, new RegExp(`//probes/${OS}:${extra.name.replace(/[.+]/g, '\\$&')}: no probe in the repository`));
       await writeOs(root, OS, mirror.url, changed);
 
