@@ -14,6 +14,11 @@ import { elfInterpreter, isElf64 } from './elf-program.js';
 // (insmod, rmmod, dmesg). No network, no disk, no other kernel modules
 // (Debian's kernels build in BPF, BTF, the serial console and devtmpfs).
 //
+// A probe with legacy map definitions (a `maps` section: Falco's legacy
+// probe) is loaded by builder/legacy-loader's static program instead of
+// bpftool, which libbpf 1.x makes refuse such objects (legacy-loader.ts);
+// its guest holds busybox, the loader and the probe.
+//
 // What /init says counts only as a whole: it writes its findings to a file,
 // prints them between RECORD-BEGIN and a RECORD-END line that carries their
 // length and sha256, waits for the serial line to drain, and powers off. A
@@ -54,6 +59,9 @@ const DMESG_TAIL_BYTES = 16 * 1024;
 const PIN_DIR = '/sys/fs/bpf/p';
 /** The most of bpftool's output the guest prints (a refused Falco probe's verifier log can run to megabytes; its end says why). */
 const LOG_TAIL_BYTES = 64 * 1024;
+/** The legacy loader's output beyond this is cut in its middle: its start holds the first refusals' logs, its end the summary. */
+const LEGACY_LOG_BYTES = 64 * 1024;
+const LEGACY_LOG_HEAD_BYTES = 48 * 1024;
 
 export interface GuestFile {
   /** Absolute path inside the guest. */
@@ -186,7 +194,7 @@ export function findGuestTools(options: GuestToolOptions = {}): Promise<GuestToo
 
 export interface ProbeObject {
   data: Buffer;
-  /** The object defines maps the legacy way (a `maps` section), which libbpf 1.x loads only with --legacy (Falco's legacy probe). */
+  /** The object defines maps the legacy way (a `maps` section: Falco's legacy probe), which libbpf 1.x refuses: the guest loads it with the legacy loader. */
   legacyMaps: boolean;
 }
 
@@ -268,6 +276,10 @@ $B poweroff -f
  * /init: mount what bpftool needs, load every program of the probe without
  * attaching it, print bpftool's output and the verdict between markers, and
  * power off. Run by busybox's shell; every command goes through busybox.
+ * verify-load gives a legacy probe to the legacy loader instead
+ * (legacyInitScript); bpftool gets `--legacy` for one only when called
+ * without it (libbpf 0.x honours the flag, libbpf 1.x refuses legacy maps
+ * all the same).
  */
 export function initScript(opts: { legacyMaps: boolean }): string {
   const legacy = opts.legacyMaps ? ' --legacy' : '';
@@ -290,6 +302,47 @@ $B tail -c ${LOG_TAIL_BYTES} /tmp/load.log
 echo
 echo "${MARKERS.logEnd}"
 echo "${MARKERS.verdict} {\\"bpftool_exit\\":$rc,\\"programs\\":$programs,\\"bpffs\\":$bpffs}"
+} >/tmp/record.raw
+${recordAndPowerOff()}`;
+}
+
+/**
+ * /init for a probe with legacy map definitions: the legacy loader
+ * (builder/legacy-loader) creates its maps, relocates and loads every program
+ * without attaching it, and prints a line per map and program, the end of the
+ * verifier's log of a refused program, and a summary; its exit code is 0 (all
+ * loaded), 1 (the kernel refused a program or map) or 2 (the object could not
+ * be read: no verdict of the kernel). The verdict line carries the exit code
+ * and the programs loaded and refused.
+ */
+export function legacyInitScript(opts: { loader: string }): string {
+  if (!GUEST_PATH_RE.test(opts.loader)) throw new FalcoProbesError('internal', `legacy loader path ${JSON.stringify(opts.loader)} cannot go into /init`);
+  return `#!/bin/busybox sh
+# falco-probes verify-load: load one legacy probe into this kernel with the legacy loader, say what happened, power off.
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sysfs /sys
+$B mount -t devtmpfs devtmpfs /dev 2>/tmp/mount.err
+echo "${MARKERS.init} $($B uname -r)"
+${opts.loader} ${GUEST_PROBE} >/tmp/load.log 2>&1
+rc=$?
+loaded=$($B grep -c '^prog .* ok' /tmp/load.log)
+refused=$($B grep -c '^prog .* refused' /tmp/load.log)
+size=$($B wc -c </tmp/load.log)
+{
+echo "${MARKERS.logBegin}"
+$B cat /tmp/mount.err
+if [ "$size" -le ${LEGACY_LOG_BYTES} ]; then
+  $B cat /tmp/load.log
+else
+  $B head -c ${LEGACY_LOG_HEAD_BYTES} /tmp/load.log
+  echo
+  echo "... $((size - ${LEGACY_LOG_BYTES})) bytes of the loader's output left out ..."
+  $B tail -c ${LEGACY_LOG_BYTES - LEGACY_LOG_HEAD_BYTES} /tmp/load.log
+fi
+echo
+echo "${MARKERS.logEnd}"
+echo "${MARKERS.verdict} {\\"loader_exit\\":$rc,\\"programs\\":$loaded,\\"refused\\":$refused}"
 } >/tmp/record.raw
 ${recordAndPowerOff()}`;
 }
@@ -379,6 +432,18 @@ export function buildInitramfs(tools: GuestTools, probe: ProbeObject): Buffer {
         { guestPath: GUEST_PROBE, data: probe.data, mode: 0o644 },
       ],
     ),
+  );
+}
+
+/** The initramfs that loads a legacy probe with the legacy loader: busybox, the loader (static), the probe, /init. No bpftool. Same inputs, same bytes. */
+export function buildLegacyInitramfs(busybox: GuestFile, loader: GuestFile, probe: ProbeObject): Buffer {
+  return cpioNewcGzip(
+    withParents([
+      { guestPath: '/init', data: Buffer.from(legacyInitScript({ loader: loader.guestPath })), mode: 0o755 },
+      { guestPath: busybox.guestPath, data: busybox.data, mode: 0o755 },
+      { guestPath: loader.guestPath, data: loader.data, mode: 0o755 },
+      { guestPath: GUEST_PROBE, data: probe.data, mode: 0o644 },
+    ]),
   );
 }
 

@@ -8,9 +8,11 @@ import type { VmOutcome } from './qemu.js';
 //   FALCO-PROBES-RECORD-BEGIN
 //   FALCO-PROBES-LOG-BEGIN
 //   <eBPF: bpftool's output, the verifier log when a program is refused>
+//   <legacy eBPF: the legacy loader's lines per map and program, the ends of refused programs' verifier logs, its summary>
 //   <module: FALCO-PROBES-PART insmod|modules|devices|rmmod|dmesg, each followed by what it saw>
 //   FALCO-PROBES-LOG-END
 //   FALCO-PROBES-VERDICT {"bpftool_exit":N,"programs":N,"bpffs":0|1}
+//     or FALCO-PROBES-VERDICT {"loader_exit":N,"programs":N,"refused":N}
 //     or FALCO-PROBES-VERDICT {"insmod_exit":N,"listed":0|1,"devices":N,"rmmod_exit":N,"unloaded":0|1}
 //   FALCO-PROBES-RECORD-END <bytes> <sha256>
 //
@@ -30,6 +32,8 @@ export const VERDICT_KINDS: readonly VerdictKind[] = ['loaded', 'refused', 'no-b
 /** What the guest's verdict line says. */
 export type GuestVerdict =
   | { kind: 'bpf'; bpftoolExit: number; programs: number; bpffs: boolean }
+  /** The legacy loader's exit code (0 loaded, 1 refused by the kernel, 2 the object could not be read), programs loaded and refused. */
+  | { kind: 'legacy'; loaderExit: number; programs: number; refused: number }
   | {
       kind: 'kmod';
       insmodExit: number;
@@ -102,6 +106,9 @@ function parseVerdictLine(json: string): GuestVerdict | undefined {
   const bpftoolExit = num('bpftool_exit');
   const programs = num('programs');
   if (bpftoolExit !== undefined && programs !== undefined) return { kind: 'bpf', bpftoolExit, programs, bpffs: v['bpffs'] !== 0 };
+  const loaderExit = num('loader_exit');
+  const refused = num('refused');
+  if (loaderExit !== undefined && programs !== undefined && refused !== undefined) return { kind: 'legacy', loaderExit, programs, refused };
   const insmodExit = num('insmod_exit');
   const rmmodExit = num('rmmod_exit');
   const devices = num('devices');
@@ -167,6 +174,21 @@ export interface RefusalSummary {
   verifierLog?: string;
 }
 
+/**
+ * Why the verifier stopped, from its log: it ends with its statistics
+ * ("processed N insns ..."); the lines between the last instruction it
+ * checked ("8: (79) r6 = *(u64 *)(r0 +8)") and them say why.
+ */
+function verifierReason(body: string[]): string | undefined {
+  let stats = body.length - 1;
+  while (stats >= 0 && !/^processed \d+ insns/.test(body[stats]!)) stats--;
+  const checked = (stats >= 0 ? body.slice(0, stats) : body).filter((l) => l.trim() !== '' && !l.startsWith(';'));
+  let lastInsn = checked.length - 1;
+  while (lastInsn >= 0 && !/^\d+: \(/.test(checked[lastInsn]!)) lastInsn--;
+  const why = checked.slice(lastInsn + 1).map((l) => l.trim());
+  return why.length ? why.join('; ') : checked.at(-1)?.trim();
+}
+
 /** What bpftool's output says went wrong. */
 export function summarizeRefusal(log: string): RefusalSummary {
   const lines = log.split('\n');
@@ -175,15 +197,7 @@ export function summarizeRefusal(log: string): RefusalSummary {
   if (begin >= 0) {
     const endAt = lines.findIndex((l, i) => i > begin && /-- END PROG LOAD LOG --/.test(l));
     const body = lines.slice(begin + 1, endAt >= 0 ? endAt : undefined);
-    // The verifier ends with its statistics ("processed N insns ..."); the lines between the last
-    // instruction it checked ("8: (79) r6 = *(u64 *)(r0 +8)") and them say why it stopped.
-    let stats = body.length - 1;
-    while (stats >= 0 && !/^processed \d+ insns/.test(body[stats]!)) stats--;
-    const checked = (stats >= 0 ? body.slice(0, stats) : body).filter((l) => l.trim() !== '' && !l.startsWith(';'));
-    let lastInsn = checked.length - 1;
-    while (lastInsn >= 0 && !/^\d+: \(/.test(checked[lastInsn]!)) lastInsn--;
-    const why = checked.slice(lastInsn + 1).map((l) => l.trim());
-    const reason = (why.length ? why.join('; ') : checked.at(-1)?.trim()) ?? 'refused by the verifier';
+    const reason = verifierReason(body) ?? 'refused by the verifier';
     return { summary: `${prog ? `prog '${prog}': ` : ''}${reason}`, verifierLog: body.join('\n').trim() };
   }
   // No verifier log: libbpf or bpftool refused the object before the kernel saw it (or the kernel said why in one line).
@@ -193,12 +207,48 @@ export function summarizeRefusal(log: string): RefusalSummary {
   return { summary: reason || 'bpftool could not load the object' };
 }
 
+/**
+ * What the legacy loader's output says the kernel refused: the first refused
+ * program (its section) with the verifier's reason from the end of its log,
+ * or else the first map the kernel would not create; how many more.
+ */
+export function summarizeLegacyRefusal(log: string): RefusalSummary {
+  const lines = log.split('\n');
+  const refusedProgs = lines.filter((l) => /^prog \S+ refused/.test(l));
+  const refusedMaps = lines.filter((l) => /^map \S+ refused/.test(l));
+  const first = lines.findIndex((l) => /^prog \S+ refused/.test(l));
+  if (first >= 0) {
+    const m = /^prog (\S+) refused(?: \(\d+ insns\))?: (.*)$/.exec(lines[first]!);
+    const section = m?.[1] ?? lines[first]!.split(' ')[1]!;
+    const errno = m?.[2]?.trim();
+    const more = refusedProgs.length > 1 ? ` (and ${refusedProgs.length - 1} more program${refusedProgs.length === 2 ? '' : 's'} refused)` : '';
+    const begin = lines.findIndex((l, i) => i > first && l.startsWith(`-- BEGIN PROG LOAD LOG ${section} `));
+    if (begin >= 0) {
+      const endAt = lines.findIndex((l, i) => i > begin && /^-- END PROG LOAD LOG --/.test(l));
+      const body = lines.slice(begin + 1, endAt >= 0 ? endAt : undefined);
+      // A log that filled every buffer kept only its start (kernels before 6.4): its last lines are not the reason.
+      const reason = /this is not its end/.test(lines[begin]!)
+        ? `${errno ?? 'refused by the verifier'} (the verifier's log was too long to keep its end)`
+        : (verifierReason(body) ?? errno ?? 'refused by the verifier');
+      return { summary: `prog '${section}': ${reason}${more}`, verifierLog: [lines[first]!, ...lines.slice(begin, endAt >= 0 ? endAt + 1 : undefined)].join('\n').trim() };
+    }
+    return { summary: `prog '${section}': ${errno ?? 'refused by the kernel'}${more}` };
+  }
+  if (refusedMaps.length) {
+    const more = refusedMaps.length > 1 ? ` (and ${refusedMaps.length - 1} more map${refusedMaps.length === 2 ? '' : 's'})` : '';
+    return { summary: `the kernel refused to create ${refusedMaps[0]!.replace(/^map (\S+) refused: /, "map '$1': ")}${more}` };
+  }
+  return { summary: 'the legacy loader says the kernel refused the probe' };
+}
+
 export interface Classified {
   verdict: VerdictKind;
   /** One line for people. */
   message: string;
   /** The verifier's log (refused) or the console's last lines (no boot, timeout, crash). */
   detail?: string;
+  /** What to do about it, when the verdict's usual advice does not fit (the legacy loader could not read the probe). */
+  hint?: string;
 }
 
 function lastLines(text: string, n: number): string {
@@ -251,6 +301,28 @@ export interface ClassifyOptions {
   subject?: 'probe' | 'module';
 }
 
+function classifyLegacy(v: Extract<GuestVerdict, { kind: 'legacy' }>, report: ConsoleReport): Classified {
+  const log = report.log ?? '';
+  const detail = log ? { detail: log } : {};
+  // The loader's note when the probe names another kernel (libscap would refuse it before loading).
+  const note = /^note: (the probe was built for .*)$/m.exec(log)?.[1];
+  if (v.loaderExit === 0)
+    return { verdict: 'loaded', message: `loaded ${v.programs} program${v.programs === 1 ? '' : 's'} with the legacy loader${note ? ` (${note})` : ''}` };
+  if (v.loaderExit === 1) {
+    const refusal = summarizeLegacyRefusal(log);
+    return { verdict: 'refused', message: refusal.summary, ...(refusal.verifierLog !== undefined ? { detail: refusal.verifierLog } : detail) };
+  }
+  // 2: the object could not be read or relocated; anything else: the loader itself failed. Neither is the kernel's verdict.
+  const errors = log.split('\n').filter((l) => /^error: /.test(l));
+  const why = errors.length ? `${errors[0]!.replace(/^error: /, '')}${errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length === 2 ? '' : 's'})` : ''}` : `exit ${v.loaderExit}`;
+  return {
+    verdict: 'unknown',
+    message: `${v.loaderExit === 2 ? 'the legacy loader could not load the probe' : `the legacy loader failed (exit ${v.loaderExit})`}, so the kernel gave no verdict: ${why}`,
+    ...detail,
+    hint: 'the probe\'s legacy object is malformed or uses what the legacy loader (builder/legacy-loader, like Falco\'s libscap) does not support: see the console log',
+  };
+}
+
 function classifyModule(v: Extract<GuestVerdict, { kind: 'kmod' }>, report: ConsoleReport): Classified {
   const parts = report.parts ?? {};
   const name = parts.modules?.split(/\s+/)[0] ?? 'the module';
@@ -277,6 +349,7 @@ export function classify(vm: VmOutcome, report: ConsoleReport, timeoutMs: number
   const v = report.verdict;
   if (v && report.record.state === 'complete') {
     if (v.kind === 'kmod') return classifyModule(v, report);
+    if (v.kind === 'legacy') return classifyLegacy(v, report);
     if (!v.bpffs) return { verdict: 'refused', message: 'the kernel could not mount the BPF file system (bpffs), so nothing could be loaded', ...(report.log ? { detail: report.log } : {}) };
     if (v.bpftoolExit === 0) return { verdict: 'loaded', message: `loaded ${v.programs} program${v.programs === 1 ? '' : 's'}` };
     const refusal = summarizeRefusal(report.log ?? '');

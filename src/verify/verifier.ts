@@ -9,6 +9,7 @@ import type { Logger } from '../util/log.js';
 import type { AcceleratorRequest } from './accelerator.js';
 import { findGuestTools, GUEST_NAME_RE, type GuestToolOptions } from './initramfs.js';
 import { createKernelImageCache, type KernelImageCache } from './kernel-image.js';
+import type { LegacyLoaderOptions } from './legacy-loader.js';
 import { DEFAULT_QEMU, qemuVersion } from './qemu.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS, verifyLoad, type LoadVerdict } from './verify-load.js';
 
@@ -100,6 +101,8 @@ export interface LoadVerifierOptions {
   accelerator?: AcceleratorRequest;
   qemu?: string;
   tools?: GuestToolOptions;
+  /** The legacy loader (for probes with legacy map definitions): default compiled with gcc into `<imageCacheDir>/../legacy-loader/`. */
+  legacyLoader?: Omit<LegacyLoaderOptions, 'logger'>;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -130,6 +133,8 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
   await findGuestTools(o.tools);
   const limit = pLimit(slots);
   const images = createKernelImageCache(o.imageCacheDir, o.logger);
+  // Compiled on the first legacy probe (a run without one needs no gcc), into the cache beside the kernel images.
+  const legacyLoader = { cacheRoot: join(o.imageCacheDir, '..'), ...(o.legacyLoader ?? {}) };
 
   return {
     slots,
@@ -160,6 +165,7 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
           ...(options.consoleLog ? { consoleLog: options.consoleLog } : {}),
           ...(o.qemu ? { qemu: o.qemu } : {}),
           ...(o.tools ? { tools: o.tools } : {}),
+          legacyLoader,
           ...(o.logger ? { logger: o.logger } : {}),
           ...(o.signal ? { signal: o.signal } : {}),
         }),
@@ -173,6 +179,8 @@ export interface UnloadedVerdict {
   verdict: LoadVerdict['verdict'];
   message: string;
   detail?: string;
+  /** Advice that replaces the verdict's usual one. */
+  hint?: string;
   consoleLog?: string;
   /** The verdict comes from the repository index (an earlier run), not from a VM of this run. */
   recorded?: boolean;
@@ -190,13 +198,14 @@ export function unverifiedProbeError(target: Pick<Target, 'label'> & Partial<Pic
     ...(verdict.consoleLog ? { location: { file: verdict.consoleLog } } : {}),
     ...(verdict.detail ? { details: verdict.detail.split('\n').slice(-30).join('\n') } : {}),
     hint:
-      verdict.verdict === 'refused'
+      verdict.hint ??
+      (verdict.verdict === 'refused'
         ? target.kind === 'kmod'
           ? 'this kernel refuses the module (see its reason): build it against this kernel\'s own headers and compiler, or publish it anyway with --allow-unverified'
           : 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
         : verdict.verdict === 'unknown'
           ? 'the guest\'s record did not arrive whole, twice (see the console log): the next verify-load boots it again; --allow-unverified publishes it unverified'
-          : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified',
+          : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified'),
   });
 }
 

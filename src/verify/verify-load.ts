@@ -11,6 +11,7 @@ import type { DriverKind } from '../graph/types.js';
 import {
   buildInitramfs,
   buildKmodInitramfs,
+  buildLegacyInitramfs,
   findGuestBusybox,
   findGuestTools,
   GUEST_NAME_RE,
@@ -20,12 +21,15 @@ import {
   type GuestToolOptions,
 } from './initramfs.js';
 import { bootFile, type KernelImage } from './kernel-image.js';
+import { obtainLegacyLoader, type LegacyLoaderOptions } from './legacy-loader.js';
 import { runVm, type VmOutcome } from './qemu.js';
 import { classify, readConsole, type Classified, type ConsoleReport, type VerdictKind } from './verdict.js';
 
 // One driver (an eBPF probe or a kernel module) in one kernel: make the
 // initramfs, boot, read the verdict. A run whose record did not arrive whole
 // (`unknown`) boots once more: a cut console says nothing about the driver.
+// A probe with legacy map definitions is loaded by the legacy loader
+// (legacy-loader.ts), other probes by bpftool.
 
 export const DEFAULT_MEMORY_MIB = 512;
 export const DEFAULT_VERIFY_TIMEOUT_MS = 300_000;
@@ -58,8 +62,13 @@ export interface VerifyLoadOptions {
   consoleLog?: string;
   qemu?: string;
   tools?: GuestToolOptions;
+  /** Where the legacy loader is compiled and cached (default: beside the package cache), and with which gcc. */
+  legacyLoader?: Omit<LegacyLoaderOptions, 'logger'>;
   logger?: Logger;
 }
+
+/** What loaded the driver in the guest. */
+export type GuestLoader = 'bpftool' | 'legacy-bpf-loader' | 'insmod';
 
 export interface LoadVerdict extends Classified {
   verdict: VerdictKind;
@@ -75,8 +84,10 @@ export interface LoadVerdict extends Classified {
   guestRelease?: string;
   /** Programs pinned (loaded). */
   programs?: number;
-  /** The probe used legacy map definitions (loaded with bpftool --legacy). */
+  /** The probe used legacy map definitions (a `maps` section): the legacy loader loaded it. */
   legacyMaps: boolean;
+  /** What loaded the driver in the guest. */
+  loader: GuestLoader;
   /** A kernel module's name (as /proc/modules lists it). */
   module?: string;
   /** A kernel module's device nodes found after insmod. */
@@ -97,19 +108,28 @@ async function kindOf(file: string): Promise<DriverKind> {
 interface Guest {
   initramfs: Buffer;
   legacyMaps: boolean;
+  loader: GuestLoader;
   module?: string;
 }
 
 async function guestFor(o: VerifyLoadOptions, kind: DriverKind): Promise<Guest> {
   if (kind === 'bpf') {
     const probe = await readProbeObject(o.probeFile);
+    if (probe.legacyMaps) {
+      // libbpf 1.x (Debian 12's bpftool) refuses legacy map definitions before the kernel sees them.
+      const [busybox, loader] = await Promise.all([
+        findGuestBusybox(o.tools),
+        obtainLegacyLoader({ ...(o.legacyLoader ?? {}), ...(o.logger ? { logger: o.logger } : {}) }),
+      ]);
+      return { initramfs: buildLegacyInitramfs(busybox, loader, probe), legacyMaps: true, loader: 'legacy-bpf-loader' };
+    }
     const tools = await findGuestTools(o.tools);
-    return { initramfs: buildInitramfs(tools, probe), legacyMaps: probe.legacyMaps };
+    return { initramfs: buildInitramfs(tools, probe), legacyMaps: false, loader: 'bpftool' };
   }
   const module = await readKernelModule(o.probeFile);
   const busybox = await findGuestBusybox(o.tools);
   const prefixes = [module.name, ...(o.devicePrefixes ?? []).filter((p) => GUEST_NAME_RE.test(p))];
-  return { initramfs: buildKmodInitramfs(busybox, module, prefixes), legacyMaps: false, module: module.name };
+  return { initramfs: buildKmodInitramfs(busybox, module, prefixes), legacyMaps: false, loader: 'insmod', module: module.name };
 }
 
 /** The serial consoles of a driver's boots, each under a header naming qemu's command and how it ended. */
@@ -159,7 +179,9 @@ export async function verifyLoad(o: VerifyLoadOptions): Promise<LoadVerdict> {
     return { vm, report, classified: classify(vm, report, timeoutMs, { subject: kind === 'bpf' ? 'probe' : 'module' }) };
   };
   const boots = [await boot()];
-  while (boots.at(-1)!.classified.verdict === 'unknown' && !boots.at(-1)!.vm.aborted && boots.length < MAX_ATTEMPTS) {
+  // Only a record that did not arrive whole is worth another boot; a whole record saying `unknown` (the legacy loader could not read the probe) says the same again.
+  const again = (b: (typeof boots)[number]) => b.classified.verdict === 'unknown' && b.report.record.state !== 'complete' && !b.vm.aborted;
+  while (again(boots.at(-1)!) && boots.length < MAX_ATTEMPTS) {
     o.logger?.warn(`${o.probeFile}: ${boots.at(-1)!.classified.message}; booting once more`);
     boots.push(await boot());
   }
@@ -178,10 +200,11 @@ export async function verifyLoad(o: VerifyLoadOptions): Promise<LoadVerdict> {
     accelerator,
     ms: boots.reduce((sum, b) => sum + b.vm.ms, 0),
     legacyMaps: guest.legacyMaps,
+    loader: guest.loader,
     ...(guest.module !== undefined ? { module: guest.module } : {}),
     ...(devices ? { devices } : {}),
     ...(report.release !== undefined ? { guestRelease: report.release } : {}),
-    ...(report.verdict?.kind === 'bpf' ? { programs: report.verdict.programs } : {}),
+    ...(report.verdict?.kind === 'bpf' || report.verdict?.kind === 'legacy' ? { programs: report.verdict.programs } : {}),
     ...(o.consoleLog ? { consoleLog: o.consoleLog } : {}),
   };
 }
