@@ -7,8 +7,8 @@ set -euo pipefail
 # headers, pahole (dwarves) for the BTF of modules against newer kernels (6.12); xz/zstd/tar/gzip/cpio for packages; gpgv and the archive keyring to check InRelease.
 RUNTIME=(clang llvm make gcc libelf-dev dwarves lz4 xz-utils zstd gpgv debian-archive-keyring cpio binutils coreutils tar gzip)
 # The tests and the optional stages: Docker builder (docker.io, debootstrap), verify-load (qemu,
-# busybox, bpftool), yum fixtures (rpm), signing fixtures (gpg, openssl), tools the tests call.
-TESTS=(python3 bpftool qemu-system-x86 busybox-static rpm curl openssl docker.io debootstrap time gpg gpg-agent gpgconf)
+# busybox, bpftool, libc6-dev for the static legacy eBPF loader), yum fixtures (rpm), signing fixtures (gpg, openssl), tools the tests call.
+TESTS=(python3 bpftool qemu-system-x86 busybox-static libc6-dev rpm curl openssl docker.io debootstrap time gpg gpg-agent gpgconf)
 PKGS=("${RUNTIME[@]}")
 if [ "${1:-}" != --runtime ]; then PKGS+=("${TESTS[@]}"); fi
 missing=()
