@@ -76,6 +76,18 @@ const STAYS: [string, (a: Args) => void][] = [
   ['driver kernel range', (a) => (a.driver.kernels = { min: '5.4' })],
   ['object key order', (a) => (a.kernel = Object.fromEntries(Object.entries(a.kernel).reverse()) as unknown as KernelDescriptor)],
   ['os-release key order', (a) => (a.osRelease = Object.fromEntries(Object.entries(a.osRelease).reverse()))],
+  // Only verify-load reads the bootable image: adding it, or Debian moving it from -unsigned to signed, rebuilds nothing.
+  ['image package added', (a) => a.kernel.packages.push({ ...pkg0(a), name: 'linux-image-6.1.0-50-amd64', role: 'image', sha256: sha256Hex('image') })],
+  [
+    'image package replaced (unsigned to signed)',
+    (a) => {
+      a.kernel.packages.push({ ...pkg0(a), name: 'linux-image-6.1.0-50-amd64-unsigned', role: 'image', sha256: sha256Hex('unsigned') });
+      const image = a.kernel.packages.at(-1)!;
+      image.name = 'linux-image-6.1.0-50-amd64';
+      image.sha256 = sha256Hex('signed');
+      image.path = 'pool/main/l/linux-signed-amd64/linux-image-6.1.0-50-amd64_6.1.50-1_amd64.deb';
+    },
+  ],
 ];
 
 test('key table: every field of the descriptor, driver, builder and kind moves the key', () => {

@@ -25,7 +25,10 @@ export type PublishedProbes = ReadonlyMap<string, { file: string; sha256: string
 export interface GenerateOptions {
   /** Write nothing; report what would change. */
   check?: boolean;
+  /** The checked-in record of published artifacts: Please's `hashes`. */
   published?: PublishedProbes;
+  /** What the local repository holds: Make's key stamps (local state, never a generated file). */
+  built?: PublishedProbes;
   logger?: Logger;
 }
 
@@ -93,8 +96,9 @@ export async function generate(projectRoot: string, options: GenerateOptions = {
     await rm(join(root, path), { force: true });
     files.push({ path, change: 'removed' });
   }
+  const built = options.built ?? published;
   const stamps = syncKeyStamps(root, graph.targets, (t) => {
-    const p = published.get(t.key);
+    const p = built.get(t.key);
     return p !== undefined && p.file === t.output && existsSync(join(root, REPOSITORY_DIR, t.output));
   });
   return { graph, files, stamps };

@@ -38,7 +38,17 @@ function comparePackages(a: PackageRef, b: PackageRef): number {
   );
 }
 
-/** The descriptor as it enters the key: every field, packages in a fixed order. */
+/**
+ * The packages that enter a key: all but the bootable image. Only
+ * verify-load reads the image (and keys its verdicts by the image's sha256);
+ * a new image package (Debian moving a kernel from `-unsigned` to the signed
+ * one) changes no artifact, so it moves no key.
+ */
+export function packagesForKey(k: Pick<KernelDescriptor, 'packages'>): PackageRef[] {
+  return k.packages.filter((p) => p.role !== 'image');
+}
+
+/** The descriptor as it enters the key: every field, its build packages in a fixed order. */
 function kernelForKey(k: KernelDescriptor): KernelDescriptor {
   return {
     name: k.name,
@@ -48,7 +58,7 @@ function kernelForKey(k: KernelDescriptor): KernelDescriptor {
     kernelVersion: k.kernelVersion,
     targetId: k.targetId,
     ...(k.flavour !== undefined ? { flavour: k.flavour } : {}),
-    packages: [...k.packages].sort(comparePackages).map((p) => ({
+    packages: packagesForKey(k).sort(comparePackages).map((p) => ({
       name: p.name,
       version: p.version,
       repository: p.repository,
@@ -158,7 +168,7 @@ const str = JSON.stringify;
  * each of ten thousand kernels. test/graph-key.test.ts compares the two.
  */
 export function kernelCanonicalJson(k: KernelDescriptor): string {
-  const packages = [...k.packages].sort(comparePackages).map(
+  const packages = packagesForKey(k).sort(comparePackages).map(
     (p) =>
       `{"name":${str(p.name)},"path":${str(p.path)},"repository":${str(p.repository)}` +
       (p.role !== undefined ? `,"role":${str(p.role)}` : '') +

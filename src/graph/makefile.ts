@@ -13,8 +13,12 @@ import type { Target } from './types.js';
 // `generate` removes stamps of keys no longer in use (so an old key that
 // comes back is rebuilt, not trusted) and creates, dated 1970, the stamps of
 // probes the local repository already holds for their key (a fresh checkout
-// does not rebuild what is published). Recipes write only their own output
-// (build-probe writes it atomically) and their own stamp, so `make -j` is safe.
+// does not rebuild what is published). A recipe runs `falco-probes build` on
+// its one target: the same publishing path as `build` itself (the
+// repository's lock, index.json and SHA256SUMS stay consistent, a published
+// file is never replaced with other bytes), waiting for the lock under
+// `make -j`; then it touches its own stamp. So after `make`, `build` finds
+// nothing to do, and the reverse.
 
 export const REPOSITORY_DIR = 'repository';
 export const KEY_STAMP_DIR = '.falco-probes/keys';
@@ -34,14 +38,14 @@ function makeWord(value: string, what: string, t: Target): string {
 }
 
 /**
- * The recipe line (without the leading tab) that builds one target. It names
- * the target by its name (the kernel's, with suffixes where several drivers
- * or machines share it), which build-probe resolves to exactly this target;
- * FALCO_PROBES_KEY lets build-probe refuse a Makefile older than the lockfiles.
+ * The recipe line (without the leading tab) that builds one target: the
+ * runner on its label (one target), publishing into repository/ as `build`
+ * does. FALCO_PROBES_KEY lets it refuse a Makefile older than the lockfiles.
+ * $(FALCO_PROBES_BUILD_FLAGS) passes options (--mirror, --driver-mirror, -q).
  * The words were checked by `checkMakeWords`.
  */
 export function recipeOf(t: Target): string {
-  return `mkdir -p $(@D) ${KEY_STAMP_DIR} && FALCO_PROBES_KEY=${t.key} $(FALCO_PROBES) build-probe ${t.os} ${t.name} --driver ${t.driver.name} --out $@ && touch -r $@ ${keyStampOf(t)}`;
+  return `mkdir -p ${KEY_STAMP_DIR} && FALCO_PROBES_KEY=${t.key} $(FALCO_PROBES) build //probes/${t.os}:${t.name} --wait-lock -j 1 $(FALCO_PROBES_BUILD_FLAGS) && touch -r $@ ${keyStampOf(t)}`;
 }
 
 /** Every word of the targets that reaches the Makefile; words shared by many targets are checked once. */
@@ -73,6 +77,7 @@ export function renderMakefile(targets: readonly Target[], osIds: readonly strin
     '# Probes built another way (falco-probes build) count once generate has run again.\n',
     '\n',
     'FALCO_PROBES ?= node bin/falco-probes.js\n',
+    'FALCO_PROBES_BUILD_FLAGS ?=\n',
     'MAKEFLAGS += --no-builtin-rules\n',
     '.SUFFIXES:\n',
     '.DELETE_ON_ERROR:\n',

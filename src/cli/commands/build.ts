@@ -125,6 +125,12 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         });
     }
     let targets: Target[] = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    // The generated Makefile's recipes name the key they were generated for: a stale Makefile is refused, not obeyed.
+    const wantedKey = process.env['FALCO_PROBES_KEY'];
+    if (wantedKey !== undefined && wantedKey !== '' && !(targets.length === 1 && targets[0]!.key === wantedKey))
+      throw new FalcoProbesError('usage', `FALCO_PROBES_KEY is ${wantedKey}, but ${targets.length === 1 ? `${targets[0]!.label}'s key is ${targets[0]!.key}` : `${targets.length} targets are selected`}: the generated files are older than the lockfiles or drivers.yaml`, {
+        hint: 'run falco-probes generate, then make again',
+      });
     const paths = runPaths(ctx.root);
 
     // The Docker builder's image id is its pin: every key built with it names the image,

@@ -1,3 +1,4 @@
+import { PUBLISHED_RECORD, readPublishedRecord } from '../../repository/published-record.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { generate, type PublishedProbes } from '../../graph/generate.js';
@@ -8,7 +9,7 @@ import type { Command } from '../context.js';
 export const command: Command = {
   name: 'generate',
   summary: 'write probes/<os>/BUILD, generated/Makefile and generated/targets.json from the lockfiles and driver pins',
-  usage: `usage: falco-probes generate [--check] [--repository DIR|URL]
+  usage: `usage: falco-probes generate [--check] [--repository DIR|URL] [--json]
 
 Reads kernels/*.lock.yaml and kernels/drivers.yaml and writes, byte-identical
 from run to run and only where the bytes change:
@@ -16,17 +17,23 @@ from run to run and only where the bytes change:
   generated/Makefile          the same targets for GNU make (decides by key stamps)
   generated/targets.json      every target with its content key
   generated/*.schema.json     the schemas of the YAML inputs
-A probe that the repository's index.json already holds for a target's key is
-pinned with hashes = ["<sha256>"]. Nothing is written when any input is invalid.
+An artifact that kernels/published.json (the checked-in record that
+\`publish --record\` keeps) lists for a target's key is pinned with
+hashes = ["<sha256>"]: the generated files depend on checked-in files only,
+never on a repository/ that a build left in the working tree, so --check
+gives the same answer on a fresh clone, after \`npm start\`, and in CI.
+Make's key stamps (.falco-probes/keys/, local state) follow the local
+repository. Nothing is written when any input is invalid.
 
 options:
   --check                 write nothing; exit 1 and name the files that would change
-  --repository DIR|URL    the repository whose index gives the hashes (default: repository/
-                          under the project root; a missing index means no hashes). In CI,
-                          point --check at the published repository so that it sees the
-                          same hashes as the run that wrote the committed files.
+  --repository DIR|URL    the repository whose artifacts get key stamps for Make
+                          (default: repository/ under the project root)
+  --json                  print the report as JSON: check, targets per OS, every file
+                          with its change (written, removed, unchanged; with --check,
+                          what would change), and outOfDate (same exit status)
 `,
-  options: { check: { type: 'boolean' }, repository: { type: 'string' } },
+  options: { check: { type: 'boolean' }, repository: { type: 'string' }, json: { type: 'boolean' } },
   allowPositionals: false,
   async run({ values }, ctx) {
     const check = values['check'] === true;
@@ -34,8 +41,9 @@ options:
     const location = given ?? join(ctx.root, DEFAULT_REPOSITORY_DIR);
     // No local repository yet is normal (nothing built); a named one must exist.
     const index = given !== undefined || existsSync(location) ? (await openRepository(location, process.cwd()).readIndex())?.index : undefined;
-    const published: PublishedProbes = new Map((index?.probes ?? []).map((p) => [p.key, { file: p.file, sha256: p.sha256 }]));
-    const result = await generate(ctx.root, { check, published, logger: ctx.logger });
+    const built: PublishedProbes = new Map((index?.probes ?? []).map((p) => [p.key, { file: p.file, sha256: p.sha256 }]));
+    const published = await readPublishedRecord(join(ctx.root, PUBLISHED_RECORD));
+    const result = await generate(ctx.root, { check, published, built, logger: ctx.logger });
 
     const perOs = new Map<string, number>(result.graph.lockfiles.map((l) => [l.lock.os, 0]));
     for (const t of result.graph.targets) perOs.set(t.os, (perOs.get(t.os) ?? 0) + 1);
@@ -52,7 +60,16 @@ options:
       lines.push(`${changed.length} file(s) written, ${unchanged} unchanged`);
       if (s.created || s.removed) lines.push(`make key stamps: ${s.created} created for probes the repository holds, ${s.removed} of old keys removed`);
     }
-    ctx.stdout.write(`${lines.join('\n')}\n`);
+    if (values['json'] === true) {
+      const report = {
+        check,
+        targets: Object.fromEntries([...perOs].sort(([a], [b]) => (a < b ? -1 : 1))),
+        files: result.files.map((f) => ({ path: f.path, change: f.change })),
+        outOfDate: changed.length,
+        ...(result.stamps ? { makeKeyStamps: { created: result.stamps.created, removed: result.stamps.removed } } : {}),
+      };
+      ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    } else ctx.stdout.write(`${lines.join('\n')}\n`);
     if (check && changed.length) {
       ctx.logger.error(`generated files are out of date; run falco-probes generate`);
       return 1;

@@ -1,3 +1,5 @@
+import { recordPublished } from '../../repository/published-record.js';
+import { readIndex } from '../../repository/index-file.js';
 import { join, resolve } from 'node:path';
 import { FalcoProbesError } from '../../util/errors.js';
 import { publishRepository } from '../../repository/publish.js';
@@ -40,6 +42,8 @@ options:
                         required when DIR is already signed
   --no-legacy-layout    do not keep <version>/<file> copies of x86_64 probes
   --lock-wait SECONDS   how long to wait for another publisher (default 60; 0: fail at once)
+  --record FILE         also add every artifact of DIR's index to FILE (kernels/published.json: the
+                        checked-in record generate takes Please's hashes from); commit it
   --json                print the report as JSON
 `,
   options: {
@@ -49,6 +53,7 @@ options:
     'no-legacy-layout': { type: 'boolean' },
     'lock-wait': { type: 'string' },
     json: { type: 'boolean' },
+    record: { type: 'string' },
   },
   allowPositionals: false,
   async run({ values }, ctx) {
@@ -70,6 +75,11 @@ options:
       lockWaitMs,
       logger: ctx.logger,
     });
+    if (typeof values['record'] === 'string') {
+      const recordFile = resolve(process.cwd(), values['record']);
+      const added = await recordPublished(recordFile, await readIndex(resolve(process.cwd(), to)));
+      ctx.logger.info(`${recordFile}: ${added} artifact(s) recorded`);
+    }
     if (values['json'] === true) {
       ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     } else {
