@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { FalcoProbesError, errorMessage, exitCodeFor } from '../util/errors.js';
 import { commandLoaders } from './commands/index.js';
 import { createContext, parseCommandArgs, type CliContext } from './context.js';
@@ -10,7 +11,14 @@ usage: falco-probes <command> [options]
 global options:
   --root DIR      project root holding kernels/, probes/, generated/ (default: the working directory, or $FALCO_PROBES_ROOT)
   -h, --help      show help
+  -V, --version   print the version of falco-probes
 `;
+
+/** The package's version: package.json two levels up, from src/cli/ and from dist/cli/ alike. */
+export function toolVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
 
 async function globalHelp(): Promise<string> {
   const lines: string[] = [];
@@ -41,6 +49,10 @@ export async function main(argv: string[], ctxOverride?: Partial<CliContext>): P
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     ctx.stdout.write(await globalHelp());
     return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    ctx.stdout.write(`${toolVersion()}\n`);
+    return 0;
   }
   const load = commandLoaders[name];
   if (!load) {

@@ -17,4 +17,5 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   'build-probe': async () => (await import('./build-probe.js')).command,
   'builder-image': async () => (await import('./builder-image.js')).command,
   'verify-load': async () => (await import('./verify-load.js')).command,
+  'diff-targets': async () => (await import('./diff-targets.js')).command,
 };

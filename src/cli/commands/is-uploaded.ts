@@ -11,7 +11,7 @@ import type { Command } from '../context.js';
 export const command: Command = {
   name: 'is-uploaded',
   summary: 'exit 0 when a kernel\'s probe is published for its current key, 1 when not, 2 on error',
-  usage: `usage: falco-probes is-uploaded OS KERNEL [--driver D] [--arch A] [--repository URL|DIR]
+  usage: `usage: falco-probes is-uploaded OS KERNEL [--driver D] [--arch A] [--repository URL|DIR] [--json]
 
 Computes the target's probe file and key from kernels/OS.lock.yaml and
 kernels/drivers.yaml (no kernel package is downloaded) and looks them up in
@@ -30,12 +30,15 @@ options:
   --arch A              the architecture, when the lockfile has the kernel for several
   --repository URL|DIR  where to look (default: repository/ under --root)
   --timeout SECONDS     HTTP: give up after this long without data (default 30)
+  --json                print the answer as JSON: state (published, other-key or absent),
+                        target, output, key, url, and sha256 or publishedKey (same exit status)
 `,
   options: {
     driver: { type: 'string' },
     arch: { type: 'string' },
     repository: { type: 'string' },
     timeout: { type: 'string' },
+    json: { type: 'boolean' },
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
@@ -64,6 +67,19 @@ options:
       if (!loaded && source.kind === 'http')
         throw new FalcoProbesError('network', 'not found: not a probe repository', { location: { url: source.where(INDEX_FILE) }, hint: 'the URL should be the folder that holds index.json (the DRIVERS_REPO base)' });
       const state = loaded ? uploadState(loaded.index, target) : ({ state: 'absent' } as const);
+      if (values['json'] === true) {
+        const report = {
+          state: state.state,
+          target: target.label,
+          output: target.output,
+          key: target.key,
+          url: source.where(target.output),
+          ...(state.state === 'published' ? { sha256: state.entry.sha256 } : {}),
+          ...(state.state === 'other-key' ? { publishedKey: state.entry.key } : {}),
+        };
+        ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        return state.state === 'published' ? 0 : 1;
+      }
       switch (state.state) {
         case 'published':
           ctx.stdout.write(`published ${source.where(target.output)} (key ${target.key}, sha256 ${state.entry.sha256})\n`);

@@ -6,7 +6,7 @@ import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context
 export const command: Command = {
   name: 'list-kernels',
   summary: 'print one kernel name per line, from the lockfile or (--remote) the mirrors',
-  usage: `usage: falco-probes list-kernels OS [--remote] [--mirror NAME=URL]
+  usage: `usage: falco-probes list-kernels OS [--remote] [--mirror NAME=URL] [--long | --json]
 
 Prints the kernels of OS, one name per line, in version order.
 
@@ -14,9 +14,11 @@ options:
   --remote              resolve from the mirrors instead of reading kernels/OS.lock.yaml (writes nothing)
   --mirror NAME=URL     with --remote: use URL for repository NAME (repeatable)
   --long                also print machine, uname -v and Falco's kernelversion
+  --json                print a JSON array instead: name, release, machine, version (uname -v),
+                        kernelVersion and targetId of each kernel
   --timeout SECONDS     with --remote: give up on a request after this long without data (default 30)
 `,
-  options: { remote: { type: 'boolean' }, mirror: { type: 'string', multiple: true }, long: { type: 'boolean' }, timeout: { type: 'string' } },
+  options: { remote: { type: 'boolean' }, mirror: { type: 'string', multiple: true }, long: { type: 'boolean' }, json: { type: 'boolean' }, timeout: { type: 'string' } },
   async run({ values, positionals }, ctx) {
     if (positionals.length !== 1) {
       ctx.logger.error('list-kernels takes exactly one OS; see falco-probes list-kernels --help');
@@ -34,7 +36,13 @@ options:
             })
           ).kernels
         : (await readLockfile(lockfilePathFor(ctx.kernelsDir, os))).kernels;
-    const lines = [...kernels].sort(compareKernels).map((k) => (values['long'] === true ? `${k.name}\t${k.machine}\t${k.kernelVersion}\t${k.version}` : k.name));
+    const sorted = [...kernels].sort(compareKernels);
+    if (values['json'] === true) {
+      const rows = sorted.map((k) => ({ name: k.name, release: k.release, machine: k.machine, version: k.version, kernelVersion: k.kernelVersion, targetId: k.targetId }));
+      ctx.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      return 0;
+    }
+    const lines = sorted.map((k) => (values['long'] === true ? `${k.name}\t${k.machine}\t${k.kernelVersion}\t${k.version}` : k.name));
     ctx.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');
     return 0;
   },

@@ -10,7 +10,7 @@ import type { Command } from '../context.js';
 export const command: Command = {
   name: 'pins',
   summary: 'print a Please remote_file (or a JSON entry) per published probe, with its URL and sha256',
-  usage: `usage: falco-probes pins --format please|json [--repository URL|DIR] [--base-url URL] [--out FILE]
+  usage: `usage: falco-probes pins --format please|json (or --json) [--repository URL|DIR] [--base-url URL] [--out FILE]
 
 For a downstream repository: one Please remote_file per published probe, with
 the URL clients download it from and hashes = ["<sha256>"], so a download that
@@ -21,7 +21,8 @@ URL is written %2B.
   falco-probes pins --format please --repository https://probes.example.org > third_party/probes/BUILD
 
 options:
-  --format please|json  output form (required)
+  --format please|json  output form (required, or --json)
+  --json                the same as --format json
   --repository URL|DIR  where to read index.json (default: repository/ under --root)
   --base-url URL        the URL clients download from (default: --repository when it is a URL;
                         required when reading a directory)
@@ -30,6 +31,7 @@ options:
 `,
   options: {
     format: { type: 'string' },
+    json: { type: 'boolean' },
     repository: { type: 'string' },
     'base-url': { type: 'string' },
     out: { type: 'string' },
@@ -37,7 +39,9 @@ options:
   },
   allowPositionals: false,
   async run({ values }, ctx) {
-    const format = values['format'];
+    if (values['json'] === true && values['format'] !== undefined && values['format'] !== 'json')
+      throw new FalcoProbesError('usage', `--json and --format ${String(values['format'])} disagree; give one`);
+    const format = values['format'] ?? (values['json'] === true ? 'json' : undefined);
     if (format !== 'please' && format !== 'json')
       throw new FalcoProbesError('usage', `pins needs --format please or --format json${format === undefined ? '' : `, got ${JSON.stringify(format)}`}`);
     const location = typeof values['repository'] === 'string' ? values['repository'] : join(ctx.root, DEFAULT_REPOSITORY_DIR);

@@ -26,6 +26,7 @@ the targets this plan lists for it.
 
   --format github-matrix   {"include":[{"shard":"1/8","targets":3},...]}: the shards that have work
   --format json            every shard with its targets (label, key, output, builder, reason)
+  --json                   the same as --format json
   --format text            the same for people (default); each target names its builder:
                            host, docker, or docker:<release> for a compiler image (a module
                            whose kernel another gcc built: kernels/drivers.yaml compilerImages)
@@ -42,12 +43,15 @@ options:
     shards: { type: 'string' },
     shard: { type: 'string' },
     format: { type: 'string' },
+    json: { type: 'boolean' },
     label: { type: 'string', multiple: true },
     repository: { type: 'string' },
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
-    const format = (values['format'] ?? 'text') as string;
+    if (values['json'] === true && values['format'] !== undefined && values['format'] !== 'json')
+      throw new FalcoProbesError('usage', `--json and --format ${String(values['format'])} disagree; give one`);
+    const format = (values['format'] ?? (values['json'] === true ? 'json' : 'text')) as string;
     if (!(FORMATS as readonly string[]).includes(format))
       throw new FalcoProbesError('usage', `--format expects one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
     const only: Shard | undefined = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;

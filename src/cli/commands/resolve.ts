@@ -38,18 +38,24 @@ options:
                         (without it such a resolve fails and lists them)
   --timeout SECONDS     give up on a request after this long without data (default 30),
                         then retry it with backoff (3 attempts in all)
+  --json                print the outcome as JSON on stdout (instead of the diff lines): per OS,
+                        whether its lockfile was up to date, and the kernels added, removed
+                        and changed (with the fields that changed); the exit status is the same
 `,
   options: {
     check: { type: 'boolean' },
     mirror: { type: 'string', multiple: true },
     'allow-removals': { type: 'boolean' },
     timeout: { type: 'string' },
+    json: { type: 'boolean' },
   },
   async run({ values, positionals }, ctx) {
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
     const http = values['timeout'] === undefined ? {} : { idleTimeoutMs: parsePositiveInt(values['timeout'], '--timeout', 30) * 1000 };
     const check = values['check'] === true;
     const allowRemovals = values['allow-removals'] === true;
+    const json = values['json'] === true;
+    const reports: OsReport[] = [];
 
     const requested = await loadRequestedDefinitions(positionals, ctx.kernelsDir, ctx.root);
     if (!requested.length) throw new FalcoProbesError('usage', `no source definitions in ${ctx.kernelsDir}`);
@@ -70,10 +76,14 @@ options:
       const os = entry.source.definition.id;
       try {
         const outcome = await resolveOne(entry.source, ctx.kernelsDir, { mirrorOverrides, http, logger: ctx.logger });
-        if (!outcome) continue;
+        if (!outcome) {
+          reports.push({ os, upToDate: true });
+          continue;
+        }
         if (check) {
           stale++;
-          ctx.stdout.write(`${formatLockfileDiff(os, outcome.diff)}\n`);
+          reports.push(osReport(outcome));
+          if (!json) ctx.stdout.write(`${formatLockfileDiff(os, outcome.diff)}\n`);
           continue;
         }
         if (outcome.diff.removed.length && !allowRemovals) throw removalRefused(outcome);
@@ -88,6 +98,7 @@ options:
     if (failures.length) throw failureReport(failures, requested.length, check);
 
     if (check) {
+      if (json) ctx.stdout.write(`${JSON.stringify({ check, stale, oses: reports }, null, 2)}\n`);
       if (stale) {
         ctx.logger.error(`${stale} lockfile(s) are stale; run falco-probes resolve`);
         return 1;
@@ -96,7 +107,12 @@ options:
     }
 
     // Phase 2: every OS resolved; write each changed lockfile atomically.
-    await writePending(pending, ctx.stdout, ctx.logger);
+    const written = await writePending(pending, json ? undefined : ctx.stdout, ctx.logger);
+    if (json) {
+      const byOs = new Map(written.map((p) => [p.os, osReport(p)]));
+      const oses = [...reports, ...written.map((p) => byOs.get(p.os)!)].sort((a, b) => (a.os < b.os ? -1 : a.os > b.os ? 1 : 0));
+      ctx.stdout.write(`${JSON.stringify({ check, written: written.length, oses }, null, 2)}\n`);
+    }
     return 0;
   },
 };
@@ -107,6 +123,30 @@ interface PendingLockfile {
   text: string;
   kernelCount: number;
   diff: LockfileDiff;
+}
+
+/** One OS in `resolve --json`. */
+interface OsReport {
+  os: string;
+  upToDate: boolean;
+  lockfile?: string;
+  kernels?: number;
+  added?: { name: string; machine: string }[];
+  removed?: { name: string; machine: string }[];
+  changed?: { name: string; machine: string; fields: string[] }[];
+}
+
+function osReport(p: PendingLockfile): OsReport {
+  const brief = (k: { name: string; machine: string }) => ({ name: k.name, machine: k.machine });
+  return {
+    os: p.os,
+    upToDate: false,
+    lockfile: basename(p.lockPath),
+    kernels: p.kernelCount,
+    added: p.diff.added.map(brief),
+    removed: p.diff.removed.map(brief),
+    changed: p.diff.changed.map((c) => ({ ...brief(c.after), fields: c.fields })),
+  };
 }
 
 interface OsFailure {
@@ -178,7 +218,7 @@ function failureReport(failures: OsFailure[], total: number, check: boolean): Fa
 }
 
 /** Write the lockfiles one by one (each atomically); when one write fails, say which ones were written before it. */
-async function writePending(pending: PendingLockfile[], stdout: NodeJS.WritableStream, logger: Logger): Promise<void> {
+async function writePending(pending: PendingLockfile[], stdout: NodeJS.WritableStream | undefined, logger: Logger): Promise<PendingLockfile[]> {
   const written: string[] = [];
   for (const [i, p] of pending.entries()) {
     try {
@@ -193,7 +233,8 @@ async function writePending(pending: PendingLockfile[], stdout: NodeJS.WritableS
       });
     }
     written.push(p.os);
-    stdout.write(`${formatLockfileDiff(p.os, p.diff)}\n`);
+    stdout?.write(`${formatLockfileDiff(p.os, p.diff)}\n`);
     logger.info(`${p.os}: wrote ${p.lockPath} (${p.kernelCount} kernels)`);
   }
+  return pending;
 }
