@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { loadBuildGraph, type BuildGraph } from '../src/graph/load.js';
-import { graphCachePath } from '../src/graph/graph-cache.js';
+import { graphCachePath, sealGraphMemo } from '../src/graph/graph-cache.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { treeHash } from '../src/graph/tree-hash.js';
 
@@ -52,7 +52,7 @@ test('a second load is served by the memo and equals the first, target for targe
 
     // Proof that the memo served it: a key planted in the memo comes back.
     memo.targets[0]![5] = 'f'.repeat(64);
-    await writeFile(graphCachePath(root), JSON.stringify(memo));
+    await writeFile(graphCachePath(root), sealGraphMemo(memo as Parameters<typeof sealGraphMemo>[0]));
     assert.equal((await loadBuildGraph(root)).targets[0]!.key, 'f'.repeat(64));
 
     // Without the memo (FALCO_PROBES_GRAPH_CACHE=0) the real key; the memo is neither read nor written.
@@ -73,7 +73,7 @@ test('any changed input misses the memo: lockfile bytes, source definition, driv
     const plant = async () => {
       const memo = await readMemo(root);
       for (const t of memo.targets) t[5] = 'f'.repeat(64);
-      await writeFile(graphCachePath(root), JSON.stringify(memo));
+      await writeFile(graphCachePath(root), sealGraphMemo(memo as Parameters<typeof sealGraphMemo>[0]));
       assert.ok((await loadBuildGraph(root)).targets.every((t) => t.key === 'f'.repeat(64)), 'the planted memo is served while nothing changed');
     };
     const keys = (g: BuildGraph) => g.targets.map((t) => t.key);
@@ -107,7 +107,7 @@ test('a damaged or foreign memo is ignored and replaced; a failed load writes no
     const damaged = [
       good.slice(0, Math.floor(good.length / 2)),
       good.replace(/"targets":\[\[\d+,/, '"targets":[[99,'),
-      good.replace('"format":1', '"format":0'),
+      good.replace('"format":2', '"format":1'),
       '',
       'not json',
     ];

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import type { Lockfile } from '../config/types.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { checkFileName, checkRelativePath, checkSha256, checkTargetName } from '../util/names.js';
 import type { Logger } from '../util/log.js';
 import type { LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
@@ -19,8 +20,15 @@ import { builderForTarget } from './compiler-choice.js';
 // a load that succeeded on the same bytes with the same code. It is a cache,
 // not a decision: delete `.falco-probes/cache/` at will, or set
 // FALCO_PROBES_GRAPH_CACHE=0 to neither read nor write it.
+//
+// Nothing in it is trusted as found (a bit flip must be a miss, never a
+// wrong key): the file is `{"format":2,"key":K,"sha256":H,` followed by the
+// rest of the body `{"lockfiles":…,"targets":…}`, and H, the sha256 of that
+// body's exact bytes, is checked before it is parsed. Every name and path
+// in it then passes the rules a lockfile's do (lockfiles.ts checkedLockfile,
+// util/names.ts) before it is used.
 
-const FORMAT = 1;
+const FORMAT = 2;
 
 export const graphCachePath = (root: string) => resolvePath(root, '.falco-probes', 'cache', 'graph.json');
 
@@ -90,6 +98,25 @@ interface Stored {
   targets: StoredTarget[];
 }
 
+const HEADER_LENGTH = `{"format":${FORMAT},"key":"${'0'.repeat(64)}","sha256":"${'0'.repeat(64)}",`.length;
+
+/** The memo's text for `stored`: a header with the sha256 of the body's bytes, then the body (exported for tests that plant a memo). */
+export function sealGraphMemo(stored: { key: string; lockfiles: Stored['lockfiles']; targets: Stored['targets'] }): string {
+  const body = JSON.stringify({ lockfiles: stored.lockfiles, targets: stored.targets });
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  return `{"format":${FORMAT},"key":"${checkSha256(stored.key)}","sha256":"${sha256}",${body.slice(1)}`;
+}
+
+/** The body of a sealed memo for `key`, or undefined when it is for another key or its bytes are not the ones sealed. */
+function unsealGraphMemo(text: string, key: string): string | undefined {
+  const head = `{"format":${FORMAT},"key":"${key}","sha256":"`;
+  if (!text.startsWith(head) || text.length < HEADER_LENGTH + 2) return undefined;
+  const sha256 = text.slice(head.length, head.length + 64);
+  if (text.slice(head.length + 64, HEADER_LENGTH) !== '",') return undefined;
+  const body = `{${text.slice(HEADER_LENGTH)}`;
+  return createHash('sha256').update(body).digest('hex') === sha256 ? body : undefined;
+}
+
 export async function writeGraphCache(
   root: string,
   key: string,
@@ -106,11 +133,10 @@ export async function writeGraphCache(
     if (!at || di === undefined) return; // not a graph this memo can describe: leave it unwritten
     targets.push([at[0], at[1], di, t.kind, t.name, t.key, t.probeFile]);
   }
-  const stored: Stored = { format: FORMAT, key, lockfiles: graph.lockfiles.map((l) => ({ relativePath: l.relativePath, lock: l.lock })), targets };
   const path = graphCachePath(root);
   try {
     await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, JSON.stringify(stored));
+    await writeFileAtomic(path, sealGraphMemo({ key, lockfiles: graph.lockfiles.map((l) => ({ relativePath: l.relativePath, lock: l.lock })), targets }));
   } catch (err) {
     logger?.debug(`graph cache not written (${(err as Error).message}); the next run loads the graph again`);
   }
@@ -131,19 +157,25 @@ export async function readGraphCache(
   } catch {
     return undefined;
   }
-  // The key sits near the start: skip parsing a memo of other inputs.
-  if (!text.slice(0, 120).includes(`"key":"${key}"`)) return undefined;
+  // The key sits at the start: a memo of other inputs, or one whose bytes changed, is a miss before anything is parsed.
+  const body = unsealGraphMemo(text, key);
+  if (body === undefined) return undefined;
   try {
-    const stored = JSON.parse(text) as Stored;
-    if (stored.format !== FORMAT || stored.key !== key || !Array.isArray(stored.lockfiles) || !Array.isArray(stored.targets)) return undefined;
-    const lockfiles = stored.lockfiles.map((l) => context.lockfile(l.relativePath, l.lock));
+    const stored = JSON.parse(body) as Pick<Stored, 'lockfiles' | 'targets'>;
+    if (!Array.isArray(stored.lockfiles) || !Array.isArray(stored.targets)) return undefined;
+    // Every name and path by a lockfile's rules (a throw is a miss).
+    const lockfiles = stored.lockfiles.map((l) => context.lockfile(checkRelativePath(l.relativePath), l.lock));
     const targets: Target[] = new Array(stored.targets.length);
     for (let i = 0; i < stored.targets.length; i++) {
       const [li, ki, di, kind, name, targetKey, probeFile] = stored.targets[i]!;
-      const lock = lockfiles[li]!.lock;
-      const kernel = lock.kernels[ki];
+      const lock = lockfiles[li]?.lock;
+      const kernel = lock?.kernels[ki];
       const driver = context.drivers[di];
-      if (!kernel || !driver) return undefined;
+      if (!lock || !kernel || !driver || (kind !== 'bpf' && kind !== 'kmod')) return undefined;
+      checkTargetName(name);
+      checkSha256(targetKey);
+      checkFileName(probeFile);
+      const output = checkRelativePath(`${driver.version}/${kernel.machine}/${probeFile}`);
       targets[i] = {
         label: `//probes/${lock.os}:${name}`,
         name,
@@ -156,7 +188,7 @@ export async function readGraphCache(
         arch: kernel.machine,
         key: targetKey,
         probeFile,
-        output: `${driver.version}/${kernel.machine}/${probeFile}`,
+        output,
       };
     }
     return { lockfiles, targets };

@@ -66,6 +66,11 @@ function positionsOf(abs: string, text?: string): (path: YamlPath) => ErrorLocat
 /** A lockfile already read and checked (by an earlier load, see graph-cache.ts). */
 export function checkedLockfile(projectRoot: string, relativePath: string, lock: Lockfile): LoadedLockfile {
   const abs = resolvePath(projectRoot, relativePath);
+  // Read from a cache (graph-cache.ts): the same rules as a lockfile read from its file, so no name or path in it is taken on trust.
+  if (!validateLockfileShape(lock)) throw new FalcoProbesError('config', 'a remembered lockfile fails the lockfile schema', { location: { file: abs } });
+  for (const [k, v] of Object.entries(lock.osRelease)) checkOsReleaseEntry(k, v);
+  for (const k of lock.kernels) checkKernelFields(k);
+  if (lock.os !== basename(abs, '.lock.yaml')) throw new FalcoProbesError('config', `a remembered lockfile names os "${lock.os}"`, { location: { file: abs } });
   return { lock, file: abs, relativePath, where: positionsOf(abs) };
 }
 

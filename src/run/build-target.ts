@@ -5,6 +5,7 @@ import type { Builder, BuildResult } from '../builders/types.js';
 import type { KernelArchive } from './kernel-root.js';
 import { archiveFormatOf } from '../fetch/extract.js';
 import type { ResolvedDriver, Target } from '../graph/types.js';
+import { checkFileName } from '../util/names.js';
 
 // One target from its lockfile entry to a built object in its private work
 // directory: fetch every package (the fetcher bounds downloads and shares
@@ -18,6 +19,12 @@ export interface TargetPipeline {
   extract(archives: KernelArchive[], options: { signal?: AbortSignal }): Promise<string>;
   driverDir(driver: ResolvedDriver): Promise<string>;
   builder: Builder;
+  /**
+   * After a build from `kernelRoot` failed: check it (and what it was made
+   * from) by sha256 against its manifest; true when it was damaged and has
+   * been removed, so that `extract` makes it again.
+   */
+  checkKernelRoot?(kernelRoot: string): Promise<boolean>;
 }
 
 export interface TargetBuildOptions {
@@ -50,6 +57,8 @@ async function log(file: string, line: string): Promise<void> {
 
 export async function buildTarget(target: Target, pipeline: TargetPipeline, options: TargetBuildOptions): Promise<BuiltObject> {
   const { workDir, logFile, signal } = options;
+  // A name that reached this target through any cache is checked again before it becomes a path.
+  const probeFile = checkFileName(target.probeFile);
   // Leftovers of an earlier failed attempt would mix into this one.
   await rm(workDir, { recursive: true, force: true });
   await mkdir(join(workDir, 'build'), { recursive: true });
@@ -67,24 +76,34 @@ export async function buildTarget(target: Target, pipeline: TargetPipeline, opti
     }),
   );
   const t1 = performance.now();
-  const kernelRoot = await pipeline.extract(
-    files.map(({ file, format, pkg }) => ({ file, format, sha256: pkg.sha256 })),
-    signal ? { signal } : {},
-  );
+  const archives = files.map(({ file, format, pkg }) => ({ file, format, sha256: pkg.sha256 }));
+  let kernelRoot = await pipeline.extract(archives, signal ? { signal } : {});
   const driverDir = await pipeline.driverDir(target.driver);
   const t2 = performance.now();
 
-  const outFile = join(workDir, 'out', target.probeFile);
-  const result = await pipeline.builder.build({
-    target,
-    kernelRoot,
-    driverDir,
-    workDir: join(workDir, 'build'),
-    outFile,
-    logFile,
-    ...(signal ? { signal } : {}),
-    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
-  });
+  const outFile = join(workDir, 'out', probeFile);
+  const build = () =>
+    pipeline.builder.build({
+      target,
+      kernelRoot,
+      driverDir,
+      workDir: join(workDir, 'build'),
+      outFile,
+      logFile,
+      ...(signal ? { signal } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    });
+  let result: BuildResult;
+  try {
+    result = await build();
+  } catch (err) {
+    // A failed build may come from a damaged cached kernel root: check it fully; a damaged one was removed, so make it again and build once more.
+    if (signal?.aborted || !pipeline.checkKernelRoot || !(await pipeline.checkKernelRoot(kernelRoot))) throw err;
+    kernelRoot = await pipeline.extract(archives, signal ? { signal } : {});
+    await rm(join(workDir, 'build'), { recursive: true, force: true });
+    await mkdir(join(workDir, 'build'), { recursive: true });
+    result = await build();
+  }
   const t3 = performance.now();
   // The builder starts the log afresh; what came before it is added at the end.
   await log(logFile, files.map((f) => `# package ${f.pkg.name} ${f.pkg.version} sha256 ${f.pkg.sha256}`).join('\n'));

@@ -1,7 +1,8 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { checkIdent, checkTargetName } from '../util/names.js';
+import { checkIdent, checkSha256, checkTargetName } from '../util/names.js';
 import { processAlive } from '../repository/lock.js';
+import { sweepTemporaries } from '../fetch/sweep.js';
 import type { Target } from '../graph/types.js';
 
 // Where a run keeps its own state under the project root (.falco-probes/,
@@ -30,7 +31,7 @@ export function runPaths(projectRoot: string): RunPaths {
     root,
     state,
     // Names were checked when the lockfile was read; checked again here because they become paths.
-    workDir: (t, purpose) => join(state, 'work', `${t.key}-${purpose ? `${purpose}-` : ''}${process.pid}`),
+    workDir: (t, purpose) => join(state, 'work', `${checkSha256(t.key)}-${purpose ? `${checkIdent(purpose, 'work purpose')}-` : ''}${process.pid}`),
     logFile: (t) => join(state, 'logs', checkIdent(t.os, 'OS id'), `${checkTargetName(t.name)}.log`),
   };
 }
@@ -49,4 +50,21 @@ export async function removeStaleWorkDirs(paths: RunPaths, target: Target): Prom
     const pid = Number(/-(\d+)$/.exec(name)?.[1]);
     if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid)) await rm(join(dir, name), { recursive: true, force: true });
   }
+}
+
+/**
+ * A run's own leftovers of processes that are gone: every work directory
+ * (`<key>-[<purpose>-]<pid>`) whose pid is dead, and temporaries in
+ * `.falco-probes/cache/`. Returns how many were removed.
+ */
+export async function sweepRunState(paths: RunPaths): Promise<number> {
+  const dir = join(paths.state, 'work');
+  let removed = (await sweepTemporaries(join(paths.state, 'cache'))).length;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(/^[0-9a-f]{64}-(?:[a-z0-9._-]+-)?(\d+)$/.exec(name)?.[1]);
+    if (!Number.isInteger(pid) || pid === process.pid || processAlive(pid)) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
 }

@@ -83,6 +83,15 @@ export function checkRelativePath(value: string, location?: ErrorLocation): stri
   return value;
 }
 
+/**
+ * One file name (no `/`), by the rules of one segment of a repository path:
+ * what a probe file name must be before it is joined into any directory.
+ */
+export function checkFileName(value: string, location?: ErrorLocation): string {
+  if (!PATH_SEGMENT_RE.test(value)) refuse('file name', value, 'expected one path segment of letters, digits and . _ + ~ % - (no "/", not starting with ".")', location);
+  return value;
+}
+
 /** A Please/Make target name: DESIGN.md's rules, plus no `..` and not `all`. */
 export function isValidTargetName(value: string): boolean {
   return TARGET_NAME_RE.test(value) && value !== 'all' && !value.includes('..');
