@@ -27,6 +27,13 @@ interface Flight {
 
 const flights = new Map<string, Flight>();
 
+/**
+ * Cached files this process has hashed (or stored itself, hashing as it
+ * wrote): a cached package is verified by sha256 the first time a process
+ * uses it, since a bit flip on disk keeps its size. Later uses check the size.
+ */
+const verifiedThisProcess = new Set<string>();
+
 interface FetchOneOptions {
   cacheDir: string;
   via: FetchVia;
@@ -120,21 +127,27 @@ function fetchShared(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions, 
 }
 
 async function fetchOne(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions, signal: AbortSignal): Promise<string> {
-  const cached = await lookupCached(opts.cacheDir, pkg, { ...(opts.verify ? { verify: true } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
+  const address = cachePath(opts.cacheDir, pkg.sha256);
+  const verify = opts.verify === true || !verifiedThisProcess.has(address);
+  const cached = await lookupCached(opts.cacheDir, pkg, { ...(verify ? { verify: true } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
   if (cached) {
+    if (verify) verifiedThisProcess.add(address);
     opts.onHit?.();
     return cached;
   }
   const run = async () => {
     signal.throwIfAborted();
     // Another process may have finished the same package while this one waited its turn.
-    const again = await lookupCached(opts.cacheDir, pkg);
+    const again = await lookupCached(opts.cacheDir, pkg, { verify: true, ...(opts.logger ? { logger: opts.logger } : {}) });
     if (again) {
+      verifiedThisProcess.add(address);
       opts.onHit?.();
       return again;
     }
-    await sweepStaleTemps(dirname(cachePath(opts.cacheDir, pkg.sha256)));
+    await sweepStaleTemps(dirname(address));
     const path = await acquire(pkg, mirrors, opts, signal);
+    // Stored by storeVerified, which hashed every byte on its way in.
+    verifiedThisProcess.add(address);
     opts.onDownload?.(pkg.size);
     return path;
   };
