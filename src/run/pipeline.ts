@@ -5,6 +5,7 @@ import type { Logger } from '../util/log.js';
 import { createFetcher } from '../fetch/download.js';
 import { defaultCacheDir } from '../fetch/cache.js';
 import { extractPackage } from '../fetch/extract.js';
+import { sweepCacheTemporaries } from '../fetch/sweep.js';
 import type { Fetcher, FetchVia } from '../fetch/types.js';
 import { createHostBuilder } from '../builders/host.js';
 import type { Builder } from '../builders/types.js';
@@ -71,11 +72,16 @@ export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
     ...(o.driverMirrors ? { urlRewrites: o.driverMirrors } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
   });
+  // Temporaries that killed runs left in the cache (any process's, once it is gone).
+  const swept = await sweepCacheTemporaries(fetcher.cacheDir);
+  if (swept.length) o.logger.info(`removed ${swept.length} temporar${swept.length === 1 ? 'y' : 'ies'} of processes that are gone from ${fetcher.cacheDir}`);
+  const roots = createSharedKernelRoots(join(fetcher.cacheDir, 'trees'), join(fetcher.cacheDir, 'kernel-roots'), { logger: o.logger });
   return {
     fetcher,
     fetch: (pkg, opts) => fetcher.fetch(pkg, opts),
     // Unpacked once per package (trees/), composed once per kernel (kernel-roots/).
-    extract: createSharedKernelRoots(join(fetcher.cacheDir, 'trees'), join(fetcher.cacheDir, 'kernel-roots')),
+    extract: roots,
+    checkKernelRoot: (root) => roots.checkFully(root),
     driverDir,
     // Modules keyed for a compiler image (another Debian release's gcc) go to that image's Docker builder.
     builder: routeCompilerImages(o.builder ?? createHostBuilder(), dockerCompilerImages({ logger: o.logger, pinMemoDir: join(dirname(fetcher.cacheDir), 'docker-pins') })),
