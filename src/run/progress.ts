@@ -26,6 +26,8 @@ export interface Progress {
   finished(label: string, result: { ok: true; note?: string; ms: number } | { ok: false; reason: string; ms: number }): void;
   /** A target that never started (stopped after a failure). */
   skipped(label: string): void;
+  /** Stopped by an interrupt (Ctrl-C, TERM): not a failure. */
+  cancelled(label: string): void;
   /** Stop the live line; call before printing the summary. */
   stop(): void;
   counts(): ProgressCounts;
@@ -75,6 +77,12 @@ export function createProgress(logger: Logger, total: number, jobs: number, now:
     },
     skipped() {
       state.done++;
+      redraw();
+    },
+    cancelled(label) {
+      state.running--;
+      state.done++;
+      if (!logger.interactive) logger.info(`${counter()} cancelled ${label}`);
       redraw();
     },
     stop() {

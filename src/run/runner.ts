@@ -9,7 +9,7 @@ import { buildTarget, logTail, type TargetPipeline } from './build-target.js';
 import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from './plan.js';
 import { createProgress, formatDuration } from './progress.js';
 import { runScheduled } from './scheduler.js';
-import { removeStaleWorkDirs, type RunPaths } from './paths.js';
+import { removeStaleWorkDirs, sweepRunState, type RunPaths } from './paths.js';
 import { obtainDriverSources, unreachableDriverLine } from './driver-source.js';
 
 // `build`: plan against the repository's index, then build what is out of
@@ -42,7 +42,8 @@ export interface BuildRunOptions {
 }
 
 /** `unreachable`: not built because the driver's source could not be downloaded (skipped with --skip-unreachable-drivers). */
-export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build' | 'unreachable';
+/** `cancelled`: stopped by an interrupt (SIGINT, SIGTERM) while it was building; not a failure, its work directory is removed. */
+export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build' | 'unreachable' | 'cancelled';
 
 export interface TargetReport {
   label: string;
@@ -76,6 +77,8 @@ export interface BuildReport {
   skipped: number;
   /** Not built: their driver's source was unreachable (--skip-unreachable-drivers). Absent counts as 0. */
   unreachable?: number;
+  /** Stopped by an interrupt while building. Absent counts as 0. */
+  cancelled?: number;
   elapsedMs: number;
   results: TargetReport[];
 }
@@ -141,6 +144,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     failed: results.filter((r) => r.status === 'failed').length,
     skipped: results.filter((r) => r.status === 'skipped').length,
     unreachable: results.filter((r) => r.status === 'unreachable').length,
+    cancelled: results.filter((r) => r.status === 'cancelled').length,
     elapsedMs: performance.now() - t0,
     results,
   });
@@ -165,6 +169,8 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
     if (stale.length === 0) return finish(results, false, repo.root);
 
+    const swept = await sweepRunState(o.paths);
+    if (swept) o.logger.info(`removed ${swept} work director${swept === 1 ? 'y' : 'ies'} and temporaries of runs that are gone`);
     const pipeline = await o.makePipeline();
     await checkBuilderPin(
       pipeline,
@@ -224,7 +230,8 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
           await rm(workDir, { recursive: true, force: true });
           return { published, built };
         } catch (error) {
-          const keep = worthKeeping(error);
+          // Interrupted: nothing to inspect, and nothing of it may outlive the run.
+          const keep = !o.signal?.aborted && worthKeeping(error);
           if (!keep) await rm(workDir, { recursive: true, force: true });
           failures.set(index, { error, workDir: keep ? workDir : undefined });
           throw error;
@@ -253,6 +260,11 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
             progress.finished(planned.target.label, { ok: true, ms: outcome.ms, note });
             return;
           }
+          if (o.signal?.aborted) {
+            r.status = 'cancelled';
+            progress.cancelled(planned.target.label);
+            return;
+          }
           r.status = 'failed';
           r.errorKind = outcome.error instanceof FalcoProbesError ? outcome.error.kind : 'internal';
           r.error = errorMessage(outcome.error);
@@ -268,7 +280,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     progress.stop();
     for (const { index } of stale) {
       const failure = failures.get(index);
-      if (failure) await explainFailure(results[index]!, failure, o.logger);
+      if (failure && results[index]!.status === 'failed') await explainFailure(results[index]!, failure, o.logger);
     }
     return finish(results, false, repo.root);
   } finally {
@@ -307,6 +319,7 @@ export function summaryLine(report: BuildReport): string {
   }
   const parts = [`${report.built} built`, `${report.upToDate} up to date`];
   if (report.failed) parts.push(`${report.failed} failed`);
+  if (report.cancelled) parts.push(`${report.cancelled} cancelled`);
   if (report.skipped) parts.push(`${report.skipped} not started`);
   if (report.unreachable) parts.push(`${report.unreachable} skipped (driver source unreachable)`);
   return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}; repository ${report.repository}`;
@@ -324,6 +337,7 @@ export function reportJson(report: BuildReport): string {
       failed: report.failed,
       skipped: report.skipped,
       unreachable: report.unreachable ?? 0,
+      cancelled: report.cancelled ?? 0,
       elapsedMs: Math.round(report.elapsedMs),
       results: report.results,
     },
