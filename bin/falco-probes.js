@@ -4,7 +4,9 @@
 // TypeScript sources through tsx, so an edited checkout never runs stale
 // code. The compiled tool starts several times faster (no transpiling).
 // FALCO_PROBES_FROM_SOURCE=1 always runs the sources.
-import { readdirSync, statSync } from 'node:fs';
+// An installed package (npm pack; npm i -g) ships dist/ and no src/: it runs
+// dist/ and needs no tsx (a devDependency).
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -27,9 +29,16 @@ function newerThan(dir, time) {
   return false;
 }
 
-const built = process.env.FALCO_PROBES_FROM_SOURCE === '1' ? -1 : builtAt();
+const hasSources = existsSync(`${root}src/cli/main.ts`);
+const built = process.env.FALCO_PROBES_FROM_SOURCE === '1' && hasSources ? -1 : builtAt();
 let main;
-if (built >= 0 && !newerThan(`${root}src`, built)) {
+if (!hasSources) {
+  if (!existsSync(`${root}dist/cli/main.js`)) {
+    process.stderr.write(`error: ${root} has neither src/ nor a compiled dist/; reinstall falco-probes (its package ships dist/)\n`);
+    process.exit(2);
+  }
+  ({ main } = await import('../dist/cli/main.js'));
+} else if (built >= 0 && !newerThan(`${root}src`, built)) {
   ({ main } = await import('../dist/cli/main.js'));
 } else {
   const { register } = await import('tsx/esm/api');
