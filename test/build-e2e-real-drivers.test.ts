@@ -106,12 +106,12 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
       }
 
       const published = join(dir, 'published');
-      const publish = await runCli(['publish', '--to', published], { cwd: root });
+      const publish = await runCli(['publish', '--to', published], { cwd: root, timeoutMs: TIMEOUT });
       assert.equal(publish.code, 0, publish.stderr);
       for (const kernel of r.kernels) for (const kind of ['kmod', 'bpf'] as const) await checkServed(published, kernel, 'scap', '0.23.2', kind);
 
       // A second run builds nothing and downloads nothing.
-      const again = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', ...cache], { cwd: root });
+      const again = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', ...cache], { cwd: root, timeoutMs: TIMEOUT });
       assert.equal(again.code, 0, again.stderr);
       assert.equal((JSON.parse(again.stdout) as { built: number }).built, 0);
 
