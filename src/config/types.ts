@@ -16,6 +16,11 @@ export interface RepositoryDefinition {
   components?: string[];
   /** apt: an OpenPGP keyring (path relative to the definition) to verify InRelease with gpgv. */
   keyring?: string;
+  /**
+   * apt: refuse a Release/InRelease whose `Valid-Until` has passed (default true), as apt
+   * does; false for a deliberate snapshot of an archive (apt's `Check-Valid-Until=no`).
+   */
+  checkValidUntil?: boolean;
 }
 
 export interface AptHeadersRule {

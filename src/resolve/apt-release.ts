@@ -28,6 +28,8 @@ export interface AptRelease {
   codename?: string;
   /** The `Architectures` field (Debian names: `amd64 arm64`), when present: a repository serves only these. */
   architectures?: string[];
+  /** The `Valid-Until` field as written (an RFC 2822 date), when present. */
+  validUntil?: string;
   /** Files the Release lists under `SHA256:`, by path relative to `dists/<suite>/`. */
   files: Map<string, ReleaseEntry>;
   signatureChecked: boolean;
@@ -40,6 +42,12 @@ export interface FetchReleaseOptions {
   keyring?: string;
   http?: HttpOptions;
   logger?: Logger;
+  /** Refuse a Release whose `Valid-Until` has passed (default true; the repository's `checkValidUntil`). */
+  checkValidUntil?: boolean;
+  /** The repository's name in the source definition, for messages. */
+  repository?: string;
+  /** The time to check `Valid-Until` against (default: now). */
+  now?: Date;
 }
 
 export async function fetchAptRelease(opts: FetchReleaseOptions): Promise<AptRelease> {
@@ -84,7 +92,26 @@ export async function fetchAptRelease(opts: FetchReleaseOptions): Promise<AptRel
   else opts.logger?.debug(`${url}: signature verified with ${opts.keyring}`);
   const release = parseReleaseText(text, url);
   checkSuite(release, opts.suite);
+  if (opts.checkValidUntil !== false) checkValidUntil(release, opts.now ?? new Date(), opts.repository);
   return { ...release, signatureChecked };
+}
+
+/**
+ * apt refuses a Release file after its `Valid-Until`: a signed but old file
+ * is how a mirror replays outdated metadata (or freezes it) without breaking
+ * the signature. So does this resolver, unless the repository opts out.
+ */
+export function checkValidUntil(release: Pick<AptRelease, 'url' | 'validUntil'>, now: Date, repository?: string): void {
+  if (release.validUntil === undefined) return;
+  const until = Date.parse(release.validUntil);
+  const optOut = `set \`checkValidUntil: false\` on repository ${repository ? `"${repository}" ` : ''}in the source definition (as apt's Check-Valid-Until=no)`;
+  if (Number.isNaN(until))
+    throw new FalcoProbesError('input', `the Release file's Valid-Until ${JSON.stringify(release.validUntil)} is not a date`, { location: { url: release.url }, hint: `if the mirror is a deliberate snapshot, ${optOut}` });
+  if (until < now.getTime())
+    throw new FalcoProbesError('input', `the Release file expired: Valid-Until ${release.validUntil} has passed (it is ${now.toUTCString()}); refusing it as apt does (a replayed or frozen mirror?)`, {
+      location: { url: release.url },
+      hint: `use an up-to-date mirror; if this one is a deliberate snapshot, ${optOut}`,
+    });
 }
 
 /** A captive portal or a mirror's error page answers 200 with HTML: say so, rather than fail on its signature or syntax. */
@@ -126,6 +153,7 @@ export function parseReleaseText(text: string, url: string): Omit<AptRelease, 's
   let suite: string | undefined;
   let codename: string | undefined;
   let architectures: string[] | undefined;
+  let validUntil: string | undefined;
   let field = '';
   let sawSha256 = false;
   const lines = text.split('\n');
@@ -155,6 +183,7 @@ export function parseReleaseText(text: string, url: string): Omit<AptRelease, 's
     field = key;
     if (key === 'suite') suite = value;
     else if (key === 'codename') codename = value;
+    else if (key === 'valid-until') validUntil = value;
     else if (key === 'architectures') architectures = value.split(/\s+/).filter((a) => a !== '');
     else if (key === 'sha256') sawSha256 = true;
   }
@@ -169,6 +198,7 @@ export function parseReleaseText(text: string, url: string): Omit<AptRelease, 's
     ...(suite !== undefined ? { suite } : {}),
     ...(codename !== undefined ? { codename } : {}),
     ...(architectures !== undefined ? { architectures } : {}),
+    ...(validUntil !== undefined ? { validUntil } : {}),
   };
 }
 

@@ -199,7 +199,7 @@ async function readRepository(
   const components = repo.components ?? ['main'];
   const mirrors = mirrorsFor(source, repo.name, options);
   return tryMirrors(mirrors, async (base) => {
-    const release = await fetchAptRelease({ base, suite, ...(keyring ? { keyring } : {}), http: options.http ?? {}, ...(options.logger ? { logger: options.logger } : {}) });
+    const release = await fetchAptRelease({ base, suite, ...(keyring ? { keyring } : {}), ...(repo.checkValidUntil === false ? { checkValidUntil: false } : {}), repository: repo.name, http: options.http ?? {}, ...(options.logger ? { logger: options.logger } : {}) });
     const out: { arch: Arch; packages: AptPackage[] }[] = [];
     for (const arch of def.architectures) {
       if (release.architectures && !release.architectures.includes(DEBIAN_ARCH[arch])) {

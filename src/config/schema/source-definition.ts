@@ -33,6 +33,7 @@ export const sourceDefinitionSchema = {
           suite: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$' },
           components: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$' } },
           keyring: { type: 'string', pattern: '^[A-Za-z0-9._/-]{1,200}$' },
+          checkValidUntil: { type: 'boolean' },
         },
       },
     },
