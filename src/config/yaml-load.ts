@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { LineCounter, parseDocument, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument, isMap, isSeq, isScalar, isPair, visit, type Document, type Node as YamlNode } from 'yaml';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { FalcoProbesError } from '../util/errors.js';
 
@@ -44,7 +44,23 @@ export function parseYamlText<T>(text: string, file: string, schema: object): Lo
     const pos = lineCounter.linePos(e.pos[0]);
     throw new FalcoProbesError('config', `invalid YAML: ${e.message.split('\n')[0]}`, { location: { file, line: pos.line, column: pos.col } });
   }
-  const value = doc.toJS({ maxAliasCount: 50 }) as unknown;
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 50 }) as unknown;
+  } catch (err) {
+    // `yaml` refuses aliases that expand too far (a "billion laughs" bomb) with a bare ReferenceError: name the first alias.
+    let at: { line: number; col: number } = { line: 1, col: 1 };
+    visit(doc, {
+      Alias(_, node) {
+        if (node.range) at = lineCounter.linePos(node.range[0]);
+        return visit.BREAK;
+      },
+    });
+    throw new FalcoProbesError('config', `invalid YAML: ${(err as Error).message.split('\n')[0]}`, {
+      location: { file, line: at.line, column: at.col },
+      hint: 'aliases (*name) that expand to too many nodes are refused; write the values out',
+    });
+  }
   const positionOf = (path: readonly (string | number)[]) => nodePosition(doc, lineCounter, path);
   const validate = validatorFor(schema);
   if (!validate(value)) {

@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { PackageRef } from '../config/types.js';
-import { FalcoProbesError, type ErrorLocation } from '../util/errors.js';
+import { FalcoProbesError, fileSystemError, type ErrorLocation } from '../util/errors.js';
 import { sha256File } from '../util/hash.js';
 import { checkSha256 } from '../util/names.js';
 import type { Logger } from '../util/log.js';
@@ -89,7 +89,9 @@ export async function storeVerified(cacheDir: string, pkg: PackageRef, chunks: A
         size += chunk.length;
         if (size > pkg.size) throw checksumError(pkg, ctx, `size mismatch: expected ${pkg.size} bytes, got more (at least ${size})`);
         hash.update(chunk);
-        await fh.write(chunk);
+        await fh.write(chunk).catch((err: unknown) => {
+          throw fileSystemError(err, tmp);
+        });
       }
       ctx.signal?.throwIfAborted();
       if (size !== pkg.size) throw checksumError(pkg, ctx, `size mismatch: expected ${pkg.size} bytes, got ${size}`);

@@ -1,7 +1,7 @@
 import { chmodSync, closeSync, fchmodSync, futimesSync, linkSync, mkdirSync, openSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { FalcoProbesError } from '../util/errors.js';
+import { FalcoProbesError, isNoSpace } from '../util/errors.js';
 
 // Every archive format ends here: one entry at a time, checked against the
 // rules below before anything touches the disk. The writer works in a private
@@ -133,9 +133,12 @@ export class TreeWriter {
     } catch (err) {
       // File system failures (no space, permissions) name the entry; data errors pass through for the caller to describe.
       if (err instanceof Error && 'syscall' in err && !(err instanceof FalcoProbesError)) {
-        throw new FalcoProbesError('internal', `${this.where()}cannot write entry ${JSON.stringify(entry.name)}: ${err.message}`, {
+        // A full disk is the machine's, not a bug: named by the file it failed on.
+        const noSpace = isNoSpace(err);
+        throw new FalcoProbesError(noSpace ? 'io' : 'internal', `${this.where()}cannot write entry ${JSON.stringify(entry.name)}: ${err.message}`, {
           location: { file: this.archivePath },
           cause: err,
+          ...(noSpace ? { details: `  writing ${this.root}/${entry.name.replace(/^(\.\/|\/)+/, '')}`, hint: 'free space on that file system (the package cache, $FALCO_PROBES_CACHE, can be removed at will), then run again' } : {}),
         });
       }
       throw err;

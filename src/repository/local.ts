@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { FalcoProbesError } from '../util/errors.js';
+import { FalcoProbesError, fileSystemError } from '../util/errors.js';
 import { sha256File } from '../util/hash.js';
 import { checkRelativePath } from '../util/names.js';
 import type { Target } from '../graph/types.js';
@@ -81,7 +81,7 @@ async function copyFileAtomic(from: string, to: string, tmpDir: string): Promise
     await rename(tmp, to);
   } catch (err) {
     await rm(tmp, { force: true });
-    throw err;
+    throw fileSystemError(err, to);
   }
 }
 

@@ -1,5 +1,5 @@
 import { rm } from 'node:fs/promises';
-import { FalcoProbesError, errorMessage, type ErrorKind } from '../util/errors.js';
+import { FalcoProbesError, errorKindOf, errorMessage, type ErrorKind } from '../util/errors.js';
 import { canonicalJson } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import type { BuilderPin, Target } from '../graph/types.js';
@@ -266,7 +266,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
             return;
           }
           r.status = 'failed';
-          r.errorKind = outcome.error instanceof FalcoProbesError ? outcome.error.kind : 'internal';
+          r.errorKind = errorKindOf(outcome.error);
           r.error = errorMessage(outcome.error);
           r.log = o.paths.logFile(planned.target);
           const kept = failures.get(index)?.workDir;
@@ -296,6 +296,7 @@ interface Failure {
 
 /** A compile or publish failure leaves something to look at (sources, objects); a failed download leaves nothing. */
 function worthKeeping(error: unknown): boolean {
+  if (errorKindOf(error) === 'io') return false; // a full disk: keeping more would not help
   if (!(error instanceof FalcoProbesError)) return true;
   return error.kind === 'build' || error.kind === 'reproducibility' || error.kind === 'docker' || error.kind === 'internal';
 }

@@ -13,6 +13,7 @@ export type ErrorKind =
   | 'reproducibility' // a rebuild gave other bytes than the published probe
   | 'docker'
   | 'lock' // another process holds a lock
+  | 'io' // the machine's file system refused a write: no space left, quota exceeded
   | 'internal';
 
 export interface ErrorLocation {
@@ -71,7 +72,36 @@ export function exitCodeFor(err: unknown): number {
         return 1;
     }
   }
+  if (isNoSpace(err)) return 1; // the machine, not this tool
   return 70; // an unexpected exception: a bug in this tool
+}
+
+const FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+/** Whether `err` is a file system's "no space left" (or "quota exceeded"). */
+export function isNoSpace(err: unknown): boolean {
+  return FULL.has((err as NodeJS.ErrnoException | null)?.code ?? '');
+}
+
+/**
+ * A write to `file` failed: when the file system is full, an `io` error that
+ * names the file (Node's ENOSPC from write() names none); anything else as it
+ * was. For `catch (err) { throw fileSystemError(err, file); }`.
+ */
+export function fileSystemError(err: unknown, file: string): unknown {
+  if (!isNoSpace(err) || err instanceof FalcoProbesError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  return new FalcoProbesError('io', `${code === 'EDQUOT' ? 'disk quota exceeded' : 'no space left on the device'} writing ${file}`, {
+    location: { file },
+    cause: err,
+    hint: 'free space on that file system (the package cache, $FALCO_PROBES_CACHE, holds downloaded packages, unpacked trees and kernel roots; it can be removed at will), then run again',
+  });
+}
+
+/** The kind a failure is reported under: a FalcoProbesError's own, `io` for a full file system, else `internal`. */
+export function errorKindOf(err: unknown): ErrorKind {
+  if (err instanceof FalcoProbesError) return err.kind;
+  return isNoSpace(err) ? 'io' : 'internal';
 }
 
 export function isFalcoProbesError(err: unknown): err is FalcoProbesError {
@@ -80,6 +110,10 @@ export function isFalcoProbesError(err: unknown): err is FalcoProbesError {
 
 export function errorMessage(err: unknown): string {
   if (err instanceof FalcoProbesError) return err.format();
+  if (isNoSpace(err)) {
+    const path = (err as NodeJS.ErrnoException).path;
+    return `${path ? `${path}: ` : ''}${(err as Error).message}\nhint: free space on that file system (the package cache, $FALCO_PROBES_CACHE, can be removed at will), then run again`;
+  }
   if (err instanceof Error) return err.message;
   return String(err);
 }

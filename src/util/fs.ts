@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
+import { fileSystemError } from './errors.js';
 
 /**
  * Write a file so that a reader sees the old bytes or the new bytes, never a
@@ -20,7 +21,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
-    throw err;
+    throw fileSystemError(err, path);
   }
 }
 

@@ -1,4 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { FalcoProbesError } from '../../util/errors.js';
 import { writeFileAtomic } from '../../util/fs.js';
@@ -62,6 +62,10 @@ ${builderOptionsUsage('  ', 25)}
     const [os, kernel] = positionals as [string, string];
     if (typeof values['out'] !== 'string' || values['out'] === '') throw new FalcoProbesError('usage', 'build-probe needs --out FILE');
     const out = resolve(values['out']);
+    // A file, not a folder: refused before anything is built (writing would fail with EISDIR or EBUSY at the end).
+    const outStat = await stat(out).catch(() => undefined);
+    if (out === '/' || values['out'].endsWith('/') || outStat?.isDirectory())
+      throw new FalcoProbesError('usage', `--out ${values['out']} names a directory; it must name the probe file to write`, { hint: 'e.g. --out probe.o (or --out DIR/NAME.ko)' });
     const via = parseFetchVia(values['fetch-via']);
     const cacheDir = values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined;
     const mirrorOverrides = parseMirrorOverrides(values['mirror']);
