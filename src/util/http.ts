@@ -1,5 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FalcoProbesError } from './errors.js';
@@ -41,6 +43,141 @@ function redact(url: string): string {
   } catch {
     return url;
   }
+}
+
+// Proxies: HTTP_PROXY for http:// URLs, HTTPS_PROXY for https:// ones (HTTP_PROXY
+// when it is unset), NO_PROXY for the hosts reached directly; the lower-case
+// names win over the upper-case ones, as with undici's EnvHttpProxyAgent and
+// curl. An http:// URL is asked of the proxy by its absolute URI; an https://
+// one goes through a CONNECT tunnel, so TLS is still end to end with the
+// mirror. localhost and loopback addresses are always direct. The proxy itself is spoken to in plain HTTP (an http:// proxy URL,
+// with user:password@ for Basic proxy authentication). Everything else (node:http,
+// the timeouts, the size limits) is unchanged, which is why this is done here
+// rather than by moving to undici.
+
+/** The proxy environment variables, read at each request (a test or a caller may change them). */
+export interface ProxyEnv {
+  [name: string]: string | undefined;
+}
+
+/** The lower-case variable, else the upper-case one; an empty value counts as unset. */
+function envValue(env: ProxyEnv, name: string): string | undefined {
+  for (const v of [env[name.toLowerCase()], env[name.toUpperCase()]]) if (v !== undefined && v.trim() !== '') return v.trim();
+  return undefined;
+}
+
+/** Whether NO_PROXY names this host (and port): `*`, a host, a domain (`example.org` and `.example.org` match its subdomains too), each with an optional `:port`. */
+export function bypassesProxy(target: URL, noProxy: string | undefined): boolean {
+  if (noProxy === undefined) return false;
+  const host = target.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const port = target.port || (target.protocol === 'https:' ? '443' : '80');
+  for (const raw of noProxy.split(/[\s,]+/)) {
+    let entry = raw.trim().toLowerCase();
+    if (!entry) continue;
+    if (entry === '*') return true;
+    let entryPort: string | undefined;
+    const m = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(entry);
+    if (m) {
+      entry = m[1]!;
+      entryPort = m[2]!;
+    }
+    entry = entry.replace(/^\[|\]$/g, '').replace(/^\*?\./, '');
+    if (!entry || (entryPort !== undefined && entryPort !== port)) continue;
+    if (host === entry || host.endsWith(`.${entry}`)) return true;
+  }
+  return false;
+}
+
+/** localhost and loopback addresses: always reached directly (as Go's ProxyFromEnvironment does). */
+function isLoopback(target: URL): boolean {
+  const host = target.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
+}
+
+/** The proxy to reach `target` through, from the environment, or undefined for a direct connection. */
+export function proxyFor(target: URL, env: ProxyEnv = process.env): URL | undefined {
+  if (isLoopback(target)) return undefined;
+  const httpProxy = envValue(env, 'http_proxy');
+  const value = target.protocol === 'https:' ? (envValue(env, 'https_proxy') ?? httpProxy) : target.protocol === 'http:' ? httpProxy : undefined;
+  if (value === undefined || bypassesProxy(target, envValue(env, 'no_proxy'))) return undefined;
+  let proxy: URL;
+  try {
+    proxy = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
+  } catch {
+    throw new FalcoProbesError('usage', `the proxy ${JSON.stringify(redact(value))} (HTTP_PROXY/HTTPS_PROXY) is not a URL`);
+  }
+  if (proxy.protocol !== 'http:')
+    throw new FalcoProbesError('usage', `the proxy ${redact(proxy.toString())} is not an http:// URL`, { hint: 'falco-probes speaks plain HTTP to its proxy (https:// targets still go through a CONNECT tunnel, TLS end to end)' });
+  return proxy;
+}
+
+function basicCredentials(url: URL): string | undefined {
+  if (!url.username && !url.password) return undefined;
+  return Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64');
+}
+
+function proxyAuthorization(proxy: URL): Record<string, string> {
+  const c = basicCredentials(proxy);
+  return c ? { 'proxy-authorization': `Basic ${c}` } : {};
+}
+
+/** A mirror URL's own user:password@ (node:http sends it itself on a direct request). */
+function basicAuthorization(target: URL): Record<string, string> {
+  const c = basicCredentials(target);
+  return c ? { authorization: `Basic ${c}` } : {};
+}
+
+function withoutCredentials(url: URL): string {
+  const u = new URL(url.toString());
+  u.username = '';
+  u.password = '';
+  return u.toString();
+}
+
+/**
+ * A TLS socket to `target` through a CONNECT tunnel of `proxy`, for https.get's
+ * createConnection (its callback form): the request's own timeout starts once
+ * the tunnel is up, so the CONNECT has the same idle limit of its own.
+ */
+function tunnel(proxy: URL, target: URL, opts: { idleTimeoutMs: number; signal?: AbortSignal }): (options: unknown, done: (err: Error | null, socket?: Socket) => void) => undefined {
+  return (_options, done) => {
+    const authority = `${target.hostname}:${target.port || 443}`;
+    const where = { location: { url: redact(target.toString()) } };
+    const shownProxy = redact(proxy.toString());
+    const connect = http.request({
+      host: proxy.hostname.replace(/^\[|\]$/g, ''),
+      port: proxy.port || 80,
+      method: 'CONNECT',
+      path: authority,
+      headers: { host: authority, 'user-agent': 'falco-probes', ...proxyAuthorization(proxy) },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    let settled = false;
+    const finish = (err: Error | null, socket?: Socket) => {
+      if (settled) return;
+      settled = true;
+      done(err, socket);
+    };
+    connect.setTimeout(opts.idleTimeoutMs, () =>
+      connect.destroy(new FalcoProbesError('network', `the proxy ${shownProxy} did not open a tunnel within ${opts.idleTimeoutMs} ms`, where)),
+    );
+    connect.on('error', (err) =>
+      finish(err instanceof FalcoProbesError ? err : new FalcoProbesError('network', `the proxy ${shownProxy} failed: ${err.message}`, { ...where, cause: err })),
+    );
+    connect.on('connect', (res, socket) => {
+      connect.setTimeout(0);
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        finish(new FalcoProbesError('network', `the proxy ${shownProxy} refused a tunnel to ${authority}: HTTP ${res.statusCode}`, where));
+        return;
+      }
+      const secure = tls.connect({ socket, servername: target.hostname.replace(/^\[|\]$/g, '') });
+      secure.once('secureConnect', () => finish(null, secure));
+      secure.once('error', (err) => finish(new FalcoProbesError('network', `TLS through the proxy ${shownProxy} failed: ${err.message}`, { ...where, cause: err })));
+    });
+    connect.end();
+    return undefined;
+  };
 }
 
 /**
@@ -108,13 +245,32 @@ function openOnce(url: string, opts: Required<Omit<HttpOptions, 'signal'>> & { s
       reject(new FalcoProbesError('usage', `unsupported URL scheme ${parsed.protocol}`, { location: { url: shown } }));
       return;
     }
-    const req = lib.get(parsed, { headers: { 'user-agent': 'falco-probes', 'accept-encoding': 'identity' }, signal: opts.signal });
+    let proxy: URL | undefined;
+    try {
+      proxy = proxyFor(parsed);
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    const headers = { 'user-agent': 'falco-probes', 'accept-encoding': 'identity' };
+    const req = !proxy
+      ? lib.get(parsed, { headers, signal: opts.signal })
+      : parsed.protocol === 'http:'
+        ? // The absolute URI of the target, to the proxy (RFC 9112 3.2.2).
+          http.get({
+            host: proxy.hostname.replace(/^\[|\]$/g, ''),
+            port: proxy.port || 80,
+            path: withoutCredentials(parsed),
+            headers: { ...headers, host: parsed.host, ...basicAuthorization(parsed), ...proxyAuthorization(proxy) },
+            signal: opts.signal,
+          })
+        : https.get(parsed, { headers, signal: opts.signal, createConnection: tunnel(proxy, parsed, opts) as unknown as https.RequestOptions['createConnection'] });
     req.setTimeout(opts.idleTimeoutMs, () => {
       req.destroy(new FalcoProbesError('network', `timed out after ${opts.idleTimeoutMs} ms without data`, { location: { url: shown } }));
     });
     req.on('error', (err) => {
       if (err instanceof FalcoProbesError) reject(err);
-      else reject(new FalcoProbesError('network', `request failed: ${(err as Error).message}`, { location: { url: shown }, cause: err }));
+      else reject(new FalcoProbesError('network', `request failed${proxy ? ` through the proxy ${redact(proxy.toString())}` : ''}: ${(err as Error).message}`, { location: { url: shown }, cause: err }));
     });
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
