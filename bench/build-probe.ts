@@ -11,12 +11,9 @@
 // what the tool adds: its copy of the driver, the view, the reproducibility
 // flags, the ELF check, the hash and the atomic write.
 //
-// A third figure is the whole command the Please and Make recipes run,
-// `falco-probes build-probe debian12 <kernel> --driver example --out FILE`,
-// in this project (kernels/debian12.lock.yaml holds both kernels) with the
-// default package cache: process start, graph load, the cached packages'
-// checks, the kernel root composed from the unpacked trees, the builder pin
-// and the build. Its warm-up run fetches and unpacks what is missing.
+// The whole `build-probe` command (what the Please and Make recipes run) is
+// measured for the real drivers by bench/build-real-driver.ts: this
+// project's kernels/drivers.yaml no longer holds the example probe.
 //
 // Results go to docs/PERFORMANCE.md under "Build one probe (host)".
 
@@ -31,22 +28,14 @@ import { writeFileAtomic } from '../src/util/fs.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { PROJECT_ROOT } from '../test/helpers/cli.js';
 import { debianTarget, obtainDebianKernels, sharedKernelRoot } from '../test/helpers/kernel-headers.js';
+import { argValue, median } from './lib.js';
 
 const execFileAsync = promisify(execFile);
 const EXAMPLE = join(PROJECT_ROOT, 'examples', 'probe');
 const DOC = join(PROJECT_ROOT, 'docs', 'PERFORMANCE.md');
 const HEADING = '## Build one probe (host)';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
 
 function bareMake(kernelDir: string, moduleDir: string, log: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -67,14 +56,13 @@ function bareMake(kernelDir: string, moduleDir: string, log: string): Promise<nu
 interface KernelFigures {
   release: string;
   tool: number[];
-  cli: number[];
   bare: number[];
   size: number;
   sha256s: Set<string>;
 }
 
 async function main(): Promise<void> {
-  const runs = Number(arg('--runs') ?? 3);
+  const runs = Number(argValue('--runs') ?? 3);
   const write = !process.argv.includes('--no-write');
   const got = await obtainDebianKernels();
   if (!got.ok) {
@@ -93,7 +81,7 @@ async function main(): Promise<void> {
       const bareWork = join(scratch, `bare-${kernel.series}`);
       await mkdir(bareWork);
       const view = await prepareKernelView({ kernelRoot: root, release: kernel.release, workDir: bareWork });
-      const f: KernelFigures = { release: kernel.release, tool: [], cli: [], bare: [], size: 0, sha256s: new Set() };
+      const f: KernelFigures = { release: kernel.release, tool: [], bare: [], size: 0, sha256s: new Set() };
       // One unmeasured build of each kind first, so both start with warm caches.
       for (let i = -1; i < runs; i++) {
         const dir = join(scratch, `${kernel.series}-${i + 1}`);
@@ -114,22 +102,12 @@ async function main(): Promise<void> {
         const bareMs = await bareMake(view.kernelDir, copy, kernel.release);
         await readFile(join(copy, 'probe.o')); // the bare build made the probe too
 
-        const cliStarted = performance.now();
-        const cliOut = join(dir, 'cli-probe.o');
-        await execFileAsync(process.execPath, [join(PROJECT_ROOT, 'bin', 'falco-probes.js'), 'build-probe', 'debian12', kernel.release, '--driver', 'example', '--out', cliOut], {
-          cwd: PROJECT_ROOT,
-          timeout: 30 * 60_000,
-          env: { ...process.env, CI: 'true' },
-        });
-        const cliMs = performance.now() - cliStarted;
-        f.sha256s.add(sha256Hex(await readFile(cliOut)));
         if (i < 0) continue;
         f.tool.push(toolMs);
-        f.cli.push(cliMs);
         f.bare.push(bareMs);
         f.size = result.size;
         f.sha256s.add(result.sha256);
-        console.log(`${kernel.release} run ${i + 1}: tool ${(toolMs / 1000).toFixed(2)} s, build-probe command ${(cliMs / 1000).toFixed(2)} s, bare make ${(bareMs / 1000).toFixed(2)} s`);
+        console.log(`${kernel.release} run ${i + 1}: tool ${(toolMs / 1000).toFixed(2)} s, bare make ${(bareMs / 1000).toFixed(2)} s`);
       }
       figures.push(f);
     }
@@ -141,13 +119,11 @@ async function main(): Promise<void> {
   const rows = figures.map((f) => {
     const tool = median(f.tool);
     const bare = median(f.bare);
-    const cli = median(f.cli);
-    return { ...f, toolMedian: tool, cliMedian: cli, bareMedian: bare, ratio: tool / bare, cliRatio: cli / bare };
+    return { ...f, toolMedian: tool, bareMedian: bare, ratio: tool / bare };
   });
   for (const r of rows)
     console.log(
       `${r.release}: tool ${(r.toolMedian / 1000).toFixed(2)} s / bare make ${(r.bareMedian / 1000).toFixed(2)} s = ${r.ratio.toFixed(2)}; ` +
-        `build-probe command ${(r.cliMedian / 1000).toFixed(2)} s = ${r.cliRatio.toFixed(2)}; ` +
         `${r.size} bytes; ${r.sha256s.size === 1 ? 'same sha256 every run' : `${r.sha256s.size} different sha256s!`}`,
     );
   if (!write) return;
@@ -160,18 +136,17 @@ async function main(): Promise<void> {
     'driver copy, kernel view, `make -C <view> M=<copy>` with the reproducibility flags, ELF check, sha256,',
     'atomic write), divided by a bare `make -C <headers> M=<driver>` on the same extracted headers (the same',
     'view, prepared once outside the timing; a fresh copy of the probe each time). Runs alternate, after',
-    `one unmeasured warm-up of each; medians of ${runs} runs. The command column is the whole`,
-    '`falco-probes build-probe debian12 <kernel> --driver example --out FILE` in this project, with the packages',
-    'cached (what the Please and Make recipes run: start, graph, package checks, kernel root, pin, build).',
+    `one unmeasured warm-up of each; medians of ${runs} runs. The whole \`build-probe\` command is measured for`,
+    'the real drivers by bench/build-real-driver.ts ("Build one real artifact (host)").',
     'Command: `node --import tsx bench/build-probe.ts`.',
     '',
     `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} cores, ${clangLine.split('\n')[0]?.trim()}, load average ${loadBefore.toFixed(1)} before and ${loadAfter.toFixed(1)} after (other work shared the machine: absolute times are rough, the ratio less so).`,
     '',
-    '| kernel | host builder | build-probe command | bare make | builder / bare | command / bare (aim <= 1.2) | probe size | sha256 over runs (both paths) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| kernel | host builder | bare make | builder / bare | probe size | sha256 over runs |',
+    '| --- | --- | --- | --- | --- | --- |',
     ...rows.map(
       (r) =>
-        `| ${r.release} | ${(r.toolMedian / 1000).toFixed(2)} s | ${(r.cliMedian / 1000).toFixed(2)} s | ${(r.bareMedian / 1000).toFixed(2)} s | ${r.ratio.toFixed(2)} | ${r.cliRatio.toFixed(2)} | ${r.size} B | ${r.sha256s.size === 1 ? `identical (\`${[...r.sha256s][0]?.slice(0, 16)}…\`)` : `${r.sha256s.size} different`} |`,
+        `| ${r.release} | ${(r.toolMedian / 1000).toFixed(2)} s | ${(r.bareMedian / 1000).toFixed(2)} s | ${r.ratio.toFixed(2)} | ${r.size} B | ${r.sha256s.size === 1 ? `identical (\`${[...r.sha256s][0]?.slice(0, 16)}…\`)` : `${r.sha256s.size} different`} |`,
     ),
     '',
   ].join('\n');

@@ -36,22 +36,14 @@ import { writeFileAtomic } from '../src/util/fs.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { PROJECT_ROOT } from '../test/helpers/cli.js';
 import { obtainDebianKernels, sharedKernelRoot } from '../test/helpers/kernel-headers.js';
+import { argValue, median } from './lib.js';
 
 const execFileAsync = promisify(execFile);
 const DOC = join(PROJECT_ROOT, 'docs', 'PERFORMANCE.md');
 const HEADING = '## Build one real artifact (host)';
 const BIN = join(PROJECT_ROOT, 'bin', 'falco-probes.js');
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function timed(argv: string[], cwd: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -80,8 +72,8 @@ interface Row {
 }
 
 async function main(): Promise<void> {
-  const runs = Number(arg('--runs') ?? 3);
-  const series = arg('--kernel') ?? '6.1';
+  const runs = Number(argValue('--runs') ?? 3);
+  const series = argValue('--kernel') ?? '6.1';
   const write = !process.argv.includes('--no-write');
   const got = await obtainDebianKernels();
   if (!got.ok) throw new Error(got.skip);

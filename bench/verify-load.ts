@@ -32,20 +32,12 @@ import { verifyLoad } from '../src/verify/verify-load.js';
 import { PROJECT_ROOT } from '../test/helpers/cli.js';
 import { debianTarget, sharedKernelRoot } from '../test/helpers/kernel-headers.js';
 import { obtainDebianKernelImage } from '../test/helpers/kernel-image.js';
+import { argValue, median } from './lib.js';
 
 const DOC = join(PROJECT_ROOT, 'docs', 'PERFORMANCE.md');
 const HEADING = '## Verify-load';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
 
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -58,7 +50,7 @@ interface Config {
 }
 
 async function main(): Promise<void> {
-  const runs = Number(arg('--runs') ?? 3);
+  const runs = Number(argValue('--runs') ?? 3);
   const write = !process.argv.includes('--no-write');
   const got = await obtainDebianKernelImage();
   if (!got.ok) {

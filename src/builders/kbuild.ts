@@ -62,17 +62,12 @@ export function prefixMapFlags(maps: PrefixMap[]): string[] {
  * across targets.
  */
 export function kbuildArgv(inv: KbuildInvocation): string[] {
-  return [
-    inv.make,
-    '-C',
-    inv.kernelDir,
-    `M=${inv.moduleDir}`,
-    '-j1',
-    `CLANG=${inv.clang}`,
-    `LLC=${inv.llc}`,
-    `KBUILD_EXTRA_CPPFLAGS=${prefixMapFlags(inv.prefixMaps).join(' ')}`,
-    'V=1',
-  ];
+  return makeArgv(inv, [`CLANG=${inv.clang}`, `LLC=${inv.llc}`, `KBUILD_EXTRA_CPPFLAGS=${prefixMapFlags(inv.prefixMaps).join(' ')}`]);
+}
+
+/** `make -C <kernel> M=<dir> -j1 <variables> V=1 [goal]`: what every kbuild run of a builder looks like. */
+function makeArgv(inv: { make: string; kernelDir: string; moduleDir: string }, variables: string[], goal?: string): string[] {
+  return [inv.make, '-C', inv.kernelDir, `M=${inv.moduleDir}`, '-j1', ...variables, 'V=1', ...(goal !== undefined ? [goal] : [])];
 }
 
 export interface KmodInvocation {
@@ -92,17 +87,7 @@ export interface KmodInvocation {
  * (`modules`, not `modules_install`): signing needs the distribution's key.
  */
 export function kmodArgv(inv: KmodInvocation): string[] {
-  return [
-    inv.make,
-    '-C',
-    inv.kernelDir,
-    `M=${inv.moduleDir}`,
-    '-j1',
-    `CC=${inv.cc}`,
-    `KCFLAGS=${prefixMapFlags(inv.prefixMaps).join(' ')}`,
-    'V=1',
-    'modules',
-  ];
+  return makeArgv(inv, [`CC=${inv.cc}`, `KCFLAGS=${prefixMapFlags(inv.prefixMaps).join(' ')}`], 'modules');
 }
 
 /**

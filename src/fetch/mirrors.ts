@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { PackageRef } from '../config/types.js';
@@ -72,8 +72,12 @@ async function downloadFromMirror(pkg: PackageRef, url: string, opts: MirrorDown
   throw new FalcoProbesError('network', `${what} (after ${attempts} attempt${attempts === 1 ? '' : 's'})`, { location: { url }, cause });
 }
 
-/** `--mirror NAME=file:///srv/mirror`: an air-gapped mirror on disk, verified like any download. */
-async function copyFromFileMirror(pkg: PackageRef, url: string, opts: MirrorDownloadOptions): Promise<string> {
+/**
+ * A `file://` URL opened for reading: an air-gapped mirror on disk. A file
+ * that is not there is like a 404 (a `network` error, so the next mirror is
+ * tried); a URL that is not a file URL is a usage error.
+ */
+export async function openFileUrl(url: string): Promise<ReadStream> {
   let path: string;
   try {
     path = fileURLToPath(url);
@@ -89,8 +93,13 @@ async function copyFromFileMirror(pkg: PackageRef, url: string, opts: MirrorDown
     });
   } catch (err) {
     stream.destroy();
-    // A missing file on one mirror is like a 404: try the next mirror.
     throw new FalcoProbesError('network', `cannot read ${path}: ${(err as Error).message}`, { location: { url }, cause: err });
   }
+  return stream;
+}
+
+/** `--mirror NAME=file:///srv/mirror`: an air-gapped mirror on disk, verified like any download. */
+async function copyFromFileMirror(pkg: PackageRef, url: string, opts: MirrorDownloadOptions): Promise<string> {
+  const stream = await openFileUrl(url);
   return storeVerified(opts.cacheDir, pkg, stream, { source: url, location: { url }, ...(opts.signal ? { signal: opts.signal } : {}) });
 }

@@ -1,14 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import type { PackageRef } from '../config/types.js';
 import { aptMirrorsForPath, type AptSourcesOptions } from '../fetch/apt-sources.js';
 import { lookupCached, processAlive } from '../fetch/cache.js';
 import { extractPackage } from '../fetch/extract.js';
-import { downloadFromMirrors } from '../fetch/mirrors.js';
+import { downloadFromMirrors, openFileUrl } from '../fetch/mirrors.js';
 import { treeHash } from '../graph/tree-hash.js';
 import { FalcoProbesError, errorMessage } from '../util/errors.js';
 import { sha256File } from '../util/hash.js';
@@ -282,23 +280,7 @@ async function downloadOne(url: string, dest: string, o: DriverSourceOptions, ch
 /** A body to read: HTTP(S), or a file for a `file://` mirror (a missing file is like a 404: the next URL is tried). */
 async function openSource(url: string, o: DriverSourceOptions): Promise<Readable> {
   if (!url.startsWith('file:')) return (await httpGetStream(url, { ...o.http, ...(o.signal ? { signal: o.signal } : {}) })).stream;
-  let path: string;
-  try {
-    path = fileURLToPath(url);
-  } catch (err) {
-    throw new FalcoProbesError('usage', `not a file URL: ${JSON.stringify(url)}`, { cause: err });
-  }
-  const stream = createReadStream(path);
-  try {
-    await new Promise<void>((ok, fail) => {
-      stream.once('open', () => ok());
-      stream.once('error', fail);
-    });
-  } catch (err) {
-    stream.destroy();
-    throw new FalcoProbesError('network', `cannot read ${path}: ${(err as Error).message}`, { location: { url }, cause: err });
-  }
-  return stream;
+  return openFileUrl(url);
 }
 
 async function sha256DriverDir(driver: ResolvedDriver, url: string, sha256: string, strip: number, o: DriverSourceOptions): Promise<string> {
