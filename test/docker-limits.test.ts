@@ -103,8 +103,10 @@ test('build --builder docker --keep-going: the target over the memory limit and 
       assert.equal(run.code, 1, run.stderr);
       const report = JSON.parse(run.stdout) as BuildReport;
       const byLabel = new Map(report.results.map((r) => [r.label, r]));
+      // Three driver entries apply: each target is <kernel>-<driver>-<version>.
+      const versions: Record<string, string> = { example: '1.0.0', hog: '0.8.0', sleeper: '0.7.0' };
       const at = (driver: string) => {
-        const r = byLabel.get(`//probes/${OS}:${kernel.release}-${driver}`);
+        const r = byLabel.get(`//probes/${OS}:${kernel.release}-${driver}-${versions[driver]}`);
         assert.ok(r, `no result for ${driver}: ${[...byLabel.keys()].join(', ')}`);
         return r;
       };

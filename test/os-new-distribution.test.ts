@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fg from 'fast-glob';
+import ts from 'typescript';
 import { startMirror, type TestMirror } from './helpers/server.js';
 import { PROJECT_ROOT, runCli } from './helpers/cli.js';
 import { debianLikeSuites, writeAptSuite } from './helpers/apt-fixture.js';
@@ -104,10 +105,15 @@ after(async () => {
 });
 
 test('no code knows these distributions', async () => {
+  // Code and its strings, not comments: src/naming/loader-names.ts lists in a comment which
+  // distributions fall under the loaders' generic naming rule (Devuan among them), with no code for any.
+  const printer = ts.createPrinter({ removeComments: true });
   const files = await fg('src/**/*.ts', { cwd: PROJECT_ROOT, absolute: true });
+  assert.ok(files.length > 50, 'the sources are found');
   for (const file of files) {
-    const text = (await readFile(file, 'utf8')).toLowerCase();
-    assert.ok(!text.includes('devuan') && !text.includes('miracle'), file);
+    const source = ts.createSourceFile(file, await readFile(file, 'utf8'), ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+    const code = printer.printFile(source).toLowerCase();
+    assert.ok(!code.includes('devuan') && !code.includes('miracle'), file);
   }
 });
 
