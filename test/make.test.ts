@@ -10,23 +10,25 @@ import { runCli, withTempDir } from './helpers/cli.js';
 import { kernel, makeProject, writeLockfileFor } from './helpers/graph-project.js';
 import type { KernelDescriptor } from '../src/config/types.js';
 
-// The generated Makefile with real GNU make. The compiler is replaced by a
-// stand-in (FALCO_PROBES) that writes the target's key into the probe file
-// atomically and logs the call; the Makefile is the real one.
+// The generated Makefile with real GNU make. The runner is replaced by a
+// stand-in (FALCO_PROBES) that, like `falco-probes build //probes/<os>:<name>`,
+// publishes the one target's file under repository/ (here: its key, written
+// atomically, at the output targets.json gives the label) and logs the call;
+// the Makefile is the real one.
 
 const STAND_IN = `#!/bin/sh
-# stand-in for "falco-probes build-probe OS NAME --driver D --out FILE"
+# stand-in for "falco-probes build //probes/OS:NAME --wait-lock -j 1"
 set -eu
-[ "$1" = build-probe ] || { echo "unexpected command $1" >&2; exit 2; }
-name=$3; out=""
-while [ $# -gt 0 ]; do
-  case "$1" in --out) out=$2; shift 2 ;; *) shift ;; esac
-done
-[ -n "$out" ] || { echo "no --out" >&2; exit 2; }
+[ "$1" = build ] || { echo "unexpected command $1" >&2; exit 2; }
+label=$2
+case " $* " in *" --wait-lock -j 1 "*) ;; *) echo "no --wait-lock -j 1: $*" >&2; exit 2 ;; esac
+[ -n "$FALCO_PROBES_KEY" ] || { echo "no FALCO_PROBES_KEY" >&2; exit 2; }
+out=$(node -e 'const t = JSON.parse(require("fs").readFileSync("generated/targets.json", "utf8")).targets.find((x) => x.label === process.argv[1]); if (!t) process.exit(3); process.stdout.write("repository/" + t.output);' "$label")
+mkdir -p "$(dirname "$out")"
 tmp="$out.tmp.$$"
 printf '%s\\n' "$FALCO_PROBES_KEY" > "$tmp"
 mv -f "$tmp" "$out"
-printf '%s\\n' "$name" >> "$STAND_IN_LOG"
+printf '%s\\n' "\${label#*:}" >> "$STAND_IN_LOG"
 `;
 
 interface Make {
@@ -50,8 +52,8 @@ function makeIn(root: string): Make {
 const planned = (stdout: string) =>
   stdout
     .split('\n')
-    .filter((l) => l.includes(' build-probe '))
-    .map((l) => / build-probe \S+ (\S+) /.exec(l)![1]!)
+    .filter((l) => l.includes(' build //probes/'))
+    .map((l) => / build \/\/probes\/[^:\s]+:(\S+) /.exec(l)![1]!)
     .sort();
 
 const calls = async (root: string) => (await readFile(join(root, 'calls.log'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
