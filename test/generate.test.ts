@@ -6,6 +6,7 @@ import fg from 'fast-glob';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject, writeLockfileFor } from './helpers/graph-project.js';
 import { serializeIndex } from '../src/repository/index-file.js';
+import { renderPublishedRecord } from '../src/repository/published-record.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { probeFileOf } from '../src/graph/targets.js';
 
@@ -107,7 +108,7 @@ test('an unpinned remote driver gets no targets and a one-line notice; pinned dr
   });
 });
 
-test('the local repository pins published probes with hashes and dates their fresh stamps back', async () => {
+test('kernels/published.json pins published probes with hashes; the local repository only dates their fresh make stamps back', async () => {
   await withTempDir(async (root) => {
     await makeProject(root, { oses: { debian12: KERNELS() } });
     assert.equal((await runCli(['generate'], { cwd: root })).code, 0);
@@ -116,7 +117,7 @@ test('the local repository pins published probes with hashes and dates their fre
     await mkdir(join(root, 'repository', one!.output, '..'), { recursive: true });
     await writeFile(join(root, 'repository', one!.output), bytes);
     const entry = (t: typeof one, sha: string) => ({ file: t!.output, key: t!.key, sha256: sha, size: bytes.length, os: 'debian12', kernel: 'k', driver: t!.driver, driverVersion: '1', arch: t!.arch, kind: 'bpf' });
-    // `two` is listed for another key: no hash for it.
+    // `two` is listed for another key: no stamp for it.
     await writeFile(
       join(root, 'repository', 'index.json'),
       serializeIndex({ version: 1, probes: [entry(one, sha256Hex(bytes)), { ...entry(two, sha256Hex('x')), key: sha256Hex('old key') }] }),
@@ -124,19 +125,32 @@ test('the local repository pins published probes with hashes and dates their fre
     const r = await runCli(['generate'], { cwd: root });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /make key stamps: 1 created for probes the repository holds, 0 of old keys removed/);
-    const build = await readFile(join(root, 'probes', 'debian12', 'BUILD'), 'utf8');
-    assert.equal(build.match(/hashes = /g)?.length, 1);
-    const call = build.slice(build.indexOf(`name = "${one!.name}"`));
-    assert.match(call.slice(0, call.indexOf(')')), new RegExp(`hashes = \\["${sha256Hex(bytes)}"\\]`));
     // Its make key stamp predates the published file, so make keeps it; the others have none yet.
     assert.equal((await stat(join(root, '.falco-probes', 'keys', one!.key))).mtimeMs, 0);
     await assert.rejects(stat(join(root, '.falco-probes', 'keys', two!.key)));
+    // What a build left in repository/ pins nothing: the generated files come from checked-in files only.
+    const buildPath = join(root, 'probes', 'debian12', 'BUILD');
+    assert.doesNotMatch(await readFile(buildPath, 'utf8'), /hashes = /);
 
-    // CI without the local repository: --check sees the hashes only through --repository.
+    // The checked-in record (what `publish --record` keeps) pins `one` for its key; `two`'s entry is for an old key.
+    await writeFile(
+      join(root, 'kernels', 'published.json'),
+      renderPublishedRecord(new Map([[one!.key, { file: one!.output, sha256: sha256Hex(bytes) }], [sha256Hex('old key'), { file: two!.output, sha256: sha256Hex('x') }]])),
+    );
+    const stale = await runCli(['generate', '--check'], { cwd: root });
+    assert.equal(stale.code, 1);
+    assert.match(stale.stdout, /would write probes\/debian12\/BUILD/);
+    const pinned = await runCli(['generate'], { cwd: root });
+    assert.equal(pinned.code, 0, pinned.stderr);
+    const build = await readFile(buildPath, 'utf8');
+    assert.equal(build.match(/hashes = /g)?.length, 1);
+    const call = build.slice(build.indexOf(`name = "${one!.name}"`));
+    assert.match(call.slice(0, call.indexOf(')')), new RegExp(`hashes = \\["${sha256Hex(bytes)}"\\]`));
+
+    // A fresh clone (no repository/) or CI pointing elsewhere: --check gives the same answer.
     await rename(join(root, 'repository'), join(root, 'published'));
     const bare = await runCli(['generate', '--check'], { cwd: root });
-    assert.equal(bare.code, 1);
-    assert.match(bare.stdout, /would write probes\/debian12\/BUILD/);
+    assert.equal(bare.code, 0, bare.stdout + bare.stderr);
     const pointed = await runCli(['generate', '--check', '--repository', 'published'], { cwd: root });
     assert.equal(pointed.code, 0, pointed.stdout + pointed.stderr);
     const wrong = await runCli(['generate', '--check', '--repository', 'nowhere'], { cwd: root });
