@@ -164,6 +164,8 @@ describe('Debian 13', () => {
     assert.equal(rt.kernelVersion, '1');
     assert.deepEqual(rt.packages.map((p) => `${p.role} ${p.name} ${p.repository}`).sort(), [
       'common linux-headers-6.12.43+deb13-common-rt trixie-security',
+      // The gcc the kernel was built with: recorded (it picks the compiler image), never downloaded.
+      'compiler gcc-14 trixie',
       'headers linux-headers-6.12.43+deb13-rt-arm64 trixie-security',
       'image linux-image-6.12.43+deb13-rt-arm64 trixie-security',
       // Published to the release pocket, followed from the security suite's headers.

@@ -227,7 +227,9 @@ export function nobleFixture(fillers = 20): { archive: UbuntuSuiteSpec[]; ports:
 export const UBUNTU_FIXTURES = { focal: focalFixture, jammy: jammyFixture, noble: nobleFixture } as const;
 
 // Debian 13 (trixie): ABIs named <version>+deb13, for amd64 and arm64, each with
-// plain, cloud and rt headers, a -common (-common-rt) package and linux-kbuild.
+// plain, cloud and rt headers, a -common (-common-rt) package and linux-kbuild; the
+// headers depend on gcc-14, the compiler the kernel was built with (kernels/debian13.yaml
+// follows it with role compiler), which the release pocket serves.
 
 export interface DebianKernel {
   /** `6.12.43+deb13` */
@@ -238,6 +240,9 @@ export interface DebianKernel {
   /** The linux-kbuild package's version, when it differs (it may have moved on). */
   kbuildVersion?: string;
 }
+
+/** The compiler trixie's kernels were built with (their headers depend on it). */
+export const TRIXIE_GCC = 'gcc-14';
 
 export function debianKernelPackages(k: DebianKernel, arch: string, opts: { kbuild?: boolean } = {}): FixturePackage[] {
   const p = (name: string, extra: Partial<FixturePackage> = {}): FixturePackage => ({
@@ -254,7 +259,7 @@ export function debianKernelPackages(k: DebianKernel, arch: string, opts: { kbui
   for (const f of [arch, `cloud-${arch}`, `rt-${arch}`]) {
     const common = f.startsWith('rt-') ? `linux-headers-${k.abi}-common-rt` : `linux-headers-${k.abi}-common`;
     out.push(
-      p(`linux-headers-${k.abi}-${f}`, { depends: `${common} (= ${k.version}), ${kbuild} (>= ${k.version}), linux-compiler-gcc-14-x86` }),
+      p(`linux-headers-${k.abi}-${f}`, { depends: `${common} (= ${k.version}), ${kbuild} (>= ${k.version}), ${TRIXIE_GCC}` }),
       p(`linux-image-${k.abi}-${f}-unsigned`, { depends: 'kmod, linux-base (>= 4.3~)' }),
       { ...p(`linux-image-${k.abi}-${f}`, { depends: 'kmod, linux-base (>= 4.3~)' }), filename: `pool/main/l/linux-signed-${arch}/linux-image-${k.abi}-${f}_${k.version}_${arch}.deb` },
     );
@@ -274,6 +279,7 @@ export function trixieFixture(fillers = 20): { suite: string; arches: Record<str
     suite('trixie', (a) => [
       ...debianKernelPackages({ abi: '6.12.33+deb13', version: '6.12.33-1', arches }, a),
       { name: 'linux-kbuild-6.12.43+deb13', version: '6.12.43-1', filename: `pool/main/l/linux/linux-kbuild-6.12.43+deb13_6.12.43-1_${a}.deb`, depends: 'libc6 (>= 2.38)' },
+      { name: TRIXIE_GCC, version: '14.2.0-19', filename: `pool/main/g/gcc-14/gcc-14_14.2.0-19_${a}.deb`, depends: 'cpp-14 (= 14.2.0-19), binutils' },
       // The metapackage: no kernel.
       { name: `linux-headers-${a}`, version: '6.12.33-1', filename: `pool/main/l/linux-signed-${a}/linux-headers-${a}_6.12.33-1_${a}.deb`, depends: `linux-headers-6.12.33+deb13-${a} (= 6.12.33-1)` },
       // A kernel older than minimumKernel 4.14 (not in the real trixie): dropped.
