@@ -290,9 +290,15 @@ describe('Docker builder', () => {
     assert.match(none.stderr, /scripts\/docker-daemon\.sh start/);
     assert.match(none.stderr, /--builder host/);
 
+    // builder-image prints the pin of the image (its content identity, clang and gcc), as kernels/drivers.yaml takes it.
     const found = await runCli(['builder-image'], { cwd: PROJECT_ROOT, timeoutMs: 60_000 });
     assert.equal(found.code, 0, found.stderr);
-    assert.equal(found.stdout.trim(), builderImage.id);
+    const pin = await createDockerBuilder({ docker, image: builderImage.id, pinMemoDir: false }).pin();
+    assert.ok(pin.kind === 'docker');
+    assert.equal(found.stdout, `image: ${pin.image}\nclang: ${pin.clang}\ngcc: ${JSON.stringify(pin.gcc ?? '')}\n`);
+    const json = await runCli(['builder-image', '--json'], { cwd: PROJECT_ROOT, timeoutMs: 60_000 });
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout), { release: 'bookworm', image: pin.image, imageId: builderImage.id, clang: pin.clang, gcc: pin.gcc ?? null });
 
     const socket = process.env['DOCKER_HOST']?.startsWith('unix://') ? process.env['DOCKER_HOST'].slice('unix://'.length) : undefined;
     if (process.getuid?.() === 0 && socket) {
