@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { access, chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -103,9 +103,9 @@ test('a kernel built by another gcc is refused, naming that compiler, and make n
   const kernel = kernels[0]!;
   // A copy of the real kernel root whose headers say Debian 13's compiler.
   const root = join(scratch, 'gcc14-root');
-  await cp(roots.get(kernel.release)!, root, { recursive: true, verbatimSymlinks: true });
+  // Hard links: a copy in a second; the one file edited is replaced, never written through.
+  await execFileAsync('cp', ['-al', roots.get(kernel.release)!, root]);
   const config = join(root, 'usr', 'src', `linux-headers-${kernel.release}`, '.config');
-  await chmod(config, 0o644);
   const text = await readFile(config, 'utf8');
   const gcc14 = 'x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0';
   await rm(config);
@@ -171,21 +171,13 @@ function falcoDriver(version: string, overrides: Partial<ResolvedDriver> = {}): 
   };
 }
 
-test('Falco 10.2.0+driver (Falco 0.44): falco.ko through the falco-libs recipe; asking it for a probe says it has none', async (t) => {
+// Falco 10.2.0+driver's module is built end to end through the CLI (test/build-e2e-real-drivers.test.ts).
+test('Falco 10.2.0+driver (Falco 0.44) has no legacy probe: asking the falco-libs recipe for one says so, before make', async (t) => {
   if (skip) return t.skip(skip);
   const missing = await falcoLibsOrSkip();
   if (missing) return t.skip(missing);
   const src = await unpackLibs(join(FALCO_LIBS, 'libs-10.2.0-driver.tar.gz'), 'libs-10');
-  const kernel = kernels[0]!;
-  const started = Date.now();
-  const built = await build(kmodTarget(kernel, falcoDriver('10.2.0+driver')), src);
-  const bytes = await readFile(built.outFile);
-  const info = moduleInfo(bytes, checkKernelModule(bytes, built.outFile, kernel.release));
-  assert.deepEqual(info.get('name'), ['falco']);
-  assert.deepEqual(info.get('version'), ['10.2.0+driver']);
-  t.diagnostic(`falco.ko 10.2.0+driver for ${kernel.release}: ${bytes.length} bytes in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-
-  const probe = { ...debianTarget(kernel, pin, falcoDriver('10.2.0+driver', { bpfDir: 'driver/bpf', object: 'probe.o', kinds: ['bpf'] })), kind: 'bpf' as const };
+  const probe = { ...debianTarget(kernels[0]!, pin, falcoDriver('10.2.0+driver', { bpfDir: 'driver/bpf', object: 'probe.o', kinds: ['bpf'] })), kind: 'bpf' as const };
   await assert.rejects(build(probe, src), /has no legacy eBPF probe: driver\/bpf is not in its source/);
 });
 
