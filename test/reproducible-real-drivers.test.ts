@@ -95,9 +95,12 @@ test("scap's module and probe: the host (with the kernel's -common tree in /usr/
   await cp(driverDir, otherCheckout, { recursive: true, verbatimSymlinks: true });
   try {
     for (const kind of ['kmod', 'bpf'] as const) {
-      const withCommon = await buildWith(host, hostPin, kind, driverDir);
-      const elsewhere = await buildWith(host, hostPin, kind, otherCheckout);
-      const docked = await buildWith(inDocker, dockerPin, kind, driverDir);
+      // The three builds at once (each is one make -j1; the container is held to one CPU).
+      const [withCommon, elsewhere, docked] = await Promise.all([
+        buildWith(host, hostPin, kind, driverDir),
+        buildWith(host, hostPin, kind, otherCheckout),
+        buildWith(inDocker, dockerPin, kind, driverDir),
+      ]);
       t.diagnostic(`scap ${kind} ${kernel.release}: host ${withCommon}, other path ${elsewhere}, docker ${docked}`);
       assert.equal(elsewhere, withCommon, `${kind}: another checkout path changed the bytes`);
       assert.equal(docked, withCommon, `${kind}: the Docker build differs from the host build`);
