@@ -43,6 +43,12 @@ export interface PublishOptions {
   legacyLayout?: boolean;
   /** How long to wait for another publisher's lock; 0 fails at once. */
   lockWaitMs?: number;
+  /**
+   * Hold back artifacts whose recorded load-test verdict (verify-load) is one
+   * of these (`publish --refuse refused`): they stay unpublished and are
+   * listed in the report. Artifacts already published are never removed.
+   */
+  refuseVerdicts?: readonly string[];
   logger: Logger;
 }
 
@@ -55,6 +61,8 @@ export interface PublishReport {
   rekeyed: string[];
   /** Indexed in the target but missing or damaged there: copied again with the indexed bytes. */
   restored: string[];
+  /** Held back by `refuseVerdicts`, with their verdict: not published. */
+  held?: { file: string; verdict: string }[];
   /** Source entries already published as they are. */
   unchanged: number;
   /** Which of index.json, SHA256SUMS, index.json.sig were (re)written. */
@@ -174,8 +182,15 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
     const conflicts: string[] = [];
     const jobs: CopyJob[] = [];
 
+    const refuse = new Set(options.refuseVerdicts ?? []);
     for (const entry of [...source.probes].sort((a, b) => (a.file < b.file ? -1 : 1))) {
       checkFalcoLayout(entry, join(from, INDEX_FILE));
+      const verdict = entry.load?.verdict;
+      if (verdict !== undefined && refuse.has(verdict) && !merged.has(entry.file)) {
+        (report.held ??= []).push({ file: entry.file, verdict });
+        logger.warn(`${entry.file}: not published, its load test says ${verdict}${entry.load?.message ? ` (${entry.load.message.split('\n')[0]})` : ''}`);
+        continue;
+      }
       const published = merged.get(entry.file);
       const destAbs = join(to, checkRelativePath(entry.file));
       const sourceAbs = join(from, entry.file);

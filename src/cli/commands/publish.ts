@@ -42,6 +42,9 @@ options:
                         required when DIR is already signed
   --no-legacy-layout    do not keep <version>/<file> copies of x86_64 probes
   --lock-wait SECONDS   how long to wait for another publisher (default 60; 0: fail at once)
+  --refuse VERDICT      hold back artifacts whose recorded load test (verify-load) gave VERDICT:
+                        refused, no-boot, timeout or unknown (repeatable; comma lists too). They
+                        stay out of DIR and are listed; what DIR already holds is never removed
   --record FILE         also add every artifact of DIR's index to FILE (kernels/published.json: the
                         checked-in record generate takes Please's hashes from); commit it
   --json                print the report as JSON
@@ -54,6 +57,7 @@ options:
     'lock-wait': { type: 'string' },
     json: { type: 'boolean' },
     record: { type: 'string' },
+    refuse: { type: 'string', multiple: true },
   },
   allowPositionals: false,
   async run({ values }, ctx) {
@@ -67,7 +71,11 @@ options:
       if (loaded.groupOrWorldReadable) ctx.logger.warn(`${values['key']}: the private key is readable by other users (chmod 600 it)`);
       signingKey = loaded.key;
     }
+    const refuseVerdicts = ((values['refuse'] as string[] | undefined) ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+    for (const v of refuseVerdicts)
+      if (!['refused', 'no-boot', 'timeout', 'unknown'].includes(v)) throw new FalcoProbesError('usage', `--refuse expects refused, no-boot, timeout or unknown, got ${JSON.stringify(v)}`);
     const report = await publishRepository({
+      refuseVerdicts,
       from,
       to: resolve(process.cwd(), to),
       ...(signingKey ? { signingKey } : {}),
@@ -86,6 +94,7 @@ options:
       for (const f of report.copied) ctx.stdout.write(`copied ${f}\n`);
       for (const f of report.adopted) ctx.stdout.write(`adopted ${f}\n`);
       for (const f of report.rekeyed) ctx.stdout.write(`rekeyed ${f}\n`);
+      for (const h of report.held ?? []) ctx.stdout.write(`held back ${h.file} (${h.verdict})\n`);
       ctx.logger.info(
         `published into ${resolve(process.cwd(), to)}: ${report.copied.length} file(s) copied, ${report.unchanged} already there` +
           (report.written.length ? `; wrote ${report.written.join(', ')}` : '; index unchanged') +
