@@ -8,7 +8,7 @@ import type { BuilderPin, Target } from '../graph/types.js';
 import { FalcoProbesError } from '../util/errors.js';
 import { pathExists, writeFileAtomic } from '../util/fs.js';
 import { sha256Hex } from '../util/hash.js';
-import { noCompilerError, readKernelCompiler, sameCompiler } from './kernel-compiler.js';
+import { isPlainProgram, noCompilerError, readKernelCompiler, sameCompiler } from './kernel-compiler.js';
 import { findKernelDir } from './kernel-tree.js';
 import type { Logger } from '../util/log.js';
 import { checkRelease, checkVersion } from '../util/names.js';
@@ -258,7 +258,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
         // The kernel's compiler, read from its headers on this side; the image's gcc must be that compiler.
         const kernelCc = await readKernelCompiler((await findKernelDir(request.kernelRoot, release)).dir);
         if (own.kind !== 'docker' || own.gcc === undefined || !sameCompiler(own.gcc, kernelCc.text)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
-        if (!/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/.test(kernelCc.program)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
+        if (!isPlainProgram(kernelCc.program)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
         argv = kmodArgv({ kernelDir: kernel.kernelDir, moduleDir, cc: kernelCc.program, make: 'make', prefixMaps });
       } else {
         argv = kbuildArgv({ kernelDir: kernel.kernelDir, moduleDir, clang: 'clang', llc: 'llc', make: 'make', prefixMaps });

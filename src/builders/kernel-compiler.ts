@@ -20,6 +20,11 @@ const execFileAsync = promisify(execFile);
 
 /** Program names that may be run: no paths, no shell characters. */
 const PROGRAM_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
+
+/** Whether a compiler's program name (`gcc-12`) is a plain name that may go onto a command line. */
+export function isPlainProgram(name: string): boolean {
+  return PROGRAM_RE.test(name);
+}
 /** What a version line may hold before it is written to a log, a key or an error. */
 const VERSION_TEXT_RE = /^[A-Za-z0-9 ._+~(),:\/-]{1,200}$/;
 
