@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import type Docker from 'dockerode';
+import { processAlive } from '../util/process.js';
 import { explainDockerError } from './docker-client.js';
 
 // One container, run to its end and removed whatever happens: success,
@@ -245,15 +246,6 @@ export async function schedulingParent(docker: Docker): Promise<string | undefin
     return info.CgroupDriver === 'cgroupfs' ? '/' : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

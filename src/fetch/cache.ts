@@ -7,6 +7,7 @@ import { FalcoProbesError, fileSystemError, type ErrorLocation } from '../util/e
 import { sha256File } from '../util/hash.js';
 import { checkSha256 } from '../util/names.js';
 import type { Logger } from '../util/log.js';
+import { processAlive } from '../util/process.js';
 
 // The package cache is content-addressed: `<cacheDir>/sha256/<first 2 hex>/<sha256>`.
 // A file reaches its address only by a rename after its bytes were hashed and
@@ -147,13 +148,4 @@ export async function sweepStaleTemps(dir: string, minAgeMs = 10 * 60_000): Prom
     }
   }
   return removed;
-}
-
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -32,7 +32,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FalcoProbesError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
-import { processAlive } from './cache.js';
+import { processAlive } from '../util/process.js';
 import { extractDeb } from './extract-deb.js';
 import { extractRpm } from './extract-rpm.js';
 import { extractTarball } from './extract-tar.js';

@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { processAlive } from './cache.js';
+import { processAlive } from '../util/process.js';
 
 // Every temporary name this tool makes carries its owner's pid, and is swept
 // by a later run once that process is gone:

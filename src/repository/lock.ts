@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { dirname, join, basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FalcoProbesError } from '../util/errors.js';
+import { processAlive } from '../util/process.js';
 
 // One writer per repository. The lock file is created complete in one step
 // (written to a private temporary file, then hard-linked to the lock name,
@@ -34,16 +35,6 @@ export interface LockOptions {
   onWait?: (holder: LockHolder) => void;
   signal?: AbortSignal;
   command?: string;
-}
-
-/** Whether a process with this pid exists (on this host). EPERM means it exists but is not ours. */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readHolder(file: string): Promise<LockHolder | undefined> {

@@ -19,7 +19,7 @@ import type { Logger } from '../util/log.js';
 import { checkSha256 } from '../util/names.js';
 import { extractPackage } from '../fetch/extract.js';
 import type { ArchiveFormat } from '../fetch/types.js';
-import { processAlive } from '../repository/lock.js';
+import { processAlive } from '../util/process.js';
 import { checkTree, manifestOf, readManifest, writeManifest, type Manifest, type ManifestEntry } from './tree-manifest.js';
 
 // A target's kernel tree, laid out like `/`, from its packages. Unpacking is

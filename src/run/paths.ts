@@ -1,7 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { checkIdent, checkSha256, checkTargetName } from '../util/names.js';
-import { processAlive } from '../repository/lock.js';
+import { processAlive } from '../util/process.js';
 import { sweepTemporaries } from '../fetch/sweep.js';
 import type { Target } from '../graph/types.js';
 

@@ -14,7 +14,7 @@ import { writeFileAtomic } from '../util/fs.js';
 import { sha256File, sha256Hex } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import { checkRelease, checkSha256 } from '../util/names.js';
-import { processAlive } from '../repository/lock.js';
+import { processAlive } from '../util/process.js';
 import { hasPvhEntryNote } from './elf-program.js';
 
 // The bootable kernel of an image package (Debian's linux-image-*, a yum
