@@ -226,12 +226,6 @@ async function removeContainer(container: Docker.Container): Promise<void> {
   }
 }
 
-/** Containers of ours that exist now (for tests and for a cleanup check). */
-export async function listOurContainers(docker: Docker): Promise<string[]> {
-  const list = await docker.listContainers({ all: true, filters: { label: [`${CONTAINER_LABEL}=1`] } });
-  return list.map((c) => c.Id);
-}
-
 /**
  * The parent cgroup for build containers. By default every container of a
  * daemon sits under one `docker` group, which the CPU scheduler weighs like a

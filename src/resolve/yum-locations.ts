@@ -87,11 +87,6 @@ export async function withYumBase<T>(
   return tryMirrors(urls, async (listUrl) => tryMirrors(await readMirrorList(listUrl, arch, options.http), fn));
 }
 
-/** The URL that lockfile package paths are relative to, for a repository base URL. */
-export function packageRootUrl(base: string, root: YumPackageRoot = 'repository'): string {
-  return root === 'host' ? new URL('/', base).toString() : withSlash(base);
-}
-
 /**
  * The lockfile path of a package from its `<location href>` and the base URL
  * the metadata came from.

@@ -104,10 +104,6 @@ export function errorKindOf(err: unknown): ErrorKind {
   return isNoSpace(err) ? 'io' : 'internal';
 }
 
-export function isFalcoProbesError(err: unknown): err is FalcoProbesError {
-  return err instanceof FalcoProbesError;
-}
-
 export function errorMessage(err: unknown): string {
   if (err instanceof FalcoProbesError) return err.format();
   if (isNoSpace(err)) {
