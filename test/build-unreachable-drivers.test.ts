@@ -2,11 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { cp, mkdir, readdir, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { runCli, withTempDir, PROJECT_ROOT } from './helpers/cli.js';
 import { obtainDebianKernels } from './helpers/kernel-headers.js';
-import { startMirror } from './helpers/server.js';
+import { closedPort, startMirror } from './helpers/server.js';
 import { descriptors, spawnCli, startDebMirror, syntheticKernel, waitFor, writeProject } from './build-e2e-project.js';
 import { readIndex } from '../src/repository/index-file.js';
 import { LOCK_FILE } from '../src/repository/local.js';
@@ -21,14 +20,6 @@ import type { BuildReport } from '../src/run/runner.js';
 // on a real Debian kernel is the driver that builds.
 
 const TIMEOUT = 600_000;
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** A tarball-sourced driver entry for drivers.yaml (the example probe's kbuild layout, so it would build). */
 function tarballDriver(url: string, tree: string): string {

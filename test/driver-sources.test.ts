@@ -2,11 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { access, cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PROJECT_ROOT, withTempDir } from './helpers/cli.js';
-import { startMirror } from './helpers/server.js';
+import { closedPort, startMirror } from './helpers/server.js';
 import { buildDebWithDpkg } from './helpers/archive-fixtures.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256Hex } from '../src/util/hash.js';
@@ -47,15 +46,6 @@ async function githubTarball(dir: string, name: string, edit?: (top: string) => 
   await edit?.(top);
   execFileSync('tar', ['-C', join(dir, name), '--sort=name', '-czf', join(dir, `${name}.tar.gz`), 'libs-10.2.0']);
   return { bytes: await readFile(join(dir, `${name}.tar.gz`)), tree: await treeHash(top) };
-}
-
-/** A loopback port nobody listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 const quick = { attempts: 1, idleTimeoutMs: 5_000 };

@@ -127,10 +127,13 @@ function normalizedPath(path: string): string {
  * `/debian`; `.../debian-security` does not.
  */
 export async function aptMirrorsForPath(path: string, options: AptSourcesOptions = {}): Promise<string[]> {
-  const wanted = normalizedPath(path);
-  const seen = new Set<string>();
-  const out: string[] = [];
-  for (const entry of await readAptSources(options)) {
+  return debEntriesAt(await readAptSources(options), normalizedPath(path), new Set()).map((e) => e.url);
+}
+
+/** The `deb` entries (http, https, file) whose URL path is `path`, as base URIs not in `seen` (which grows). */
+function debEntriesAt(entries: readonly AptSourceEntry[], path: string, seen: Set<string>): AptFallbackMirror[] {
+  const out: AptFallbackMirror[] = [];
+  for (const entry of entries) {
     if (entry.type !== 'deb') continue;
     let url: URL;
     try {
@@ -138,12 +141,48 @@ export async function aptMirrorsForPath(path: string, options: AptSourcesOptions
     } catch {
       continue;
     }
-    if (!['http:', 'https:', 'file:'].includes(url.protocol)) continue;
-    if (normalizedPath(url.pathname) !== wanted) continue;
+    if (!['http:', 'https:', 'file:'].includes(url.protocol) || normalizedPath(url.pathname) !== path) continue;
     const base = entry.uri.replace(/\/+$/, '');
     if (seen.has(base)) continue;
     seen.add(base);
-    out.push(base);
+    out.push({ url: base, path, file: entry.file });
   }
   return out;
+}
+
+/** One of apt's mirrors that stands in for a mirror that did not answer. */
+export interface AptFallbackMirror {
+  /** apt's base URI (no trailing slash). */
+  url: string;
+  /** The URL path it shares with the mirror it stands in for (`/debian`). */
+  path: string;
+  /** The sources file that names it. */
+  file: string;
+}
+
+/**
+ * apt's mirrors for the archives `mirrors` point at: for each mirror's URL
+ * path in order (`https://mirror.example/debian` is `/debian`), every `deb`
+ * entry of apt's sources with that path, deduplicated and without the
+ * mirrors themselves. The suite is not compared: an archive's suites (trixie,
+ * sid) and its pool are served from the same base, whichever suites apt
+ * itself lists. A mirror whose path is `/` stands for no archive and gets no
+ * fallback. Unparseable mirror URLs are skipped.
+ */
+export async function aptFallbackMirrors(mirrors: readonly string[], options: AptSourcesOptions = {}): Promise<AptFallbackMirror[]> {
+  const paths: string[] = [];
+  for (const mirror of mirrors) {
+    let url: URL;
+    try {
+      url = new URL(mirror);
+    } catch {
+      continue;
+    }
+    const path = normalizedPath(url.pathname);
+    if (path !== '/' && !paths.includes(path)) paths.push(path);
+  }
+  if (paths.length === 0) return [];
+  const entries = await readAptSources(options);
+  const tried = new Set(mirrors.map((m) => m.replace(/\/+$/, '')));
+  return paths.flatMap((path) => debEntriesAt(entries, path, tried));
 }

@@ -6,6 +6,7 @@ import type { HttpOptions } from '../util/http.js';
 import type { Logger } from '../util/log.js';
 import { checkSha256 } from '../util/names.js';
 import { aptGetAvailable, fetchViaApt } from './apt.js';
+import { aptFallbackMirrors, type AptSourcesOptions } from './apt-sources.js';
 import { cachePath, defaultCacheDir, lookupCached, sweepStaleTemps } from './cache.js';
 import { downloadFromMirrors } from './mirrors.js';
 import type { FetchOptions, FetchPackage, FetchVia, Fetcher, FetcherOptions, FetcherStats } from './types.js';
@@ -41,6 +42,8 @@ interface FetchOneOptions {
   http?: HttpOptions;
   logger?: Logger;
   aptTimeoutMs?: number;
+  /** apt's configuration, for its mirrors of a package's archive (default /etc/apt, $FALCO_PROBES_APT_ETC). */
+  aptSources?: AptSourcesOptions;
   /** Wraps the network part (not cache hits). */
   limit?: LimitFunction;
   /** Aborts the shared download (all waiters), e.g. the fetcher's signal. */
@@ -72,6 +75,7 @@ export function createFetcher(options: FetcherOptions): Fetcher {
     ...(options.logger ? { logger: options.logger } : {}),
     ...(options.aptTimeoutMs !== undefined ? { aptTimeoutMs: options.aptTimeoutMs } : {}),
     ...(options.signal ? { sharedSignal: options.signal } : {}),
+    ...(options.aptSources ? { aptSources: options.aptSources } : {}),
   };
   return {
     cacheDir,
@@ -163,22 +167,41 @@ async function acquire(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions
 
   const aptCanHelp = pkg.path.endsWith('.deb') && (await aptGetAvailable());
   if (mirrors.length === 0 && aptCanHelp) return viaApt();
+  const failures: FalcoProbesError[] = [];
+  // Only when no mirror could deliver (network errors and HTTP statuses);
+  // never after a checksum mismatch or an abort.
+  const note = (err: unknown) => {
+    if (signal.aborted || !(err instanceof FalcoProbesError) || err.kind !== 'network') throw err;
+    failures.push(err);
+    opts.logger?.debug(err.format());
+  };
   try {
     return await viaMirrors();
   } catch (err) {
-    // Only when no mirror could deliver (network errors and HTTP statuses);
-    // never after a checksum mismatch or an abort.
-    if (!aptCanHelp || signal.aborted || !(err instanceof FalcoProbesError) || err.kind !== 'network') throw err;
-    opts.logger?.info(`no mirror delivered ${pkg.name} ${pkg.version}; asking apt`);
-    opts.logger?.debug(err.format());
+    note(err);
+  }
+  // apt's own mirrors of the same archive (same URI path) serve the same
+  // pool path, for any suite of it; apt-get download knows only apt's suites.
+  const fallbacks = await aptFallbackMirrors(mirrors, opts.aptSources ?? {});
+  if (fallbacks.length) {
+    opts.logger?.info(`no mirror delivered ${pkg.name} ${pkg.version}; trying apt's mirror${fallbacks.length > 1 ? 's' : ''} of the same archive: ${fallbacks.map((f) => `${f.url} (${f.file})`).join(', ')}`);
     try {
-      return await viaApt();
-    } catch (aptErr) {
-      if (!(aptErr instanceof FalcoProbesError) || aptErr.kind !== 'network') throw aptErr;
-      throw new FalcoProbesError('network', `${pkg.name} ${pkg.version}: no mirror delivered it and apt could not fetch it`, {
-        details: [err.format(), aptErr.format()].map((t) => t.replace(/^/gm, '  ')).join('\n'),
-        hint: `check the mirrors of repository ${pkg.repository} (or pass --mirror ${pkg.repository}=URL) and apt's sources`,
-      });
+      return await downloadFromMirrors(pkg, fallbacks.map((f) => f.url), { ...common, ...(opts.http ? { http: opts.http } : {}) });
+    } catch (err) {
+      note(err);
     }
   }
+  if (aptCanHelp) {
+    opts.logger?.info(`no mirror delivered ${pkg.name} ${pkg.version}; asking apt`);
+    try {
+      return await viaApt();
+    } catch (err) {
+      note(err);
+    }
+  }
+  if (failures.length === 1) throw failures[0];
+  throw new FalcoProbesError('network', `${pkg.name} ${pkg.version}: ${['no mirror delivered it', ...(fallbacks.length ? ["nor did apt's mirrors"] : []), ...(aptCanHelp ? ['and apt could not fetch it'] : [])].join(', ')}`, {
+    details: failures.map((e) => e.format().replace(/^/gm, '  ')).join('\n'),
+    hint: `check the mirrors of repository ${pkg.repository} (or pass --mirror ${pkg.repository}=URL) and apt's sources`,
+  });
 }

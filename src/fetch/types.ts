@@ -1,3 +1,4 @@
+import type { AptSourcesOptions } from './apt-sources.js';
 import type { PackageRef } from '../config/types.js';
 import type { HttpOptions } from '../util/http.js';
 import type { Logger } from '../util/log.js';
@@ -20,6 +21,8 @@ export interface FetchOptions {
   logger?: Logger;
   /** Time allowed for one `apt-get download` (default 10 minutes). */
   aptTimeoutMs?: number;
+  /** apt's configuration, whose mirrors of a package's archive are tried when its own mirrors fail (auto mode). */
+  aptSources?: AptSourcesOptions;
 }
 
 /** Returns the path of the verified file in the cache (sha256 and size equal to the lockfile's). */
@@ -38,6 +41,8 @@ export interface FetcherOptions {
   http?: HttpOptions;
   verify?: boolean;
   aptTimeoutMs?: number;
+  /** apt's configuration, whose mirrors of a package's archive are tried when its own mirrors fail (auto mode). */
+  aptSources?: AptSourcesOptions;
   /** Aborts every download of this fetcher. */
   signal?: AbortSignal;
 }

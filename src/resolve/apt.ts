@@ -11,6 +11,7 @@ import { formatAlternative, parseDepends, type DependencyAlternative } from './a
 import { compareDebVersions, satisfiesRelation, upstreamVersion } from './deb-version.js';
 import { fillTemplate } from './template.js';
 import { definitionLocation } from './definition-location.js';
+import { aptFallbackMirrors } from '../fetch/apt-sources.js';
 import { mirrorsFor, type ResolveOptions, type Resolver } from './types.js';
 
 // The apt resolver: per repository (mirrors in order), the signed Release and
@@ -198,7 +199,7 @@ async function readRepository(
   const suite = repo.suite!;
   const components = repo.components ?? ['main'];
   const mirrors = mirrorsFor(source, repo.name, options);
-  return tryMirrors(mirrors, async (base) => {
+  const read = async (base: string) => {
     const release = await fetchAptRelease({ base, suite, ...(keyring ? { keyring } : {}), ...(repo.checkValidUntil === false ? { checkValidUntil: false } : {}), repository: repo.name, http: options.http ?? {}, ...(options.logger ? { logger: options.logger } : {}) });
     const out: { arch: Arch; packages: AptPackage[] }[] = [];
     for (const arch of def.architectures) {
@@ -224,7 +225,30 @@ async function readRepository(
       out.push({ arch, packages });
     }
     return out;
-  });
+  };
+  try {
+    return await tryMirrors(mirrors, read);
+  } catch (err) {
+    // The definition's mirrors did not answer: apt's own mirrors of the same
+    // archive are tried next, checked exactly alike (the Release signature
+    // against the definition's keyring, every index by its hash).
+    if (options.mirrorOverrides?.has(repo.name) || !(err instanceof FalcoProbesError) || err.kind !== 'network') throw err;
+    const fallbacks = await aptFallbackMirrors(mirrors, options.aptSources ?? {});
+    if (fallbacks.length === 0) throw err;
+    options.logger?.debug(err.format());
+    for (const f of fallbacks)
+      options.logger?.warn(`${repo.name}: no mirror of ${source.relativePath} answered; trying ${f.url}, apt's mirror of ${f.path} (${f.file})`);
+    try {
+      return await tryMirrors(fallbacks.map((f) => f.url), read);
+    } catch (fallbackErr) {
+      if (!(fallbackErr instanceof FalcoProbesError) || fallbackErr.kind !== 'network') throw fallbackErr;
+      throw new FalcoProbesError('network', `repository "${repo.name}": neither the mirrors of ${source.relativePath} nor apt's mirrors of the same archive answered`, {
+        location: { file: source.file },
+        details: [err.format(), fallbackErr.format()].map((t) => t.replace(/^/gm, '  ')).join('\n'),
+        hint: `check the network, or pass --mirror ${repo.name}=URL`,
+      });
+    }
+  }
 }
 
 /** Among candidates: the same version as the kernel's headers if there is one, else the newest; ties go to the earlier repository. */

@@ -1,5 +1,6 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { AptSourcesOptions } from '../fetch/apt-sources.js';
 import type { HttpOptions } from '../util/http.js';
 import type { Logger } from '../util/log.js';
 import type { KernelDescriptor } from '../config/types.js';
@@ -15,6 +16,13 @@ export interface ResolveOptions {
    * tarball) remember what they learnt, keyed by content. Default: resolveCacheDir().
    */
   cacheDir?: string;
+  /**
+   * apt's configuration, read when a definition's own mirrors of an apt
+   * repository do not answer (never when --mirror names the repository):
+   * apt's mirrors for the same URI path are tried next. Default: /etc/apt
+   * ($FALCO_PROBES_APT_ETC).
+   */
+  aptSources?: AptSourcesOptions;
 }
 
 /** `$FALCO_PROBES_RESOLVE_CACHE`, else `$XDG_CACHE_HOME/falco-probes/resolve` (or `~/.cache/...`). */

@@ -107,3 +107,12 @@ export async function startMirror(opts: { root?: string; files?: Record<string, 
       }),
   };
 }
+
+/** A loopback port nobody listens on (a server started on port 0, then closed). */
+export async function closedPort(): Promise<number> {
+  const server = http.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
