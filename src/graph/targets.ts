@@ -9,6 +9,7 @@ import { artifactFileName } from '../naming/loader-names.js';
 import type { LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
 import { builderForTarget } from './compiler-choice.js';
+import { shadowedKernels } from './loader-name-clash.js';
 
 // From lockfiles and driver pins to targets: one per (kernel, driver whose
 // range and kinds admit it, kind), arch = the kernel's machine.
@@ -58,6 +59,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
   const keyOf = createKeyer();
   const targets: Target[] = [];
   const outputs = new Map<string, Target>();
+  const shadowed = new Set(shadowedKernels(inputs.lockfiles).map((s) => s.kernel));
   for (const loaded of [...inputs.lockfiles].sort((a, b) => compareNatural(a.lock.os, b.lock.os))) {
     const { lock } = loaded;
     if (lock.os === 'all') throw new FalcoProbesError('config', 'an OS cannot be called "all" (a reserved Make and Please name)', { location: loaded.where(['os']) });
@@ -70,6 +72,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
 
     for (const i of kernelOrder(lock.kernels)) {
       const kernel = lock.kernels[i]!;
+      if (shadowed.has(kernel)) continue;
       const entry = `${loaded.relativePath}: kernel "${kernel.name}" (${kernel.machine})`;
       for (const driver of drivers) {
         for (const kind of kinds(driver)) {
@@ -118,7 +121,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           if (other)
             throw new FalcoProbesError('config', `${entry}: ${target.label} and ${other.label} would both publish ${output}`, {
               location: loaded.where(['kernels', i]),
-              hint: "the file name is <driver>_<targetId>_<release>_<kernelversion>.<o|ko>; give one of the OSes' kernels another targetId",
+              hint: "the file name is <driver>_<targetId>_<release>_<kernelversion>.<o|ko>, as Falco's loaders derive it; when exactly one of the kernels is named by its whole version (Debian: the other's package version was cut), the file is that kernel's (loader-name-clash.ts); otherwise give one of the OSes' kernels another targetId",
             });
           outputs.set(output, target);
           targets.push(target);

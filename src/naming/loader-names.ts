@@ -246,6 +246,20 @@ function fileName(driverName: string, kind: 'bpf' | 'kmod', parts: LoaderParts):
   return `${driverName}_${parts.targetId}_${parts.release}_${parts.kernelVersion}${extension}`;
 }
 
+/**
+ * False when the loaders' name for this kernel drops part of what tells it
+ * from other kernels: Debian's rule keeps only the `<x.y.z>-<n>` of the
+ * package version, so bookworm's backport `6.12.107-1~deb12u1` is named
+ * `6.12.107-1`, as trixie's own `6.12.107-1` is. True for every other rule.
+ */
+export function loaderNameIsExact(k: LoaderKernel): boolean {
+  if (ruleFor(k.targetId) !== debian) return true;
+  const pkg = DEBIAN_PACKAGE_VERSION.exec(k.version);
+  if (!pkg) return true;
+  const rest = k.version.slice(pkg.index + pkg[0].length);
+  return rest === '' || /^\s/.test(rest);
+}
+
 /** `<driverName>_<target>_<release>_<kernelversion>.<o|ko>` as falcoctl asks for it. */
 export function artifactFileName(driverName: string, kind: 'bpf' | 'kmod', k: LoaderKernel): string {
   return fileName(driverName, kind, falcoctlParts(k));

@@ -1,3 +1,4 @@
+import { shadowedKernels, shadowedSummary } from '../../graph/loader-name-clash.js';
 import { PUBLISHED_RECORD, readPublishedRecord } from '../../repository/published-record.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,6 +50,8 @@ options:
     for (const t of result.graph.targets) perOs.set(t.os, (perOs.get(t.os) ?? 0) + 1);
     const lines = [...perOs].sort(([a], [b]) => (a < b ? -1 : 1)).map(([os, n]) => `${os}: ${n} target(s)`);
     if (perOs.size === 0) lines.push('no lockfiles under kernels/ (run falco-probes resolve)');
+    const shadowed = shadowedKernels(result.graph.lockfiles);
+    lines.push(...shadowedSummary(shadowed));
     const changed = result.files.filter((f) => f.change !== 'unchanged');
     const unchanged = result.files.length - changed.length;
     if (check) {
@@ -66,6 +69,7 @@ options:
         targets: Object.fromEntries([...perOs].sort(([a], [b]) => (a < b ? -1 : 1))),
         files: result.files.map((f) => ({ path: f.path, change: f.change })),
         outOfDate: changed.length,
+        shadowed: shadowed.map((x) => ({ os: x.os, kernel: x.kernel.name, machine: x.kernel.machine, by: { os: x.by.os, kernel: x.by.kernel.name } })),
         ...(result.stamps ? { makeKeyStamps: { created: result.stamps.created, removed: result.stamps.removed } } : {}),
       };
       ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
