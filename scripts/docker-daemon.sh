@@ -9,7 +9,15 @@
 #   stop    stop it and wait until it is gone (idempotent)
 #   socket  print the socket path (DOCKER_HOST=unix://<it>)
 #   status  exit 0 and print the pid when it answers, exit 1 otherwise
+#   acquire PID   count process PID as a user, and start the daemon unless it answers
+#   release PID   stop counting PID; when no live user is left and an acquire
+#                 started the daemon, stop it
 #
+# acquire/release are for callers that share the daemon (scripts/test.sh, test
+# files run concurrently): the last one out stops it, never one that another
+# still uses, and a daemon someone started with `start` is left running.
+# Users are pid files under $RUN_DIR/users (a dead pid no longer counts), all
+# changed under one flock.
 # The data root persists across runs (images built once are reused); set
 # FALCO_PROBES_DOCKER_DATA to move it.
 set -euo pipefail
@@ -19,6 +27,10 @@ SOCK="$RUN_DIR/docker.sock"
 PIDFILE="$RUN_DIR/dockerd.pid"
 EXEC_ROOT="$RUN_DIR/exec"
 LOG="$RUN_DIR/dockerd.log"
+USERS_DIR="$RUN_DIR/users"
+USERS_LOCK="$RUN_DIR/users.lock"
+# Present while the daemon runs because an acquire started it.
+STARTED_BY_ACQUIRE="$RUN_DIR/started-by-acquire"
 DATA_ROOT="${FALCO_PROBES_DOCKER_DATA:-/var/lib/falco-probes-docker}"
 READY_SECONDS="${FALCO_PROBES_DOCKER_READY_SECONDS:-60}"
 STOP_SECONDS=30
@@ -54,7 +66,7 @@ launch() {
   local driver="$1"
   mkdir -p "$RUN_DIR" "$EXEC_ROOT" "$DATA_ROOT"
   rm -f "$SOCK"
-  # setsid: the daemon must not die with the shell that started it.
+  # setsid: the daemon must not die with the shell that started it; 9>&-: nor hold acquire's lock.
   setsid dockerd \
     --host="unix://$SOCK" \
     --data-root="$DATA_ROOT" \
@@ -63,7 +75,7 @@ launch() {
     --iptables=false --ip6tables=false --bridge=none --ip-masq=false \
     --containerd-namespace=falco-probes --containerd-plugins-namespace=falco-probes-plugins \
     --storage-driver="$driver" \
-    </dev/null >>"$LOG" 2>&1 &
+    </dev/null >>"$LOG" 2>&1 9>&- &
   local pid=$!
   if wait_ready "$pid"; then
     log "dockerd (pid $pid, storage $driver) answers on $SOCK"
@@ -122,12 +134,56 @@ stop() {
   rm -f "$SOCK" "$PIDFILE"
 }
 
+check_pid() {
+  [[ "${1:-}" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 acquire|release PID" >&2; exit 2; }
+}
+
+# Run the rest of the caller under the users lock (released when the script exits).
+lock_users() {
+  mkdir -p "$USERS_DIR"
+  exec 9>>"$USERS_LOCK"
+  flock 9
+}
+
+# Forget users whose process is gone (killed before its release).
+sweep_users() {
+  local f
+  for f in "$USERS_DIR"/*; do
+    [ -e "$f" ] || continue
+    kill -0 "$(basename "$f")" 2>/dev/null || rm -f "$f"
+  done
+}
+
+acquire() {
+  check_pid "$1"
+  lock_users
+  sweep_users
+  if ! answers; then
+    start
+    : >"$STARTED_BY_ACQUIRE"
+  fi
+  : >"$USERS_DIR/$1"
+}
+
+release() {
+  check_pid "$1"
+  lock_users
+  rm -f "$USERS_DIR/$1"
+  sweep_users
+  if [ -z "$(ls -A "$USERS_DIR")" ] && [ -e "$STARTED_BY_ACQUIRE" ]; then
+    stop
+    rm -f "$STARTED_BY_ACQUIRE"
+  fi
+}
+
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
+  stop) stop; rm -f "$STARTED_BY_ACQUIRE" ;;
+  acquire) acquire "${2:-}" ;;
+  release) release "${2:-}" ;;
   socket) echo "$SOCK" ;;
   status)
     if answers; then echo "running pid $(daemon_pid || echo '?') socket $SOCK"; else echo "not running" >&2; exit 1; fi
     ;;
-  *) echo "usage: $0 start|stop|socket|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|socket|status|acquire PID|release PID" >&2; exit 2 ;;
 esac
