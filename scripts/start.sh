@@ -13,4 +13,18 @@ if [ "$#" -eq 0 ]; then set -- //probes/...; fi
 # A driver whose source cannot be downloaded here (GitHub's archives on a machine without
 # access to it) costs its own targets, each said in one line, not the whole run; serve it
 # with FALCO_PROBES_DRIVER_MIRROR='PREFIX=URL;...' (or --driver-mirror) to build them too.
-exec node bin/falco-probes.js build --skip-unreachable-drivers "$@"
+# Debian 13's kernels were built by gcc 14, and so must their modules be: in the trixie compiler
+# image (kernels/drivers.yaml compilerImages), on the private Docker daemon, whose base image is
+# debootstrapped from the archive apt names. Without them those modules are reported as not
+# buildable here (--skip-unbuildable), as are the arm64 kernels on an x86_64 machine.
+if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
+  if bash scripts/docker-daemon.sh acquire $$; then
+    trap 'bash scripts/docker-daemon.sh release $$ >/dev/null 2>&1 || true' EXIT
+    DOCKER_HOST="unix://$(bash scripts/docker-daemon.sh socket)"
+    export DOCKER_HOST
+    bash scripts/base-image.sh trixie || echo "start: no debian:trixie base image; Debian 13's modules are not built" >&2
+  else
+    echo "start: the Docker daemon did not start; Debian 13's modules are not built" >&2
+  fi
+fi
+node bin/falco-probes.js build --skip-unreachable-drivers --skip-unbuildable "$@"

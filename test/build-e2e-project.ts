@@ -59,12 +59,12 @@ export async function hostBuilderGcc(): Promise<string | undefined> {
   return (await hostPin).gcc;
 }
 
-function sourceDefinition(os: string, mirrorUrl: string): string {
+function sourceDefinition(os: string, mirrorUrl: string, architectures = 'x86_64'): string {
   return `id: ${os}
 description: Debian 12 kernels served by a test mirror
 type: apt
 targetId: debian
-architectures: [x86_64]
+architectures: [${architectures}]
 minimumKernel: "4.14"
 osRelease:
   ID: debian
@@ -88,7 +88,8 @@ apt:
 }
 
 export async function writeOs(root: string, os: string, mirrorUrl: string, kernels: readonly KernelDescriptor[]): Promise<void> {
-  const definition = sourceDefinition(os, mirrorUrl);
+  // Only when a kernel needs it, so that every other project's definition (and its sha256) stays as it was.
+  const definition = sourceDefinition(os, mirrorUrl, kernels.some((k) => k.machine === 'aarch64') ? 'x86_64, aarch64' : 'x86_64');
   await writeFile(join(root, 'kernels', `${os}.yaml`), definition);
   const lock = serializeLockfile({
     os,

@@ -1,5 +1,6 @@
 import { builderLabel } from '../graph/compiler-choice.js';
 import type { PlannedTarget } from '../run/plan.js';
+import type { Target } from '../graph/types.js';
 import { REASON_TEXT } from '../run/plan.js';
 import { formatShard, splitByShard, type Shard } from './shard.js';
 
@@ -37,7 +38,10 @@ export function renderGithubMatrix(plan: ShardPlan): string {
   return `${JSON.stringify({ include })}\n`;
 }
 
-export function renderPlanJson(plan: ShardPlan, only?: Shard): string {
+/** Per target, why no builder on the planning machine can build it (run/buildable.ts); shown beside it. */
+export type PlanNotes = ReadonlyMap<Target, string>;
+
+export function renderPlanJson(plan: ShardPlan, only?: Shard, notes: PlanNotes = new Map()): string {
   const body = {
     shards: plan.count,
     total: plan.total,
@@ -46,18 +50,24 @@ export function renderPlanJson(plan: ShardPlan, only?: Shard): string {
       .filter((s) => only === undefined || s.index === only.index)
       .map((s) => ({
         shard: s.shard,
-        targets: s.targets.map((p) => ({ label: p.target.label, key: p.target.key, output: p.target.output, builder: builderLabel(p.target.builder), reason: p.reason })),
+        targets: s.targets.map((p) => {
+          const note = notes.get(p.target);
+          return { label: p.target.label, key: p.target.key, output: p.target.output, builder: builderLabel(p.target.builder), reason: p.reason, ...(note !== undefined ? { notBuildableHere: note } : {}) };
+        }),
       })),
   };
   return `${JSON.stringify(body, null, 2)}\n`;
 }
 
-export function renderPlanText(plan: ShardPlan, only?: Shard): string {
+export function renderPlanText(plan: ShardPlan, only?: Shard, notes: PlanNotes = new Map()): string {
   const lines: string[] = [`${plan.outOfDate} of ${plan.total} target(s) out of date, in ${plan.count} shard(s)`];
   for (const s of plan.shards) {
     if (only !== undefined && s.index !== only.index) continue;
     lines.push(`shard ${s.shard}: ${s.targets.length} target(s)`);
-    for (const p of s.targets) lines.push(`  ${p.target.label}  [${builderLabel(p.target.builder)}]  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'})`);
+    for (const p of s.targets) {
+      const note = notes.get(p.target);
+      lines.push(`  ${p.target.label}  [${builderLabel(p.target.builder)}]  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'}${note !== undefined ? `; not buildable here: ${note}` : ''})`);
+    }
   }
   return `${lines.join('\n')}\n`;
 }

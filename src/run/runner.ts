@@ -11,6 +11,7 @@ import { createProgress, formatDuration } from './progress.js';
 import { runScheduled } from './scheduler.js';
 import { removeStaleWorkDirs, sweepRunState, type RunPaths } from './paths.js';
 import { obtainDriverSources, unreachableDriverLine } from './driver-source.js';
+import { unbuildableLines, whyNotBuildable, type BuildableHere } from './buildable.js';
 
 // `build`: plan against the repository's index, then build what is out of
 // date with at most `jobs` compiles at once, publishing each probe (and the
@@ -39,11 +40,18 @@ export interface BuildRunOptions {
    * own source when it gets to it.
    */
   unreachableDrivers?: 'fail' | 'skip';
+  /**
+   * Check before any build which out-of-date targets no builder here can
+   * build (buildable.ts): `fail` stops the run naming them, `skip` leaves them
+   * out with one line per reason (status `unbuildable`). Unset: not checked.
+   */
+  unbuildable?: { mode: 'fail' | 'skip'; here: BuildableHere };
 }
 
 /** `unreachable`: not built because the driver's source could not be downloaded (skipped with --skip-unreachable-drivers). */
+/** `unbuildable`: not built because no builder here can build it (another architecture; a compiler image without Docker), with --skip-unbuildable. */
 /** `cancelled`: stopped by an interrupt (SIGINT, SIGTERM) while it was building; not a failure, its work directory is removed. */
-export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build' | 'unreachable' | 'cancelled';
+export type TargetStatus = 'built' | 'up-to-date' | 'failed' | 'skipped' | 'would-build' | 'unreachable' | 'unbuildable' | 'cancelled';
 
 export interface TargetReport {
   label: string;
@@ -77,6 +85,8 @@ export interface BuildReport {
   skipped: number;
   /** Not built: their driver's source was unreachable (--skip-unreachable-drivers). Absent counts as 0. */
   unreachable?: number;
+  /** Not built: no builder here can build them (--skip-unbuildable). Absent counts as 0. */
+  unbuildable?: number;
   /** Stopped by an interrupt while building. Absent counts as 0. */
   cancelled?: number;
   elapsedMs: number;
@@ -144,6 +154,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     failed: results.filter((r) => r.status === 'failed').length,
     skipped: results.filter((r) => r.status === 'skipped').length,
     unreachable: results.filter((r) => r.status === 'unreachable').length,
+    unbuildable: results.filter((r) => r.status === 'unbuildable').length,
     cancelled: results.filter((r) => r.status === 'cancelled').length,
     elapsedMs: performance.now() - t0,
     results,
@@ -168,6 +179,30 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     if (o.explain) for (const { planned } of stale) o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
     if (stale.length === 0) return finish(results, false, repo.root);
+    if (o.unbuildable) {
+      const reasons = new Map<Target, string>();
+      for (const { planned } of stale) {
+        const why = await whyNotBuildable(planned.target, o.unbuildable.here);
+        if (why !== undefined) reasons.set(planned.target, why);
+      }
+      if (reasons.size) {
+        const skipping = o.unbuildable.mode === 'skip';
+        const lines = unbuildableLines(reasons, skipping);
+        if (!skipping)
+          throw new FalcoProbesError('config', lines.join('\n'), {
+            hint: 'nothing was built; build them where they can be built, leave them out (--label arch=x86_64), or pass --skip-unbuildable to build the rest and report these',
+          });
+        for (const line of lines) o.logger.warn(line);
+        for (const { planned, index } of stale) {
+          const why = reasons.get(planned.target);
+          if (why === undefined) continue;
+          results[index]!.status = 'unbuildable';
+          results[index]!.error = why;
+        }
+        stale = stale.filter((s) => !reasons.has(s.planned.target));
+        if (stale.length === 0) return finish(results, false, repo.root);
+      }
+    }
 
     const swept = await sweepRunState(o.paths);
     if (swept) o.logger.info(`removed ${swept} work director${swept === 1 ? 'y' : 'ies'} and temporaries of runs that are gone`);
@@ -323,6 +358,7 @@ export function summaryLine(report: BuildReport): string {
   if (report.cancelled) parts.push(`${report.cancelled} cancelled`);
   if (report.skipped) parts.push(`${report.skipped} not started`);
   if (report.unreachable) parts.push(`${report.unreachable} skipped (driver source unreachable)`);
+  if (report.unbuildable) parts.push(`${report.unbuildable} skipped (no builder here)`);
   return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}; repository ${report.repository}`;
 }
 
@@ -338,6 +374,7 @@ export function reportJson(report: BuildReport): string {
       failed: report.failed,
       skipped: report.skipped,
       unreachable: report.unreachable ?? 0,
+      unbuildable: report.unbuildable ?? 0,
       cancelled: report.cancelled ?? 0,
       elapsedMs: Math.round(report.elapsedMs),
       results: report.results,

@@ -9,6 +9,8 @@ import { REASON_TEXT } from '../../run/plan.js';
 import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/runner.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
+import { buildableHere } from '../../run/buildable.js';
+import { hostArch } from '../../builders/host.js';
 import { parseShard, inShard } from '../../repository/shard.js';
 import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
@@ -58,6 +60,11 @@ ${driverMirrorUsage('      ', 29)}
                              to answer) drops that driver's targets, with one line saying so, and
                              the rest is built; without it the run stops before building anything.
                              A source with the wrong bytes (sha256 or tree hash) is always an error
+      --skip-unbuildable     out-of-date targets that no builder here can build (another
+                             architecture: this machine's is ${hostArch() ?? process.arch}; a module keyed for a compiler
+                             image when no Docker daemon answers) are reported, one line per
+                             reason, and the rest is built; without it the run stops before
+                             building anything. plan shows them too
 ${builderOptionsUsage('      ', 29)}
       --verify-load          after building, boot the kernel of each selected probe (of this shard)
                              in qemu and load it (see falco-probes verify-load --help); a probe
@@ -70,7 +77,7 @@ Every out-of-date target's driver source is obtained (downloaded, verified, unpa
 before anything is built.
 
 exit status: 0 when every selected target is up to date or built (or skipped with
---skip-unreachable-drivers), 1 when any failed, 2 for bad input.
+--skip-unreachable-drivers or --skip-unbuildable), 1 when any failed, 2 for bad input.
 `,
   options: {
     jobs: { type: 'string', short: 'j' },
@@ -89,6 +96,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     shard: { type: 'string' },
     ...driverMirrorOptions,
     'skip-unreachable-drivers': { type: 'boolean' },
+    'skip-unbuildable': { type: 'boolean' },
     ...builderOptions,
     'verify-load': { type: 'boolean' },
     'allow-unverified': { type: 'boolean' },
@@ -155,6 +163,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         timeoutMs: timeoutS * 1000,
         signal,
         unreachableDrivers: values['skip-unreachable-drivers'] === true ? 'skip' : 'fail',
+        unbuildable: { mode: values['skip-unbuildable'] === true ? 'skip' : 'fail', here: buildableHere() },
         makePipeline: () =>
           createPipeline({
             projectRoot: ctx.root,
@@ -184,7 +193,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         ctx.logger.error(`interrupted: ${summaryLine(report)}`);
         return 130;
       }
-      (report.failed ? ctx.logger.error : report.unreachable ? ctx.logger.warn : ctx.logger.info)(summaryLine(report));
+      (report.failed ? ctx.logger.error : report.unreachable || report.unbuildable ? ctx.logger.warn : ctx.logger.info)(summaryLine(report));
       const buildCode = report.failed || report.skipped ? 1 : 0;
       if (!verifying) return buildCode;
 

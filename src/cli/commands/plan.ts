@@ -1,3 +1,5 @@
+import { buildableHere, unbuildableLines, whyNotBuildable } from '../../run/buildable.js';
+import type { Target } from '../../graph/types.js';
 import { resolve } from 'node:path';
 import { FalcoProbesError } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
@@ -79,7 +81,17 @@ options:
         `${unloaded.length} up-to-date probe(s) did not load into their kernel at their last verify-load and are not rebuilt: ` +
           `${unloaded.slice(0, 10).map((u) => `${u.target.label} (${u.verdict})`).join(', ')}${unloaded.length > 10 ? ', ...' : ''}; fix their driver, or see falco-probes verify-load --force`,
       );
-    ctx.stdout.write(format === 'github-matrix' ? renderGithubMatrix(plan) : format === 'json' ? renderPlanJson(plan, only) : renderPlanText(plan, only));
+    // Targets no builder of this machine's architecture can build (aarch64 on x86_64): shown, never hidden.
+    // Whether Docker answers here is not asked: the shards may build elsewhere.
+    const here = { ...buildableHere(), dockerAnswers: async () => true };
+    const notes = new Map<Target, string>();
+    for (const p of planned) {
+      if (p.reason === undefined) continue;
+      const why = await whyNotBuildable(p.target, here);
+      if (why !== undefined) notes.set(p.target, why);
+    }
+    for (const line of unbuildableLines(notes, false)) ctx.logger.warn(line);
+    ctx.stdout.write(format === 'github-matrix' ? renderGithubMatrix(plan) : format === 'json' ? renderPlanJson(plan, only, notes) : renderPlanText(plan, only, notes));
     return 0;
   },
 };
