@@ -35,6 +35,9 @@ const flights = new Map<string, Flight>();
  */
 const verifiedThisProcess = new Set<string>();
 
+/** Repositories whose fallback to apt's mirrors this process has announced. */
+const announcedFallbacks = new Set<string>();
+
 interface FetchOneOptions {
   cacheDir: string;
   via: FetchVia;
@@ -184,7 +187,14 @@ async function acquire(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions
   // pool path, for any suite of it; apt-get download knows only apt's suites.
   const fallbacks = await aptFallbackMirrors(mirrors, opts.aptSources ?? {});
   if (fallbacks.length) {
-    opts.logger?.info(`no mirror delivered ${pkg.name} ${pkg.version}; trying apt's mirror${fallbacks.length > 1 ? 's' : ''} of the same archive: ${fallbacks.map((f) => `${f.url} (${f.file})`).join(', ')}`);
+    // Said once per repository and fallback set: a run fetches hundreds of packages from one archive.
+    const said = `${pkg.repository}\0${fallbacks.map((f) => f.url).join(' ')}`;
+    const line = `repository ${pkg.repository}: its mirrors did not deliver ${pkg.name} ${pkg.version}; trying apt's mirror${fallbacks.length > 1 ? 's' : ''} of the same archive: ${fallbacks.map((f) => `${f.url} (${f.file})`).join(', ')}`;
+    if (announcedFallbacks.has(said)) opts.logger?.debug(line);
+    else {
+      announcedFallbacks.add(said);
+      opts.logger?.info(`${line} (said once per repository)`);
+    }
     try {
       return await downloadFromMirrors(pkg, fallbacks.map((f) => f.url), { ...common, ...(opts.http ? { http: opts.http } : {}) });
     } catch (err) {
