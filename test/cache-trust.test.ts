@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { startMirror } from './helpers/server.js';
-import { graphCachePath, sealGraphMemo } from '../src/graph/graph-cache.js';
+import { graphCachePath, sealGraphMemo, unsealGraphMemo } from '../src/graph/graph-cache.js';
 import { buildTarget, type TargetPipeline } from '../src/run/build-target.js';
 import { fetchAptRelease } from '../src/resolve/apt-release.js';
 import { loadSourceDefinition } from '../src/config/source-definition.js';
@@ -18,8 +18,7 @@ import type { Target } from '../src/graph/types.js';
 // (an alias bomb, --out naming a folder, a full disk) is named as such.
 // The rows that build are in cache-trust-build.test.ts.
 
-type Memo = { key: string; lockfiles: unknown[]; targets: [number, number, number, string, string, string, string][] };
-const memoOf = async (root: string) => JSON.parse(await readFile(graphCachePath(root), 'utf8')) as Memo;
+const memoOf = async (root: string) => unsealGraphMemo(await readFile(graphCachePath(root), 'utf8'));
 
 async function withProject(fn: (root: string) => Promise<void>): Promise<void> {
   await withTempDir(async (root) => {
@@ -33,7 +32,7 @@ test('graph memo: one bit flipped in a target key is a miss; generate writes the
     assert.equal((await runCli(['generate'], { cwd: root })).code, 0);
     const targetsJson = await readFile(join(root, 'generated', 'targets.json'), 'utf8');
     const text = await readFile(graphCachePath(root), 'utf8');
-    const key = (await memoOf(root)).targets[0]![5];
+    const key = (await memoOf(root)).targets[0]!.key;
     // Flip one bit of one hex digit of the key (still valid JSON, still 64 hex digits).
     const at = text.indexOf(key) + 10;
     const flipped = String.fromCharCode(text.charCodeAt(at) ^ 1);
@@ -51,10 +50,10 @@ test('graph memo: a resealed memo with a "../" probe file name is a miss; build-
   await withProject(async (root) => {
     assert.equal((await runCli(['generate'], { cwd: root })).code, 0);
     const memo = await memoOf(root);
-    const real = memo.targets[0]![6];
-    memo.targets[0]![6] = '../../../../../../tmp/falco-probes-escape.o';
+    const real = memo.targets[0]!.probeFile;
+    memo.targets[0]!.probeFile = '../../../../../../tmp/falco-probes-escape.o';
     // Sealed as the tool seals it: only the path rules stand between it and a build.
-    await writeFile(graphCachePath(root), sealGraphMemo(memo as Parameters<typeof sealGraphMemo>[0]));
+    await writeFile(graphCachePath(root), sealGraphMemo(memo));
     const dry = await runCli(['build', '--dry-run', '--json'], { cwd: root });
     assert.equal(dry.code, 0, dry.stderr);
     const files = (JSON.parse(dry.stdout) as { results: { file: string }[] }).results.map((r) => r.file);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { loadBuildGraph, type BuildGraph } from '../src/graph/load.js';
-import { graphCachePath, sealGraphMemo } from '../src/graph/graph-cache.js';
+import { graphCachePath, sealGraphMemo, unsealGraphMemo } from '../src/graph/graph-cache.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { treeHash } from '../src/graph/tree-hash.js';
 
@@ -28,8 +28,7 @@ function shape(g: BuildGraph) {
   };
 }
 
-type Memo = { key: string; targets: [number, number, number, string, string, string, string][] };
-const readMemo = async (root: string) => JSON.parse(await readFile(graphCachePath(root), 'utf8')) as Memo;
+const readMemo = async (root: string) => unsealGraphMemo(await readFile(graphCachePath(root), 'utf8'));
 
 async function withProject(fn: (root: string) => Promise<void>): Promise<void> {
   await withTempDir(async (root) => {
@@ -51,8 +50,8 @@ test('a second load is served by the memo and equals the first, target for targe
     assert.ok(second.lockfiles.some((l) => l.lock.kernels.includes(second.targets[0]!.kernel)));
 
     // Proof that the memo served it: a key planted in the memo comes back.
-    memo.targets[0]![5] = 'f'.repeat(64);
-    await writeFile(graphCachePath(root), sealGraphMemo(memo as Parameters<typeof sealGraphMemo>[0]));
+    memo.targets[0]!.key = 'f'.repeat(64);
+    await writeFile(graphCachePath(root), sealGraphMemo(memo));
     assert.equal((await loadBuildGraph(root)).targets[0]!.key, 'f'.repeat(64));
 
     // Without the memo (FALCO_PROBES_GRAPH_CACHE=0) the real key; the memo is neither read nor written.
@@ -72,8 +71,8 @@ test('any changed input misses the memo: lockfile bytes, source definition, driv
     const first = await loadBuildGraph(root);
     const plant = async () => {
       const memo = await readMemo(root);
-      for (const t of memo.targets) t[5] = 'f'.repeat(64);
-      await writeFile(graphCachePath(root), sealGraphMemo(memo as Parameters<typeof sealGraphMemo>[0]));
+      for (const t of memo.targets) t.key = 'f'.repeat(64);
+      await writeFile(graphCachePath(root), sealGraphMemo(memo));
       assert.ok((await loadBuildGraph(root)).targets.every((t) => t.key === 'f'.repeat(64)), 'the planted memo is served while nothing changed');
     };
     const keys = (g: BuildGraph) => g.targets.map((t) => t.key);
@@ -106,11 +105,15 @@ test('a damaged or foreign memo is ignored and replaced; a failed load writes no
     const good = await readFile(graphCachePath(root), 'utf8');
     const damaged = [
       good.slice(0, Math.floor(good.length / 2)),
-      good.replace(/"targets":\[\[\d+,/, '"targets":[[99,'),
-      good.replace('"format":2', '"format":1'),
+      // A target's lockfile index (in the targets section), a driver's field (in the drivers section), the format.
+      good.replace(/\n\d+ (\d+ \d+ (?:bpf|kmod) )/, '\n99 $1'),
+      good.replace('"builder"', '"bUilder"'),
+      good.replace('graph memo 3', 'graph memo 2'),
+      good + '0 0 0 bpf x86_64 extra ' + 'f'.repeat(64) + ' extra.o\n',
       '',
-      'not json',
+      'not a memo',
     ];
+    for (const text of damaged.slice(1, 5)) assert.notEqual(text, good);
     for (const text of damaged) {
       await writeFile(graphCachePath(root), text);
       assert.deepEqual(shape(await loadBuildGraph(root)), shape(first), text.slice(0, 40));

@@ -1,9 +1,11 @@
 import { resolve as resolvePath } from 'node:path';
-import { isMap, isScalar, isSeq, parseDocument, Scalar, type YAMLMap } from 'yaml';
+import type { YAMLMap } from 'yaml';
 import { FalcoProbesError } from '../util/errors.js';
 import { compareNatural } from '../util/natural-sort.js';
 import { checkRelativePath, checkSha256 } from '../util/names.js';
 import { loadYamlFile, parseYamlText, type LoadedYaml } from './yaml-load.js';
+import { lazyYaml } from '../util/lazy-require.js';
+import { isValid } from '../util/json-schema-lite.js';
 import { driversSchema } from './schema/drivers.js';
 import type { BuilderPin, CompilerImagePin, DriverPin } from '../graph/types.js';
 
@@ -39,6 +41,26 @@ export async function loadDrivers(file: string): Promise<LoadedDrivers> {
 
 export function parseDriversText(text: string, file: string): LoadedDrivers {
   return checkDrivers(parseYamlText<DriversFile>(text, file, driversSchema), file);
+}
+
+/**
+ * What a memo remembered of drivers.yaml (graph/graph-cache.ts), held to
+ * the schema and every rule below again, as if it had been read from the
+ * file; undefined when anything fails (the caller reads the file then).
+ * Positions are not known: errors found later name the file only.
+ */
+export function rememberedDrivers(value: unknown, file: string): LoadedDrivers | undefined {
+  try {
+    if (!isValid(driversSchema, value)) return undefined;
+    return checkDrivers({ value: value as DriversFile, positionOf: () => undefined, text: '' }, file);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The part of a loaded drivers.yaml a memo keeps: what the file says. */
+export function driversFileOf(loaded: LoadedDrivers): DriversFile {
+  return { builder: loaded.builder, ...(loaded.compilerImages ? { compilerImages: loaded.compilerImages } : {}), drivers: loaded.drivers };
 }
 
 function checkDrivers(loaded: LoadedYaml<DriversFile>, file: string): LoadedDrivers {
@@ -154,6 +176,7 @@ export function setDriverSha256(text: string, file: string, driver: string | { n
  */
 export function setDriverPin(text: string, file: string, driver: string | { name: string; version: string }, field: 'sha256' | 'tree', value: string): string {
   checkSha256(value);
+  const { isMap, isScalar, isSeq, parseDocument, Scalar } = lazyYaml();
   const doc = parseDocument(text);
   if (doc.errors.length) throw new FalcoProbesError('config', `invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, { location: { file } });
   const drivers = doc.get('drivers');

@@ -1,17 +1,20 @@
 import { readFile } from 'node:fs/promises';
-import { LineCounter, parseDocument, isMap, isSeq, isScalar, isPair, visit, type Document, type Node as YamlNode } from 'yaml';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { Document, LineCounter, Node as YamlNode } from 'yaml';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import { FalcoProbesError } from '../util/errors.js';
+import { lazyAjv, lazyYaml } from '../util/lazy-require.js';
 
 // Reads a YAML file, validates it against a JSON Schema with ajv, and turns
 // every failure into `file:line:col: what is wrong, what is expected`.
+// `yaml` and `ajv` are loaded on first use (util/lazy-require.ts).
 
-const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true });
+let ajv: Ajv | undefined;
 const compiled = new Map<object, ValidateFunction>();
 
 function validatorFor(schema: object): ValidateFunction {
   let v = compiled.get(schema);
   if (!v) {
+    ajv ??= new (lazyAjv())({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true });
     v = ajv.compile(schema);
     compiled.set(schema, v);
   }
@@ -37,6 +40,7 @@ export async function loadYamlFile<T>(file: string, schema: object): Promise<Loa
 }
 
 export function parseYamlText<T>(text: string, file: string, schema: object): LoadedYaml<T> {
+  const { LineCounter, parseDocument, visit } = lazyYaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, version: '1.2' });
   if (doc.errors.length > 0) {
@@ -118,6 +122,7 @@ function describeAjvError(e: ErrorObject): { path: (string | number)[]; message:
 }
 
 function nodePosition(doc: Document, lc: LineCounter, path: readonly (string | number)[]): { line: number; column: number } | undefined {
+  const { isMap, isPair, isScalar, isSeq } = lazyYaml();
   let node: unknown = doc.contents;
   let keyNode: unknown;
   for (const seg of path) {

@@ -1,23 +1,28 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, relative, resolve as resolvePath } from 'node:path';
-import { driversPathFor, loadDrivers } from '../config/drivers.js';
+import { driversFileOf, driversPathFor, loadDrivers, parseDriversText, rememberedDrivers, type LoadedDrivers } from '../config/drivers.js';
 import { sha256Hex } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
-import { resolveDriverIdentities } from './driver-identity.js';
-import { graphCacheEnabled, graphCacheKey, readGraphCache, writeGraphCache } from './graph-cache.js';
-import { checkedLockfile, checkLockfileFresh, findLockfiles, loadLockfile, type LoadedLockfile } from './lockfiles.js';
-import { buildTargets } from './targets.js';
+import { resolveDriverIdentities, type DriverIdentities } from './driver-identity.js';
+import { graphCacheEnabled, graphCacheKey, readGraphMemo, writeGraphCache, type GraphMemo } from './graph-cache.js';
+import { checkLockfileFresh, checkLockfileFreshSync, findLockfiles, loadLockfile, parseLoadedLockfile, type LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverPin, ResolvedDriver, Target } from './types.js';
 
 // The build graph of a project: every lockfile under kernels/, the driver
 // and builder pins of kernels/drivers.yaml, and the targets they make. Pure
 // with respect to its inputs: the same files give the same targets, keys
 // and order. Everything is validated before anything is returned. A graph
-// loaded once is remembered by the content of its inputs (graph-cache.ts).
+// loaded once is remembered by the content of its inputs (graph-cache.ts);
+// a graph served by that memo reads a lockfile's kernels only when
+// something asks for them (`lockfiles`, a target's `kernel`).
 
 export interface BuildGraph {
   targets: Target[];
+  /** Every lockfile, parsed and checked (a graph from the memo parses them on first access). */
   lockfiles: LoadedLockfile[];
+  /** The OS of each lockfile, in the same order: known without parsing any. */
+  oses: string[];
   /** Drivers that have targets (their source has a content identity). */
   drivers: ResolvedDriver[];
   /** Remote drivers without a sha256: no key, so no targets until `falco-probes pin`. */
@@ -35,27 +40,65 @@ export interface LoadOptions {
   remember?: boolean;
 }
 
+interface InputFile {
+  file: string;
+  relativePath: string;
+  os: string;
+  bytes: Buffer | undefined;
+  definition: Buffer | undefined;
+}
+
 export async function loadBuildGraph(projectRoot: string, options: LoadOptions = {}): Promise<BuildGraph> {
   const root = resolvePath(projectRoot);
   const kernelsDir = resolvePath(root, 'kernels');
-  const pins = await loadDrivers(driversPathFor(kernelsDir));
-  const identities = await resolveDriverIdentities(pins, root);
+  const driversFile = driversPathFor(kernelsDir);
+  const cacheOn = graphCacheEnabled();
+  const memo = cacheOn ? readGraphMemo(root) : undefined;
+
+  // drivers.yaml: what the memo remembers of these bytes, or the file parsed and checked.
+  let driversBytes: Buffer | undefined;
+  try {
+    driversBytes = readFileSync(driversFile);
+  } catch {
+    driversBytes = undefined; // loadDrivers reports it
+  }
+  const driversSha256 = driversBytes ? sha256Hex(driversBytes) : undefined;
+  const remembered = memo && driversSha256 ? memo.drivers(driversSha256) : undefined;
+  let pins: LoadedDrivers | undefined = remembered !== undefined ? rememberedDrivers(remembered, driversFile) : undefined;
+  let identities: DriverIdentities | undefined;
+  if (pins) {
+    try {
+      identities = await resolveDriverIdentities(pins, root);
+    } catch {
+      // Read the file again for an error that names its line (a remembered drivers.yaml has no positions).
+      pins = undefined;
+    }
+  }
+  // A memo whose drivers section did not serve is not used at all: the load that follows rewrites it whole.
+  const memoServes = pins !== undefined;
+  if (!pins || !identities) {
+    pins = driversBytes ? parseDriversText(driversBytes.toString('utf8'), driversFile) : await loadDrivers(driversFile);
+    identities = await resolveDriverIdentities(pins, root);
+  }
   for (const d of identities.unpinned)
     options.logger?.info(`notice: driver ${d.name} ${d.version} has no sha256 pin; it gets no targets (run \`falco-probes pin ${d.name}\`)`);
   const compilerImages = pins.compilerImages ?? [];
   const base = { drivers: identities.resolved, unpinned: identities.unpinned, builder: pins.builder, compilerImages, driversFile: pins.file };
 
-  // Every input's bytes, read once: for the memo's key, then for the load itself on a miss.
+  // Every input's bytes, read once: for the memo's key, then for the load itself (on a miss, or when a memo's kernels are asked for).
   const files = await findLockfiles(kernelsDir);
-  const read = await Promise.all(
-    files.map(async (file) => ({
+  const read: InputFile[] = files.map((file) => {
+    const os = basename(file, '.lock.yaml');
+    return {
       file,
       relativePath: relative(root, file).split('\\').join('/'),
-      bytes: await readFile(file).catch(() => undefined),
-      definition: await readFile(resolvePath(kernelsDir, `${basename(file, '.lock.yaml')}.yaml`)).catch(() => undefined),
-    })),
-  );
-  const cache = graphCacheEnabled() && read.every((r) => r.bytes !== undefined);
+      os,
+      bytes: readOrUndefined(file),
+      definition: readOrUndefined(resolvePath(kernelsDir, `${os}.yaml`)),
+    };
+  });
+  const oses = read.map((r) => r.os);
+  const cache = cacheOn && driversSha256 !== undefined && read.every((r) => r.bytes !== undefined);
   const key = cache
     ? graphCacheKey({
         builder: pins.builder,
@@ -65,14 +108,9 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
         lockfiles: read.map((r) => ({ relativePath: r.relativePath, sha256: sha256Hex(r.bytes!), definitionSha256: r.definition ? sha256Hex(r.definition) : null })),
       })
     : undefined;
-  if (key) {
-    const hit = await readGraphCache(root, key, {
-      drivers: identities.resolved,
-      builder: pins.builder,
-      compilerImages,
-      lockfile: (relativePath, lock) => checkedLockfile(root, relativePath, lock),
-    });
-    if (hit) return { ...base, ...hit };
+  if (key && memo && memoServes) {
+    const hit = fromMemo(memo, key, root, read, base);
+    if (hit) return hit;
   }
 
   const lockfiles: LoadedLockfile[] = [];
@@ -82,7 +120,50 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
     await checkLockfileFresh(loaded, root, r.definition);
     lockfiles.push(loaded);
   }
+  // Loaded only on a miss (keys, names, the loaders' rules): a graph from the memo needs none of it.
+  const { buildTargets } = await import('./targets.js');
   const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder, compilerImages });
-  if (key && options.remember !== false) await writeGraphCache(root, key, { lockfiles, drivers: identities.resolved, targets }, options.logger);
-  return { ...base, targets, lockfiles };
+  if (key && options.remember !== false)
+    await writeGraphCache(root, key, { yamlSha256: driversSha256!, value: driversFileOf(pins) }, { lockfiles, drivers: identities.resolved, targets }, options.logger);
+  return { ...base, targets, lockfiles, oses };
+}
+
+function readOrUndefined(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The graph the memo holds for `key`, its lockfiles parsed (from the bytes the key was computed from) only when first asked for. */
+function fromMemo(memo: GraphMemo, key: string, root: string, read: readonly InputFile[], base: Omit<BuildGraph, 'targets' | 'lockfiles' | 'oses'>): BuildGraph | undefined {
+  const parsed: (LoadedLockfile | undefined)[] = new Array(read.length);
+  const lockfile = (i: number): LoadedLockfile => {
+    let loaded = parsed[i];
+    if (!loaded) {
+      const r = read[i]!;
+      loaded = parseLoadedLockfile(r.file, root, r.bytes!.toString('utf8'));
+      checkLockfileFreshSync(loaded, r.definition);
+      parsed[i] = loaded;
+    }
+    return loaded;
+  };
+  const targets = memo.targets(key, {
+    drivers: base.drivers,
+    builder: base.builder,
+    compilerImages: base.compilerImages,
+    osOf: (i) => read[i]?.os,
+    lockfile,
+  });
+  if (!targets) return undefined;
+  let lockfiles: LoadedLockfile[] | undefined;
+  return {
+    ...base,
+    targets,
+    oses: read.map((r) => r.os),
+    get lockfiles() {
+      return (lockfiles ??= read.map((_, i) => lockfile(i)));
+    },
+  };
 }

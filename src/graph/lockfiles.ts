@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { basename, relative, resolve as resolvePath } from 'node:path';
-import fg from 'fast-glob';
-import { Ajv, type ValidateFunction } from 'ajv';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, join, relative, resolve as resolvePath } from 'node:path';
+import type { ValidateFunction } from 'ajv';
+import { lazyAjv } from '../util/lazy-require.js';
+import { isValid, UnsupportedSchema } from '../util/json-schema-lite.js';
 import { FalcoProbesError, type ErrorLocation } from '../util/errors.js';
 import { sha256Hex } from '../util/hash.js';
 import {
@@ -15,7 +16,7 @@ import {
   checkUnameVersion,
   checkVersion,
 } from '../util/names.js';
-import { readLockfile } from '../lockfile/lockfile.js';
+import { readLockfileText } from '../lockfile/lockfile.js';
 import { lockfileSchema } from '../config/schema/lockfile.js';
 import type { KernelDescriptor, Lockfile } from '../config/types.js';
 import { parseYamlSubset, type Position, type YamlPath } from './yaml-subset.js';
@@ -35,13 +36,34 @@ export interface LoadedLockfile {
 }
 
 let validator: ValidateFunction | undefined;
+/** The lockfile schema: the small validator's answer when it is yes, ajv's otherwise (it has the messages). */
 function validateLockfileShape(value: unknown): boolean {
-  validator ??= new Ajv({ allErrors: false, strict: true, strictRequired: false, allowUnionTypes: true }).compile(lockfileSchema);
+  try {
+    if (isValid(lockfileSchema, value)) return true;
+  } catch (err) {
+    if (!(err instanceof UnsupportedSchema)) throw err;
+  }
+  validator ??= new (lazyAjv())({ allErrors: false, strict: true, strictRequired: false, allowUnionTypes: true }).compile(lockfileSchema);
   return validator(value);
 }
 
+/**
+ * Absolute paths of kernels/*.lock.yaml, sorted: files (or links to files)
+ * whose name does not start with a dot, as the glob `*.lock.yaml` finds them.
+ */
 export async function findLockfiles(kernelsDir: string): Promise<string[]> {
-  return (await fg('*.lock.yaml', { cwd: kernelsDir, absolute: true, onlyFiles: true })).sort();
+  const dir = resolvePath(kernelsDir);
+  const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
+    throw err;
+  });
+  const files: string[] = [];
+  for (const e of entries) {
+    if (!e.name.endsWith('.lock.yaml') || e.name.startsWith('.')) continue;
+    const path = join(dir, e.name);
+    if (e.isFile() || (e.isSymbolicLink() && statSync(path, { throwIfNoEntry: false })?.isFile())) files.push(path);
+  }
+  return files.sort();
 }
 
 /** Positions of nodes of a lockfile's text, found only when asked (a second, tracking parse); `text` is read then when not given. */
@@ -63,21 +85,9 @@ function positionsOf(abs: string, text?: string): (path: YamlPath) => ErrorLocat
   };
 }
 
-/** A lockfile already read and checked (by an earlier load, see graph-cache.ts). */
-export function checkedLockfile(projectRoot: string, relativePath: string, lock: Lockfile): LoadedLockfile {
-  const abs = resolvePath(projectRoot, relativePath);
-  // Read from a cache (graph-cache.ts): the same rules as a lockfile read from its file, so no name or path in it is taken on trust.
-  if (!validateLockfileShape(lock)) throw new FalcoProbesError('config', 'a remembered lockfile fails the lockfile schema', { location: { file: abs } });
-  for (const [k, v] of Object.entries(lock.osRelease)) checkOsReleaseEntry(k, v);
-  for (const k of lock.kernels) checkKernelFields(k);
-  if (lock.os !== basename(abs, '.lock.yaml')) throw new FalcoProbesError('config', `a remembered lockfile names os "${lock.os}"`, { location: { file: abs } });
-  return { lock, file: abs, relativePath, where: positionsOf(abs) };
-}
-
 /** Read one lockfile: the fast subset reader when it can, the full YAML loader (with positions) when it cannot or when something is wrong. */
 export async function loadLockfile(file: string, projectRoot: string, alreadyRead?: string): Promise<LoadedLockfile> {
   const abs = resolvePath(file);
-  const relativePath = relative(projectRoot, abs).split('\\').join('/');
   let text: string;
   if (alreadyRead !== undefined) text = alreadyRead;
   else {
@@ -87,16 +97,23 @@ export async function loadLockfile(file: string, projectRoot: string, alreadyRea
       throw new FalcoProbesError('config', `cannot read: ${(err as Error).message}`, { location: { file: abs } });
     }
   }
+  return parseLoadedLockfile(abs, projectRoot, text);
+}
+
+/** `loadLockfile` of text already read, synchronously (a graph served by its memo parses a lockfile only when something asks for its kernels). */
+export function parseLoadedLockfile(file: string, projectRoot: string, text: string): LoadedLockfile {
+  const abs = resolvePath(file);
+  const relativePath = relative(projectRoot, abs).split('\\').join('/');
   const where = positionsOf(abs, text);
   const parsed = parseYamlSubset(text);
   let lock: Lockfile;
   if (parsed) {
     checkKernelNames(parsed.value, where);
-    if (!validateLockfileShape(parsed.value)) lock = await readLockfile(abs); // throws with file:line:col
+    if (!validateLockfileShape(parsed.value)) lock = readLockfileText(text, abs); // throws with file:line:col
     else lock = parsed.value as Lockfile;
     checkLockfileRules(lock, where);
   } else {
-    lock = await readLockfile(abs);
+    lock = readLockfileText(text, abs);
   }
   const expected = basename(abs, '.lock.yaml');
   if (lock.os !== expected) throw new FalcoProbesError('config', `os "${lock.os}" does not match the file name; expected "${expected}"`, { location: where(['os']) });
@@ -177,12 +194,15 @@ function inConfig(check: () => unknown, where: (p: YamlPath) => ErrorLocation, p
  * from; when the definition has changed since, its kernels may be wrong.
  */
 export async function checkLockfileFresh(loaded: LoadedLockfile, projectRoot: string, definitionBytes?: Buffer): Promise<void> {
+  const definition = resolvePath(projectRoot, 'kernels', `${loaded.lock.os}.yaml`);
+  checkLockfileFreshSync(loaded, definitionBytes ?? (await readFile(definition).catch(() => undefined)));
+}
+
+/** `checkLockfileFresh` with the definition's bytes already read (undefined: there is no definition). */
+export function checkLockfileFreshSync(loaded: LoadedLockfile, definitionBytes: Buffer | undefined): void {
   const { lock } = loaded;
-  const definition = resolvePath(projectRoot, 'kernels', `${lock.os}.yaml`);
-  let bytes: Buffer;
-  try {
-    bytes = definitionBytes ?? (await readFile(definition));
-  } catch {
+  const bytes = definitionBytes;
+  if (bytes === undefined) {
     throw new FalcoProbesError('config', `no source definition kernels/${lock.os}.yaml for this lockfile`, {
       location: loaded.where(['source', 'path']),
       hint: `restore kernels/${lock.os}.yaml, or remove ${loaded.relativePath} if the OS is gone`,

@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Ajv, type ValidateFunction } from 'ajv';
-import { LineCounter, parseDocument } from 'yaml';
+import type { ValidateFunction } from 'ajv';
 import { FalcoProbesError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { checkRelativePath } from '../util/names.js';
 import { parseYamlText } from '../config/yaml-load.js';
+import { lazyAjv, lazyYaml } from '../util/lazy-require.js';
+import { isValid, UnsupportedSchema } from '../util/json-schema-lite.js';
 import { INDEX_FILE, INDEX_VERSION, SUMS_FILE, type ProbeEntry, type RepositoryIndex } from './types.js';
 
 // index.json and SHA256SUMS: read, validate, serialize, write. Both are
@@ -57,8 +58,14 @@ export const indexSchema = {
 } as const;
 
 let validator: ValidateFunction | undefined;
+/** The index schema: the small validator's answer when it is yes, ajv's otherwise. */
 function validate(value: unknown): boolean {
-  validator ??= new Ajv({ allErrors: false, strict: true }).compile(indexSchema);
+  try {
+    if (isValid(indexSchema, value)) return true;
+  } catch (err) {
+    if (!(err instanceof UnsupportedSchema)) throw err;
+  }
+  validator ??= new (lazyAjv())({ allErrors: false, strict: true }).compile(indexSchema);
   return validator(value);
 }
 
@@ -115,6 +122,7 @@ export function parseIndexText(source: string, file: string): RepositoryIndex {
 
 /** Node 20's JSON.parse does not always say where; the YAML parser (a JSON superset) usually can. */
 function yamlErrorPosition(source: string): { line: number; column: number } | Record<string, never> {
+  const { LineCounter, parseDocument } = lazyYaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(source, { lineCounter, prettyErrors: false });
   const first = doc.errors[0];

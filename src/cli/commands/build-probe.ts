@@ -75,7 +75,7 @@ ${builderOptionsUsage('  ', 25)}
 
     const graph = await loadBuildGraph(ctx.root);
     // The pattern gives the same near-match errors as `build` for an unknown OS or kernel.
-    let candidates = selectTargets(graph.targets, { patterns: [`//probes/${os}:${kernel}`], knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    let candidates = selectTargets(graph.targets, { patterns: [`//probes/${os}:${kernel}`], knownOs: graph.oses });
     const driver = values['driver'] as string | undefined;
     if (driver !== undefined) {
       const drivers = candidates.map((t) => t.driver.name);

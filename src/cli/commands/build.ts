@@ -132,7 +132,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
           hint: `run \`falco-probes pin ${d.name}\` on a machine that can download it, or point its source at a local checkout`,
         });
     }
-    let targets: Target[] = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    let targets: Target[] = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
     // The generated Makefile's recipes name the key they were generated for: a stale Makefile is refused, not obeyed.
     const wantedKey = process.env['FALCO_PROBES_KEY'];
     if (wantedKey !== undefined && wantedKey !== '' && !(targets.length === 1 && targets[0]!.key === wantedKey))

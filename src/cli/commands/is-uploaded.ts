@@ -56,7 +56,7 @@ options:
         ...(typeof values['arch'] === 'string' ? [`arch=${values['arch']}`] : []),
       ];
       if (/[/:]/.test(os) || /[/:]/.test(kernel)) throw new FalcoProbesError('usage', `not an OS and a kernel name: ${JSON.stringify(os)} ${JSON.stringify(kernel)}`);
-      const targets = selectTargets(graph.targets, { patterns: [`//probes/${os}:${kernel}`], labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+      const targets = selectTargets(graph.targets, { patterns: [`//probes/${os}:${kernel}`], labels, knownOs: graph.oses });
       if (targets.length === 0)
         throw new FalcoProbesError('usage', `no target for ${os} ${kernel}${labels.length ? ` with ${labels.join(', ')}` : ''}`, { hint: 'a driver may not support this kernel (see kernels/drivers.yaml), or is not pinned yet' });
       if (targets.length > 1)

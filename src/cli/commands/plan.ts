@@ -66,7 +66,7 @@ options:
     const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
 
     const graph = await loadBuildGraph(ctx.root);
-    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
     const repo = await LocalRepository.read(repositoryDir);
     const planned = await planTargets(targets, repo);
     const plan = planShards(planned, count);

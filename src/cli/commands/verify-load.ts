@@ -88,7 +88,7 @@ did not load, or could not be booted, is named on stderr), 2 for bad input.
     const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
 
     const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger });
-    let targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.lockfiles.map((l) => l.lock.os) });
+    let targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
     // The same split as plan and build --shard: a CI shard verifies what it built.
     if (shard) targets = targets.filter((t) => inShard(t.key, shard));
 
