@@ -5,6 +5,7 @@ import type { Logger } from '../util/log.js';
 import type { BuilderPin, Target } from '../graph/types.js';
 import { clangSatisfies } from '../builders/host.js';
 import { LocalRepository, type PublishStatus } from '../repository/local.js';
+import { repositoryMemoPath } from '../repository/memo.js';
 import { buildTarget, logTail, type TargetPipeline } from './build-target.js';
 import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from './plan.js';
 import { createProgress, formatDuration } from './progress.js';
@@ -26,6 +27,8 @@ export interface BuildRunOptions {
   keepGoing: boolean;
   dryRun: boolean;
   explain: boolean;
+  /** Read every published file again instead of trusting the stats the repository's memo recorded (`--verify-all`). */
+  verifyAll?: boolean;
   waitLock: boolean;
   logger: Logger;
   /** Made only when something is out of date (creating the builder runs the toolchain). */
@@ -161,12 +164,14 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
   });
 
   if (o.dryRun) {
-    const repo = await LocalRepository.read(o.repositoryDir);
+    const repo = await LocalRepository.read(o.repositoryDir, { verifyAll: o.verifyAll === true, memo: repositoryMemoPath(o.paths.state, o.repositoryDir) });
     const plan = await planTargets(o.targets, repo);
     return finish(plan.map(baseReport), true, repo.root);
   }
 
   const repo = await LocalRepository.openForWrite(o.repositoryDir, {
+    verifyAll: o.verifyAll === true,
+    memo: repositoryMemoPath(o.paths.state, o.repositoryDir),
     wait: o.waitLock,
     command: 'falco-probes build',
     onWait: (h) => o.logger.info(`waiting for the repository lock held by pid ${h.pid} on ${h.host}`),

@@ -43,6 +43,10 @@ options:
   -k, --keep-going           after a failure, build the rest (default: start nothing new)
   -n, --dry-run              build nothing; list what would build (and lock nothing)
       --explain              say why each target is out of date
+      --verify-all           read and hash every published file (and index.json) again; by default a
+                             file whose device, inode, size, mtime and ctime are those it had when it
+                             was last read and found to hold the index's bytes is not read again
+                             (git's rule, with its racy-timestamp check: see docs/PERFORMANCE.md)
       --json                 print a machine-readable summary on stdout
       --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
       --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
@@ -84,6 +88,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     'keep-going': { type: 'boolean', short: 'k' },
     'dry-run': { type: 'boolean', short: 'n' },
     explain: { type: 'boolean' },
+    'verify-all': { type: 'boolean' },
     json: { type: 'boolean' },
     label: { type: 'string', multiple: true },
     repository: { type: 'string' },
@@ -158,6 +163,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         keepGoing: values['keep-going'] === true,
         dryRun,
         explain,
+        verifyAll: values['verify-all'] === true,
         waitLock: values['wait-lock'] === true,
         logger: ctx.logger,
         timeoutMs: timeoutS * 1000,
