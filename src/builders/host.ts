@@ -1,9 +1,9 @@
 import { buildCancelled, memoizePin } from './shared.js';
+import { clangSatisfies, hostArch, versionNumber } from './host-facts.js';
 import { execFile } from 'node:child_process';
 import { appendFile, mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Arch } from '../config/types.js';
 import type { BuilderPin, Target } from '../graph/types.js';
 import { errorMessage, FalcoProbesError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -51,10 +51,7 @@ function checkCommand(command: string, what: string): string {
   return command;
 }
 
-/** `x86_64`/`aarch64` of this machine, as a target's arch is written. */
-export function hostArch(): Arch | undefined {
-  return process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : undefined;
-}
+export { hostArch, clangSatisfies } from './host-facts.js';
 
 async function firstLine(command: string, args: string[], what: string): Promise<string> {
   try {
@@ -73,10 +70,6 @@ export function normalizeClangVersion(output: string): string {
   const line = (output.split('\n').find((l) => l.trim() !== '') ?? '').trim().replace(/\s+/g, ' ');
   if (!/clang version \d+/.test(line)) throw new FalcoProbesError('build', `unexpected clang --version output: ${JSON.stringify(line)}`);
   return line;
-}
-
-function versionNumber(text: string): string | undefined {
-  return /(\d+\.\d+\.\d+)/.exec(text)?.[1];
 }
 
 export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
@@ -187,16 +180,6 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
   };
 
   return { pin, build };
-}
-
-/**
- * Whether this host's clang (`Debian clang version 14.0.6`) is the one a
- * pin names: the same first line, or, for a bare version pin (`14.0.6`),
- * the same version number.
- */
-export function clangSatisfies(pinned: string, actual: string): boolean {
-  if (pinned === actual) return true;
-  return /^[0-9.]+$/.test(pinned) && versionNumber(actual) === pinned;
 }
 
 function checkTargetFitsHost(target: Target, own: BuilderPin): void {

@@ -1,4 +1,4 @@
-import { hostArch } from '../builders/host.js';
+import { hostArch } from '../builders/host-facts.js';
 import { builderLabel } from '../graph/compiler-choice.js';
 import type { Arch } from '../config/types.js';
 import type { Target } from '../graph/types.js';

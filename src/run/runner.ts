@@ -3,20 +3,22 @@ import { FalcoProbesError, errorKindOf, errorMessage, type ErrorKind } from '../
 import { canonicalJson } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import type { BuilderPin, Target } from '../graph/types.js';
-import { clangSatisfies } from '../builders/host.js';
+import { clangSatisfies } from '../builders/host-facts.js';
 import { LocalRepository, type PublishStatus } from '../repository/local.js';
 import { repositoryMemoPath } from '../repository/memo.js';
-import { buildTarget, logTail, type TargetPipeline } from './build-target.js';
+import type { TargetPipeline } from './build-target.js';
 import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from './plan.js';
 import { createProgress, formatDuration } from './progress.js';
 import { runScheduled } from './scheduler.js';
 import { removeStaleWorkDirs, sweepRunState, type RunPaths } from './paths.js';
-import { obtainDriverSources, unreachableDriverLine } from './driver-source.js';
 import { unbuildableLines, whyNotBuildable, type BuildableHere } from './buildable.js';
 
 // `build`: plan against the repository's index, then build what is out of
 // date with at most `jobs` compiles at once, publishing each probe (and the
-// index) as soon as it is built so an interrupted run keeps its work.
+// index) as soon as it is built so an interrupted run keeps its work. The
+// machinery of building (build-target, driver sources, their fetchers and
+// builders) is loaded only when something is out of date: a no-op build
+// never loads it (bench/noop.ts).
 
 export interface BuildRunOptions {
   /** The selected targets, in graph order. */
@@ -218,6 +220,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     );
     if (o.unreachableDrivers) {
       // Every driver source once, before any build: an unreachable one is known now, not after hours of builds.
+      const { obtainDriverSources, unreachableDriverLine } = await import('./driver-source.js');
       let unreachable: Awaited<ReturnType<typeof obtainDriverSources>>;
       try {
         unreachable = await obtainDriverSources(
@@ -260,7 +263,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
         const workDir = o.paths.workDir(target);
         await removeStaleWorkDirs(o.paths, target);
         try {
-          const built = await buildTarget(target, pipeline, {
+          const built = await (await import('./build-target.js')).buildTarget(target, pipeline, {
             workDir,
             logFile: o.paths.logFile(target),
             ...(o.signal ? { signal: o.signal } : {}),
@@ -345,7 +348,7 @@ async function explainFailure(r: TargetReport, failure: Failure, logger: Logger)
   const lines = [`${r.label} failed: ${r.error}`];
   // The builder's own errors carry the log's tail already (as details); others get it here.
   const hasDetails = failure.error instanceof FalcoProbesError && failure.error.details !== undefined;
-  const tail = worthKeeping(failure.error) && !hasDetails ? await logTail(r.log!) : undefined;
+  const tail = worthKeeping(failure.error) && !hasDetails ? await (await import('./build-target.js')).logTail(r.log!) : undefined;
   if (tail) lines.push(`--- last lines of ${r.log} ---`, tail, '---');
   else lines.push(`log: ${r.log}`);
   if (failure.workDir) lines.push(`work directory kept for inspection: ${failure.workDir}`);

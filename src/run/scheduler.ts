@@ -1,5 +1,3 @@
-import pLimit from 'p-limit';
-
 // Runs tasks with at most `jobs` at once. The pool is held only around the
 // task itself (wireit's lesson): waiting for a slot costs nothing. Without
 // keepGoing the first failure stops new tasks from starting; the ones already
@@ -25,6 +23,8 @@ export async function runScheduled<T, R>(
   options: ScheduleOptions<T, R>,
 ): Promise<TaskOutcome<R>[]> {
   if (!Number.isInteger(options.jobs) || options.jobs < 1) throw new RangeError(`jobs must be a positive integer, got ${options.jobs}`);
+  // Loaded here, not at the top: a run with nothing to build never schedules anything.
+  const { default: pLimit } = await import('p-limit');
   const limit = pLimit(options.jobs);
   let stopped = false;
   const outcomes: TaskOutcome<R>[] = new Array(items.length);

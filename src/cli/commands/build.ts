@@ -4,13 +4,12 @@ import { FalcoProbesError, errorMessage } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
 import type { FetchVia } from '../../fetch/types.js';
 import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
-import { createPipeline } from '../../run/pipeline.js';
 import { REASON_TEXT } from '../../run/plan.js';
 import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/runner.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { buildableHere } from '../../run/buildable.js';
-import { hostArch } from '../../builders/host.js';
+import { hostArch } from '../../builders/host-facts.js';
 import { parseShard, inShard } from '../../repository/shard.js';
 import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
@@ -170,8 +169,9 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         signal,
         unreachableDrivers: values['skip-unreachable-drivers'] === true ? 'skip' : 'fail',
         unbuildable: { mode: values['skip-unbuildable'] === true ? 'skip' : 'fail', here: buildableHere() },
-        makePipeline: () =>
-          createPipeline({
+        // Loaded only when something is out of date: fetchers, extractors and builders are most of the tool.
+        makePipeline: async () =>
+          (await import('../../run/pipeline.js')).createPipeline({
             projectRoot: ctx.root,
             kernelsDir: ctx.kernelsDir,
             targets,
