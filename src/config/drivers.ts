@@ -7,7 +7,7 @@ import { loadYamlFile, parseYamlText, type LoadedYaml } from './yaml-load.js';
 import { lazyYaml } from '../util/lazy-require.js';
 import { isValid } from '../util/json-schema-lite.js';
 import { driversSchema } from './schema/drivers.js';
-import type { BuilderPin, CompilerImagePin, DriverPin } from '../graph/types.js';
+import type { BuilderPin, CompilerImagePin, DriverPin } from './types.js';
 
 // kernels/drivers.yaml: which drivers to build and with which toolchain.
 // The schema is the first line of defence; the rules below are the ones a

@@ -1,5 +1,4 @@
 import { FalcoProbesError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
 import { lazyYaml } from '../util/lazy-require.js';
 import { compareNatural } from '../util/natural-sort.js';
 import { checkPackageName, checkRelativePath, checkRelease, checkTargetName, checkUnameVersion, checkVersion, checkKernelVersion, checkOsReleaseEntry } from '../util/names.js';
@@ -107,23 +106,6 @@ export function parseLockfileText(text: string, file: string): Lockfile {
   const loaded = parseYamlText<Lockfile>(text, file, lockfileSchema);
   checkLockfileSemantics(loaded.value, file, loaded.positionOf);
   return loaded.value;
-}
-
-export async function writeLockfile(file: string, lock: Lockfile): Promise<string> {
-  const text = serializeLockfile(lock);
-  await writeFileAtomic(file, text);
-  return text;
-}
-
-/** Kernels (name/machine) in `before` that `after` no longer has. */
-export function removedKernels(before: Lockfile, after: Lockfile): KernelDescriptor[] {
-  const keep = new Set(after.kernels.map((k) => `${k.name}/${k.machine}`));
-  return before.kernels.filter((k) => !keep.has(`${k.name}/${k.machine}`));
-}
-
-export function addedKernels(before: Lockfile | undefined, after: Lockfile): KernelDescriptor[] {
-  const had = new Set((before?.kernels ?? []).map((k) => `${k.name}/${k.machine}`));
-  return after.kernels.filter((k) => !had.has(`${k.name}/${k.machine}`));
 }
 
 export { LOCKFILE_SCHEMA_ID };

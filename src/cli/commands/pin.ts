@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../../util/fs.js';
 import { driverLabel, driversPathFor, loadDrivers, parseDriversText, setDriverPin } from '../../config/drivers.js';
 import { defaultCacheDir } from '../../fetch/cache.js';
 import { extractPackage } from '../../fetch/extract.js';
-import { downloadDriverTarball } from '../../graph/pin-driver.js';
+import { downloadDriverTarball } from '../../fetch/pin-driver.js';
 import type { DriverPin } from '../../graph/types.js';
 import { driverSourceUrls, unpackTarballTree } from '../../run/driver-source.js';
 import { withInterrupts } from '../../run/interrupt.js';

@@ -5,7 +5,7 @@ import { FalcoProbesError } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
 import { LocalRepository } from '../../repository/local.js';
 import { parseShard, parseShardCount, type Shard } from '../../repository/shard.js';
-import { planShards, renderGithubMatrix, renderPlanJson, renderPlanText } from '../../repository/shard-plan.js';
+import { planShards, renderGithubMatrix, renderPlanJson, renderPlanText } from '../../run/shard-plan.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import { planTargets } from '../../run/plan.js';
 import { parseLabels, selectTargets } from '../../run/select.js';

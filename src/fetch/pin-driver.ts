@@ -5,7 +5,7 @@ import { FalcoProbesError } from '../util/errors.js';
 import { sha256Hex } from '../util/hash.js';
 import { httpGetBuffer, type HttpOptions } from '../util/http.js';
 import { createDecompressor, sniffCompression } from '../util/decompress.js';
-import type { DriverPin } from './types.js';
+import type { DriverPin } from '../config/types.js';
 
 // `falco-probes pin`: the sha256 of a driver tarball, computed from the
 // bytes downloaded here and nowhere else. Before it is accepted the tarball

@@ -1,8 +1,8 @@
 import { builderLabel } from '../graph/compiler-choice.js';
-import type { PlannedTarget } from '../run/plan.js';
+import type { PlannedTarget } from './plan.js';
 import type { Target } from '../graph/types.js';
-import { REASON_TEXT } from '../run/plan.js';
-import { formatShard, splitByShard, type Shard } from './shard.js';
+import { REASON_TEXT } from './plan.js';
+import { formatShard, splitByShard, type Shard } from '../repository/shard.js';
 
 // `plan`: the out-of-date targets split into N shards by key (shard.ts), in
 // the forms CI wants: a GitHub Actions matrix of the shards that have work,
