@@ -10,7 +10,7 @@ import { withTempDir, PROJECT_ROOT } from './helpers/cli.js';
 import { kernel, makeProject } from './helpers/graph-project.js';
 
 // Generated BUILD files (and the hand-written build_defs) against the
-// BUILD-language subset of DESIGN.md, checked by python3's own parser.
+// BUILD-language subset of docs/ARCHITECTURE.md, checked by python3's own parser.
 
 const CHECKER = fileURLToPath(new URL('./helpers/build-checker.py', import.meta.url));
 

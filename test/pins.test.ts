@@ -40,7 +40,7 @@ async function publishedSite(dir: string): Promise<string> {
   return join(dir, 'site');
 }
 
-// DESIGN.md's BUILD subset, checked with python3's ast when the graph's shared checker is not there.
+// docs/ARCHITECTURE.md's BUILD subset, checked with python3's ast when the graph's shared checker is not there.
 const FALLBACK_CHECKER = String.raw`
 import ast, re, sys
 src = open(sys.argv[1]).read()
@@ -157,7 +157,7 @@ test('pins refuses a hostile index (names that would become code) before printin
   });
 });
 
-test('sanitizeTargetName follows DESIGN.md: disallowed characters, leading . or _, "..", "all"', () => {
+test('sanitizeTargetName follows docs/ARCHITECTURE.md: disallowed characters, leading . or _, "..", "all"', () => {
   const cases: [string, string][] = [
     ['debian12_6.1.0-50-amd64_falco_9.1.0+driver_x86_64', 'debian12_6.1.0-50-amd64_falco_9.1.0+driver_x86_64'],
     ['a:b/c$d e', 'a-b-c-d-e'],

@@ -1,4 +1,4 @@
-// The words of DESIGN.md as types. Every stage speaks these.
+// The words of docs/ARCHITECTURE.md as types. Every stage speaks these.
 
 export type RepositoryType = 'apt' | 'yum' | 'cos';
 export type Arch = 'x86_64' | 'aarch64';

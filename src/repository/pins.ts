@@ -14,7 +14,7 @@ import type { ProbeEntry, RepositoryIndex } from './types.js';
 // reaches a BUILD file, and strings use only the escapes BUILD decodes.
 
 export interface Pin {
-  /** Please target name (DESIGN.md rules). */
+  /** Please target name (docs/ARCHITECTURE.md rules). */
   name: string;
   url: string;
   sha256: string;

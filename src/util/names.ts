@@ -1,7 +1,7 @@
 import { FalcoProbesError, type ErrorLocation } from './errors.js';
 
 // Strict character sets for everything that comes from a mirror and may
-// later reach a file path, a BUILD file, a Makefile or a shell (DESIGN.md,
+// later reach a file path, a BUILD file, a Makefile or a shell (docs/ARCHITECTURE.md,
 // invariant 4). Each rule is an allow-list; anything else is refused.
 
 export const PACKAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$/;
@@ -14,7 +14,7 @@ export const UNAME_VERSION_RE = /^[A-Za-z0-9#][A-Za-z0-9 #._:+~(),/-]{0,255}$/;
 /** Falco's kernelversion (the number after `#`, or Ubuntu's `24~20.04.3`). */
 export const KERNEL_VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$/;
 /**
- * Please and Make target names (DESIGN.md "Please and Make"). The first
+ * Please and Make target names (docs/ARCHITECTURE.md, "Please and Make"). The first
  * character is a letter or digit: a leading `-` would read as an option in
  * the recipes' command lines, a leading `~` as a home directory to the shell.
  */
@@ -98,7 +98,7 @@ export function checkFileName(value: string, location?: ErrorLocation): string {
   return value;
 }
 
-/** A Please/Make target name: DESIGN.md's rules, plus no `..` and not `all`. */
+/** A Please/Make target name: docs/ARCHITECTURE.md's rules, plus no `..` and not `all`. */
 export function isValidTargetName(value: string): boolean {
   return TARGET_NAME_RE.test(value) && value !== 'all' && !value.includes('..');
 }

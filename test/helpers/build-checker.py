@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check BUILD and .build_defs files against the BUILD-language subset of DESIGN.md.
+"""Check BUILD and .build_defs files against the BUILD-language subset of docs/ARCHITECTURE.md.
 
 There is no `plz` here, so the files are parsed with Python's own parser (the
 BUILD language is a Python subset) and held to the rules this project relies on:
