@@ -36,6 +36,14 @@ test('plain, quoted and nested forms of the subset', () => {
   same('- a\n- b\n');
   same('# comment\n\na:\n  # inner comment\n  b: c\n\nd:\n');
   same('a: back\\slash\nb: \'q"uote\'\nc: 6.12.117+deb12-amd64\nd: 1:6.1-1~deb12u1\n');
+  // Flow sequences of plain words, as drivers.yaml writes kinds.
+  same('kinds: [bpf]\nboth: [kmod, bpf]\nnums: [1, 22, 0123]\npaths: [a/b, x.y+z~1]\n');
+});
+
+test("drivers.yaml: the checked-in file and the tests' read the same as with the YAML parser", async () => {
+  same(await readFile(new URL('../kernels/drivers.yaml', import.meta.url), 'utf8'));
+  const { driversText } = await import('./helpers/graph-project.js');
+  for (const remote of ['pinned', 'unpinned', 'none'] as const) same(driversText({ remote }));
 });
 
 test('anything outside the subset goes to the full parser', () => {
@@ -51,7 +59,15 @@ test('anything outside the subset goes to the full parser', () => {
     'a: "tab\\there"\n', // escapes in double quotes
     'a: &x 1\nb: *x\n', // anchors and aliases
     'a: !!str 1\n', // tags
-    'a: [x, y]\n', // flow sequences
+    'a: [x,y]\n', // flow sequences other than plain words after ", "
+    'a: [x, "y"]\n',
+    'a: [x,  y]\n',
+    'a: [x, [y]]\n',
+    'a: [x, y: z]\n',
+    'a: [x, y] # c\n',
+    'a: [true, x]\n',
+    'a: [1.5]\n',
+    'a: [x, ]\n',
     'a: {x: 1}\n',
     'a: x # trailing comment\n',
     'a: |\n  block\n',

@@ -6,6 +6,7 @@ import { checkRelativePath, checkSha256 } from '../util/names.js';
 import { loadYamlFile, parseYamlText, type LoadedYaml } from './yaml-load.js';
 import { lazyYaml } from '../util/lazy-require.js';
 import { isValid } from '../util/json-schema-lite.js';
+import { parseYamlSubset } from '../graph/yaml-subset.js';
 import { driversSchema } from './schema/drivers.js';
 import type { BuilderPin, CompilerImagePin, DriverPin } from './types.js';
 
@@ -39,7 +40,27 @@ export async function loadDrivers(file: string): Promise<LoadedDrivers> {
   return checkDrivers(await loadYamlFile<DriversFile>(abs, driversSchema), abs);
 }
 
+/**
+ * drivers.yaml's text, checked. Text in the subset the lockfile reader
+ * knows (graph/yaml-subset.ts, which gives what the YAML parser gives)
+ * that the schema's small validator accepts is read without the YAML
+ * parser; positions for a message are found by parsing it again then.
+ * Anything else, and every schema error, goes through the YAML parser and
+ * ajv (yaml-load.ts).
+ */
 export function parseDriversText(text: string, file: string): LoadedDrivers {
+  const quick = parseYamlSubset(text);
+  let valid = false;
+  try {
+    valid = quick !== undefined && isValid(driversSchema, quick.value);
+  } catch {
+    valid = false;
+  }
+  if (quick && valid) {
+    let full: LoadedYaml<DriversFile> | undefined;
+    const positionOf = (path: readonly (string | number)[]) => (full ??= parseYamlText<DriversFile>(text, file, driversSchema)).positionOf(path);
+    return checkDrivers({ value: quick.value as DriversFile, positionOf, text }, file);
+  }
   return checkDrivers(parseYamlText<DriversFile>(text, file, driversSchema), file);
 }
 

@@ -3,6 +3,7 @@ import type { Document, LineCounter, Node as YamlNode } from 'yaml';
 import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import { FalcoProbesError } from '../util/errors.js';
 import { lazyAjv, lazyYaml } from '../util/lazy-require.js';
+import { isValid, UnsupportedSchema } from '../util/json-schema-lite.js';
 
 // Reads a YAML file, validates it against a JSON Schema with ajv, and turns
 // every failure into `file:line:col: what is wrong, what is expected`.
@@ -19,6 +20,16 @@ function validatorFor(schema: object): ValidateFunction {
     compiled.set(schema, v);
   }
   return v;
+}
+
+/** The small validator's yes (util/json-schema-lite.ts): ajv is compiled only to judge a no, and to say what is wrong. */
+function quicklyValid(schema: object, value: unknown): boolean {
+  try {
+    return isValid(schema, value);
+  } catch (err) {
+    if (err instanceof UnsupportedSchema) return false;
+    throw err;
+  }
 }
 
 export interface LoadedYaml<T> {
@@ -66,6 +77,7 @@ export function parseYamlText<T>(text: string, file: string, schema: object): Lo
     });
   }
   const positionOf = (path: readonly (string | number)[]) => nodePosition(doc, lineCounter, path);
+  if (quicklyValid(schema, value)) return { value: value as T, positionOf, text };
   const validate = validatorFor(schema);
   if (!validate(value)) {
     const errors = pickErrors(validate.errors ?? []);

@@ -1,12 +1,13 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import type { KernelDescriptor } from '../config/types.js';
 import type { DriversFile } from '../config/drivers.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { checkSha256, PATH_SEGMENT_RE, SHA256_RE, TARGET_NAME_RE } from '../util/names.js';
+import { checkSha256, IDENT_RE, PATH_SEGMENT_RE, SHA256_RE, TARGET_NAME_RE } from '../util/names.js';
+import type { ShadowedName } from './loader-name-clash.js';
 import type { Logger } from '../util/log.js';
 import type { LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
@@ -23,16 +24,19 @@ import { builderForTarget } from './compiler-choice.js';
 // `.falco-probes/cache/` at will, or set FALCO_PROBES_GRAPH_CACHE=0 to
 // neither read nor write it.
 //
-// Format 3, line-oriented, read without parsing what is not asked for:
+// Format 4, line-oriented, read without parsing what is not asked for:
 //
-//   falco-probes graph memo 3
+//   falco-probes graph memo 4
 //   key <the inputs' key>
 //   drivers <sha256 of drivers.yaml's bytes> <length> <sha256 of the section>
 //   targets <count> <length> <sha256 of the section>
+//   shadowed <count> <length> <sha256 of the section>
 //   <empty line>
 //   <drivers section: JSON of what drivers.yaml says, as its schema passed it>
 //   <targets section: one line per target, fields separated by one space:
 //    lockfile index, kernel index, driver index, kind, arch, name, key, probe file>
+//   <shadowed section: one line per kernel that yields its loader file name
+//    to another OS's (loader-name-clash.ts): os, kernel, machine, by os, by kernel>
 //
 // Nothing in it is trusted as found (a bit flip must be a miss, never a
 // wrong key): each section's sha256 is checked before it is parsed, and
@@ -43,7 +47,7 @@ import { builderForTarget } from './compiler-choice.js';
 // from) the first time something asks for them, so a command that only
 // compares keys (a no-op build) never parses a lockfile.
 
-const FORMAT = 3;
+const FORMAT = 4;
 const MAGIC = `falco-probes graph memo ${FORMAT}\n`;
 
 export const graphCachePath = (root: string) => resolvePath(root, '.falco-probes', 'cache', 'graph.memo');
@@ -142,7 +146,7 @@ export interface StoredTarget {
 const sha256Of = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
 /** The memo's bytes (exported for tests that plant a memo: a planted memo is sealed like a real one). */
-export function sealGraphMemo(stored: { key: string; driversYamlSha256: string; drivers: DriversFile; targets: readonly StoredTarget[] }): string {
+export function sealGraphMemo(stored: { key: string; driversYamlSha256: string; drivers: DriversFile; targets: readonly StoredTarget[]; shadowed?: readonly ShadowedName[] }): string {
   const driversText = JSON.stringify(stored.drivers);
   const lines: string[] = new Array(stored.targets.length);
   for (let i = 0; i < stored.targets.length; i++) {
@@ -150,21 +154,30 @@ export function sealGraphMemo(stored: { key: string; driversYamlSha256: string; 
     lines[i] = `${t.lockfile} ${t.kernel} ${t.driver} ${t.kind} ${t.arch} ${t.name} ${t.key} ${t.probeFile}\n`;
   }
   const targetsText = lines.join('');
+  const shadowed = stored.shadowed ?? [];
+  const shadowedText = shadowed.map((s) => `${s.os} ${s.kernel.name} ${s.kernel.machine} ${s.by.os} ${s.by.kernel.name}\n`).join('');
   return (
     MAGIC +
     `key ${checkSha256(stored.key)}\n` +
     `drivers ${checkSha256(stored.driversYamlSha256)} ${Buffer.byteLength(driversText)} ${sha256Of(driversText)}\n` +
     `targets ${stored.targets.length} ${Buffer.byteLength(targetsText)} ${sha256Of(targetsText)}\n` +
-    `\n${driversText}${targetsText}`
+    `shadowed ${shadowed.length} ${Buffer.byteLength(shadowedText)} ${sha256Of(shadowedText)}\n` +
+    `\n${driversText}${targetsText}${shadowedText}`
   );
 }
 
 /** A memo's content read back without any check (for tests that plant a changed memo with sealGraphMemo). */
-export function unsealGraphMemo(text: string): { key: string; driversYamlSha256: string; drivers: DriversFile; targets: StoredTarget[] } {
+export function unsealGraphMemo(text: string): { key: string; driversYamlSha256: string; drivers: DriversFile; targets: StoredTarget[]; shadowed: ShadowedName[] } {
   const memo = parseMemo(Buffer.from(text));
   if (!memo) throw new Error('not a graph memo');
   const section = (s: Section) => memo.bytes.toString('utf8', s.start, s.start + s.length);
-  return { key: memo.key, driversYamlSha256: memo.driversYamlSha256, drivers: JSON.parse(section(memo.drivers)) as DriversFile, targets: parseTargetLines(section(memo.targets)) };
+  return {
+    key: memo.key,
+    driversYamlSha256: memo.driversYamlSha256,
+    drivers: JSON.parse(section(memo.drivers)) as DriversFile,
+    targets: parseTargetLines(section(memo.targets)),
+    shadowed: parseShadowedLines(section(memo.shadowed)),
+  };
 }
 
 interface Section {
@@ -179,10 +192,11 @@ interface ParsedMemo {
   driversYamlSha256: string;
   drivers: Section;
   targets: Section & { count: number };
+  shadowed: Section & { count: number };
 }
 
 const HEADER_RE = new RegExp(
-  `^falco-probes graph memo ${FORMAT}\\nkey ([0-9a-f]{64})\\ndrivers ([0-9a-f]{64}) (\\d{1,12}) ([0-9a-f]{64})\\ntargets (\\d{1,12}) (\\d{1,12}) ([0-9a-f]{64})\\n\\n`,
+  `^falco-probes graph memo ${FORMAT}\\nkey ([0-9a-f]{64})\\ndrivers ([0-9a-f]{64}) (\\d{1,12}) ([0-9a-f]{64})\\ntargets (\\d{1,12}) (\\d{1,12}) ([0-9a-f]{64})\\nshadowed (\\d{1,12}) (\\d{1,12}) ([0-9a-f]{64})\\n\\n`,
 );
 
 function parseMemo(bytes: Buffer): ParsedMemo | undefined {
@@ -192,8 +206,9 @@ function parseMemo(bytes: Buffer): ParsedMemo | undefined {
   const start = m[0].length;
   const drivers = { start, length: Number(m[3]), sha256: m[4]! };
   const targets = { start: start + drivers.length, length: Number(m[6]), sha256: m[7]!, count: Number(m[5]) };
-  if (targets.start + targets.length !== bytes.length) return undefined;
-  return { bytes, key: m[1]!, driversYamlSha256: m[2]!, drivers, targets };
+  const shadowed = { start: targets.start + targets.length, length: Number(m[9]), sha256: m[10]!, count: Number(m[8]) };
+  if (shadowed.start + shadowed.length !== bytes.length) return undefined;
+  return { bytes, key: m[1]!, driversYamlSha256: m[2]!, drivers, targets, shadowed };
 }
 
 function sectionText(memo: ParsedMemo, s: Section): string | undefined {
@@ -225,12 +240,29 @@ function parseTargetLines(text: string): StoredTarget[] {
   return out;
 }
 
+/** Lines `os kernel machine byOs byKernel`, each name held to its rule (util/names.ts); throws on anything else. */
+const SHADOWED_RE = new RegExp(
+  `(${IDENT_RE.source.slice(1, -1)}) (${TARGET_NAME_RE.source.slice(1, -1)}) (x86_64|aarch64) (${IDENT_RE.source.slice(1, -1)}) (${TARGET_NAME_RE.source.slice(1, -1)})\\n`,
+  'y',
+);
+
+function parseShadowedLines(text: string): ShadowedName[] {
+  const out: ShadowedName[] = [];
+  SHADOWED_RE.lastIndex = 0;
+  while (SHADOWED_RE.lastIndex < text.length) {
+    const m = SHADOWED_RE.exec(text);
+    if (!m) throw new Error('malformed line');
+    out.push({ os: m[1]!, kernel: { name: m[2]!, machine: m[3]! }, by: { os: m[4]!, kernel: { name: m[5]! } } });
+  }
+  return out;
+}
+
 /** A memo file, read and its header parsed; its sections are checked and parsed when asked for. */
 export interface GraphMemo {
   /** What drivers.yaml said when its bytes had this sha256 (its section checked), or undefined. */
   drivers(driversYamlSha256: string): DriversFile | undefined;
-  /** The targets, when the memo is for `key` and its section reads back whole; undefined otherwise. */
-  targets(key: string, context: MemoContext): Target[] | undefined;
+  /** The targets and the shadowed kernels' names, when the memo is for `key` and its sections read back whole; undefined otherwise. */
+  targets(key: string, context: MemoContext): { targets: Target[]; shadowed: ShadowedName[] } | undefined;
 }
 
 /** What the memo's targets are rebuilt with: the graph's drivers and builders, and its lockfiles, read when first asked for. */
@@ -268,11 +300,14 @@ export function readGraphMemo(root: string): GraphMemo | undefined {
     targets(key, context) {
       if (key !== memo.key) return undefined;
       const text = sectionText(memo, memo.targets);
-      if (text === undefined) return undefined;
+      const shadowedText = sectionText(memo, memo.shadowed);
+      if (text === undefined || shadowedText === undefined) return undefined;
       try {
         const stored = parseTargetLines(text);
-        if (stored.length !== memo.targets.count) return undefined;
-        return memoTargets(stored, context);
+        const shadowed = parseShadowedLines(shadowedText);
+        if (stored.length !== memo.targets.count || shadowed.length !== memo.shadowed.count) return undefined;
+        const targets = memoTargets(stored, context);
+        return targets && { targets, shadowed };
       } catch {
         return undefined;
       }
@@ -365,7 +400,7 @@ export async function writeGraphCache(
   root: string,
   key: string,
   drivers: { yamlSha256: string; value: DriversFile },
-  graph: { lockfiles: readonly LoadedLockfile[]; drivers: readonly ResolvedDriver[]; targets: readonly Target[] },
+  graph: { lockfiles: readonly LoadedLockfile[]; drivers: readonly ResolvedDriver[]; targets: readonly Target[]; shadowed: readonly ShadowedName[] },
   logger?: Logger,
 ): Promise<void> {
   const where = new Map<object, [number, number]>();
@@ -381,7 +416,9 @@ export async function writeGraphCache(
   const path = graphCachePath(root);
   try {
     await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, sealGraphMemo({ key, driversYamlSha256: drivers.yamlSha256, drivers: drivers.value, targets }));
+    await writeFileAtomic(path, sealGraphMemo({ key, driversYamlSha256: drivers.yamlSha256, drivers: drivers.value, targets, shadowed: graph.shadowed }));
+    // The JSON memo of format 2 (graph.json) is not read any more.
+    await rm(join(dirname(path), 'graph.json'), { force: true });
   } catch (err) {
     logger?.debug(`graph cache not written (${(err as Error).message}); the next run loads the graph again`);
   }

@@ -127,7 +127,10 @@ export function targetKey(args: KeyArgs): string {
  * exactly `targetKey(args)`; test/graph-key.test.ts holds the two together.
  */
 export function createKeyer(): (args: KeyArgs) => string {
-  const kernels = new WeakMap<KernelDescriptor, string>();
+  // The descriptor of the last kernel: a kernel's targets (its drivers and kinds) are keyed one after the other,
+  // and a descriptor kept for every kernel of a fleet would be megabytes of strings for the collector to move.
+  let lastKernel: KernelDescriptor | undefined;
+  let lastBody = '';
   const ids = new WeakMap<object, number>();
   let nextId = 0;
   const idOf = (o: object) => {
@@ -153,9 +156,11 @@ export function createKeyer(): (args: KeyArgs) => string {
       suffix = `,"kind":${JSON.stringify(kind)},"osRelease":${canonicalJson(osRelease)},"recipeVersion":${JSON.stringify(RECIPE_VERSIONS[driver.recipe])}}`;
       suffixes.set(suf, suffix);
     }
-    let body = kernels.get(kernel);
-    if (body === undefined) kernels.set(kernel, (body = kernelCanonicalJson(kernel)));
-    return createHash('sha256').update(prefix).update(body).update(suffix).digest('hex');
+    if (kernel !== lastKernel) {
+      lastBody = kernelCanonicalJson(kernel);
+      lastKernel = kernel;
+    }
+    return createHash('sha256').update(prefix).update(lastBody).update(suffix).digest('hex');
   };
 }
 
@@ -168,7 +173,11 @@ const str = JSON.stringify;
  * each of ten thousand kernels. test/graph-key.test.ts compares the two.
  */
 export function kernelCanonicalJson(k: KernelDescriptor): string {
-  const packages = packagesForKey(k).sort(comparePackages).map(
+  const forKey = packagesForKey(k);
+  // Lockfiles list packages in this order already (serializeLockfile): check before sorting.
+  let sorted = true;
+  for (let i = 1; i < forKey.length && sorted; i++) if (comparePackages(forKey[i - 1]!, forKey[i]!) > 0) sorted = false;
+  const packages = (sorted ? forKey : forKey.sort(comparePackages)).map(
     (p) =>
       `{"name":${str(p.name)},"path":${str(p.path)},"repository":${str(p.repository)}` +
       (p.role !== undefined ? `,"role":${str(p.role)}` : '') +

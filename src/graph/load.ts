@@ -8,6 +8,7 @@ import { resolveDriverIdentities, type DriverIdentities } from './driver-identit
 import { graphCacheEnabled, graphCacheKey, readGraphMemo, writeGraphCache, type GraphMemo } from './graph-cache.js';
 import { checkLockfileFresh, checkLockfileFreshSync, findLockfiles, loadLockfile, parseLoadedLockfile, type LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverPin, ResolvedDriver, Target } from './types.js';
+import type { ShadowedName } from './loader-name-clash.js';
 
 // The build graph of a project: every lockfile under kernels/, the driver
 // and builder pins of kernels/drivers.yaml, and the targets they make. Pure
@@ -32,6 +33,10 @@ export interface BuildGraph {
   compilerImages: CompilerImagePin[];
   /** Absolute path of kernels/drivers.yaml. */
   driversFile: string;
+  /** Kernels that yield their loader file name to another OS's kernel (loader-name-clash.ts): they have no targets. */
+  shadowed: ShadowedName[];
+  /** The key of the graph's inputs (graph-cache.ts), undefined when the memo is off: what other memos of generated output key on. */
+  memoKey?: string;
 }
 
 export interface LoadOptions {
@@ -121,11 +126,13 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
     lockfiles.push(loaded);
   }
   // Loaded only on a miss (keys, names, the loaders' rules): a graph from the memo needs none of it.
-  const { buildTargets } = await import('./targets.js');
-  const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder, compilerImages });
+  const [{ buildTargets }, { shadowedKernels, shadowedNames }] = await Promise.all([import('./targets.js'), import('./loader-name-clash.js')]);
+  const shadowedFull = shadowedKernels(lockfiles);
+  const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder, compilerImages, shadowed: shadowedFull });
+  const shadowed = shadowedNames(shadowedFull);
   if (key && options.remember !== false)
-    await writeGraphCache(root, key, { yamlSha256: driversSha256!, value: driversFileOf(pins) }, { lockfiles, drivers: identities.resolved, targets }, options.logger);
-  return { ...base, targets, lockfiles, oses };
+    await writeGraphCache(root, key, { yamlSha256: driversSha256!, value: driversFileOf(pins) }, { lockfiles, drivers: identities.resolved, targets, shadowed }, options.logger);
+  return { ...base, targets, lockfiles, oses, shadowed, ...(key ? { memoKey: key } : {}) };
 }
 
 function readOrUndefined(path: string): Buffer | undefined {
@@ -137,7 +144,7 @@ function readOrUndefined(path: string): Buffer | undefined {
 }
 
 /** The graph the memo holds for `key`, its lockfiles parsed (from the bytes the key was computed from) only when first asked for. */
-function fromMemo(memo: GraphMemo, key: string, root: string, read: readonly InputFile[], base: Omit<BuildGraph, 'targets' | 'lockfiles' | 'oses'>): BuildGraph | undefined {
+function fromMemo(memo: GraphMemo, key: string, root: string, read: readonly InputFile[], base: Omit<BuildGraph, 'targets' | 'lockfiles' | 'oses' | 'shadowed'>): BuildGraph | undefined {
   const parsed: (LoadedLockfile | undefined)[] = new Array(read.length);
   const lockfile = (i: number): LoadedLockfile => {
     let loaded = parsed[i];
@@ -149,18 +156,20 @@ function fromMemo(memo: GraphMemo, key: string, root: string, read: readonly Inp
     }
     return loaded;
   };
-  const targets = memo.targets(key, {
+  const hit = memo.targets(key, {
     drivers: base.drivers,
     builder: base.builder,
     compilerImages: base.compilerImages,
     osOf: (i) => read[i]?.os,
     lockfile,
   });
-  if (!targets) return undefined;
+  if (!hit) return undefined;
   let lockfiles: LoadedLockfile[] | undefined;
   return {
     ...base,
-    targets,
+    targets: hit.targets,
+    shadowed: hit.shadowed,
+    memoKey: key,
     oses: read.map((r) => r.os),
     get lockfiles() {
       return (lockfiles ??= read.map((_, i) => lockfile(i)));

@@ -27,6 +27,18 @@ export interface ShadowedKernel {
   name: string;
 }
 
+/** What is said of a shadowed kernel: the names (a graph from its memo knows these without its lockfiles). */
+export interface ShadowedName {
+  os: string;
+  kernel: { name: string; machine: string };
+  by: { os: string; kernel: { name: string } };
+}
+
+/** The names of each shadowed kernel. */
+export function shadowedNames(shadowed: readonly ShadowedKernel[]): ShadowedName[] {
+  return shadowed.map((s) => ({ os: s.os, kernel: { name: s.kernel.name, machine: s.kernel.machine }, by: { os: s.by.os, kernel: { name: s.by.kernel.name } } }));
+}
+
 /** Every kernel that yields its loader file name to another OS's kernel, in lockfile order. */
 export function shadowedKernels(lockfiles: readonly LoadedLockfile[]): ShadowedKernel[] {
   const groups = new Map<string, { os: string; kernel: KernelDescriptor }[]>();
@@ -58,8 +70,8 @@ export function shadowedKernels(lockfiles: readonly LoadedLockfile[]): ShadowedK
  * For people: per pair of OSes, how many kernels yield their file names and
  * which (`debian12: 15 kernels have no targets: ...`).
  */
-export function shadowedSummary(shadowed: readonly ShadowedKernel[]): string[] {
-  const byPair = new Map<string, ShadowedKernel[]>();
+export function shadowedSummary(shadowed: readonly ShadowedName[]): string[] {
+  const byPair = new Map<string, ShadowedName[]>();
   for (const s of shadowed) {
     const pair = `${s.os}\0${s.by.os}`;
     const list = byPair.get(pair);

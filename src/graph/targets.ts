@@ -9,7 +9,7 @@ import { artifactFileName } from '../naming/loader-names.js';
 import type { LoadedLockfile } from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
 import { builderForTarget } from './compiler-choice.js';
-import { shadowedKernels } from './loader-name-clash.js';
+import { shadowedKernels, type ShadowedKernel } from './loader-name-clash.js';
 
 // From lockfiles and driver pins to targets: one per (kernel, driver whose
 // range and kinds admit it, kind), arch = the kernel's machine.
@@ -36,6 +36,8 @@ export interface GraphInputs {
   builder: BuilderPin;
   /** Builder images of other Debian releases, for modules of kernels their gcc built (compiler-choice.ts). */
   compilerImages?: readonly CompilerImagePin[];
+  /** shadowedKernels(lockfiles), when the caller has it already. */
+  shadowed?: readonly ShadowedKernel[];
 }
 
 const byName = (a: { name: string; version: string }, b: { name: string; version: string }) => compareNatural(a.name, b.name) || compareNatural(a.version, b.version);
@@ -59,11 +61,14 @@ export function buildTargets(inputs: GraphInputs): Target[] {
   const keyOf = createKeyer();
   const targets: Target[] = [];
   const outputs = new Map<string, Target>();
-  const shadowed = new Set(shadowedKernels(inputs.lockfiles).map((s) => s.kernel));
+  const shadowed = new Set((inputs.shadowed ?? shadowedKernels(inputs.lockfiles)).map((s) => s.kernel));
+  // Per driver, once (this loop runs for every kernel and driver of a fleet: tens of thousands of times).
+  const sortedKinds = new Map<DriverPin, DriverKind[]>(inputs.allDrivers.map((d) => [d, [...d.kinds].sort() as DriverKind[]]));
+  for (const d of drivers) sortedKinds.set(d, [...d.kinds].sort() as DriverKind[]);
   for (const loaded of [...inputs.lockfiles].sort((a, b) => compareNatural(a.lock.os, b.lock.os))) {
     const { lock } = loaded;
     if (lock.os === 'all') throw new FalcoProbesError('config', 'an OS cannot be called "all" (a reserved Make and Please name)', { location: loaded.where(['os']) });
-    const kinds = (d: DriverPin) => [...d.kinds].sort() as DriverKind[];
+    const kinds = (d: DriverPin) => sortedKinds.get(d) ?? ([...d.kinds].sort() as DriverKind[]);
     const applying = inputs.allDrivers.filter((d) => lock.kernels.some((k) => kinds(d).some((kind) => driverApplies(d, k.release, kind))));
     const withDriverName = applying.length > 1;
     const machinesOf = new Map<string, number>();
@@ -73,7 +78,9 @@ export function buildTargets(inputs: GraphInputs): Target[] {
     for (const i of kernelOrder(lock.kernels)) {
       const kernel = lock.kernels[i]!;
       if (shadowed.has(kernel)) continue;
-      const entry = `${loaded.relativePath}: kernel "${kernel.name}" (${kernel.machine})`;
+      // For messages only: made when one is needed.
+      const entry = () => `${loaded.relativePath}: kernel "${kernel.name}" (${kernel.machine})`;
+      const severalMachines = (machinesOf.get(kernel.name) ?? 0) > 1;
       for (const driver of drivers) {
         for (const kind of kinds(driver)) {
           if (!driverApplies(driver, kernel.release, kind)) continue;
@@ -81,21 +88,20 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           try {
             probeFile = checkRelativePath(probeFileOf(kernel, driver.name, kind));
           } catch (err) {
-            throw new FalcoProbesError('config', `${entry}: no safe artifact file name: ${(err as Error).message}`, { location: loaded.where(['kernels', i]) });
+            throw new FalcoProbesError('config', `${entry()}: no safe artifact file name: ${(err as Error).message}`, { location: loaded.where(['kernels', i]) });
           }
-          const parts = [kernel.name];
-          if (withDriverName) parts.push(`${driver.name}-${driver.version}`);
-          if (driver.kinds.length > 1) parts.push(kind);
-          if ((machinesOf.get(kernel.name) ?? 0) > 1) parts.push(kernel.machine);
-          const name = parts.join('-');
+          let name = kernel.name;
+          if (withDriverName) name += `-${driver.name}-${driver.version}`;
+          if (driver.kinds.length > 1) name += `-${kind}`;
+          if (severalMachines) name += `-${kernel.machine}`;
           if (!isValidTargetName(name))
-            throw new FalcoProbesError('config', `${entry}: target name ${JSON.stringify(name)} is not one Please and Make can take literally`, {
+            throw new FalcoProbesError('config', `${entry()}: target name ${JSON.stringify(name)} is not one Please and Make can take literally`, {
               location: loaded.where(['kernels', i, 'name']),
               hint: 'names may hold letters, digits and . _ + ~ -, start with a letter or digit, and have no "..", at most 255 characters, not "all"',
             });
           const clash = names.get(name);
           if (clash !== undefined)
-            throw new FalcoProbesError('config', `${entry}: target name "${name}" is also the name of kernel "${lock.kernels[clash]!.name}"'s target`, {
+            throw new FalcoProbesError('config', `${entry()}: target name "${name}" is also the name of kernel "${lock.kernels[clash]!.name}"'s target`, {
               location: loaded.where(['kernels', i, 'name']),
             });
           names.set(name, i);
@@ -119,7 +125,7 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           };
           const other = outputs.get(output);
           if (other)
-            throw new FalcoProbesError('config', `${entry}: ${target.label} and ${other.label} would both publish ${output}`, {
+            throw new FalcoProbesError('config', `${entry()}: ${target.label} and ${other.label} would both publish ${output}`, {
               location: loaded.where(['kernels', i]),
               hint: "the file name is <driver>_<targetId>_<release>_<kernelversion>.<o|ko>, as Falco's loaders derive it; when exactly one of the kernels is named by its whole version (Debian: the other's package version was cut), the file is that kernel's (loader-name-clash.ts); otherwise give one of the OSes' kernels another targetId",
             });

@@ -4,7 +4,8 @@
 // would make `generate` on a large fleet slow. Lockfiles are machine
 // written in a small subset: block mappings and sequences indented with
 // spaces, one `key: value` per line, plain, single- or double-quoted
-// scalars without escapes, `[]` and `{}`, whole-line comments. This reader
+// scalars without escapes, `[]` and `{}`, flow sequences of plain words
+// (`kinds: [bpf, kmod]`, as drivers.yaml writes them), whole-line comments. This reader
 // accepts exactly that subset and returns `undefined` for anything else, so
 // the caller falls back to the full parser (which also gives every error
 // its line and column). Where it accepts a text it returns what the YAML
@@ -37,7 +38,9 @@ const NON_STRING_RES = [
   /^[-+]?[0-9]+$/,
   /^0x[0-9a-fA-F]+$/,
 ];
-const looksNonString = (t: string) => NON_STRING_RES.some((re) => re.test(t));
+/** The same test as the list, as one pattern (one match per scalar instead of eight: lockfiles have tens of thousands). */
+const NON_STRING_RE = new RegExp(`^(?:${NON_STRING_RES.map((re) => re.source.slice(1, -1)).join('|')})$`);
+const looksNonString = (t: string) => NON_STRING_RE.test(t);
 /** First characters that start something other than a plain scalar (YAML indicators), and space. */
 const INDICATOR = new Uint8Array(128);
 for (const ch of " -?:,[]{}#&*!|>'\"%@`") INDICATOR[ch.charCodeAt(0)] = 1;
@@ -60,6 +63,7 @@ function scalar(t: string): unknown {
     return inner.replace(/''/g, "'");
   }
   if (t === '[]') return [];
+  if (c === 91 /* [ */) return flowWords(t);
   if (t === '{}') return {};
   const last = t.charCodeAt(t.length - 1);
   if (c >= 128 || INDICATOR[c] || last === 32 || last === 58 /* : */ || t.includes(': ') || t.includes(' #')) fail();
@@ -68,6 +72,13 @@ function scalar(t: string): unknown {
     if (looksNonString(t)) fail();
   } else if (MAYBE_NON_STRING[c] && looksNonString(t)) fail();
   return t;
+}
+
+/** `[a, b]`: plain words (letters, digits, `._+~/-`) separated by `, `; anything else is not in the subset. */
+const FLOW_WORDS_RE = /^\[[A-Za-z0-9_][A-Za-z0-9._+~/-]*(?:, [A-Za-z0-9_][A-Za-z0-9._+~/-]*)*\]$/;
+function flowWords(t: string): unknown[] {
+  if (!FLOW_WORDS_RE.test(t)) fail();
+  return t.slice(1, -1).split(', ').map(scalar);
 }
 
 const KEY_START = new Uint8Array(128);

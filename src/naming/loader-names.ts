@@ -231,8 +231,14 @@ function partsFor(k: LoaderKernel, loader: Loader): LoaderParts {
  * the script) derives for this kernel: falcoctl pkg/driver/distro/*.go `FixupKernel`.
  */
 export function falcoctlParts(k: LoaderKernel): LoaderParts {
-  return partsFor(k, 'falcoctl');
+  // Asked for every driver and kind of a kernel, and again to find clashing names: worked out once per descriptor.
+  let parts = falcoctlMemo.get(k);
+  if (!parts) falcoctlMemo.set(k, (parts = partsFor(k, 'falcoctl')));
+  return parts;
 }
+
+/** Descriptors are not changed once read (a lockfile's, a graph's). */
+const falcoctlMemo = new WeakMap<LoaderKernel, LoaderParts>();
 
 /** What the falco-driver-loader script (Falco <= 0.36; its naming as of 0.35.1 to 0.36.2) derives: `get_target_id`. */
 export function legacyScriptParts(k: LoaderKernel): LoaderParts {

@@ -27,7 +27,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 
 /** Write only when the bytes differ, so unchanged files keep their modification time. Returns true when written. */
 export async function writeFileIfChanged(path: string, data: string | Uint8Array): Promise<boolean> {
-  const wanted = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data);
+  const wanted = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
   const current = await readFileOrUndefined(path);
   if (current !== undefined && current.equals(wanted)) return false;
   await writeFileAtomic(path, wanted);

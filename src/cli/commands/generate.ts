@@ -1,9 +1,8 @@
-import { shadowedKernels, shadowedSummary } from '../../graph/loader-name-clash.js';
+import { shadowedSummary } from '../../graph/loader-name-clash.js';
 import { PUBLISHED_RECORD, readPublishedRecord } from '../../repository/published-record.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { generate, type PublishedProbes } from '../../graph/generate.js';
-import { openRepository } from '../../repository/remote.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import type { Command } from '../context.js';
 
@@ -41,16 +40,18 @@ options:
     const given = typeof values['repository'] === 'string' ? values['repository'] : undefined;
     const location = given ?? join(ctx.root, DEFAULT_REPOSITORY_DIR);
     // No local repository yet is normal (nothing built); a named one must exist.
-    const index = given !== undefined || existsSync(location) ? (await openRepository(location, process.cwd()).readIndex())?.index : undefined;
+    // Loaded only when there is a repository to read (it brings HTTP with it).
+    const index = given !== undefined || existsSync(location) ? (await (await import('../../repository/remote.js')).openRepository(location, process.cwd()).readIndex())?.index : undefined;
     const built: PublishedProbes = new Map((index?.probes ?? []).map((p) => [p.key, { file: p.file, sha256: p.sha256 }]));
     const published = await readPublishedRecord(join(ctx.root, PUBLISHED_RECORD));
     const result = await generate(ctx.root, { check, published, built, logger: ctx.logger });
 
-    const perOs = new Map<string, number>(result.graph.lockfiles.map((l) => [l.lock.os, 0]));
+    const perOs = new Map<string, number>(result.graph.oses.map((os) => [os, 0]));
     for (const t of result.graph.targets) perOs.set(t.os, (perOs.get(t.os) ?? 0) + 1);
     const lines = [...perOs].sort(([a], [b]) => (a < b ? -1 : 1)).map(([os, n]) => `${os}: ${n} target(s)`);
     if (perOs.size === 0) lines.push('no lockfiles under kernels/ (run falco-probes resolve)');
-    const shadowed = shadowedKernels(result.graph.lockfiles);
+    // Known without parsing the lockfiles when the graph came from its memo (so is every line here).
+    const shadowed = result.graph.shadowed;
     lines.push(...shadowedSummary(shadowed));
     const changed = result.files.filter((f) => f.change !== 'unchanged');
     const unchanged = result.files.length - changed.length;
