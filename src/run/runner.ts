@@ -185,6 +185,10 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     let stale = plan.flatMap((p, i) => (p.reason ? [{ planned: p, index: i }] : []));
     if (o.explain) for (const { planned } of stale) o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
+    // Work directories and memo temporaries of dead runs go on every run, one with nothing to build too (two readdirs);
+    // the package cache is swept when the pipeline is made (a run killed with cache work in flight left targets to build).
+    const swept = await sweepRunState(o.paths);
+    if (swept) o.logger.info(`removed ${swept} work director${swept === 1 ? 'y' : 'ies'} and temporaries of runs that are gone`);
     if (stale.length === 0) return finish(results, false, repo.root);
     if (o.unbuildable) {
       const reasons = new Map<Target, string>();
@@ -211,8 +215,6 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
       }
     }
 
-    const swept = await sweepRunState(o.paths);
-    if (swept) o.logger.info(`removed ${swept} work director${swept === 1 ? 'y' : 'ies'} and temporaries of runs that are gone`);
     const pipeline = await o.makePipeline();
     await checkBuilderPin(
       pipeline,
