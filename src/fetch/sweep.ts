@@ -6,13 +6,14 @@ import { processAlive } from '../util/process.js';
 // by a later run once that process is gone:
 //   .<name>.extract-<pid>-XXXXXX    extract.ts (mkdtemp)
 //   .<name>.old-<pid>-<8 hex>       extract.ts (a replaced tree on its way out)
-//   .<name>.<pid>.<8 hex>.tmp       util/fs.ts writeFileAtomic, unpacked trees, kernel roots, driver trees
-//   .<name>.<pid>.<8 hex>.part      downloads (package cache, driver tarballs)
+//   .<name>.<pid>.<8 hex>.tmp       util/fs.ts writeFileAtomic, unpacked trees, kernel roots
+//   .<name>.<pid>.<8 hex>.part      downloads (package cache)
+//   <name>.<pid>.<8 hex>.tmp|part   driver trees and tarballs (run/driver-source.ts, in drivers/: no leading dot)
 // A process that is alive here keeps its temporaries. (Caches shared by
 // processes in other pid namespaces are not supported: their pids are not
 // visible here.)
 
-const FORMS: readonly RegExp[] = [/^\..+\.extract-(\d+)-[A-Za-z0-9]{6}$/, /^\..+\.old-(\d+)-[0-9a-f]{8}$/, /^\..+\.(\d+)\.[0-9a-f]{8}\.(?:tmp|part)$/];
+const FORMS: readonly RegExp[] = [/^\..+\.extract-(\d+)-[A-Za-z0-9]{6}$/, /^\..+\.old-(\d+)-[0-9a-f]{8}$/, /^.+\.(\d+)\.[0-9a-f]{8}\.(?:tmp|part)$/];
 
 /** The pid that owns a temporary name of this tool, or undefined when `name` is not one. */
 export function temporaryOwner(name: string): number | undefined {
