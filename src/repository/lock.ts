@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -81,6 +81,29 @@ async function breakStale(file: string, seen: LockHolder): Promise<void> {
   }
 }
 
+/**
+ * The lock's own temporaries that processes killed mid-way left beside it:
+ * a lock body (`.<lock>.<pid>.<hex>.tmp`, between writing it and linking
+ * it) and a breaker's guard (`<lock>.break`, its pid inside). Called with
+ * the lock held: nobody breaks a lock whose holder is alive, so a guard is
+ * in use only by a live process; one without a readable pid is removed
+ * once it is as old as breakStale's limit.
+ */
+async function removeDeadTemporaries(file: string): Promise<void> {
+  const dir = dirname(file);
+  const name = basename(file);
+  for (const n of await readdir(dir).catch(() => [] as string[])) {
+    const m = /^\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$/.exec(n);
+    if (m && m[1] === name && Number(m[2]) !== process.pid && !processAlive(Number(m[2]))) await rm(join(dir, n), { force: true });
+  }
+  const guard = `${file}.break`;
+  const st = await stat(guard).catch(() => undefined);
+  if (!st) return;
+  const owner = Number((await readFile(guard, 'utf8').catch(() => '')).trim());
+  const dead = Number.isInteger(owner) && owner > 0 ? owner !== process.pid && !processAlive(owner) : Date.now() - st.mtimeMs > 10_000;
+  if (dead) await rm(guard, { force: true });
+}
+
 export async function acquireLock(file: string, options: LockOptions = {}): Promise<HeldLock> {
   await mkdir(dirname(file), { recursive: true });
   const holder: LockHolder = { pid: process.pid, host: hostname(), since: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
@@ -120,6 +143,7 @@ export async function acquireLock(file: string, options: LockOptions = {}): Prom
   } finally {
     await rm(tmp, { force: true });
   }
+  await removeDeadTemporaries(file);
   let released = false;
   return {
     file,
