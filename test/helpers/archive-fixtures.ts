@@ -21,6 +21,10 @@ export async function tool(cmd: string, args: string[], opts: { cwd?: string; in
         if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr.toString()}`));
         else resolve(stdout);
       });
+      // A tool that exits before reading all its input closes the pipe: its exit status is the answer, not an EPIPE.
+      child.stdin!.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EPIPE') reject(e);
+      });
       child.stdin!.end(opts.input);
     });
   }

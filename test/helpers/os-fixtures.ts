@@ -35,6 +35,11 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
       if (code === 0) resolve(Buffer.concat(out));
       else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}`));
     });
+    // A command that exits without reading all its input (gpg --export reads none) closes the
+    // pipe: EPIPE is no error of ours, the exit status says how the command went.
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -125,6 +125,10 @@ export function compress(data: Buffer, kind: FixtureCompression): Promise<Buffer
     child.stderr.on('data', (d) => (err += d));
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`${cmd} exited ${code}: ${err}`))));
+    // A compressor that dies early closes its input: the exit status above reports it, not an EPIPE here.
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(data);
   });
 }
