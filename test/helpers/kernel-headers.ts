@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -8,10 +8,12 @@ import { parseDepends } from '../../src/resolve/apt-depends.js';
 import { StanzaParser, type RawStanza } from '../../src/resolve/apt-stanza.js';
 import type { KernelDescriptor } from '../../src/config/types.js';
 import type { BuilderPin, DriverPin, ResolvedDriver, Target } from '../../src/graph/types.js';
+import { writeFileAtomic } from '../../src/util/fs.js';
 import { sha256File, sha256Hex } from '../../src/util/hash.js';
 import { artifactFileName } from '../../src/naming/loader-names.js';
 import { checkPackageName, checkRelativePath, checkSha256, checkVersion } from '../../src/util/names.js';
 import { compareNatural } from '../../src/util/natural-sort.js';
+import { withFileLock } from './lock.js';
 
 // Real Debian 12 kernel headers for tests. The kernels are chosen from apt's
 // own index (`apt-cache`), never hard-coded: the newest 6.1.0-N-amd64 and the
@@ -200,8 +202,19 @@ async function isCached(p: DebianPackage): Promise<boolean> {
   }
 }
 
+/** The packages that are still not in the cache (another test process may have fetched them meanwhile). */
+async function uncached(packages: DebianPackage[]): Promise<DebianPackage[]> {
+  return (await Promise.all(packages.map(async (p) => ((await isCached(p)) ? undefined : p)))).filter((p): p is DebianPackage => p !== undefined);
+}
+
+/** Downloads into the test cache, one test process at a time (files running concurrently want the same packages). */
+export function withDownloadLock<T>(fn: () => Promise<T>): Promise<T> {
+  return withFileLock(join(DEBS_DIR, '.download.lock'), 'test package download', fn);
+}
+
 /** `apt-get download name=version` for each package into the cache, verified against the index. */
 async function download(packages: DebianPackage[]): Promise<void> {
+  if (packages.length === 0) return;
   await mkdir(DEBS_DIR, { recursive: true });
   const tmp = await mkdtemp(join(DEBS_DIR, '.download-'));
   try {
@@ -259,10 +272,11 @@ async function obtain(): Promise<KernelHeadersResult> {
       (p): p is DebianPackage => p !== undefined,
     );
     if (missing.length === 0 || isRoot) {
-      if (missing.length > 0) await download(missing);
+      if (missing.length > 0) await withDownloadLock(async () => download(await uncached(missing)));
       try {
         await mkdir(MANIFESTS_DIR, { recursive: true });
-        for (const k of fromIndex) await writeFile(join(MANIFESTS_DIR, `${k.release}.json`), `${JSON.stringify(k, null, 2)}\n`);
+        // Atomic: test files running at once read and write the same manifests.
+        for (const k of fromIndex) await writeFileAtomic(join(MANIFESTS_DIR, `${k.release}.json`), `${JSON.stringify(k, null, 2)}\n`);
       } catch {
         // Manifests only help later runs without apt's index; a read-only cache is fine.
       }
@@ -298,12 +312,17 @@ export async function sharedKernelRoot(kernel: DebianKernel): Promise<string> {
 async function sharedKernelRootIn(rootsDir: string, kernel: DebianKernel): Promise<string> {
   const id = sha256Hex(kernel.packages.map((p) => p.sha256).join(' ')).slice(0, 16);
   const dir = join(rootsDir, `${kernel.release}-${id}`);
-  try {
-    if ((await stat(join(dir, 'usr', 'src'))).isDirectory()) return dir;
-  } catch {
-    // not extracted yet
-  }
+  const extracted = () => stat(join(dir, 'usr', 'src')).then((s) => s.isDirectory(), () => false);
+  if (await extracted()) return dir;
   await mkdir(rootsDir, { recursive: true });
+  // One extraction per root: a second test process waits for it instead of extracting too.
+  return withFileLock(join(rootsDir, `.${kernel.release}-${id}.lock`), 'test kernel root extraction', async () => {
+    if (await extracted()) return dir;
+    return extractSharedRoot(rootsDir, dir, kernel);
+  });
+}
+
+async function extractSharedRoot(rootsDir: string, dir: string, kernel: DebianKernel): Promise<string> {
   const tmp = await mkdtemp(join(rootsDir, `.${kernel.release}-`));
   try {
     await extractKernelRoot(kernel, tmp);

@@ -1,11 +1,12 @@
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { PackageRef } from '../../src/config/types.js';
+import { writeFileAtomic } from '../../src/util/fs.js';
 import { sha256File } from '../../src/util/hash.js';
 import { checkPackageName, checkRelativePath, checkSha256, checkVersion } from '../../src/util/names.js';
-import { obtainDebianKernels, TEST_CACHE_DIR, type DebianKernel } from './kernel-headers.js';
+import { obtainDebianKernels, TEST_CACHE_DIR, withDownloadLock, type DebianKernel } from './kernel-headers.js';
 
 // A real, bootable Debian 12 kernel for verify-load's tests: the image
 // package (linux-image-<release>, or -unsigned where bookworm-security has
@@ -143,10 +144,13 @@ async function obtain(repository: string): Promise<KernelImageResult> {
     const debPath = join(DEBS_DIR, basename(manifest.filename));
     if (!(await cachedOk(debPath, manifest))) {
       if (process.getuid?.() !== 0) return { ok: false, skip: `the kernel image ${manifest.name} is not cached in ${DEBS_DIR} and fetching it needs root (apt-get download)` };
-      await download(manifest, debPath);
+      const m = manifest;
+      await withDownloadLock(async () => {
+        if (!(await cachedOk(debPath, m))) await download(m, debPath);
+      });
     }
     await mkdir(MANIFESTS_DIR, { recursive: true });
-    await writeFile(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
+    await writeFileAtomic(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
     return { ok: true, image: toImage(kernel, manifest, repository) };
   }
   try {
@@ -201,21 +205,24 @@ export async function imagePackage(kernel: DebianKernel): Promise<{ ref: Package
     const sha256 = field(s, 'SHA256')!;
     const size = Number(field(s, 'Size'));
     const debPath = join(DEBS_DIR, basename(path));
-    const cached = await sha256File(debPath).catch(() => undefined);
-    if (cached?.sha256 !== sha256) {
+    const isCached = async () => (await sha256File(debPath).catch(() => undefined))?.sha256 === sha256;
+    if (!(await isCached())) {
       if (process.getuid?.() !== 0) return { skip: `${name} is not cached in ${DEBS_DIR} and fetching it needs root (apt-get download)` };
       await mkdir(DEBS_DIR, { recursive: true });
-      const tmp = await mkdtemp(join(DEBS_DIR, '.download-'));
-      try {
-        await chmod(tmp, 0o777);
-        await execFileAsync('apt-get', ['download', '-q', `${name}=${kernel.version}`], { cwd: tmp, timeout: 300_000 });
-        const file = (await readdir(tmp)).find((f) => f.endsWith('.deb'))!;
-        const got = (await sha256File(join(tmp, file))).sha256;
-        if (got !== sha256) throw new Error(`${name}: the download (${got}) does not match apt's index (${sha256})`);
-        await rename(join(tmp, file), debPath);
-      } finally {
-        await rm(tmp, { recursive: true, force: true });
-      }
+      await withDownloadLock(async () => {
+        if (await isCached()) return;
+        const tmp = await mkdtemp(join(DEBS_DIR, '.download-'));
+        try {
+          await chmod(tmp, 0o777);
+          await execFileAsync('apt-get', ['download', '-q', `${name}=${kernel.version}`], { cwd: tmp, timeout: 300_000 });
+          const file = (await readdir(tmp)).find((f) => f.endsWith('.deb'))!;
+          const got = (await sha256File(join(tmp, file))).sha256;
+          if (got !== sha256) throw new Error(`${name}: the download (${got}) does not match apt's index (${sha256})`);
+          await rename(join(tmp, file), debPath);
+        } finally {
+          await rm(tmp, { recursive: true, force: true });
+        }
+      });
     }
     return { ref: { name, version: kernel.version, role: 'image', repository: 'bookworm-security', path, sha256, size }, debPath };
   }
