@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { access, mkdir, readFile, symlink } from 'node:fs/promises';
+import { mkdir, readFile, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { checkKernelModule, moduleInfo, readElf } from '../src/builders/elf.js';
@@ -11,6 +11,7 @@ import { obtainDebianKernels, type DebianKernel } from './helpers/kernel-headers
 import { startMirror } from './helpers/server.js';
 import { imagePackage } from './helpers/kernel-image.js';
 import { dirname } from 'node:path';
+import { FALCO_LIBS, haveFalcoLibs, skipOrFail } from './helpers/require.js';
 
 // The real drivers end to end through the real binary, as a Falco node sees
 // them: Debian's scap driver (falcosecurity-scap-dkms 0.23.2-6, pinned in
@@ -25,7 +26,6 @@ import { dirname } from 'node:path';
 // rmmod); the legacy probe's verdict is the kernel verifier's, whatever it is.
 
 const TIMEOUT = 20 * 60_000;
-const FALCO_LIBS = join(PROJECT_ROOT, '..', 'shared', 'falco-libs');
 const LIBS_URL = 'https://github.com/falcosecurity/libs/archive/refs/tags/';
 
 /** kernels/drivers.yaml's own scap entry, read from the project's file (so the test builds what the main job builds). */
@@ -72,7 +72,7 @@ async function checkServed(published: string, kernel: DebianKernel, driver: stri
 
 test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, published where Falco's loaders look", { timeout: TIMEOUT }, async (t) => {
   const r = await obtainDebianKernels();
-  if (!r.ok) return t.skip(r.skip);
+  if (!r.ok) return skipOrFail(t, r.skip);
   await withTempDir(async (dir) => {
     const mirror = await startDebMirror(dir, r.kernels);
     try {
@@ -81,7 +81,7 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
       const kernels = descriptors(r.kernels);
       for (const [i, k] of r.kernels.entries()) {
         const image = await imagePackage(k);
-        if ('skip' in image) return t.skip(image.skip);
+        if ('skip' in image) return skipOrFail(t, image.skip);
         kernels[i]!.packages.push(image.ref);
         const at = join(dir, 'mirror', image.ref.path);
         await mkdir(dirname(at), { recursive: true });
@@ -135,13 +135,9 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
 });
 
 test("Falco 10.2.0+driver's module from the tree-pinned upstream tarball, served through --driver-mirror, published under 10.2.0+driver", { timeout: TIMEOUT }, async (t) => {
-  try {
-    await access(join(FALCO_LIBS, 'libs-10.2.0-driver.tar.gz'));
-  } catch {
-    return t.skip(`${FALCO_LIBS} is not here (it holds the upstream Falco driver sources; CI has it)`);
-  }
+  if (!haveFalcoLibs(t, ['libs-10.2.0-driver.tar.gz'])) return;
   const r = await obtainDebianKernels();
-  if (!r.ok) return t.skip(r.skip);
+  if (!r.ok) return skipOrFail(t, r.skip);
   await withTempDir(async (dir) => {
     const kernel = r.kernels[0]!;
     const mirror = await startDebMirror(dir, [kernel]);

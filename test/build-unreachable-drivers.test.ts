@@ -11,6 +11,7 @@ import { readIndex } from '../src/repository/index-file.js';
 import { LOCK_FILE } from '../src/repository/local.js';
 import { treeHash } from '../src/graph/tree-hash.js';
 import type { BuildReport } from '../src/run/runner.js';
+import { skipOrFail } from './helpers/require.js';
 
 // `falco-probes build` with a driver whose source cannot be downloaded, through
 // the real binary: without --skip-unreachable-drivers nothing is built and
@@ -56,7 +57,7 @@ test('build --help documents --driver-mirror and --skip-unreachable-drivers; bui
 
 test('an unreachable driver source: exit 1 before building anything, one line; with --skip-unreachable-drivers the rest is built (exit 0) and the line printed', { timeout: TIMEOUT }, async (t) => {
   const obtained = await obtainDebianKernels();
-  if (!obtained.ok) return t.skip(obtained.skip);
+  if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = obtained.kernels.slice(0, 1);
   await withTempDir(async (dir) => {
     const mirror = await startDebMirror(dir, kernels);

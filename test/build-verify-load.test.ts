@@ -15,6 +15,7 @@ import type { VerifyReport } from '../src/verify/run.js';
 import { descriptors, REPOSITORY_NAME, startDebMirror, syntheticKernel, writeProject } from './build-e2e-project.js';
 import { PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { obtainDebianKernelImage } from './helpers/kernel-image.js';
+import { skipOrFail } from './helpers/require.js';
 
 // `build --verify-load` through the real binary: the verify step gets the
 // build's own targets (its shard), prints one JSON document with the build
@@ -95,12 +96,12 @@ async function unbootable(kernel: KernelDescriptor, reasonFor: (target: { os: st
 }
 
 test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --allow-unverified passes, without it the run fails naming it', { timeout: 120_000 }, async (t) => {
-  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return t.skip('clang is not installed (scripts/setup-debian.sh installs it)');
+  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return skipOrFail(t, 'clang is not installed (scripts/setup-debian.sh installs it)');
   await unbootable({ ...syntheticKernel('6.1.0-1-arm64'), machine: 'aarch64' }, () => 'no aarch64 guest: qemu-system-aarch64 and an aarch64 busybox/bpftool are needed');
 });
 
 test('a kernel whose lockfile entry has no image package (as COS kernels): unverified the same way, the message says what to add', { timeout: 120_000 }, async (t) => {
-  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return t.skip('clang is not installed (scripts/setup-debian.sh installs it)');
+  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return skipOrFail(t, 'clang is not installed (scripts/setup-debian.sh installs it)');
   const kernel = syntheticKernel('6.1.0-2-amd64');
   assert.ok(!kernel.packages.some((p) => p.role === 'image'));
   await unbootable(kernel, (target) =>
@@ -110,9 +111,9 @@ test('a kernel whose lockfile entry has no image package (as COS kernels): unver
 
 test('build --verify-load with a real Debian kernel: a shard verifies only its targets, one JSON document, a refused probe fails the run and stays refused for later runs and plan', { timeout: TIMEOUT }, async (t) => {
   const obtained = await obtainDebianKernelImage(REPOSITORY_NAME);
-  if (!obtained.ok) return t.skip(obtained.skip);
+  if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const missing = ['qemu-system-x86_64', 'bpftool', 'busybox', 'clang'].filter((cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0);
-  if (missing.length) return t.skip(`not installed: ${missing.join(', ')} (scripts/setup-debian.sh installs them)`);
+  if (missing.length) return skipOrFail(t, `not installed: ${missing.join(', ')} (scripts/setup-debian.sh installs them)`);
   const image = obtained.image;
 
   await withTempDir(async (dir) => {

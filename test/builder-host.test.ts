@@ -13,6 +13,7 @@ import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256File } from '../src/util/hash.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
 import { debianTarget, exampleDriver, extractKernelRoot, obtainDebianKernels, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';
+import { skipOrFail } from './helpers/require.js';
 
 // The host builder against real Debian 12 kernel headers (6.1 and 6.12, chosen
 // from apt's index), with the real clang, llc, make and kbuild.
@@ -90,7 +91,7 @@ async function readelfSections(file: string): Promise<string[]> {
 
 describe('host builder: pin', () => {
   test('names the host clang by the first line of clang --version', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const { stdout } = await execFileAsync('clang', ['--version']);
     assert.equal(pin.kind, 'host');
     assert.equal(pin.clang, (stdout.split('\n')[0] as string).trim().replace(/\s+/g, ' '));
@@ -100,7 +101,7 @@ describe('host builder: pin', () => {
 
 describe('host builder: the example probe on real Debian kernels', () => {
   test('builds an ELF BPF object with the expected sections for 6.1 and 6.12, leaving the kernel root untouched', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     for (const kernel of kernels) {
       const root = roots.get(kernel.release) as string;
       const before = await snapshotTree(root);
@@ -148,7 +149,7 @@ describe('host builder: the example probe on real Debian kernels', () => {
   });
 
   test('the same build in other directories, from another extraction, gives the same bytes', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     for (const kernel of kernels) {
       const first = built.get(kernel.release);
       assert.ok(first, 'the first build test ran');
@@ -167,7 +168,7 @@ describe('host builder: the example probe on real Debian kernels', () => {
   });
 
   test('the deliberately refused variant (bpfDir refused) compiles too', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0] as DebianKernel;
     const dirs = await freshDirs();
     const target = debianTarget(kernel, pin, exampleDriver({ name: 'example-refused', bpfDir: 'refused' }));
@@ -182,15 +183,16 @@ describe('host builder: the example probe on real Debian kernels', () => {
   // kernel's verifier, which shows that the example is a real, loadable program
   // and that the refused variant is refused.
   test("the running kernel's verifier loads the example probe and refuses the refused variant (bpftool)", async (t) => {
-    if (skip) return t.skip(skip);
-    if (process.getuid?.() !== 0) return t.skip('loading BPF programs needs root');
+    if (skip) return skipOrFail(t, skip);
+    if (process.getuid?.() !== 0) return skipOrFail(t, 'loading BPF programs needs root');
     const bpftool = await execFileAsync('bpftool', ['version']).then(() => 'bpftool', () => undefined);
-    if (!bpftool) return t.skip('bpftool is not installed (scripts/setup-debian.sh installs it)');
+    if (!bpftool) return skipOrFail(t, 'bpftool is not installed (scripts/setup-debian.sh installs it)');
     const fs = join(scratch, 'bpffs');
     await mkdir(fs);
     try {
       await execFileAsync('mount', ['-t', 'bpf', 'bpf', fs]);
     } catch (err) {
+      // What the running kernel or its sandbox allows, not a tool setup could install: a skip everywhere.
       return t.skip(`cannot mount a bpf file system here: ${(err as Error).message.split('\n')[0]}`);
     }
     try {
@@ -216,7 +218,7 @@ describe('host builder: the example probe on real Debian kernels', () => {
 
 describe('host builder: failures', () => {
   test('a broken driver source fails with a build error carrying the log tail, and writes no probe', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0] as DebianKernel;
     const broken = join(scratch, 'broken-probe');
     await cp(EXAMPLE, broken, { recursive: true });
@@ -247,7 +249,7 @@ describe('host builder: failures', () => {
   }
 
   test('a timeout stops make and everything it started, and fails the build', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0] as DebianKernel;
     const driverDir = await hangingDriver('hanging-timeout');
     const dirs = await freshDirs();
@@ -268,7 +270,7 @@ describe('host builder: failures', () => {
   });
 
   test('an abort signal stops a running build at once', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0] as DebianKernel;
     const driverDir = await hangingDriver('hanging-abort');
     const dirs = await freshDirs();
@@ -293,7 +295,7 @@ describe('host builder: failures', () => {
   });
 
   test('a target keyed for another toolchain or architecture is refused before anything runs', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0] as DebianKernel;
     const dirs = await freshDirs();
     const request = { kernelRoot: roots.get(kernel.release) as string, driverDir: EXAMPLE, ...dirs };

@@ -14,6 +14,7 @@ import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
 import { debianTarget, obtainDebianKernels, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';
+import { FALCO_LIBS, haveFalcoLibs, skipOrFail } from './helpers/require.js';
 
 // Kernel modules (kind kmod) through the host builder, with the real gcc,
 // make and kbuild against real Debian 12 headers (6.1 and 6.12): the
@@ -23,7 +24,6 @@ import { debianTarget, obtainDebianKernels, sharedKernelRoot, type DebianKernel 
 // holds their sources.
 
 const execFileAsync = promisify(execFile);
-const FALCO_LIBS = join(PROJECT_ROOT, '..', 'shared', 'falco-libs');
 
 let skip: string | undefined;
 let kernels: DebianKernel[] = [];
@@ -80,7 +80,7 @@ async function build(target: Target, driverDir: string, kernelRoot = roots.get(t
 }
 
 test('the example module builds for 6.1 and 6.12 with each kernel\'s own gcc, same bytes from another work directory', async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return skipOrFail(t, skip);
   for (const kernel of kernels) {
     const cc = await readKernelCompiler(join(roots.get(kernel.release)!, 'usr', 'src', `linux-headers-${kernel.release}`));
     const a = await build(kmodTarget(kernel, moduleDriver()), join(PROJECT_ROOT, 'examples', 'module'));
@@ -99,7 +99,7 @@ test('the example module builds for 6.1 and 6.12 with each kernel\'s own gcc, sa
 });
 
 test('a kernel built by another gcc is refused, naming that compiler, and make never runs', async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return skipOrFail(t, skip);
   const kernel = kernels[0]!;
   // A copy of the real kernel root whose headers say Debian 13's compiler.
   const root = join(scratch, 'gcc14-root');
@@ -135,7 +135,7 @@ test('a kernel built by another gcc is refused, naming that compiler, and make n
 });
 
 test('a target keyed for another gcc than this host\'s is refused before anything runs', async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return skipOrFail(t, skip);
   const other: BuilderPin = { ...pin, gcc: 'gcc (Debian 14.2.0-19) 14.2.0' };
   await assert.rejects(build(kmodTarget(kernels[0]!, moduleDriver(), other), join(PROJECT_ROOT, 'examples', 'module')), /keyed for gcc "gcc \(Debian 14\.2\.0-19\) 14\.2\.0"/);
 });
@@ -147,15 +147,7 @@ async function unpackLibs(tarball: string, name: string): Promise<string> {
   return dir;
 }
 
-async function falcoLibsOrSkip(): Promise<string | undefined> {
-  try {
-    await access(join(FALCO_LIBS, 'libs-10.2.0-driver.tar.gz'));
-    await access(join(FALCO_LIBS, 'libs-9.1.0-driver.tar.gz'));
-    return undefined;
-  } catch {
-    return `${FALCO_LIBS} is not here (it holds the upstream Falco driver sources; CI has it)`;
-  }
-}
+const FALCO_TARBALLS = ['libs-10.2.0-driver.tar.gz', 'libs-9.1.0-driver.tar.gz'];
 
 function falcoDriver(version: string, overrides: Partial<ResolvedDriver> = {}): ResolvedDriver {
   return {
@@ -173,18 +165,16 @@ function falcoDriver(version: string, overrides: Partial<ResolvedDriver> = {}): 
 
 // Falco 10.2.0+driver's module is built end to end through the CLI (test/build-e2e-real-drivers.test.ts).
 test('Falco 10.2.0+driver (Falco 0.44) has no legacy probe: asking the falco-libs recipe for one says so, before make', async (t) => {
-  if (skip) return t.skip(skip);
-  const missing = await falcoLibsOrSkip();
-  if (missing) return t.skip(missing);
+  if (skip) return skipOrFail(t, skip);
+  if (!haveFalcoLibs(t, FALCO_TARBALLS)) return;
   const src = await unpackLibs(join(FALCO_LIBS, 'libs-10.2.0-driver.tar.gz'), 'libs-10');
   const probe = { ...debianTarget(kernels[0]!, pin, falcoDriver('10.2.0+driver', { bpfDir: 'driver/bpf', object: 'probe.o', kinds: ['bpf'] })), kind: 'bpf' as const };
   await assert.rejects(build(probe, src), /has no legacy eBPF probe: driver\/bpf is not in its source/);
 });
 
 test('Falco 9.1.0+driver (Falco 0.43): falco.ko and the legacy probe through the falco-libs recipe', async (t) => {
-  if (skip) return t.skip(skip);
-  const missing = await falcoLibsOrSkip();
-  if (missing) return t.skip(missing);
+  if (skip) return skipOrFail(t, skip);
+  if (!haveFalcoLibs(t, FALCO_TARBALLS)) return;
   const src = await unpackLibs(join(FALCO_LIBS, 'libs-9.1.0-driver.tar.gz'), 'libs-9');
   const kernel = kernels[0]!;
   const driver = falcoDriver('9.1.0+driver', { bpfDir: 'driver/bpf', object: 'probe.o', kinds: ['kmod', 'bpf'] });

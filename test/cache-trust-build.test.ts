@@ -7,6 +7,7 @@ import { obtainDebianKernels } from './helpers/kernel-headers.js';
 import { descriptors, snapshot, spawnCli, startDebMirror, waitFor, writeProject } from './build-e2e-project.js';
 import { cachePath } from '../src/fetch/cache.js';
 import type { BuildReport } from '../src/run/runner.js';
+import { skipOrFail } from './helpers/require.js';
 
 // Issue 14, the rows that build (one real Debian 6.1 kernel, the example
 // probe, one cache shared by every step): a cached package, an unpacked tree
@@ -21,7 +22,7 @@ const DEAD = 2 ** 22 + 1;
 
 test('damaged caches are found and remade; temporaries of dead runs swept; SIGINT cancels', { timeout: TIMEOUT }, async (t) => {
   const obtained = await obtainDebianKernels();
-  if (!obtained.ok) return t.skip(obtained.skip);
+  if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const k = obtained.kernels.find((x) => x.series === '6.1') ?? obtained.kernels[0]!;
   await withTempDir(async (dir) => {
     const mirror = await startDebMirror(dir, [k]);

@@ -13,6 +13,7 @@ import { sha256Hex } from '../src/util/hash.js';
 import { PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { ensureBaseImage, finishDockerTests, obtainDocker } from './helpers/docker.js';
 import { kernel as syntheticKernel } from './helpers/graph-project.js';
+import { skipOrFail } from './helpers/require.js';
 
 // Per-kernel compiler images (issue "Reproducible real drivers…"): a kernel
 // module is keyed for, and built in, the builder whose gcc is its kernel's.
@@ -57,12 +58,12 @@ after(async () => {
 
 test("a Debian 13 kernel's module, resolved from Debian's archive, is keyed for and built in the trixie image (gcc 14)", { timeout: 40 * 60_000 }, async (t) => {
   const d = await obtainDocker();
-  if (!d.ok) return t.skip(d.skip);
+  if (!d.ok) return skipOrFail(t, d.skip);
   docker = d.docker;
   const base = await ensureBaseImage(d.docker, 'trixie');
-  if (!base.ok) return t.skip(base.skip);
+  if (!base.ok) return skipOrFail(t, base.skip);
   const [archive] = await aptMirrorsForPath('/debian');
-  if (!archive) return t.skip("this machine's apt names no Debian archive (a source whose path is /debian)");
+  if (!archive) return skipOrFail(t, "this machine's apt names no Debian archive (a source whose path is /debian)");
   await withTempDir(async (dir) => {
     const root = join(dir, 'project');
     await mkdir(join(root, 'kernels'), { recursive: true });

@@ -17,6 +17,7 @@ import { runCli, withTempDir } from './helpers/cli.js';
 import { finishDockerTests, obtainDockerBuildSetup } from './helpers/docker.js';
 import { loaderFileFor, type DebianKernel } from './helpers/kernel-headers.js';
 import { descriptors, OS, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
+import { skipOrFail } from './helpers/require.js';
 
 // The user-facing Docker path through the real binary: `build --builder
 // docker` publishes into the repository under a key that names the builder
@@ -53,7 +54,7 @@ interface ProbeJson {
 }
 
 test('build --builder docker publishes the host bytes under the image key; build-probe reaches Docker by option and by FALCO_PROBES_BUILDER', { timeout: TIMEOUT }, async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return skipOrFail(t, skip);
   // Both kernels are in the lockfile; one is built (selection by label works with the Docker builder too).
   const kernel = kernels[0]!;
   const label = `//probes/${OS}:${kernel.release}`;

@@ -9,7 +9,8 @@ import { builderImageDefinition, ensureImage, type ImageRef } from '../src/build
 import { sha256Hex } from '../src/util/hash.js';
 import { DockerPinMemo, dockerPinMemoDir } from '../src/builders/docker-pin-memo.js';
 import type { BuilderPin } from '../src/graph/types.js';
-import { ensureBaseImage, ensureBuilderImage, ensureTestLoaderImage, obtainDocker, ourLeftovers, stopDockerIfStarted } from './helpers/docker.js';
+import { ensureBaseImage, ensureBuilderImage, ensureTestLoaderImage, obtainDocker, ourLeftovers, releaseDocker } from './helpers/docker.js';
+import { skipOrFail } from './helpers/require.js';
 
 // The Docker builder's pin memo on a real dockerd: a pin is learnt from the
 // image once (a `clang --version` container) and then read back by image id.
@@ -45,7 +46,7 @@ after(async () => {
     if (!skip && docker) assert.deepEqual((await ourLeftovers(docker)).containers, [], 'containers labelled falco-probes=1 are left');
   } finally {
     if (scratch) await rm(scratch, { recursive: true, force: true });
-    await stopDockerIfStarted();
+    await releaseDocker();
   }
 });
 
@@ -87,7 +88,7 @@ describe('Docker builder pin memo', () => {
   });
 
   test('a second pin() in a fresh builder starts no container and gives the identical pin', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const dir = join(scratch, 'memo-second');
     const unmemoized = await countingContainers(() => createDockerBuilder({ docker, pinMemoDir: false }).pin());
     assert.equal(unmemoized.created, 1, 'the pin without a memo runs one container');
@@ -108,7 +109,7 @@ describe('Docker builder pin memo', () => {
   });
 
   test('a corrupted memo is ignored and written again', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const dir = join(scratch, 'memo-corrupt');
     const good = await createDockerBuilder({ docker, pinMemoDir: dir }).pin();
     const file = new DockerPinMemo(dir).path(builderImage.id)!;
@@ -124,7 +125,7 @@ describe('Docker builder pin memo', () => {
   });
 
   test("another image id never uses an image's memo", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     assert.notEqual(loaderImage.id, builderImage.id);
     const dir = join(scratch, 'memo-other');
     const memo = new DockerPinMemo(dir);
@@ -150,7 +151,7 @@ describe('Docker builder pin memo', () => {
     assert.match((await memo.get(builderImage.id, command)) ?? '', /99\.1\.2/, "the builder image's memo was touched");
   });
   test('the builder image made twice (no layer reused) has two image ids and one identity, so one set of keys', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const again = await ensureImage(docker, { ...builderImageDefinition(), repository: 'falco-probes/builder-made-again', noCache: true });
     t.after(async () => {
       await docker.getImage(again.tag).remove({ force: true }).catch(() => undefined);

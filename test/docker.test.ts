@@ -22,9 +22,10 @@ import {
   obtainDocker,
   ourLeftovers,
   ensureTestLoaderImage,
-  stopDockerIfStarted,
+  releaseDocker,
 } from './helpers/docker.js';
 import { debianTarget, exampleDriver, extractKernelRoot, obtainDebianKernels, type DebianKernel } from './helpers/kernel-headers.js';
+import { skipOrFail } from './helpers/require.js';
 
 // The Docker builder on a real dockerd (scripts/docker-daemon.sh), real
 // images made from this repository (no registry), and real Debian 12 kernel
@@ -76,7 +77,7 @@ after(async () => {
     }
   } finally {
     if (scratch) await rm(scratch, { recursive: true, force: true });
-    await stopDockerIfStarted();
+    await releaseDocker();
   }
 });
 
@@ -121,7 +122,7 @@ async function expectBuildError(promise: Promise<unknown>, pattern: RegExp): Pro
 
 describe('Docker builder', () => {
   test('kbuild recipe: the example probe for two real kernels, byte-identical to the host builder', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const host = createHostBuilder();
     const dockerBuilder = createDockerBuilder({ docker });
     const [hostPin, dockerPin] = await Promise.all([host.pin(), dockerBuilder.pin()]);
@@ -149,7 +150,7 @@ describe('Docker builder', () => {
   });
 
   test('driver-loader recipe: the loader sees the target kernel, read-only inputs and no network', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0]!;
     // A listener on every address of this machine: the build must not reach it.
     let connections = 0;
@@ -201,7 +202,7 @@ describe('Docker builder', () => {
   });
 
   test('driver-loader recipe: a mock that does not hold fails the target', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0]!;
     const loader = createDockerBuilder({
       docker,
@@ -216,7 +217,7 @@ describe('Docker builder', () => {
   });
 
   test('a build over its time limit is stopped and fails; a build over its memory limit is OOMKilled; no container stays', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0]!;
     const sleeper = await testDriver('sleeper', 'sleep 600');
     const hog = await testDriver('hog', '$(HOSTCC) -O0 -o $(obj)/hog $(src)/hog.c && $(obj)/hog', {
@@ -241,7 +242,7 @@ describe('Docker builder', () => {
   });
 
   test('an aborted build and an interrupted process remove their containers', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = kernels[0]!;
     const sleeper = await testDriver('sleeper-abort', 'sleep 600');
     const b = createDockerBuilder({ docker });
@@ -249,7 +250,7 @@ describe('Docker builder', () => {
     const controller = new AbortController();
     const req = { ...(await requestFor(targetFor(kernel, pin, exampleDriver({ name: 'sleeper' })), kernel, sleeper)), signal: controller.signal };
     const pending = b.build(req);
-    await waitForContainer();
+    await waitForContainer(process.pid);
     controller.abort(new Error('test abort'));
     await expectBuildError(pending, /was cancelled/);
     await expectNoContainers();
@@ -272,7 +273,7 @@ describe('Docker builder', () => {
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<NodeJS.Signals | number | null>((r) => child.on('exit', (code, sig) => r(sig ?? code)));
     try {
-      await waitForContainer();
+      await waitForContainer(child.pid!);
       child.kill('SIGINT');
       const how = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
       assert.equal(how, 'SIGINT', `the interrupted process ended with ${String(how)}: ${stderr}`);
@@ -283,7 +284,7 @@ describe('Docker builder', () => {
   });
 
   test('errors: no daemon, a daemon that refuses, a missing base image, a failing image build', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const none = await runCli(['builder-image'], { cwd: PROJECT_ROOT, env: { DOCKER_HOST: `unix://${join(scratch, 'no-such.sock')}` }, timeoutMs: 60_000 });
     assert.equal(none.code, 1);
     assert.match(none.stderr, /no Docker daemon answers/);
@@ -343,12 +344,12 @@ describe('Docker builder', () => {
   });
 });
 
-/** Wait until a container of ours exists (bounded). */
-async function waitForContainer(): Promise<void> {
+/** Wait until a build container of process `owner` runs (bounded); other test files may run containers on this daemon meanwhile. */
+async function waitForContainer(owner: number): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     // Build containers carry the target's label (the pin's `clang --version` container does not).
-    const list = await docker.listContainers({ filters: { label: ['falco-probes=1', 'falco-probes.target'], status: ['running'] } });
+    const list = await docker.listContainers({ filters: { label: ['falco-probes=1', 'falco-probes.target', `falco-probes.pid=${owner}`], status: ['running'] } });
     if (list.length > 0) return;
     await new Promise((r) => setTimeout(r, 200));
   }

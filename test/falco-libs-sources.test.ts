@@ -4,6 +4,7 @@ import { access, copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { startMirror } from './helpers/server.js';
+import { FALCO_LIBS, haveFalcoLibs } from './helpers/require.js';
 import { driversPathFor, loadDrivers } from '../src/config/drivers.js';
 import { resolveDriverIdentities } from '../src/graph/driver-identity.js';
 import { extractPackage } from '../src/fetch/extract.js';
@@ -14,17 +15,12 @@ import { createDriverSources } from '../src/run/driver-source.js';
 // against the real tarballs of those tags, served on loopback through
 // --driver-mirror (GitHub is not reachable from here). The tarballs are the
 // shared copies made with `git archive` (../shared/falco-libs, see its
-// README); without that folder the test skips and says why.
+// README); without that folder the test skips and says why (test/helpers/require.ts).
 
-const FALCO_LIBS = join(PROJECT_ROOT, '..', 'shared', 'falco-libs');
 const TARBALLS: Record<string, string> = { '10.2.0+driver': 'libs-10.2.0-driver.tar.gz', '9.1.0+driver': 'libs-9.1.0-driver.tar.gz' };
 
 test("Falco's driver tarballs match the tree pins of kernels/drivers.yaml, through pin --driver-mirror and through the runner's sources", { timeout: 300_000 }, async (t) => {
-  try {
-    await access(FALCO_LIBS);
-  } catch {
-    return t.skip(`no ${FALCO_LIBS} (copies of falcosecurity/libs' tag archives); GitHub itself is not reachable from tests`);
-  }
+  if (!haveFalcoLibs(t, Object.values(TARBALLS))) return;
   await withTempDir(async (dir) => {
     const files: Record<string, Buffer> = {};
     for (const [version, file] of Object.entries(TARBALLS)) files[`tags/${version}.tar.gz`] = await readFile(join(FALCO_LIBS, file));

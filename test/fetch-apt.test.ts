@@ -12,6 +12,7 @@ import { sha256File } from '../src/util/hash.js';
 import { createMemoryLogger } from '../src/util/log.js';
 import { aptShow, isRoot, pseudoRandom, type AptRecord } from './helpers/archive-fixtures.js';
 import { startMirror } from './helpers/server.js';
+import { skipOrFail } from './helpers/require.js';
 
 // `--fetch-via apt` for real: packages from this machine's apt index, fetched
 // with `apt-get download` and verified against their index entries (the same
@@ -53,7 +54,7 @@ after(async () => {
 
 describe('fetch via apt', { skip }, () => {
   test('a package with an epoch (busybox-static): apt-get download name:arch=version, verified, cached', { timeout: 180_000 }, async (t) => {
-    if (!busybox) return t.skip('busybox-static is not in this apt index');
+    if (!busybox) return skipOrFail(t, 'busybox-static is not in this apt index');
     const pkg = refOf(busybox);
     assert.match(pkg.version, /^\d+:/, 'the test wants an epoch, which apt writes as %3a in the file name');
     assert.equal(aptRequest(pkg), `busybox-static:${busybox.Architecture}=${busybox.Version}`);
@@ -67,7 +68,7 @@ describe('fetch via apt', { skip }, () => {
   });
 
   test('a wrong sha256 in the lockfile is a checksum error and nothing is cached', { timeout: 180_000 }, async (t) => {
-    if (!hello) return t.skip('hello is not in this apt index');
+    if (!hello) return skipOrFail(t, 'hello is not in this apt index');
     const pkg = { ...refOf(hello), sha256: 'f'.repeat(64) };
     const cacheDir = await freshCache();
     const err = await fetchPackage(pkg, [], { cacheDir, via: 'apt' }).catch((e: unknown) => e);
@@ -79,7 +80,7 @@ describe('fetch via apt', { skip }, () => {
   });
 
   test('auto: no mirror answers, so apt is asked', { timeout: 180_000 }, async (t) => {
-    if (!hello) return t.skip('hello is not in this apt index');
+    if (!hello) return skipOrFail(t, 'hello is not in this apt index');
     const empty = await startMirror();
     try {
       const cacheDir = await freshCache();
@@ -95,7 +96,7 @@ describe('fetch via apt', { skip }, () => {
   });
 
   test('auto: a checksum mismatch from a mirror does not fall back to apt', { timeout: 60_000 }, async (t) => {
-    if (!hello) return t.skip('hello is not in this apt index');
+    if (!hello) return skipOrFail(t, 'hello is not in this apt index');
     const pkg = refOf(hello);
     const liar = await startMirror({ files: { [pkg.path]: pseudoRandom(pkg.size, 9) } });
     try {
@@ -111,7 +112,7 @@ describe('fetch via apt', { skip }, () => {
   });
 
   test('a version apt does not know: apt\'s own message, as a network error', { timeout: 120_000 }, async (t) => {
-    if (!hello) return t.skip('hello is not in this apt index');
+    if (!hello) return skipOrFail(t, 'hello is not in this apt index');
     const cacheDir = await freshCache();
     const err = await fetchPackage({ ...refOf(hello), version: '0.0.0-falco-probes-test' }, [], { cacheDir, via: 'apt' }).catch((e: unknown) => e);
     assert.ok(err instanceof FalcoProbesError && err.kind === 'network', String(err));

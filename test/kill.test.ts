@@ -9,6 +9,7 @@ import { readIndex } from '../src/repository/index-file.js';
 import { LOCK_FILE } from '../src/repository/local.js';
 import { sha256Hex } from '../src/util/hash.js';
 import type { BuildReport } from '../src/run/runner.js';
+import { skipOrFail } from './helpers/require.js';
 
 // kill -9 of the runner while a build runs, for real: the repository keeps
 // only complete, indexed probes, its index stays valid, the dead runner's
@@ -41,7 +42,7 @@ async function killOrphans(underDir: string): Promise<number> {
 
 test('Ctrl-C and kill -9 during builds leave a valid repository and the next run builds exactly the missing targets', { timeout: TIMEOUT }, async (t) => {
   const obtained = await obtainDebianKernels();
-  if (!obtained.ok) return t.skip(obtained.skip);
+  if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = obtained.kernels;
 
   await withTempDir(async (dir) => {

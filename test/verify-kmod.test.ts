@@ -20,6 +20,7 @@ import { loadRecord, verifyLoad } from '../src/verify/verify-load.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
 import { debianTarget, obtainDebianKernels, sharedKernelRoot, TEST_CACHE_DIR, type DebianKernel } from './helpers/kernel-headers.js';
 import { imagePackage } from './helpers/kernel-image.js';
+import { skipOrFail } from './helpers/require.js';
 
 // verify-load of kernel modules, and verdicts that count only when the
 // guest's record arrived whole, with the real thing: a tiny kbuild module
@@ -149,7 +150,7 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
   });
 
   test('a module built for 6.1 loads into the 6.1 kernel: loaded, /dev/tiny seen, rmmod exit 0; its initramfs has busybox and no bpftool', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     t.diagnostic(`tiny.ko built for ${k61.release} by the host builder in ${(buildMs / 1000).toFixed(1)} s`);
     const module = await readKernelModule(module61);
     assert.equal(module.name, 'tiny');
@@ -179,7 +180,7 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
   });
 
   test('the same module booted in the 6.12 kernel is refused with the kernel\'s reason (invalid module format)', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const workDir = join(scratch, 'load-6.12');
     const consoleLog = join(workDir, 'console.log');
     const v = await verifyLoad({ probeFile: module61, kind: 'kmod', devicePrefixes: ['tiny'], kernelImage: images.get('6.12')!, workDir, accelerator: 'tcg', timeoutMs: 120_000, consoleLog });
@@ -199,7 +200,7 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
   });
 
   test('a console cut inside the record, or with one byte changed, gives unknown, never refused; unknown is kept in the index', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const refused = consoles.get('refused');
     const loaded = consoles.get('loaded');
     assert.ok(refused && loaded, 'the two boots above ran');
@@ -252,9 +253,9 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
   });
 
   test('eBPF: a console cut in the verdict line is unknown and booted once more; the second boot gives the verifier\'s refusal', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const noBpf = ['bpftool', 'clang'].filter((cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0);
-    if (noBpf.length) return t.skip(`not installed: ${noBpf.join(', ')}`);
+    if (noBpf.length) return skipOrFail(t, `not installed: ${noBpf.join(', ')}`);
     const probe = join(scratch, 'refused.o');
     await execFileAsync('clang', ['-O2', '-g', '-target', 'bpf', '-Wall', '-Werror', '-c', join(PROJECT_ROOT, 'examples', 'refused', 'probe.c'), '-o', probe], { timeout: 60_000 });
     // The real qemu, whose console the first time loses everything after `{"bpftool_exit":255,`

@@ -23,6 +23,7 @@ import { loadRecord, verifyLoad } from '../src/verify/verify-load.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
 import { debianTarget, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';
 import { obtainDebianKernelImage } from './helpers/kernel-image.js';
+import { skipOrFail } from './helpers/require.js';
 
 // The legacy eBPF loader (builder/legacy-loader) with the real thing: compiled
 // statically by the host's gcc into the cache; legacy probes (a `maps` section
@@ -192,7 +193,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   }
 
   test('the loader: compiled statically once into <cache>/legacy-loader/<sha256 of its source>/, reused without gcc, rebuilt when damaged', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const t0 = performance.now();
     const loader = await obtainLegacyLoader({ cacheRoot });
     t.diagnostic(`compiled in ${Math.round(performance.now() - t0)} ms: ${loader.data.length} bytes`);
@@ -221,7 +222,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   });
 
   test('objects the loader cannot load give exit 2 before any bpf() call: not ELF, not BPF, stripped, global data', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const loader = (await obtainLegacyLoader({ cacheRoot })).hostPath;
     const dir = join(scratch, 'malformed');
     await mkdir(dir, { recursive: true });
@@ -245,7 +246,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   });
 
   test('(a) a legacy probe that reads past its map value, built for 6.1 by the host builder: refused by the 6.1 verifier with its reason', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const { file, ms: buildMs } = await buildLegacy('legacy-refused', legacyProbeSource(true));
     const probe = await readProbeObject(file);
     assert.equal(probe.legacyMaps, true);
@@ -285,7 +286,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   });
 
   test('(b) the same probe fixed: loaded by the 6.1 kernel', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const { file } = await buildLegacy('legacy-fixed', legacyProbeSource(false));
     const workDir = join(scratch, 'load-fixed');
     const consoleLog = join(workDir, 'console.log');
@@ -303,7 +304,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   });
 
   test('an object the loader cannot relocate, booted: unknown (no verdict of the kernel), not refused, and not booted twice', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const dir = join(scratch, 'global-boot');
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'global.c'), GLOBAL_DATA_SOURCE);
@@ -319,7 +320,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   });
 
   test("(c) Debian's real scap 0.23.2 legacy probe (Falco 9.1.0+driver's driver/bpf), built for 6.1 and loaded in 6.1: the kernel's verdict, whatever it is", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const drivers = await loadDrivers(join(PROJECT_ROOT, 'kernels', 'drivers.yaml'));
     const scap = (await resolveDriverIdentities(drivers, PROJECT_ROOT)).resolved.find((d) => d.name === 'scap' && d.kinds.includes('bpf'));
     assert.ok(scap, 'kernels/drivers.yaml has the scap driver with its probe');
@@ -334,7 +335,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
         },
       })(scap);
     } catch (err) {
-      return t.skip(`scap's package is unreachable from here: ${(err as Error).message.split('\n')[0]}`);
+      return skipOrFail(t, `scap's package is unreachable from here: ${(err as Error).message.split('\n')[0]}`);
     }
     const out = join(scratch, 'scap', 'probe.o');
     await mkdir(join(scratch, 'scap', 'work'), { recursive: true });

@@ -27,6 +27,7 @@ import { PROJECT_ROOT, runCli } from './helpers/cli.js';
 import { kernel as graphKernel } from './helpers/graph-project.js';
 import { sharedKernelRoot } from './helpers/kernel-headers.js';
 import { extractVmlinuzWithDpkg, obtainDebianKernelImage, type DebianKernelImage } from './helpers/kernel-image.js';
+import { skipOrFail } from './helpers/require.js';
 
 // verify-load with the real thing: qemu-system-x86_64, a real Debian 12
 // kernel image (apt-get download), Debian's busybox-static and bpftool, the
@@ -77,7 +78,7 @@ describe('verify-load', { timeout: 900_000 }, () => {
   });
 
   test('the initramfs: reproducible newc cpio that GNU cpio reads back, with static busybox, bpftool with its libraries and loader, and /dev/console', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const tools = await findGuestTools();
     assert.equal(elfInterpreter(tools.busybox.data), undefined, 'busybox is static');
     const probe = await readProbeObject(await compileRefused(join(scratch, 'refused', 'probe.o')));
@@ -136,7 +137,7 @@ describe('verify-load', { timeout: 900_000 }, () => {
   });
 
   test('the kernel image: only the bzImage is read from the package (the bytes dpkg extracts), its uncompressed form has a PVH entry, unpacked once', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const cache = createKernelImageCache(join(scratch, 'kernel-images'));
     const t0 = performance.now();
     prepared = await cache.prepare(image.ref, image.debPath);
@@ -168,7 +169,7 @@ describe('verify-load', { timeout: 900_000 }, () => {
   });
 
   test('a kernel that does not boot: a truncated image, and a boot cut off by the timeout, give no-boot in time and leave no qemu', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     assert.ok(prepared, 'the kernel image test ran first');
     const probe = await compileRefused(join(scratch, 'nb', 'probe.o'));
 
@@ -205,7 +206,7 @@ describe('verify-load', { timeout: 900_000 }, () => {
   });
 
   test('verify-load end to end: the example probe built for the real headers loads, examples/refused is refused with the verifier\'s reason, verdicts land in the index', async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return skipOrFail(t, skip);
     const kernel = image.kernel;
     const root = join(scratch, 'project');
     const cache = join(scratch, 'cache');
