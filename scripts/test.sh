@@ -16,11 +16,22 @@ npx tsc --noEmit -p .
 # The compiled tool (dist/) that bin/falco-probes.js prefers while it is fresh.
 npm run build --silent
 
-cleanup() { bash scripts/docker-daemon.sh stop >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-if [ "$(id -u)" = 0 ] && [ "${FALCO_PROBES_SKIP_DOCKER:-}" != 1 ]; then
-  bash scripts/docker-daemon.sh start
-  export DOCKER_HOST="unix://$(bash scripts/docker-daemon.sh socket)"
+# The private dockerd is shared with whatever else uses it meanwhile (another
+# suite, a test file run alone): this run counts as one user, and the last user
+# out stops it (scripts/docker-daemon.sh acquire/release).
+cleanup() { bash scripts/docker-daemon.sh release $$ >/dev/null 2>&1 || true; }
+if [ "$(id -u)" = 0 ]; then
+  # Everything the tests need is installed above: a test that would skip for a
+  # missing tool or daemon fails instead (test/helpers/require.ts; README, Tests).
+  export FALCO_PROBES_REQUIRE_ALL=1
+  if [ "${FALCO_PROBES_SKIP_DOCKER:-}" != 1 ]; then
+    trap cleanup EXIT
+    bash scripts/docker-daemon.sh acquire $$
+    export DOCKER_HOST="unix://$(bash scripts/docker-daemon.sh socket)"
+  fi
 fi
 
-node --import tsx --test --test-concurrency=1 --test-timeout=900000 test/*.test.ts
+# Two test files at a time (this machine has two cores). Test files share the
+# daemon, its images and the test caches only through test/helpers, which
+# lock and reference-count them.
+node --import tsx --test --test-concurrency=2 --test-timeout=900000 test/*.test.ts
