@@ -5,7 +5,7 @@ import { cp, mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BIN, PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { obtainDebianKernels } from './helpers/kernel-headers.js';
-import { descendants, killEverythingUnder, processes, signalGroup, survivorsAfter, temporariesUnder, temporaryForm } from './helpers/leftovers.js';
+import { descendants, killEverythingUnder, processes, signalGroup, survivorsAfter, temporariesUnder, temporaryForm, type Proc } from './helpers/leftovers.js';
 import { descriptors, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
 import { cachePath } from '../src/fetch/cache.js';
 import { treeHash } from '../src/graph/tree-hash.js';
@@ -101,9 +101,11 @@ function startBuild(args: string[], cwd: string): Run {
 }
 
 /** What the stopped run was doing, from its own temporaries (its pid in their names) and its children. */
-async function phaseOf(run: Run, cache: string, repo: string, compiling: boolean): Promise<string> {
+async function phaseOf(run: Run, cache: string, repo: string, children: readonly Proc[]): Promise<string> {
   const phases = new Set<string>();
-  if (compiling) phases.add('compile');
+  // A build runs through make; the runner's other children are the toolchain's `--version` probes (and tsx's esbuild service).
+  if (children.some((p) => p.comm === 'make')) phases.add('compile');
+  else if (children.some((p) => p.comm !== 'esbuild')) phases.add('toolchain-probe');
   const mine = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).filter((n) => n.includes(`.${run.pid}.`) || n.includes(`.extract-${run.pid}-`));
   for (const shard of await readdir(join(cache, 'sha256')).catch(() => [] as string[])) if ((await mine(join(cache, 'sha256', shard))).length) phases.add('download');
   for (const n of await mine(join(cache, 'trees'))) phases.add(n.includes('.extract-') ? 'unpack' : 'hash-tree');
@@ -129,13 +131,7 @@ async function killEverything(run: Run, cache: string, repo: string): Promise<st
   const children = descendants(all, run.pid);
   const groups = new Set([run.pid, ...children.map((p) => p.pgid)]);
   for (const g of groups) signalGroup(g, 'SIGSTOP');
-  // tsx's esbuild service is the runner's own child; anything else is a build.
-  const phase = await phaseOf(
-    run,
-    cache,
-    repo,
-    children.some((p) => p.comm !== 'esbuild'),
-  );
+  const phase = await phaseOf(run, cache, repo, children);
   for (const g of groups) signalGroup(g, 'SIGKILL');
   const exit = await run.exited;
   // A run that exited on its own before the stop was not killed.
