@@ -5,6 +5,7 @@ import { cp, mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BIN, PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { obtainDebianKernels } from './helpers/kernel-headers.js';
+import { skipOrFail } from './helpers/require.js';
 import { descendants, killEverythingUnder, processes, signalGroup, survivorsAfter, temporariesUnder, temporaryForm, type Proc } from './helpers/leftovers.js';
 import { descriptors, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
 import { cachePath } from '../src/fetch/cache.js';
@@ -225,7 +226,7 @@ function chooseSeed(t: TestContext): number {
 
 test('kill -9 at ten random moments, then a full run: no temporaries, the clean build\'s bytes, caches that pass their manifests', { timeout: TIMEOUT }, async (t) => {
   const obtained = await obtainDebianKernels();
-  if (!obtained.ok) return t.skip(obtained.skip);
+  if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = [obtained.kernels.find((k) => k.series === '6.1') ?? obtained.kernels[0]!];
   const seed = chooseSeed(t);
   const where = `soak seed ${seed} (replay with FALCO_PROBES_SOAK_SEED=${seed})`;

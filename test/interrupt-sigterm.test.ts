@@ -4,6 +4,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { obtainDebianKernels } from './helpers/kernel-headers.js';
+import { skipOrFail } from './helpers/require.js';
 import { killEverythingUnder, processesUnder, survivorsAfter, temporariesUnder } from './helpers/leftovers.js';
 import { descriptors, OS, spawnCli, startDebMirror, waitFor, writeProject, type SpawnedCli } from './build-e2e-project.js';
 import type { BuildReport } from '../src/run/runner.js';
@@ -32,7 +33,7 @@ const secondDriver = `  - name: example-two
 
 test('SIGTERM mid-build: running targets cancelled, no process of the build left, no work or temporaries, exit 143; a second SIGTERM exits at once', { timeout: TIMEOUT }, async (t) => {
   const obtained = await obtainDebianKernels();
-  if (!obtained.ok) return t.skip(obtained.skip);
+  if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = [obtained.kernels.find((k) => k.series === '6.1') ?? obtained.kernels[0]!];
   await withTempDir(async (dir) => {
     const mirror = await startDebMirror(dir, kernels);
