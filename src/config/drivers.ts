@@ -6,7 +6,7 @@ import { checkRelativePath, checkSha256 } from '../util/names.js';
 import { loadYamlFile, parseYamlText, type LoadedYaml } from './yaml-load.js';
 import { lazyYaml } from '../util/lazy-require.js';
 import { isValid } from '../util/json-schema-lite.js';
-import { parseYamlSubset } from '../graph/yaml-subset.js';
+import { parseYamlSubset } from '../util/yaml-subset.js';
 import { driversSchema } from './schema/drivers.js';
 import type { BuilderPin, CompilerImagePin, DriverPin } from './types.js';
 

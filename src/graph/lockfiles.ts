@@ -19,7 +19,7 @@ import {
 import { readLockfileText } from '../lockfile/lockfile.js';
 import { lockfileSchema } from '../config/schema/lockfile.js';
 import type { KernelDescriptor, Lockfile } from '../config/types.js';
-import { parseYamlSubset, type Position, type YamlPath } from './yaml-subset.js';
+import { parseYamlSubset, type Position, type YamlPath } from '../util/yaml-subset.js';
 
 // Every lockfile under kernels/, read fast and checked as strictly as
 // `readLockfile` does: the same schema, the same name rules, plus the check

@@ -10,8 +10,8 @@ import { createPipeline } from '../../run/pipeline.js';
 import { formatDuration } from '../../run/progress.js';
 import { checkBuilderPin } from '../../run/runner.js';
 import { nearMatches, selectTargets } from '../../run/select.js';
-import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
-import { parseFetchVia } from './build.js';
+import { parsePositiveInt, type Command } from '../context.js';
+import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 import { BUILDER_ENV, builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { DRIVER_MIRROR_ENV, driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 
@@ -36,10 +36,7 @@ they carry ${DRIVER_MIRROR_ENV} (--driver-mirror pairs separated by ;).
 options:
   --driver NAME          the driver, when several apply to the kernel
   --out FILE             where to write the probe (relative to the working directory)
-  --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable); NAME may also be
-                         the archive of a driver shipped in a package (--mirror debian=URL)
-  --fetch-via MODE       http, apt, or auto (default)
-  --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
+${fetchOptionsUsage('  ', 25)}
   --timeout SECONDS      time limit of the build (default 1800)
   --json                 print the result (label, key, builder, sha256, size) on stdout
 ${driverMirrorUsage('  ', 25)}
@@ -48,9 +45,7 @@ ${builderOptionsUsage('  ', 25)}
   options: {
     driver: { type: 'string' },
     out: { type: 'string' },
-    mirror: { type: 'string', multiple: true },
-    'fetch-via': { type: 'string' },
-    cache: { type: 'string' },
+    ...fetchOptions,
     timeout: { type: 'string' },
     json: { type: 'boolean' },
     ...driverMirrorOptions,
@@ -66,9 +61,7 @@ ${builderOptionsUsage('  ', 25)}
     const outStat = await stat(out).catch(() => undefined);
     if (out === '/' || values['out'].endsWith('/') || outStat?.isDirectory())
       throw new FalcoProbesError('usage', `--out ${values['out']} names a directory; it must name the probe file to write`, { hint: 'e.g. --out probe.o (or --out DIR/NAME.ko)' });
-    const via = parseFetchVia(values['fetch-via']);
-    const cacheDir = values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined;
-    const mirrorOverrides = parseMirrorOverrides(values['mirror']);
+    const { via, cacheDir, mirrorOverrides, downloads } = parseFetchOptions(values);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     const builderChoice = parseBuilderOptions(values);
     const driverMirrors = parseDriverMirrors(values);
@@ -116,6 +109,7 @@ ${builderOptionsUsage('  ', 25)}
         targets: [target],
         mirrorOverrides,
         via,
+        downloads,
         logger: ctx.logger,
         signal,
         driverMirrors,

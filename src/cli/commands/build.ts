@@ -2,7 +2,6 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { FalcoProbesError, errorMessage } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
-import type { FetchVia } from '../../fetch/types.js';
 import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import { REASON_TEXT } from '../../run/plan.js';
 import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/runner.js';
@@ -14,13 +13,8 @@ import { parseShard, inShard } from '../../repository/shard.js';
 import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 import type { Target } from '../../graph/types.js';
-import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
-
-export function parseFetchVia(value: unknown): FetchVia {
-  if (value === undefined) return 'auto';
-  if (value === 'http' || value === 'apt' || value === 'auto') return value;
-  throw new FalcoProbesError('usage', `--fetch-via expects http, apt or auto, got ${JSON.stringify(value)}`);
-}
+import { parsePositiveInt, type Command } from '../context.js';
+import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 
 export const command: Command = {
   name: 'build',
@@ -50,11 +44,7 @@ options:
       --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
       --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
       --wait-lock            wait for another runner's lock on the repository instead of failing
-      --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable); NAME may also be
-                             the archive of a driver shipped in a package (--mirror debian=URL)
-      --fetch-via MODE       http (mirrors), apt (apt-get download), or auto: mirrors, then apt (default)
-      --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
-      --downloads N          at most N downloads at once (default 4)
+${fetchOptionsUsage('      ', 29)}
       --timeout SECONDS      time limit of one build (default 1800)
       --shard I/N            build only shard I of N (targets split by key; see falco-probes plan)
 ${driverMirrorUsage('      ', 29)}
@@ -92,10 +82,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     label: { type: 'string', multiple: true },
     repository: { type: 'string' },
     'wait-lock': { type: 'boolean' },
-    mirror: { type: 'string', multiple: true },
-    'fetch-via': { type: 'string' },
-    cache: { type: 'string' },
-    downloads: { type: 'string' },
+    ...fetchOptions,
     timeout: { type: 'string' },
     shard: { type: 'string' },
     ...driverMirrorOptions,
@@ -109,12 +96,9 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
   async run({ values, positionals }, ctx) {
     // Check every option before reading anything.
     const jobs = parsePositiveInt(values['jobs'], '--jobs', availableParallelism());
-    const downloads = parsePositiveInt(values['downloads'], '--downloads', 4);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
-    const via = parseFetchVia(values['fetch-via']);
     // --cache, resolved once: the package cache (and, beside it, the Docker pin memo).
-    const cacheDir = values['cache'] !== undefined ? resolve(String(values['cache'])) : undefined;
-    const mirrorOverrides = parseMirrorOverrides(values['mirror']);
+    const { via, cacheDir, mirrorOverrides, downloads } = parseFetchOptions(values);
     const labels = (values['label'] as string[] | undefined) ?? [];
     parseLabels(labels);
     const dryRun = values['dry-run'] === true;

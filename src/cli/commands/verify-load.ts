@@ -12,8 +12,8 @@ import { parseAcceleratorRequest, type AcceleratorRequest } from '../../verify/a
 import { runVerifyLoad, verifyReportJson, verifySummaryLine, type VerifyReport } from '../../verify/run.js';
 import { createLoadVerifier, kernelImageCacheDir } from '../../verify/verifier.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS } from '../../verify/verify-load.js';
-import { parseMirrorOverrides, parsePositiveInt, type CliContext, type Command } from '../context.js';
-import { parseFetchVia } from './build.js';
+import { parsePositiveInt, type CliContext, type Command } from '../context.js';
+import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 
 export const command: Command = {
   name: 'verify-load',
@@ -54,10 +54,7 @@ options:
       --shard I/N            only the targets of shard I of N (the split of falco-probes plan and build --shard)
       --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
       --wait-lock            wait for another runner's lock on the repository instead of failing
-      --mirror NAME=URL      fetch repository NAME's packages from URL (repeatable)
-      --fetch-via MODE       http (mirrors), apt (apt-get download), or auto: mirrors, then apt (default)
-      --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
-      --downloads N          at most N downloads at once (default 4)
+${fetchOptionsUsage('      ', 29)}
 
 exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherwise (each probe that
 did not load, or could not be booted, is named on stderr), 2 for bad input.
@@ -74,10 +71,7 @@ did not load, or could not be booted, is named on stderr), 2 for bad input.
     shard: { type: 'string' },
     repository: { type: 'string' },
     'wait-lock': { type: 'boolean' },
-    mirror: { type: 'string', multiple: true },
-    'fetch-via': { type: 'string' },
-    cache: { type: 'string' },
-    downloads: { type: 'string' },
+    ...fetchOptions,
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
@@ -120,19 +114,20 @@ export interface VerifyStepOptions {
 
 /** verify-load's options, checked (usage errors before anything is read). */
 export function parseVerifyOptions(values: Record<string, unknown>, root: string): VerifyStepOptions {
+  const fetch = parseFetchOptions(values);
   return {
     jobs: parsePositiveInt(values['jobs'], '--jobs', availableParallelism()),
     timeoutS: parsePositiveInt(values['timeout'], '--timeout', DEFAULT_VERIFY_TIMEOUT_MS / 1000),
     memoryMiB: parsePositiveInt(values['memory'], '--memory', DEFAULT_MEMORY_MIB),
-    downloads: parsePositiveInt(values['downloads'], '--downloads', 4),
+    downloads: fetch.downloads,
     accelerator: parseAcceleratorRequest(values['accel']),
-    via: parseFetchVia(values['fetch-via']),
-    mirrorOverrides: parseMirrorOverrides(values['mirror']),
+    via: fetch.via,
+    mirrorOverrides: fetch.mirrorOverrides,
     allowUnverified: values['allow-unverified'] === true,
     force: values['force'] === true,
     waitLock: values['wait-lock'] === true,
     repositoryDir: resolve(root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR),
-    ...(values['cache'] !== undefined ? { cacheDir: resolve(String(values['cache'])) } : {}),
+    ...(fetch.cacheDir !== undefined ? { cacheDir: fetch.cacheDir } : {}),
   };
 }
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { parse } from 'yaml';
-import { parseYamlSubset } from '../src/graph/yaml-subset.js';
+import { parseYamlSubset } from '../src/util/yaml-subset.js';
 import { serializeLockfile } from '../src/lockfile/lockfile.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { kernel } from './helpers/graph-project.js';
