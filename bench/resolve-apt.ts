@@ -1,18 +1,27 @@
 // Benchmark of the apt resolver on a Debian-main-sized index.
 //
 //   node --import tsx bench/resolve-apt.ts [--stanzas 60000] [--runs 3]
+//   node --import tsx bench/resolve-apt.ts --xz [--stanzas 63000] [--runs 5] [--packages FILE]
 //   (BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=DIR" profiles the resolving child)
 //
 // Builds a synthetic gzip-compressed Packages index (60,000 stanzas with the
 // fields and sizes of Debian's, a few hundred of them kernel headers, common
 // and kbuild packages), serves it on loopback, and compares the resolve time
 // with `zcat` of the same file in the same run. Each resolve runs in a child
-// process that reports its own time and peak RSS (process.resourceUsage()).
+// process that reports its own time and peak RSS (VmHWM).
 // Prints a markdown table.
+//
+// --xz: the index Debian's mirrors actually serve first, Packages.xz (`xz -6`),
+// of 63,000 stanzas by default (bookworm main amd64 has about 63,000: 50.1 MB
+// plain, 8.8 MB xz); the reference is `xz -dc` of the same file. With
+// --packages FILE (a plain Packages index, or one compressed with .xz, .gz or
+// .lz4, such as apt's own copy of bookworm's under /var/lib/apt/lists/) that
+// real index is served instead of the synthetic one, its kernel packages as
+// they are.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,15 +54,23 @@ async function child(projectDir: string, mirrorUrl: string): Promise<void> {
   await import('../src/resolve/apt.js');
   await import('node:zlib');
   const source = await loadSourceDefinition(join(projectDir, 'kernels', 'benchapt.yaml'), projectDir);
+  // CPU of child processes that have exited (the `xz -dc` the xz path runs), from /proc/self/stat: cutime + cstime, in clock ticks of 10 ms.
+  const childCpuMs = async () => {
+    const fields = (await readFile('/proc/self/stat', 'utf8')).replace(/^.*\) /, '').split(' ');
+    return (Number(fields[13]) + Number(fields[14])) * 10;
+  };
   const once = async () => {
     const cpu = process.cpuUsage();
+    const children = await childCpuMs();
     const started = process.hrtime.bigint();
     const lock = await resolveSource(source, { mirrorOverrides: new Map([['bench', [mirrorUrl]]]) });
     const used = process.cpuUsage(cpu);
-    return { ms: Number(process.hrtime.bigint() - started) / 1e6, cpuMs: (used.user + used.system) / 1000, kernels: lock.kernels.length };
+    return { ms: Number(process.hrtime.bigint() - started) / 1e6, cpuMs: (used.user + used.system) / 1000 + ((await childCpuMs()) - children), kernels: lock.kernels.length };
   };
   const first = await once();
-  const maxRssMiB = process.resourceUsage().maxRSS / 1024;
+  // VmHWM, not resourceUsage().maxRSS: Linux keeps the latter's high-water mark across fork and exec, so it would count this bench's own memory.
+  const hwm = /^VmHWM:\s+(\d+) kB/m.exec(await readFile('/proc/self/status', 'utf8'));
+  const maxRssMiB = hwm ? Number(hwm[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
   // A second resolve in the same process: the same work with the JIT warmed up.
   const second = await once();
   const report: ChildReport = { resolveMs: first.ms, resolveCpuMs: first.cpuMs, warmMs: second.ms, warmCpuMs: second.cpuMs, maxRssMiB, kernels: first.kernels };
@@ -168,12 +185,12 @@ apt:
   image: ['linux-image-{release} | linux-image-{release}-unsigned']
 `;
 
-/** Wall and CPU time of `zcat FILE > /dev/null` (CPU from bash's `times`, which reports its children). */
-function timeZcat(file: string): { wallMs: number; cpuMs: number } {
+/** Wall and CPU time of `zcat FILE > /dev/null` (or `xz -dc`; CPU from bash's `times`, which reports its children). */
+function timeZcat(file: string, tool = 'zcat'): { wallMs: number; cpuMs: number } {
   const started = process.hrtime.bigint();
-  const r = spawnSync('bash', ['-c', 'zcat "$1" > /dev/null && times', 'bash', file], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
+  const r = spawnSync('bash', ['-c', `${tool} "$1" > /dev/null && times`, 'bash', file], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
-  if (r.status !== 0) throw new Error('zcat failed');
+  if (r.status !== 0) throw new Error(`${tool} failed`);
   // `times` prints two lines: the shell's own user/sys, then its children's.
   const children = r.stdout.toString().trim().split('\n')[1] ?? '';
   const secs = [...children.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
@@ -198,33 +215,49 @@ function runChild(projectDir: string, mirrorUrl: string): Promise<ChildReport & 
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** A Packages file from disk, decompressed by its name (.xz, .gz, .lz4 or plain). */
+function readPackagesFile(file: string): Buffer {
+  const tool = file.endsWith('.xz') ? ['xz', '-dc'] : file.endsWith('.gz') ? ['gzip', '-dc'] : file.endsWith('.lz4') ? ['lz4', '-dc'] : ['cat'];
+  const r = spawnSync(tool[0]!, [...tool.slice(1), file], { maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`${tool.join(' ')} ${file} failed`);
+  return r.stdout;
+}
+
+const countStanzas = (plain: Buffer) => plain.toString('latin1').split('\n\n').filter((s) => s.trim()).length;
+
 async function main(): Promise<void> {
-  const total = arg('--stanzas', 60_000);
+  const xz = process.argv.includes('--xz');
+  const real = process.argv.includes('--packages') ? process.argv[process.argv.indexOf('--packages') + 1]! : undefined;
+  const total = arg('--stanzas', xz ? 63_000 : 60_000);
   const runs = arg('--runs', 3);
   const dir = await mkdtemp(join(tmpdir(), 'falco-probes-bench-apt-'));
   const { startMirror } = await import('../test/helpers/server.js');
   const mirror = await startMirror({ root: join(dir, 'mirror') });
   try {
-    const { text, kernelPackages } = packagesText(total);
-    const plain = Buffer.from(text, 'latin1');
-    const gz = spawnSync('gzip', ['-9', '-n', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout;
+    const synthetic = real === undefined ? packagesText(total) : undefined;
+    const plain = synthetic ? Buffer.from(synthetic.text, 'latin1') : readPackagesFile(real!);
+    const stanzas = synthetic ? total : countStanzas(plain);
+    const kernelPackages = synthetic ? synthetic.kernelPackages : (plain.toString('latin1').match(/^Package: linux-(?:headers|kbuild|image)-/gm) ?? []).length;
+    const name = xz ? 'Packages.xz' : 'Packages.gz';
+    const gz = xz ? spawnSync('xz', ['-6', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout : spawnSync('gzip', ['-9', '-n', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout;
     const dist = join(dir, 'mirror', 'dists', 'bookworm');
     await mkdir(join(dist, 'main', 'binary-amd64'), { recursive: true });
-    const gzFile = join(dist, 'main', 'binary-amd64', 'Packages.gz');
+    const gzFile = join(dist, 'main', 'binary-amd64', name);
     await writeFile(gzFile, gz);
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
     await writeFile(
       join(dist, 'InRelease'),
-      `Suite: bookworm\nCodename: bookworm\nSHA256:\n ${sha(plain)} ${plain.length} main/binary-amd64/Packages\n ${sha(gz)} ${gz.length} main/binary-amd64/Packages.gz\n`,
+      `Suite: bookworm\nCodename: bookworm\nSHA256:\n ${sha(plain)} ${plain.length} main/binary-amd64/Packages\n ${sha(gz)} ${gz.length} main/binary-amd64/${name}\n`,
     );
     await mkdir(join(dir, 'kernels'));
     await writeFile(join(dir, 'kernels', 'benchapt.yaml'), DEFINITION);
 
     const zcat: { wallMs: number; cpuMs: number }[] = [];
     const resolves: (ChildReport & { wallMs: number })[] = [];
-    timeZcat(gzFile); // warm the page cache
+    const tool = xz ? 'xz -dc' : 'zcat';
+    timeZcat(gzFile, tool); // warm the page cache
     for (let i = 0; i < runs; i++) {
-      zcat.push(timeZcat(gzFile));
+      zcat.push(timeZcat(gzFile, tool));
       resolves.push(await runChild(dir, mirror.url));
     }
     const z = median(zcat.map((x) => x.wallMs));
@@ -239,19 +272,20 @@ async function main(): Promise<void> {
     const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
     process.stdout.write(
       [
-        `Packages.gz ${mib(gz.length)} MiB (${mib(plain.length)} MiB plain), ${total} stanzas, ${kernelPackages} kernel packages, ${resolves[0]!.kernels} kernels.`,
+        `${name} ${mib(gz.length)} MiB (${mib(plain.length)} MiB plain), ${stanzas} stanzas${real ? ` (${real})` : ''}, ${kernelPackages} kernel packages, ${resolves[0]!.kernels} kernels.`,
         '',
-        `| | wall (ms) | / zcat | CPU (ms) | / zcat |`,
+        `| | wall (ms) | / ${tool} | CPU (ms) | / ${tool} |`,
         `| --- | ---: | ---: | ---: | ---: |`,
-        `| zcat | ${z.toFixed(0)} | 1x | ${zc.toFixed(0)} | 1x |`,
+        `| ${tool} | ${z.toFixed(0)} | 1x | ${zc.toFixed(0)} | 1x |`,
         `| resolve, first in a fresh process | ${r.toFixed(0)} | ${ratio(r, z)} | ${rc.toFixed(0)} | ${ratio(rc, zc)} |`,
         `| resolve, second in the same process | ${w.toFixed(0)} | ${ratio(w, z)} | ${wc.toFixed(0)} | ${ratio(wc, zc)} |`,
         `| whole child process (Node + tsx start-up, two resolves) | ${wall.toFixed(0)} | | | |`,
         '',
         `Peak RSS of the resolving process after the first resolve: ${rss.toFixed(0)} MiB.`,
         '',
-        `Median of ${runs} runs, zcat and resolve alternating. resolve = resolveSource() (HTTP over loopback, SHA256, gunzip, parse,`,
-        `checks, selection), timed after its modules are loaded; its CPU time counts every thread of the process.`,
+        `Median of ${runs} runs, ${tool} and resolve alternating. resolve = resolveSource() (HTTP over loopback, SHA256, ${xz ? 'xz' : 'gunzip'}, parse,`,
+        `checks, selection), timed after its modules are loaded; its CPU time counts every thread of the process and the`,
+        `child processes it ran (the system's \`xz -dc\` on the xz path).`,
         '',
       ].join('\n'),
     );
