@@ -19,7 +19,7 @@
 // command (node start and TypeScript loading included). Prints a markdown table.
 
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -183,6 +183,8 @@ async function main(): Promise<void> {
     let bytes = 0;
     for (const f of files) bytes += (await stat(f)).size;
     catMs(files); // warm the page cache
+    const loadAverage = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
+    const loadBefore = await loadAverage();
     const cats: number[] = [];
     const jsons: number[] = [];
     const scratch: ChildReport[] = [];
@@ -206,11 +208,12 @@ async function main(): Promise<void> {
       if (!/0 file\(s\) written/.test(again.stdout) || /key stamps/.test(again.stdout)) throw new Error(`the no-change CLI run wrote files:\n${again.stdout}`);
       cliNoChange.push(again);
     }
+    const loadAfter = await loadAverage();
     const cat = median(cats);
     const json = median(jsons);
     const row = (what: string, ms: number, rss: number, cpuMs?: number) =>
       `| ${what} | ${fmt(ms)} | ${(ms / cat).toFixed(1)}x | ${(ms / json).toFixed(1)}x | ${cpuMs === undefined ? '' : fmt(cpuMs)} | ${rss.toFixed(0)} MiB |`;
-    console.log(`generate: ${kernels} kernels in ${oses} lockfiles (${(bytes / 1024 / 1024).toFixed(1)} MiB), 2 drivers, ${scratch[0]!.targets} targets; median of ${runs} runs`);
+    console.log(`generate: ${kernels} kernels in ${oses} lockfiles (${(bytes / 1024 / 1024).toFixed(1)} MiB), 2 drivers, ${scratch[0]!.targets} targets; median of ${runs} runs; load average ${loadBefore} before, ${loadAfter} after`);
     console.log('');
     console.log('| run | wall | / cat | / JSON.parse | CPU | peak RSS |');
     console.log('| --- | ---: | ---: | ---: | ---: | ---: |');

@@ -1,21 +1,26 @@
 // Benchmark of a no-op build: every target up to date.
 //
-//   node --import tsx bench/noop.ts [--kernels 10000] [--oses 4] [--runs 5]
+//   node --import tsx bench/noop.ts [--kernels 10000] [--oses 4] [--runs 5] [--project DIR]
 //
 // Writes a temporary project with --kernels kernels (3 packages each) over
 // --oses lockfiles and the example driver, so --kernels targets; publishes a
 // tiny probe for each into repository/ with its index (as a finished build
 // leaves it); runs `falco-probes generate` so generated/Makefile and its key
-// stamps exist. Then, in the same run, alternating:
+// stamps exist, and one unmeasured `falco-probes build`, which reads every
+// probe once and records its stat (a no-op after a real build does the same
+// once). Then, in the same run, alternating:
 //   - `make -q -f generated/Makefile` (make's own no-op check: stat of every
 //     probe and stamp; it must exit 0),
-//   - `falco-probes build` (the tool's no-op: read and check every
-//     lockfile, compute every key, read the index, hash every probe file; it
-//     must report 0 built),
-// and, in a child whose modules are loaded before the clock starts (as a
-// built tool would have them), the phases of the tool's no-op: loading the
-// graph, reading the index, planning (hashing). Prints a markdown table with
-// medians and the ratio build / make -q.
+//   - `falco-probes build` (the tool's no-op: the graph from its memo, the
+//     index from the repository's memo, a stat of every probe; it must
+//     report 0 built),
+//   - `falco-probes build --verify-all` (the same, reading and hashing every
+//     probe and index.json: what a no-op cost before the stat memo),
+// each timed by /usr/bin/time (wall, and user + system CPU), and, in a child
+// whose modules are loaded before the clock starts, the phases of the tool's
+// no-op: loading the graph, opening the repository, planning. Prints a
+// markdown table with medians, the ratios to make -q, and the load average
+// before and after.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -44,13 +49,15 @@ interface Phases {
 async function child(root: string): Promise<void> {
   const { loadBuildGraph } = await import('../src/graph/load.js');
   const { LocalRepository } = await import('../src/repository/local.js');
+  const { repositoryMemoPath } = await import('../src/repository/memo.js');
   const { planTargets } = await import('../src/run/plan.js');
   const { selectTargets } = await import('../src/run/select.js');
   const t0 = performance.now();
   const graph = await loadBuildGraph(root);
-  const targets = selectTargets(graph.targets, { patterns: [] });
+  const targets = selectTargets(graph.targets, { patterns: [], knownOs: graph.oses });
   const t1 = performance.now();
-  const repo = await LocalRepository.read(join(root, 'repository'));
+  // As build opens it (without the lock: nothing is written here).
+  const repo = await LocalRepository.read(join(root, 'repository'), { memo: repositoryMemoPath(join(root, '.falco-probes'), join(root, 'repository')) });
   const t2 = performance.now();
   const plan = await planTargets(targets, repo);
   const t3 = performance.now();
@@ -137,11 +144,16 @@ async function publishAll(root: string): Promise<number> {
   return graph.targets.length;
 }
 
-function timed(cmd: string, args: string[], cwd: string): { ms: number; status: number | null; stdout: string; stderr: string } {
+/** Wall time, and the command's user + system CPU as /usr/bin/time reports it (its last stderr line). */
+function timed(cmd: string, args: string[], cwd: string): { ms: number; cpuMs: number; status: number | null; stdout: string; stderr: string } {
   const started = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 300_000, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, CI: 'true' } });
-  return { ms: Number(process.hrtime.bigint() - started) / 1e6, status: r.status, stdout: r.stdout, stderr: r.stderr };
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', cmd, ...args], { cwd, encoding: 'utf8', timeout: 300_000, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, CI: 'true' } });
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  const [user, sys] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
+  return { ms, cpuMs: (user! + sys!) * 1000, status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+const loadAverage = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
@@ -157,34 +169,49 @@ async function main(): Promise<void> {
     const reuse = kept !== undefined && existsSync(join(kept, 'repository', 'index.json'));
     if (!reuse) await writeProject(root, kernels, oses);
     const targets = reuse ? (JSON.parse(await readFile(join(root, 'repository', 'index.json'), 'utf8')) as { probes: unknown[] }).probes.length : await publishAll(root);
-    const makes: number[] = [];
-    const builds: number[] = [];
+    const noop = (args: string[]) => {
+      const build = timed(process.execPath, [BIN, 'build', ...args], root);
+      if (build.status !== 0) throw new Error(`build failed: ${build.stderr}`);
+      if (!build.stderr.includes(`${targets} targets: 0 built, ${targets} up to date`)) throw new Error(`the no-op build was not a no-op: ${build.stderr.slice(0, 300)}`);
+      return build;
+    };
+    noop([]); // reads every probe once and records its stat (unmeasured)
+    const loadBefore = await loadAverage();
+    const makes: ReturnType<typeof timed>[] = [];
+    const builds: ReturnType<typeof timed>[] = [];
+    const verifyAll: ReturnType<typeof timed>[] = [];
     const phases: Phases[] = [];
     for (let r = 0; r < runs; r++) {
       const make = timed('make', ['-q', '-f', 'generated/Makefile'], root);
       if (make.status !== 0) throw new Error(`make -q says something is out of date (exit ${make.status}): ${make.stderr}`);
-      makes.push(make.ms);
-      const build = timed(process.execPath, [BIN, 'build'], root);
-      if (build.status !== 0) throw new Error(`build failed: ${build.stderr}`);
-      if (!build.stderr.includes(`${targets} targets: 0 built, ${targets} up to date`)) throw new Error(`the no-op build was not a no-op: ${build.stderr.slice(0, 300)}`);
-      builds.push(build.ms);
+      makes.push(make);
+      builds.push(noop([]));
+      verifyAll.push(noop(['--verify-all']));
       const c = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--child', root], { encoding: 'utf8', timeout: 300_000 });
       if (c.status !== 0) throw new Error(`child failed: ${c.stderr}`);
       phases.push(JSON.parse(c.stdout.trim().split('\n').pop()!) as Phases);
     }
-    const make = median(makes);
-    const build = median(builds);
+    const loadAfter = await loadAverage();
+    const make = median(makes.map((m) => m.ms));
+    const makeCpu = median(makes.map((m) => m.cpuMs));
+    const row = (what: string, list: ReturnType<typeof timed>[], bold = false) => {
+      const ms = median(list.map((x) => x.ms));
+      const cpu = median(list.map((x) => x.cpuMs));
+      const b = bold ? '**' : '';
+      return `| ${what} | ${fmt(ms)} | ${b}${(ms / make).toFixed(2)}${b} | ${fmt(cpu)} | ${(cpu / makeCpu).toFixed(2)} |`;
+    };
     const inProcess = median(phases.map((p) => p.loadGraphMs + p.readIndexMs + p.planMs));
-    console.log(`no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs`);
+    console.log(`no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs; load average ${loadBefore} before, ${loadAfter} after`);
     console.log('');
-    console.log('| run | time | / make -q |');
-    console.log('| --- | --- | --- |');
-    console.log(`| \`make -q -f generated/Makefile\` | ${fmt(make)} | 1.00 |`);
-    console.log(`| \`falco-probes build\` (wall: bin/falco-probes.js, compiled dist/ when fresh; graph, index, hash every probe) | ${fmt(build)} | **${(build / make).toFixed(2)}** |`);
-    console.log(`| the same work in-process (modules loaded): | ${fmt(inProcess)} | ${(inProcess / make).toFixed(2)} |`);
-    console.log(`| - load lockfiles, drivers, keys (loadBuildGraph) | ${fmt(median(phases.map((p) => p.loadGraphMs)))} | |`);
-    console.log(`| - read and validate index.json | ${fmt(median(phases.map((p) => p.readIndexMs)))} | |`);
-    console.log(`| - plan: hash every probe file, compare with the index | ${fmt(median(phases.map((p) => p.planMs)))} | |`);
+    console.log('| run | wall | / make -q | CPU (user + sys) | / make -q |');
+    console.log('| --- | ---: | ---: | ---: | ---: |');
+    console.log(row('`make -q -f generated/Makefile`', makes));
+    console.log(row('`falco-probes build` (bin/falco-probes.js, compiled dist/ when fresh)', builds, true));
+    console.log(row('`falco-probes build --verify-all` (reads and hashes every probe and index.json)', verifyAll));
+    console.log(`| the no-op's work in-process (modules loaded) | ${fmt(inProcess)} | ${(inProcess / make).toFixed(2)} | | |`);
+    console.log(`| - load the graph (drivers, every lockfile's bytes hashed, the graph memo) | ${fmt(median(phases.map((p) => p.loadGraphMs)))} | | | |`);
+    console.log(`| - open the repository (index.json's stat, the repository memo) | ${fmt(median(phases.map((p) => p.readIndexMs)))} | | | |`);
+    console.log(`| - plan: stat every probe, compare with the memo and the index | ${fmt(median(phases.map((p) => p.planMs)))} | | | |`);
   } finally {
     if (kept === undefined) await rm(root, { recursive: true, force: true });
   }
