@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFile, chmod, mkdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { loadBuildGraph, type BuildGraph } from '../src/graph/load.js';
@@ -168,4 +169,29 @@ test("a local driver's tree hash: contents, names and the executable bit count; 
     await rename(join(dir, 'sub', 'probe.c'), join(dir, 'sub', 'other.c'));
     assert.notEqual(await treeHash(dir), base, 'a renamed file counts');
   }, 'falco-probes-tree-hash-');
+});
+
+test("the tool's code hash: the sources' own, or the one dist/BUILT recorded for them (npm run build), the same either way", async () => {
+  const { codeHashOf, hashCodeTree } = await import('../src/graph/graph-cache.js');
+  const { execFileSync } = await import('node:child_process');
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'src', 'graph'), { recursive: true });
+    await writeFile(join(dir, 'src', 'graph', 'graph-cache.ts'), '// the sources\n');
+    await writeFile(join(dir, 'src', 'main.ts'), 'export {};\n');
+    await mkdir(join(dir, 'dist', 'graph'), { recursive: true });
+    await writeFile(join(dir, 'dist', 'graph', 'graph-cache.js'), '// compiled\n');
+    const sources = hashCodeTree(join(dir, 'src'));
+    assert.equal(codeHashOf(join(dir, 'src')), sources, 'running the sources: their hash');
+    await writeFile(join(dir, 'dist', 'BUILT'), '');
+    assert.equal(codeHashOf(join(dir, 'dist')), sources, 'compiled, BUILT without a hash: the sources are hashed');
+    await writeFile(join(dir, 'dist', 'BUILT'), `falco-probes-code ${'a'.repeat(64)}\n`);
+    assert.equal(codeHashOf(join(dir, 'dist')), 'a'.repeat(64), 'compiled: what BUILT says, src/ is not read');
+    // scripts/write-built.mjs writes the sources' hash, as hashCodeTree computes it.
+    await mkdir(join(dir, 'scripts'));
+    await writeFile(join(dir, 'scripts', 'write-built.mjs'), await readFile(new URL('../scripts/write-built.mjs', import.meta.url), 'utf8'));
+    // Its dist/graph/graph-cache.js here is the real module, through tsx.
+    await writeFile(join(dir, 'dist', 'graph', 'graph-cache.js'), `export { BUILT_LINE_PREFIX, hashCodeTree } from ${JSON.stringify(new URL('../src/graph/graph-cache.ts', import.meta.url).href)};\n`);
+    execFileSync(process.execPath, ['--import', 'tsx', join(dir, 'scripts', 'write-built.mjs')], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+    assert.equal(await readFile(join(dir, 'dist', 'BUILT'), 'utf8'), `falco-probes-code ${sources}\n`);
+  }, 'falco-probes-code-hash-');
 });

@@ -88,8 +88,11 @@ export function hashCodeTree(top: string): string {
  * BUILT also says), the running folder.
  */
 export function toolCodeHash(): string {
-  if (codeHash) return codeHash;
-  const running = fileURLToPath(new URL('..', import.meta.url));
+  return (codeHash ??= codeHashOf(fileURLToPath(new URL('..', import.meta.url))));
+}
+
+/** toolCodeHash for the tool running from `running` (its src/ or dist/ folder). */
+export function codeHashOf(running: string): string {
   const sources = resolvePath(running, '..', 'src');
   const compiled = !existsSync(join(running, 'graph', 'graph-cache.ts'));
   if (compiled) {
@@ -100,10 +103,10 @@ export function toolCodeHash(): string {
       built = undefined;
     }
     const m = built !== undefined ? /^falco-probes-code ([0-9a-f]{64})$/m.exec(built) : null;
-    if (m) return (codeHash = m[1]!);
+    if (m) return m[1]!;
   }
   const top = existsSync(join(sources, 'graph', 'graph-cache.ts')) ? sources : running;
-  return (codeHash = hashCodeTree(top));
+  return hashCodeTree(top);
 }
 
 export interface GraphCacheInputs {
