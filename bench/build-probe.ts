@@ -25,7 +25,6 @@ import { promisify } from 'node:util';
 import { createHostBuilder } from '../src/builders/host.js';
 import { prepareKernelView } from '../src/builders/kernel-tree.js';
 import { writeFileAtomic } from '../src/util/fs.js';
-import { sha256Hex } from '../src/util/hash.js';
 import { PROJECT_ROOT } from '../test/helpers/cli.js';
 import { debianTarget, obtainDebianKernels, sharedKernelRoot } from '../test/helpers/kernel-headers.js';
 import { argValue, median } from './lib.js';
@@ -34,8 +33,6 @@ const execFileAsync = promisify(execFile);
 const EXAMPLE = join(PROJECT_ROOT, 'examples', 'probe');
 const DOC = join(PROJECT_ROOT, 'docs', 'PERFORMANCE.md');
 const HEADING = '## Build one probe (host)';
-
-
 
 function bareMake(kernelDir: string, moduleDir: string, log: string): Promise<number> {
   return new Promise((resolve, reject) => {

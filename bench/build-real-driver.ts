@@ -19,11 +19,10 @@
 //     timing.
 // Results go to docs/PERFORMANCE.md under "Build one real artifact (host)".
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { createHostBuilder } from '../src/builders/host.js';
 import { readKernelCompiler } from '../src/builders/kernel-compiler.js';
 import { prepareKernelView } from '../src/builders/kernel-tree.js';
@@ -38,17 +37,19 @@ import { PROJECT_ROOT } from '../test/helpers/cli.js';
 import { obtainDebianKernels, sharedKernelRoot } from '../test/helpers/kernel-headers.js';
 import { argValue, median } from './lib.js';
 
-const execFileAsync = promisify(execFile);
 const DOC = join(PROJECT_ROOT, 'docs', 'PERFORMANCE.md');
 const HEADING = '## Build one real artifact (host)';
 const BIN = join(PROJECT_ROOT, 'bin', 'falco-probes.js');
 
-
-
 function timed(argv: string[], cwd: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: { ...process.env, CI: 'true' } });
+    const child = spawn(argv[0]!, argv.slice(1), {
+      cwd,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
+      env: { ...process.env, CI: 'true' },
+    });
     let err = '';
     child.stderr.on('data', (d) => (err += d));
     const timer = setTimeout(() => process.kill(-(child.pid as number), 'SIGKILL'), 20 * 60_000);
@@ -81,8 +82,11 @@ async function main(): Promise<void> {
   if (!kernel) throw new Error(`no ${series} kernel`);
   const graph = await loadBuildGraph(PROJECT_ROOT, { remember: false });
   const pick = (kind: DriverKind): Target => {
-    const t = graph.targets.find((x) => x.os === 'debian12' && x.kernel.release === kernel.release && x.driver.name === 'scap' && x.kind === kind);
-    if (!t) throw new Error(`kernels/debian12.lock.yaml has no scap ${kind} target for ${kernel.release}: re-resolve, or pick a kernel it lists`);
+    const t = graph.targets.find(
+      (x) => x.os === 'debian12' && x.kernel.release === kernel.release && x.driver.name === 'scap' && x.kind === kind,
+    );
+    if (!t)
+      throw new Error(`kernels/debian12.lock.yaml has no scap ${kind} target for ${kernel.release}: re-resolve, or pick a kernel it lists`);
     return t;
   };
   const driverDir = await createDriverSources({
@@ -99,7 +103,11 @@ async function main(): Promise<void> {
   const loadBefore = loadavg()[0]!;
   const rows: Row[] = [];
   try {
-    const view = await prepareKernelView({ kernelRoot: root, release: kernel.release, workDir: await mkdir(join(scratch, 'view'), { recursive: true }).then(() => join(scratch, 'view')) });
+    const view = await prepareKernelView({
+      kernelRoot: root,
+      release: kernel.release,
+      workDir: await mkdir(join(scratch, 'view'), { recursive: true }).then(() => join(scratch, 'view')),
+    });
     const cc = await readKernelCompiler(view.headersDir);
     for (const kind of ['kmod', 'bpf'] as const) {
       const target = { ...pick(kind), builder: pin };
@@ -108,13 +116,25 @@ async function main(): Promise<void> {
         const dir = join(scratch, `${kind}-${i + 1}`);
         await mkdir(join(dir, 'work'), { recursive: true });
         const started = performance.now();
-        const result = await builder.build({ target, kernelRoot: root, driverDir, workDir: join(dir, 'work'), outFile: join(dir, 'out'), logFile: join(dir, 'build.log') });
+        const result = await builder.build({
+          target,
+          kernelRoot: root,
+          driverDir,
+          workDir: join(dir, 'work'),
+          outFile: join(dir, 'out'),
+          logFile: join(dir, 'build.log'),
+        });
         const builderMs = performance.now() - started;
 
         const copy = join(dir, 'bare');
         await cp(driverDir, copy, { recursive: true, verbatimSymlinks: true });
         const moduleDir = kind === 'kmod' ? copy : join(copy, 'bpf');
-        const bareMs = await timed(kind === 'kmod' ? ['make', '-C', view.kernelDir, `M=${moduleDir}`, `CC=${cc.program}`, 'modules'] : ['make', '-C', view.kernelDir, `M=${moduleDir}`], scratch);
+        const bareMs = await timed(
+          kind === 'kmod'
+            ? ['make', '-C', view.kernelDir, `M=${moduleDir}`, `CC=${cc.program}`, 'modules']
+            : ['make', '-C', view.kernelDir, `M=${moduleDir}`],
+          scratch,
+        );
 
         const out = join(dir, 'cli-out');
         const commandMs = await timed([process.execPath, BIN, 'build-probe', 'debian12', target.name, '--out', out], PROJECT_ROOT);
@@ -125,7 +145,9 @@ async function main(): Promise<void> {
         row.bare.push(bareMs);
         row.size = result.size;
         row.sha256s.add(result.sha256);
-        console.log(`${kind} ${kernel.release} run ${i + 1}: builder ${(builderMs / 1000).toFixed(2)} s, command ${(commandMs / 1000).toFixed(2)} s, bare make ${(bareMs / 1000).toFixed(2)} s`);
+        console.log(
+          `${kind} ${kernel.release} run ${i + 1}: builder ${(builderMs / 1000).toFixed(2)} s, command ${(commandMs / 1000).toFixed(2)} s, bare make ${(bareMs / 1000).toFixed(2)} s`,
+        );
       }
       rows.push(row);
     }

@@ -15,7 +15,11 @@ if (!debs.length) throw new Error('usage: cache-check.ts DEB...');
 const dir = await mkdtemp(join(tmpdir(), 'fp-bench-cache-'));
 const ms = (t0: number) => `${(performance.now() - t0).toFixed(0)} ms`;
 try {
-  const archives = debs.map((file) => ({ file, format: 'deb' as const, sha256: createHash('sha256').update(readFileSync(file)).digest('hex') }));
+  const archives = debs.map((file) => ({
+    file,
+    format: 'deb' as const,
+    sha256: createHash('sha256').update(readFileSync(file)).digest('hex'),
+  }));
   let t0 = performance.now();
   for (const [i, a] of archives.entries()) await extractPackage(a.file, 'deb', join(dir, 'plain', String(i)));
   console.log(`extract only (no manifest): ${ms(t0)}`);
@@ -27,7 +31,9 @@ try {
   const root = await shared(archives);
   console.log(`unpack with manifests + compose the root: ${ms(t0)}`);
   const manifest = (await readManifest(join(dir, 'kernel-roots-manifests', `${root.slice(root.lastIndexOf('/') + 1)}.json`)))!;
-  console.log(`root: ${manifest.files} files, ${(manifest.bytes / 1024 ** 2).toFixed(1)} MiB, ${manifest.entries.length - manifest.files} links`);
+  console.log(
+    `root: ${manifest.files} files, ${(manifest.bytes / 1024 ** 2).toFixed(1)} MiB, ${manifest.entries.length - manifest.files} links`,
+  );
   t0 = performance.now();
   const again = await createSharedKernelRoots(join(dir, 'trees'), join(dir, 'kernel-roots'))(archives);
   console.log(`first use in a new process (manifest read + stat-level check): ${ms(t0)} (${again === root ? 'same root' : 'remade!'})`);

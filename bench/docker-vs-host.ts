@@ -107,7 +107,9 @@ async function main(): Promise<void> {
       '',
       '| builder | pin (once) | wall time, all probes | per probe | slowest build |',
       '|---|---|---|---|---|',
-      ...[host, docker].map((m) => `| ${m.name} | ${fmt(m.pinMs)} | ${fmt(m.wallMs)} | ${fmt(perProbe(m))} | ${fmt(Math.max(...m.buildMs))} |`),
+      ...[host, docker].map(
+        (m) => `| ${m.name} | ${fmt(m.pinMs)} | ${fmt(m.wallMs)} | ${fmt(perProbe(m))} | ${fmt(Math.max(...m.buildMs))} |`,
+      ),
       '',
       `Docker / host, per probe: **${ratio.toFixed(2)}** (aim: at most 1.5). Probes byte-identical between the builders: ${same ? 'yes' : 'NO'}.`,
       '',

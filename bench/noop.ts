@@ -57,7 +57,9 @@ async function child(root: string): Promise<void> {
   const targets = selectTargets(graph.targets, { patterns: [], knownOs: graph.oses });
   const t1 = performance.now();
   // As build opens it (without the lock: nothing is written here).
-  const repo = await LocalRepository.read(join(root, 'repository'), { memo: repositoryMemoPath(join(root, '.falco-probes'), join(root, 'repository')) });
+  const repo = await LocalRepository.read(join(root, 'repository'), {
+    memo: repositoryMemoPath(join(root, '.falco-probes'), join(root, 'repository')),
+  });
   const t2 = performance.now();
   const plan = await planTargets(targets, repo);
   const t3 = performance.now();
@@ -110,10 +112,17 @@ async function writeProject(root: string, kernels: number, oses: number): Promis
         kernelVersion: '1',
         targetId: os,
         flavour: 'amd64',
-        packages: [pkg(`linux-headers-${release}`, 'headers'), pkg(`linux-headers-${major}.${i % 20}-${i}-common`, 'common'), pkg(`linux-kbuild-${major}.${i % 20}`, 'kbuild')],
+        packages: [
+          pkg(`linux-headers-${release}`, 'headers'),
+          pkg(`linux-headers-${major}.${i % 20}-${i}-common`, 'common'),
+          pkg(`linux-kbuild-${major}.${i % 20}`, 'kbuild'),
+        ],
       });
     }
-    await writeFile(join(root, 'kernels', `${os}.lock.yaml`), serializeLockfile({ os, source: { path: `kernels/${os}.yaml`, sha256: sha256Hex(def) }, osRelease: { ID: os }, kernels: list }));
+    await writeFile(
+      join(root, 'kernels', `${os}.lock.yaml`),
+      serializeLockfile({ os, source: { path: `kernels/${os}.yaml`, sha256: sha256Hex(def) }, osRelease: { ID: os }, kernels: list }),
+    );
   }
 }
 
@@ -145,9 +154,19 @@ async function publishAll(root: string): Promise<number> {
 }
 
 /** Wall time, and the command's user + system CPU as /usr/bin/time reports it (its last stderr line). */
-function timed(cmd: string, args: string[], cwd: string): { ms: number; cpuMs: number; status: number | null; stdout: string; stderr: string } {
+function timed(
+  cmd: string,
+  args: string[],
+  cwd: string,
+): { ms: number; cpuMs: number; status: number | null; stdout: string; stderr: string } {
   const started = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', cmd, ...args], { cwd, encoding: 'utf8', timeout: 300_000, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, CI: 'true' } });
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', cmd, ...args], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 300_000,
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, CI: 'true' },
+  });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const [user, sys] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
   return { ms, cpuMs: (user! + sys!) * 1000, status: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -168,11 +187,14 @@ async function main(): Promise<void> {
   try {
     const reuse = kept !== undefined && existsSync(join(kept, 'repository', 'index.json'));
     if (!reuse) await writeProject(root, kernels, oses);
-    const targets = reuse ? (JSON.parse(await readFile(join(root, 'repository', 'index.json'), 'utf8')) as { probes: unknown[] }).probes.length : await publishAll(root);
+    const targets = reuse
+      ? (JSON.parse(await readFile(join(root, 'repository', 'index.json'), 'utf8')) as { probes: unknown[] }).probes.length
+      : await publishAll(root);
     const noop = (args: string[]) => {
       const build = timed(process.execPath, [BIN, 'build', ...args], root);
       if (build.status !== 0) throw new Error(`build failed: ${build.stderr}`);
-      if (!build.stderr.includes(`${targets} targets: 0 built, ${targets} up to date`)) throw new Error(`the no-op build was not a no-op: ${build.stderr.slice(0, 300)}`);
+      if (!build.stderr.includes(`${targets} targets: 0 built, ${targets} up to date`))
+        throw new Error(`the no-op build was not a no-op: ${build.stderr.slice(0, 300)}`);
       return build;
     };
     noop([]); // reads every probe once and records its stat (unmeasured)
@@ -201,7 +223,9 @@ async function main(): Promise<void> {
       return `| ${what} | ${fmt(ms)} | ${b}${(ms / make).toFixed(2)}${b} | ${fmt(cpu)} | ${(cpu / makeCpu).toFixed(2)} |`;
     };
     const inProcess = median(phases.map((p) => p.loadGraphMs + p.readIndexMs + p.planMs));
-    console.log(`no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs; load average ${loadBefore} before, ${loadAfter} after`);
+    console.log(
+      `no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs; load average ${loadBefore} before, ${loadAfter} after`,
+    );
     console.log('');
     console.log('| run | wall | / make -q | CPU (user + sys) | / make -q |');
     console.log('| --- | ---: | ---: | ---: | ---: |');
@@ -209,8 +233,12 @@ async function main(): Promise<void> {
     console.log(row('`falco-probes build` (bin/falco-probes.js, compiled dist/ when fresh)', builds, true));
     console.log(row('`falco-probes build --verify-all` (reads and hashes every probe and index.json)', verifyAll));
     console.log(`| the no-op's work in-process (modules loaded) | ${fmt(inProcess)} | ${(inProcess / make).toFixed(2)} | | |`);
-    console.log(`| - load the graph (drivers, every lockfile's bytes hashed, the graph memo) | ${fmt(median(phases.map((p) => p.loadGraphMs)))} | | | |`);
-    console.log(`| - open the repository (index.json's stat, the repository memo) | ${fmt(median(phases.map((p) => p.readIndexMs)))} | | | |`);
+    console.log(
+      `| - load the graph (drivers, every lockfile's bytes hashed, the graph memo) | ${fmt(median(phases.map((p) => p.loadGraphMs)))} | | | |`,
+    );
+    console.log(
+      `| - open the repository (index.json's stat, the repository memo) | ${fmt(median(phases.map((p) => p.readIndexMs)))} | | | |`,
+    );
     console.log(`| - plan: stat every probe, compare with the memo and the index | ${fmt(median(phases.map((p) => p.planMs)))} | | | |`);
   } finally {
     if (kept === undefined) await rm(root, { recursive: true, force: true });

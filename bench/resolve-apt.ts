@@ -65,7 +65,11 @@ async function child(projectDir: string, mirrorUrl: string): Promise<void> {
     const started = process.hrtime.bigint();
     const lock = await resolveSource(source, { mirrorOverrides: new Map([['bench', [mirrorUrl]]]) });
     const used = process.cpuUsage(cpu);
-    return { ms: Number(process.hrtime.bigint() - started) / 1e6, cpuMs: (used.user + used.system) / 1000 + ((await childCpuMs()) - children), kernels: lock.kernels.length };
+    return {
+      ms: Number(process.hrtime.bigint() - started) / 1e6,
+      cpuMs: (used.user + used.system) / 1000 + ((await childCpuMs()) - children),
+      kernels: lock.kernels.length,
+    };
   };
   const first = await once();
   // VmHWM, not resourceUsage().maxRSS: Linux keeps the latter's high-water mark across fork and exec, so it would count this bench's own memory.
@@ -73,7 +77,14 @@ async function child(projectDir: string, mirrorUrl: string): Promise<void> {
   const maxRssMiB = hwm ? Number(hwm[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
   // A second resolve in the same process: the same work with the JIT warmed up.
   const second = await once();
-  const report: ChildReport = { resolveMs: first.ms, resolveCpuMs: first.cpuMs, warmMs: second.ms, warmCpuMs: second.cpuMs, maxRssMiB, kernels: first.kernels };
+  const report: ChildReport = {
+    resolveMs: first.ms,
+    resolveCpuMs: first.cpuMs,
+    warmMs: second.ms,
+    warmCpuMs: second.cpuMs,
+    maxRssMiB,
+    kernels: first.kernels,
+  };
   process.stdout.write(`${JSON.stringify(report)}\n`);
 }
 
@@ -144,8 +155,26 @@ function packagesText(total: number): { text: string; kernelPackages: number } {
     kernel.push(stanza(`linux-headers-${a}-common-rt`, version, 'all', '', abi, 'kernel'));
     for (const f of ['amd64', 'cloud-amd64', 'rt-amd64']) {
       const common = f === 'rt-amd64' ? `${a}-common-rt` : `${a}-common`;
-      kernel.push(stanza(`linux-headers-${a}-${f}`, version, 'amd64', `linux-headers-${common} (= ${version}), linux-kbuild-6.1 (>= ${version}), linux-compiler-gcc-12-x86`, abi, 'kernel'));
-      kernel.push(stanza(`linux-image-${a}-${f}`, version, 'amd64', 'kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool', abi, 'kernel'));
+      kernel.push(
+        stanza(
+          `linux-headers-${a}-${f}`,
+          version,
+          'amd64',
+          `linux-headers-${common} (= ${version}), linux-kbuild-6.1 (>= ${version}), linux-compiler-gcc-12-x86`,
+          abi,
+          'kernel',
+        ),
+      );
+      kernel.push(
+        stanza(
+          `linux-image-${a}-${f}`,
+          version,
+          'amd64',
+          'kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool',
+          abi,
+          'kernel',
+        ),
+      );
     }
   }
   kernel.push(stanza('linux-kbuild-6.1', '6.1.200-1', 'amd64', 'libc6 (>= 2.34), libelf1 (>= 0.142), libssl3 (>= 3.0.0)', 0, 'kernel'));
@@ -153,7 +182,17 @@ function packagesText(total: number): { text: string; kernelPackages: number } {
   let k = 0;
   for (let i = 0; stanzas.length < total; i++) {
     if (k < kernel.length && i % every === 0) stanzas.push(kernel[k++]!);
-    else stanzas.push(stanza(`libexample${i}`, `${1 + (i % 7)}.${i % 40}.${i % 13}-${1 + (i % 4)}`, i % 6 === 0 ? 'all' : 'amd64', `libc6 (>= 2.34), libexample${(i * 31) % 1000} (>= 1.0), zlib1g (>= 1:1.2.0)`, i, 'libs'));
+    else
+      stanzas.push(
+        stanza(
+          `libexample${i}`,
+          `${1 + (i % 7)}.${i % 40}.${i % 13}-${1 + (i % 4)}`,
+          i % 6 === 0 ? 'all' : 'amd64',
+          `libc6 (>= 2.34), libexample${(i * 31) % 1000} (>= 1.0), zlib1g (>= 1:1.2.0)`,
+          i,
+          'libs',
+        ),
+      );
   }
   return { text: `${stanzas.join('\n\n')}\n`, kernelPackages: k };
 }
@@ -188,7 +227,10 @@ apt:
 /** Wall and CPU time of `zcat FILE > /dev/null` (or `xz -dc`; CPU from bash's `times`, which reports its children). */
 function timeZcat(file: string, tool = 'zcat'): { wallMs: number; cpuMs: number } {
   const started = process.hrtime.bigint();
-  const r = spawnSync('bash', ['-c', `${tool} "$1" > /dev/null && times`, 'bash', file], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
+  const r = spawnSync('bash', ['-c', `${tool} "$1" > /dev/null && times`, 'bash', file], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 300_000,
+  });
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
   if (r.status !== 0) throw new Error(`${tool} failed`);
   // `times` prints two lines: the shell's own user/sys, then its children's.
@@ -200,7 +242,11 @@ function timeZcat(file: string, tool = 'zcat'): { wallMs: number; cpuMs: number 
 function runChild(projectDir: string, mirrorUrl: string): Promise<ChildReport & { wallMs: number }> {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const c = spawn(process.execPath, [...(process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean), '--import', 'tsx', SELF, '--child', projectDir, mirrorUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(
+      process.execPath,
+      [...(process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean), '--import', 'tsx', SELF, '--child', projectDir, mirrorUrl],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     c.stdout.on('data', (d) => (out += d));
     const timer = setTimeout(() => c.kill('SIGKILL'), 300_000);
@@ -217,13 +263,23 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 /** A Packages file from disk, decompressed by its name (.xz, .gz, .lz4 or plain). */
 function readPackagesFile(file: string): Buffer {
-  const tool = file.endsWith('.xz') ? ['xz', '-dc'] : file.endsWith('.gz') ? ['gzip', '-dc'] : file.endsWith('.lz4') ? ['lz4', '-dc'] : ['cat'];
+  const tool = file.endsWith('.xz')
+    ? ['xz', '-dc']
+    : file.endsWith('.gz')
+      ? ['gzip', '-dc']
+      : file.endsWith('.lz4')
+        ? ['lz4', '-dc']
+        : ['cat'];
   const r = spawnSync(tool[0]!, [...tool.slice(1), file], { maxBuffer: 1 << 30 });
   if (r.status !== 0) throw new Error(`${tool.join(' ')} ${file} failed`);
   return r.stdout;
 }
 
-const countStanzas = (plain: Buffer) => plain.toString('latin1').split('\n\n').filter((s) => s.trim()).length;
+const countStanzas = (plain: Buffer) =>
+  plain
+    .toString('latin1')
+    .split('\n\n')
+    .filter((s) => s.trim()).length;
 
 async function main(): Promise<void> {
   const xz = process.argv.includes('--xz');
@@ -237,9 +293,13 @@ async function main(): Promise<void> {
     const synthetic = real === undefined ? packagesText(total) : undefined;
     const plain = synthetic ? Buffer.from(synthetic.text, 'latin1') : readPackagesFile(real!);
     const stanzas = synthetic ? total : countStanzas(plain);
-    const kernelPackages = synthetic ? synthetic.kernelPackages : (plain.toString('latin1').match(/^Package: linux-(?:headers|kbuild|image)-/gm) ?? []).length;
+    const kernelPackages = synthetic
+      ? synthetic.kernelPackages
+      : (plain.toString('latin1').match(/^Package: linux-(?:headers|kbuild|image)-/gm) ?? []).length;
     const name = xz ? 'Packages.xz' : 'Packages.gz';
-    const gz = xz ? spawnSync('xz', ['-6', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout : spawnSync('gzip', ['-9', '-n', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout;
+    const gz = xz
+      ? spawnSync('xz', ['-6', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout
+      : spawnSync('gzip', ['-9', '-n', '-c'], { input: plain, maxBuffer: 1 << 30 }).stdout;
     const dist = join(dir, 'mirror', 'dists', 'bookworm');
     await mkdir(join(dist, 'main', 'binary-amd64'), { recursive: true });
     const gzFile = join(dist, 'main', 'binary-amd64', name);

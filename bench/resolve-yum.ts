@@ -90,7 +90,11 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 /** Wall and CPU time of `zcat FILE > /dev/null` (CPU from bash's `times`, which reports its children). */
 async function zcat(file: string): Promise<{ ms: number; cpuMs: number }> {
   const { ms, out } = await run('bash', ['-c', `zcat "$1" > /dev/null; times`, 'zcat', file]);
-  const children = out.trim().split('\n').pop()!.match(/([0-9]+)m([0-9.]+)s\s+([0-9]+)m([0-9.]+)s/);
+  const children = out
+    .trim()
+    .split('\n')
+    .pop()!
+    .match(/([0-9]+)m([0-9.]+)s\s+([0-9]+)m([0-9.]+)s/);
   if (!children) throw new Error(`cannot read the times of zcat: ${out}`);
   const cpuMs = (Number(children[1]) * 60 + Number(children[2]) + Number(children[3]) * 60 + Number(children[4])) * 1000;
   return { ms, cpuMs };
@@ -110,7 +114,9 @@ async function main(): Promise<void> {
   if (values.child) return child(values.child, values.project!, values.warm === true);
 
   const { startMirror } = await import('../test/helpers/server.js');
-  const { fillerPackage, kernelBuild, writeYumRepository, writeMirrorList, yumDefinitionYaml, depthOf } = await import('../test/helpers/yum-fixture.js');
+  const { fillerPackage, kernelBuild, writeYumRepository, writeMirrorList, yumDefinitionYaml, depthOf } = await import(
+    '../test/helpers/yum-fixture.js'
+  );
 
   const total = Number(values.packages);
   const kernelCount = Number(values.kernels);
@@ -121,7 +127,9 @@ async function main(): Promise<void> {
     const base = `2/core/2.0/x86_64/${'c'.repeat(64)}/`;
     const depth = depthOf(base);
     // Kernel builds (kernel, kernel-devel, kernel-headers, kernel-tools each) spread through the document.
-    const kernelPackages = Array.from({ length: kernelCount }, (_, i) => kernelBuild(`4.14.${100 + i}`, `${50 + i}.${i % 400}.amzn2`, 'x86_64', depth)).flat();
+    const kernelPackages = Array.from({ length: kernelCount }, (_, i) =>
+      kernelBuild(`4.14.${100 + i}`, `${50 + i}.${i % 400}.amzn2`, 'x86_64', depth),
+    ).flat();
     const packages = [];
     const every = Math.max(1, Math.floor(total / kernelPackages.length));
     for (let i = 0, k = 0; packages.length < total; i++) {
@@ -136,7 +144,12 @@ async function main(): Promise<void> {
     const definition = join(project, 'kernels', 'benchyum.yaml');
     await writeFile(
       definition,
-      yumDefinitionYaml({ id: 'benchyum', kernel: ['kernel'], packageRoot: 'host', repos: [{ name: 'core', mirrorList: true, mirrors: [`${mirror.url}/2/core/2.0/$basearch/mirror.list`] }] }),
+      yumDefinitionYaml({
+        id: 'benchyum',
+        kernel: ['kernel'],
+        packageRoot: 'host',
+        repos: [{ name: 'core', mirrorList: true, mirrors: [`${mirror.url}/2/core/2.0/$basearch/mirror.list`] }],
+      }),
     );
     const kernelsInFile = packages.filter((p) => p.name === 'kernel-devel').length;
     console.log(
@@ -153,7 +166,17 @@ async function main(): Promise<void> {
       const z = await zcat(gzFile);
       zcatMs.push(z.ms);
       zcatCpu.push(z.cpuMs);
-      const { out } = await run(process.execPath, [...(process.env['BENCH_NODE_FLAGS']?.split(' ').filter((f) => f !== '') ?? []), '--import', 'tsx', self, '--child', definition, '--project', project, ...(values.warm ? ['--warm'] : [])]);
+      const { out } = await run(process.execPath, [
+        ...(process.env['BENCH_NODE_FLAGS']?.split(' ').filter((f) => f !== '') ?? []),
+        '--import',
+        'tsx',
+        self,
+        '--child',
+        definition,
+        '--project',
+        project,
+        ...(values.warm ? ['--warm'] : []),
+      ]);
       const result = JSON.parse(out.trim().split('\n').pop()!) as ChildResult;
       if (result.kernels !== kernelsInFile) throw new Error(`resolved ${result.kernels} kernels, expected ${kernelsInFile}`);
       resolveMs.push(result.ms);

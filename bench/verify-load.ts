@@ -37,8 +37,6 @@ import { argValue, median } from './lib.js';
 const DOC = join(PROJECT_ROOT, 'docs', 'PERFORMANCE.md');
 const HEADING = '## Verify-load';
 
-
-
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 interface Config {
@@ -89,16 +87,27 @@ async function main(): Promise<void> {
 
     const configs: Config[] = [
       { name: 'TCG, vmlinux (PVH entry; what verify-load boots)', accelerator: 'tcg', image: prepared, times: [], verdicts: new Set() },
-      { name: 'TCG, vmlinuz (bzImage as shipped)', accelerator: 'tcg', image: { vmlinuz: prepared.vmlinuz, sha256: prepared.sha256 }, times: [], verdicts: new Set() },
+      {
+        name: 'TCG, vmlinuz (bzImage as shipped)',
+        accelerator: 'tcg',
+        image: { vmlinuz: prepared.vmlinuz, sha256: prepared.sha256 },
+        times: [],
+        verdicts: new Set(),
+      },
     ];
 
     // KVM: usable only if a bounded boot under it reaches /init.
     forgetAcceleratorChoice();
     const kvmDevice = await kvmDeviceUsable();
     const t2 = performance.now();
-    const auto: AcceleratorChoice = await chooseAccelerator({ requested: 'auto', kernel: prepared.vmlinux, workDir: join(scratch, 'kvm-check') });
+    const auto: AcceleratorChoice = await chooseAccelerator({
+      requested: 'auto',
+      kernel: prepared.vmlinux,
+      workDir: join(scratch, 'kvm-check'),
+    });
     const decideMs = performance.now() - t2;
-    if (auto.accelerator === 'kvm') configs.push({ name: 'KVM, vmlinux', accelerator: 'kvm', image: prepared, times: [], verdicts: new Set() });
+    if (auto.accelerator === 'kvm')
+      configs.push({ name: 'KVM, vmlinux', accelerator: 'kvm', image: prepared, times: [], verdicts: new Set() });
 
     for (let i = 0; i < runs; i++) {
       for (const c of configs) {

@@ -13,6 +13,8 @@ fi
 
 npm ci --no-audit --no-fund --loglevel=error
 npx tsc --noEmit -p .
+# Formatting and lint rules (biome.jsonc): `npm run format` fixes what it can.
+npm run lint --silent
 # The compiled tool (dist/) that bin/falco-probes.js prefers while it is fresh.
 npm run build --silent
 

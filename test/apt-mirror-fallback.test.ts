@@ -50,7 +50,10 @@ before(async () => {
   apt = await startMirror({ root: join(dir, 'good') });
   liar = await startMirror({ root: join(dir, 'bad') });
   dead = await closedPort();
-  for (const [folder, mirror] of [[etc(), apt], [badEtc(), liar]] as const) {
+  for (const [folder, mirror] of [
+    [etc(), apt],
+    [badEtc(), liar],
+  ] as const) {
     await mkdir(join(folder, 'sources.list.d'), { recursive: true });
     await writeFile(join(folder, 'sources.list.d', 'debian.sources'), sourcesFile(mirror.url));
     await writeFile(join(folder, 'sources.list'), `deb [signed-by=/nowhere.gpg] ${mirror.url}/debian-security/ bookworm-security main\n`);
@@ -68,12 +71,16 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const cli = (args: string[], aptEtc = etc()) => runCli(args, { cwd: join(dir, 'project'), env: { FALCO_PROBES_APT_ETC: aptEtc }, timeoutMs: 60_000 });
+const cli = (args: string[], aptEtc = etc()) =>
+  runCli(args, { cwd: join(dir, 'project'), env: { FALCO_PROBES_APT_ETC: aptEtc }, timeoutMs: 60_000 });
 const lockPath = () => join(dir, 'project', 'kernels', 'debian12.lock.yaml');
 
 describe("resolve falls back to apt's mirrors of the same archive", () => {
   test('the fallback mirrors: same URI path, any suite, without the mirrors already tried', async () => {
-    const found = await aptFallbackMirrors([`http://127.0.0.1:${dead}/debian/`, `http://127.0.0.1:${dead}/debian-security`, 'http://127.0.0.1:9/'], { etcDir: etc() });
+    const found = await aptFallbackMirrors(
+      [`http://127.0.0.1:${dead}/debian/`, `http://127.0.0.1:${dead}/debian-security`, 'http://127.0.0.1:9/'],
+      { etcDir: etc() },
+    );
     assert.deepEqual(
       found.map((f) => [f.url, f.path, f.file]),
       [
@@ -85,19 +92,37 @@ describe("resolve falls back to apt's mirrors of the same archive", () => {
     assert.deepEqual(await aptFallbackMirrors(['http://127.0.0.1:9/ubuntu'], { etcDir: etc() }), [], 'another archive has none');
   });
 
-  test('a definition whose mirrors do not answer resolves through apt\'s mirrors and says so; the lockfile is the one a direct resolve writes', async () => {
+  test("a definition whose mirrors do not answer resolves through apt's mirrors and says so; the lockfile is the one a direct resolve writes", async () => {
     const r = await cli(['resolve', 'debian12']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, new RegExp(`bookworm: no mirror of kernels/debian12\\.yaml answered; trying ${apt.url}/debian, apt's mirror of /debian \\(.*debian\\.sources\\)`));
-    assert.match(r.stderr, new RegExp(`bookworm-security: no mirror of kernels/debian12\\.yaml answered; trying ${apt.url}/debian-security, apt's mirror of /debian-security \\(.*sources\\.list\\)`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `bookworm: no mirror of kernels/debian12\\.yaml answered; trying ${apt.url}/debian, apt's mirror of /debian \\(.*debian\\.sources\\)`,
+      ),
+    );
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `bookworm-security: no mirror of kernels/debian12\\.yaml answered; trying ${apt.url}/debian-security, apt's mirror of /debian-security \\(.*sources\\.list\\)`,
+      ),
+    );
     const viaFallback = await readFile(lockPath(), 'utf8');
     assert.ok(!viaFallback.includes(apt.url), 'no mirror in the lockfile');
-    const direct = await cli(['resolve', '--check', 'debian12', '--mirror', `bookworm=${apt.url}/debian`, '--mirror', `bookworm-security=${apt.url}/debian-security`]);
+    const direct = await cli([
+      'resolve',
+      '--check',
+      'debian12',
+      '--mirror',
+      `bookworm=${apt.url}/debian`,
+      '--mirror',
+      `bookworm-security=${apt.url}/debian-security`,
+    ]);
     assert.equal(direct.code, 0, `a direct resolve finds the same lockfile up to date\n${direct.stdout}${direct.stderr}`);
     assert.match(viaFallback, /6\.1\.0-10-amd64/);
   });
 
-  test('what apt\'s mirror serves is checked as any mirror\'s: an index whose hash differs from the Release file is refused, the lockfile kept', async () => {
+  test("what apt's mirror serves is checked as any mirror's: an index whose hash differs from the Release file is refused, the lockfile kept", async () => {
     const before = await readFile(lockPath());
     const r = await cli(['resolve', 'debian12'], badEtc());
     assert.notEqual(r.code, 0);
@@ -113,7 +138,7 @@ describe("resolve falls back to apt's mirrors of the same archive", () => {
     assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${dead}`));
   });
 
-  test('no apt mirror for the archive: the error is the definition mirror\'s own', async () => {
+  test("no apt mirror for the archive: the error is the definition mirror's own", async () => {
     const r = await cli(['resolve', '--check', 'debian12'], join(dir, 'no-apt-here'));
     assert.notEqual(r.code, 0);
     assert.doesNotMatch(r.stderr, /apt's mirror/);
@@ -127,10 +152,18 @@ describe("packages come from apt's mirror by pool path when their own mirrors fa
     return { name: p.name, version: p.version, role: 'common', repository: 'bookworm', path: p.filename, sha256: p.sha256, size: p.size };
   };
 
-  test('auto: the dead mirror, then apt\'s mirror of /debian, which delivers the verified bytes', async () => {
+  test("auto: the dead mirror, then apt's mirror of /debian, which delivers the verified bytes", async () => {
     const cacheDir = join(dir, 'cache-good');
     const lines: string[] = [];
-    const logger: Logger = { debug() {}, info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), status() {}, done() {}, interactive: false };
+    const logger: Logger = {
+      debug() {},
+      info: (m) => lines.push(m),
+      warn: (m) => lines.push(m),
+      error: (m) => lines.push(m),
+      status() {},
+      done() {},
+      interactive: false,
+    };
     const path = await fetchPackage(ref(), [`http://127.0.0.1:${dead}/debian`], {
       cacheDir,
       via: 'auto',
@@ -141,10 +174,17 @@ describe("packages come from apt's mirror by pool path when their own mirrors fa
     const bytes = await readFile(path);
     assert.equal(createHash('sha256').update(bytes).digest('hex'), ref().sha256);
     assert.ok(apt.requests.includes(`debian/${ref().path}`), `asked apt's mirror for the pool path: ${apt.requests.join(', ')}`);
-    assert.ok(lines.some((l) => l.includes(`repository bookworm: its mirrors did not deliver ${ref().name}`) && l.includes(`trying apt's mirror of the same archive: ${apt.url}/debian`)), lines.join('\n'));
+    assert.ok(
+      lines.some(
+        (l) =>
+          l.includes(`repository bookworm: its mirrors did not deliver ${ref().name}`) &&
+          l.includes(`trying apt's mirror of the same archive: ${apt.url}/debian`),
+      ),
+      lines.join('\n'),
+    );
   });
 
-  test('other bytes at apt\'s mirror are refused (checksum), not accepted nor passed on to apt-get', async () => {
+  test("other bytes at apt's mirror are refused (checksum), not accepted nor passed on to apt-get", async () => {
     const cacheDir = join(dir, 'cache-bad');
     const wrong = { ...ref(), sha256: 'f'.repeat(64) };
     const err = await fetchPackage(wrong, [`http://127.0.0.1:${dead}/debian`], {
@@ -158,7 +198,7 @@ describe("packages come from apt's mirror by pool path when their own mirrors fa
     assert.match(err.format(), /sha256/i);
   });
 
-  test('http: the lockfile\'s mirrors only, apt\'s are not asked', async () => {
+  test("http: the lockfile's mirrors only, apt's are not asked", async () => {
     const before = apt.requests.length;
     const err = await fetchPackage(ref(), [`http://127.0.0.1:${dead}/debian`], {
       cacheDir: join(dir, 'cache-http'),

@@ -64,7 +64,11 @@ test('one-line and deb822 sources: comments, options, deb-src and disabled entri
     ]);
     // A file: URI's path is the folder's whole path.
     assert.deepEqual(await aptMirrorsForPath('/srv/mirror/debian', { etcDir: etc }), ['file:///srv/mirror/debian']);
-    assert.deepEqual(await aptMirrorsForPath('/debian/', { etcDir: etc }), await aptMirrorsForPath('/debian', { etcDir: etc }), 'a trailing slash does not count');
+    assert.deepEqual(
+      await aptMirrorsForPath('/debian/', { etcDir: etc }),
+      await aptMirrorsForPath('/debian', { etcDir: etc }),
+      'a trailing slash does not count',
+    );
     assert.deepEqual(await aptMirrorsForPath('/debian-security', { etcDir: etc }), ['http://security.test/debian-security']);
     assert.deepEqual(await aptMirrorsForPath('/pub/debian', { etcDir: etc }), ['http://five.test/pub/debian']);
     assert.deepEqual(await aptMirrorsForPath('/nowhere', { etcDir: etc }), []);
@@ -83,7 +87,9 @@ test('one-line and deb822 sources: comments, options, deb-src and disabled entri
 
 test('the folder comes from the option, else FALCO_PROBES_APT_ETC, else /etc/apt; a missing folder has no entries', async () => {
   await withTempDir(async (dir) => {
-    const etc = await etcWith(dir, { 'sources.list.d/debian.sources': 'Types: deb\nURIs: http://env.test/debian\nSuites: sid\nComponents: main\n' });
+    const etc = await etcWith(dir, {
+      'sources.list.d/debian.sources': 'Types: deb\nURIs: http://env.test/debian\nSuites: sid\nComponents: main\n',
+    });
     assert.equal(aptEtcDir({ env: {} }), '/etc/apt');
     assert.equal(aptEtcDir({ env: { [APT_ETC_ENV]: etc } }), etc);
     assert.equal(aptEtcDir({ etcDir: '/x', env: { [APT_ETC_ENV]: etc } }), '/x');

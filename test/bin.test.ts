@@ -27,10 +27,16 @@ async function miniProject(dir: string): Promise<void> {
   await symlink(join(PROJECT_ROOT, 'node_modules'), join(dir, 'node_modules'));
   await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
   await mkdir(join(dir, 'src', 'cli', 'deep'), { recursive: true });
-  await writeFile(join(dir, 'src', 'cli', 'main.ts'), "export async function main(argv: string[]): Promise<number> { process.stdout.write(`source ${argv.join(' ')}\\n`); return 0; }\n");
+  await writeFile(
+    join(dir, 'src', 'cli', 'main.ts'),
+    "export async function main(argv: string[]): Promise<number> { process.stdout.write(`source ${argv.join(' ')}\\n`); return 0; }\n",
+  );
   await writeFile(join(dir, 'src', 'cli', 'deep', 'other.ts'), 'export {};\n');
   await mkdir(join(dir, 'dist', 'cli'), { recursive: true });
-  await writeFile(join(dir, 'dist', 'cli', 'main.js'), "export async function main(argv) { process.stdout.write(`compiled ${argv.join(' ')}\\n`); return 0; }\n");
+  await writeFile(
+    join(dir, 'dist', 'cli', 'main.js'),
+    "export async function main(argv) { process.stdout.write(`compiled ${argv.join(' ')}\\n`); return 0; }\n",
+  );
 }
 
 const at = (secondsAgo: number) => new Date(Date.now() - secondsAgo * 1000);
@@ -86,10 +92,20 @@ describe('the real tool compiled with tsconfig.build.json', () => {
     await copyFile(join(PROJECT_ROOT, 'bin', 'falco-probes.js'), join(dir, 'bin', 'falco-probes.js'));
     for (const name of ['src', 'node_modules', 'builder', 'package.json', 'tsconfig.json', 'tsconfig.build.json'])
       await symlink(join(PROJECT_ROOT, name), join(dir, name));
-    const tsc = spawnSync(process.execPath, [join(PROJECT_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(dir, 'tsconfig.build.json'), '--outDir', join(dir, 'dist')], {
-      encoding: 'utf8',
-      timeout: 300_000,
-    });
+    const tsc = spawnSync(
+      process.execPath,
+      [
+        join(PROJECT_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+        '-p',
+        join(dir, 'tsconfig.build.json'),
+        '--outDir',
+        join(dir, 'dist'),
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 300_000,
+      },
+    );
     assert.equal(tsc.status, 0, tsc.stdout + tsc.stderr);
     await writeFile(join(dir, 'dist', 'BUILT'), '');
   });

@@ -78,7 +78,9 @@ function parseReport(stdout: string): BuildReport {
   return JSON.parse(stdout) as BuildReport;
 }
 
-test('resolve a real index from a loopback mirror, generate, build one BPF probe per kernel at -j 2, then a no-op', { timeout: TIMEOUT }, async (t) => {
+test('resolve a real index from a loopback mirror, generate, build one BPF probe per kernel at -j 2, then a no-op', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = obtained.kernels;
@@ -106,15 +108,19 @@ test('resolve a real index from a loopback mirror, generate, build one BPF probe
       assert.ok(mirror.requests.includes(`dists/${SECURITY}/main/binary-amd64/Packages`), 'the index came from the loopback mirror');
       const lockPath = join(root, 'kernels', `${OS}.lock.yaml`);
       const lock = parseLockfileText(await readFile(lockPath, 'utf8'), lockPath);
-      assert.deepEqual(
-        lock.kernels.map((k) => k.release).sort(),
-        kernels.map((k) => k.release).sort(),
-      );
+      assert.deepEqual(lock.kernels.map((k) => k.release).sort(), kernels.map((k) => k.release).sort());
       for (const k of kernels) {
         const d = lock.kernels.find((x) => x.release === k.release)!;
         assert.equal(d.machine, 'x86_64');
         assert.match(d.version, new RegExp(`Debian ${k.version.replace(/[.+~]/g, '\\$&')}$`));
-        const got = d.packages.map((p) => ({ name: p.name, role: p.role, repository: p.repository, path: p.path, size: p.size, sha256: p.sha256 }));
+        const got = d.packages.map((p) => ({
+          name: p.name,
+          role: p.role,
+          repository: p.repository,
+          path: p.path,
+          size: p.size,
+          sha256: p.sha256,
+        }));
         const want = k.packages.map((p) => ({ name: p.name, role: p.role, repository: SECURITY, ...stanzaFields(p.stanza) }));
         const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
         assert.deepEqual(got.sort(byName), want.sort(byName), `${k.release}: packages as the stanzas give them`);
@@ -123,28 +129,30 @@ test('resolve a real index from a loopback mirror, generate, build one BPF probe
       // generate: the build files name one target per kernel.
       const generated = await timed('generate', ['generate']);
       assert.equal(generated.code, 0, generated.stderr);
-      const targets = (await readFile(join(root, 'generated', 'targets.json'), 'utf8'));
+      const targets = await readFile(join(root, 'generated', 'targets.json'), 'utf8');
       for (const k of kernels) assert.ok(targets.includes(`//probes/${OS}:${k.release}`), `targets.json names ${k.release}`);
       assert.ok((await readdir(join(root, 'probes', OS))).includes('BUILD'));
 
       // build at -j 2: one ELF BPF object per kernel at Falco's path, fetched over loopback.
       const cache = join(dir, 'cache');
-      const build = () => timed('build', ['build', `//probes/${OS}/...`, '-j', '2', '--fetch-via', 'http', ...mirrors, '--cache', cache, '--json']);
+      const build = () =>
+        timed('build', ['build', `//probes/${OS}/...`, '-j', '2', '--fetch-via', 'http', ...mirrors, '--cache', cache, '--json']);
       const first = await build();
       timings['first build'] = timings['build']!;
       assert.equal(first.code, 0, first.stderr);
       const report = parseReport(first.stdout);
       assert.deepEqual(
-        report.results.filter((r) => r.status === 'built').map((r) => r.label).sort(),
+        report.results
+          .filter((r) => r.status === 'built')
+          .map((r) => r.label)
+          .sort(),
         kernels.map((k) => `//probes/${OS}:${k.release}`).sort(),
       );
-      for (const k of kernels) for (const p of k.packages) assert.ok(mirror.requests.includes(p.filename), `${p.filename} was fetched from the mirror`);
+      for (const k of kernels)
+        for (const p of k.packages) assert.ok(mirror.requests.includes(p.filename), `${p.filename} was fetched from the mirror`);
       const repo = join(root, 'repository');
       const index = await readIndex(repo);
-      assert.deepEqual(
-        index.probes.map((p) => p.file).sort(),
-        kernels.map((k) => `1.0.0/x86_64/${loaderFileFor(k)}`).sort(),
-      );
+      assert.deepEqual(index.probes.map((p) => p.file).sort(), kernels.map((k) => `1.0.0/x86_64/${loaderFileFor(k)}`).sort());
       for (const p of index.probes) {
         const bytes = await readFile(join(repo, p.file));
         const elf = checkBpfObject(bytes, p.file);
@@ -164,7 +172,9 @@ test('resolve a real index from a loopback mirror, generate, build one BPF probe
       assert.deepEqual([report2.built, report2.upToDate], [0, kernels.length]);
       assert.deepEqual(await snapshot(repo), before);
       assert.equal(mirror.requests.length, requestsBefore);
-      t.diagnostic(`timings (ms): ${JSON.stringify({ resolve: timings['resolve'], generate: timings['generate'], first: timings['first build'], noop: timings['no-op build'] })}`);
+      t.diagnostic(
+        `timings (ms): ${JSON.stringify({ resolve: timings['resolve'], generate: timings['generate'], first: timings['first build'], noop: timings['no-op build'] })}`,
+      );
     } finally {
       await mirror.close();
     }

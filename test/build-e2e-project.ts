@@ -133,7 +133,17 @@ export function syntheticKernel(release: string): KernelDescriptor {
     machine: 'x86_64',
     kernelVersion: '1',
     targetId: 'debian',
-    packages: [{ name: `linux-headers-${release}`, version: '6.1.1-1', role: 'headers', repository: REPOSITORY_NAME, path: `pool/main/l/linux/linux-headers-${release}_6.1.1-1_amd64.deb`, sha256: sha256Hex(release), size: 1000 }],
+    packages: [
+      {
+        name: `linux-headers-${release}`,
+        version: '6.1.1-1',
+        role: 'headers',
+        repository: REPOSITORY_NAME,
+        path: `pool/main/l/linux/linux-headers-${release}_6.1.1-1_amd64.deb`,
+        sha256: sha256Hex(release),
+        size: 1000,
+      },
+    ],
   };
 }
 

@@ -31,7 +31,7 @@ const LIBS_URL = 'https://github.com/falcosecurity/libs/archive/refs/tags/';
 /** kernels/drivers.yaml's own scap entry, read from the project's file (so the test builds what the main job builds). */
 async function projectDriverEntry(name: string, version: string): Promise<string> {
   const text = await readFile(join(PROJECT_ROOT, 'kernels', 'drivers.yaml'), 'utf8');
-  const entries = text.split(/\n(?=  - name: )/);
+  const entries = text.split(/\n(?= {2}- name: )/);
   const entry = entries.find((e) => e.startsWith(`  - name: ${name}\n    version: ${version}\n`));
   assert.ok(entry, `kernels/drivers.yaml has ${name} ${version}`);
   return `${entry.replace(/\n+$/, '')}\n`;
@@ -56,7 +56,13 @@ async function checkServed(published: string, kernel: DebianKernel, driver: stri
   assert.ok(entry, `index.json lists ${version}/x86_64/${file} (it has ${index.probes.map((p) => p.file).join(', ')})`);
   const server = await startMirror({ root: published });
   try {
-    const k = { targetId: 'debian', release: kernel.release, version: `#1 SMP PREEMPT_DYNAMIC Debian ${kernel.version}`, kernelVersion: '1', machine: 'x86_64' as const };
+    const k = {
+      targetId: 'debian',
+      release: kernel.release,
+      version: `#1 SMP PREEMPT_DYNAMIC Debian ${kernel.version}`,
+      kernelVersion: '1',
+      machine: 'x86_64' as const,
+    };
     const paths = loaderRequestPaths(version, k, driver, kind);
     for (const [loader, path] of Object.entries(paths)) {
       const res = await fetch(`${server.url}/${path}`);
@@ -70,7 +76,9 @@ async function checkServed(published: string, kernel: DebianKernel, driver: stri
   }
 }
 
-test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, published where Falco's loaders look", { timeout: TIMEOUT }, async (t) => {
+test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, published where Falco's loaders look", {
+  timeout: TIMEOUT,
+}, async (t) => {
   const r = await obtainDebianKernels();
   if (!r.ok) return skipOrFail(t, r.skip);
   await withTempDir(async (dir) => {
@@ -90,7 +98,10 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
       await writeProject(root, { kernels, mirrorUrl: mirror.url, extraDrivers: await projectDriverEntry('scap', '0.23.2') });
       const cache = ['--cache', join(dir, 'cache', 'packages')];
       const started = Date.now();
-      const build = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '-j', '2', '--json', ...cache], { cwd: root, timeoutMs: TIMEOUT });
+      const build = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '-j', '2', '--json', ...cache], {
+        cwd: root,
+        timeoutMs: TIMEOUT,
+      });
       assert.equal(build.code, 0, build.stderr);
       t.diagnostic(`4 scap artifacts in ${((Date.now() - started) / 1000).toFixed(0)} s`);
       const report = JSON.parse(build.stdout) as { built: number };
@@ -108,15 +119,22 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
       const published = join(dir, 'published');
       const publish = await runCli(['publish', '--to', published], { cwd: root, timeoutMs: TIMEOUT });
       assert.equal(publish.code, 0, publish.stderr);
-      for (const kernel of r.kernels) for (const kind of ['kmod', 'bpf'] as const) await checkServed(published, kernel, 'scap', '0.23.2', kind);
+      for (const kernel of r.kernels)
+        for (const kind of ['kmod', 'bpf'] as const) await checkServed(published, kernel, 'scap', '0.23.2', kind);
 
       // A second run builds nothing and downloads nothing.
-      const again = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', ...cache], { cwd: root, timeoutMs: TIMEOUT });
+      const again = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', ...cache], {
+        cwd: root,
+        timeoutMs: TIMEOUT,
+      });
       assert.equal(again.code, 0, again.stderr);
       assert.equal((JSON.parse(again.stdout) as { built: number }).built, 0);
 
       // Load-tested in their own kernels (TCG): the kernel decides, for the module and for the probe.
-      const verify = await runCli(['verify-load', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', '--allow-unverified', ...cache], { cwd: root, timeoutMs: TIMEOUT });
+      const verify = await runCli(
+        ['verify-load', `//probes/${OS}/...`, '--label', 'driver=scap', '--json', '--allow-unverified', ...cache],
+        { cwd: root, timeoutMs: TIMEOUT },
+      );
       assert.ok(verify.code === 0 || verify.code === 1, verify.stderr);
       const verdicts = JSON.parse(verify.stdout) as { results: { label: string; verdict: string; message: string; ms?: number }[] };
       for (const res of verdicts.results) t.diagnostic(`${res.label}: ${res.verdict} (${res.message})`);
@@ -126,7 +144,11 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
       for (const res of verdicts.results.filter((x) => x.label.endsWith('-bpf'))) {
         // A refusal must be the kernel's own (its verifier's log), never a loader that could not open the object.
         assert.ok(res.verdict === 'loaded' || res.verdict === 'refused', `${res.label}: ${res.verdict} ${res.message}`);
-        assert.doesNotMatch(res.message ?? '', /not supported by libbpf|is static and not supported/, `${res.label}: refused in user space, not by the kernel`);
+        assert.doesNotMatch(
+          res.message ?? '',
+          /not supported by libbpf|is static and not supported/,
+          `${res.label}: refused in user space, not by the kernel`,
+        );
       }
     } finally {
       await mirror.close();
@@ -134,7 +156,9 @@ test("Debian's scap driver: module and probe for a 6.1 and a 6.12 kernel, publis
   });
 });
 
-test("Falco 10.2.0+driver's module from the tree-pinned upstream tarball, served through --driver-mirror, published under 10.2.0+driver", { timeout: TIMEOUT }, async (t) => {
+test("Falco 10.2.0+driver's module from the tree-pinned upstream tarball, served through --driver-mirror, published under 10.2.0+driver", {
+  timeout: TIMEOUT,
+}, async (t) => {
   if (!haveFalcoLibs(t, ['libs-10.2.0-driver.tar.gz'])) return;
   const r = await obtainDebianKernels();
   if (!r.ok) return skipOrFail(t, r.skip);
@@ -148,11 +172,27 @@ test("Falco 10.2.0+driver's module from the tree-pinned upstream tarball, served
     const libs = await startMirror({ root: tarballs });
     try {
       const root = join(dir, 'project');
-      await writeProject(root, { kernels: descriptors([kernel]), mirrorUrl: mirror.url, extraDrivers: await projectDriverEntry('falco', '10.2.0+driver') });
-      const build = await runCli(['build', `//probes/${OS}/...`, '--label', 'driver=falco', '--driver-mirror', `${LIBS_URL}=${libs.url}/`, '--cache', join(dir, 'cache', 'packages')], {
-        cwd: root,
-        timeoutMs: TIMEOUT,
+      await writeProject(root, {
+        kernels: descriptors([kernel]),
+        mirrorUrl: mirror.url,
+        extraDrivers: await projectDriverEntry('falco', '10.2.0+driver'),
       });
+      const build = await runCli(
+        [
+          'build',
+          `//probes/${OS}/...`,
+          '--label',
+          'driver=falco',
+          '--driver-mirror',
+          `${LIBS_URL}=${libs.url}/`,
+          '--cache',
+          join(dir, 'cache', 'packages'),
+        ],
+        {
+          cwd: root,
+          timeoutMs: TIMEOUT,
+        },
+      );
       assert.equal(build.code, 0, build.stderr);
       const ko = await readFile(join(root, 'repository', '10.2.0+driver', 'x86_64', debianFile('falco', kernel, 'ko')));
       assert.deepEqual(moduleInfo(ko, checkKernelModule(ko, 'falco.ko', kernel.release)).get('version'), ['10.2.0+driver']);

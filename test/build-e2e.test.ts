@@ -37,7 +37,8 @@ test('build, no-op rebuild, selective rebuilds, dry-run reasons, byte-identical 
       const root = join(dir, 'project');
       const cache = join(dir, 'cache');
       await writeProject(root, { kernels: descriptors(kernels), mirrorUrl: mirror.url });
-      const build = (...args: string[]) => runCli(['build', '--fetch-via', 'http', '--cache', cache, '--json', ...args], { cwd: root, timeoutMs: TIMEOUT });
+      const build = (...args: string[]) =>
+        runCli(['build', '--fetch-via', 'http', '--cache', cache, '--json', ...args], { cwd: root, timeoutMs: TIMEOUT });
       const repo = join(root, 'repository');
       const labels = kernels.map((k) => `//probes/${OS}:${k.release}`);
 
@@ -67,7 +68,10 @@ test('build, no-op rebuild, selective rebuilds, dry-run reasons, byte-identical 
       for (const p of index.probes) {
         const bytes = await readFile(join(repo, p.file));
         const elf = checkBpfObject(bytes, p.file);
-        assert.ok(elf.sections.some((s) => s.startsWith('raw_tracepoint/')), `${p.file} has its programs`);
+        assert.ok(
+          elf.sections.some((s) => s.startsWith('raw_tracepoint/')),
+          `${p.file} has its programs`,
+        );
         assert.equal(sha256Hex(bytes), p.sha256);
         assert.equal(bytes.length, p.size);
       }
@@ -129,11 +133,18 @@ test('build, no-op rebuild, selective rebuilds, dry-run reasons, byte-identical 
       const afterRekey = await snapshot(repo);
       for (const p of index.probes) assert.deepEqual(afterRekey.get(p.file), beforeRekey.get(p.file), `${p.file} untouched`);
       const index3 = await readIndex(repo);
-      assert.equal(index3.probes.find((p) => p.kernel === kernels[1]!.release)!.key, report3.results.find((r) => r.status === 'built')!.key);
+      assert.equal(
+        index3.probes.find((p) => p.kernel === kernels[1]!.release)!.key,
+        report3.results.find((r) => r.status === 'built')!.key,
+      );
 
       // A new kernel name shows up as "no probe" (dry run only). It is another upload of the package
       // (Debian revision + 1 in uname -v): Falco's loaders name a Debian artifact by that version.
-      const extra = { ...changed[0]!, name: `${changed[0]!.name}-again`, version: changed[0]!.version.replace(/(Debian \d+\.\d+\.\d+-)(\d+)/, (_, head: string, rev: string) => `${head}${Number(rev) + 1}`) };
+      const extra = {
+        ...changed[0]!,
+        name: `${changed[0]!.name}-again`,
+        version: changed[0]!.version.replace(/(Debian \d+\.\d+\.\d+-)(\d+)/, (_, head: string, rev: string) => `${head}${Number(rev) + 1}`),
+      };
       assert.notEqual(extra.version, changed[0]!.version);
       await writeOs(root, OS, mirror.url, [...changed, extra]);
       const dry4 = await runCli(['build', '--dry-run', '--explain'], { cwd: root });
@@ -144,25 +155,48 @@ test('build, no-op rebuild, selective rebuilds, dry-run reasons, byte-identical 
       // build-probe (what Make and Please recipes call): one target into a file, the repository untouched, the same bytes.
       const beforeProbe = await snapshot(repo);
       const out = join(dir, 'out', 'probe.o');
-      const one = await runCli(['build-probe', OS, kernels[0]!.release, '--out', out, '--fetch-via', 'http', '--cache', cache, '--json'], { cwd: root, timeoutMs: TIMEOUT });
+      const one = await runCli(['build-probe', OS, kernels[0]!.release, '--out', out, '--fetch-via', 'http', '--cache', cache, '--json'], {
+        cwd: root,
+        timeoutMs: TIMEOUT,
+      });
       assert.equal(one.code, 0, one.stderr);
       const oneEntry = index3.probes.find((p) => p.kernel === kernels[0]!.release)!;
       assert.equal(sha256Hex(await readFile(out)), oneEntry.sha256);
       assert.equal((JSON.parse(one.stdout) as { sha256: string }).sha256, oneEntry.sha256);
       assert.deepEqual(await snapshot(repo), beforeProbe);
       // A recipe from stale build files (another key) is refused before anything is fetched.
-      const stale = await runCli(['build-probe', OS, kernels[0]!.release, '--out', out], { cwd: root, env: { FALCO_PROBES_KEY: 'e'.repeat(64) } });
+      const stale = await runCli(['build-probe', OS, kernels[0]!.release, '--out', out], {
+        cwd: root,
+        env: { FALCO_PROBES_KEY: 'e'.repeat(64) },
+      });
       assert.equal(stale.code, 1);
-      assert.match(stale.stderr, /the build file asks for key eeeeeeeeeeee, but the lockfiles and pins give [0-9a-f]{12}[\s\S]*run falco-probes generate/);
+      assert.match(
+        stale.stderr,
+        /the build file asks for key eeeeeeeeeeee, but the lockfiles and pins give [0-9a-f]{12}[\s\S]*run falco-probes generate/,
+      );
 
       // A clean project in another directory (other work and header paths) builds byte-identical probes,
       // here with its definition's mirror down and the packages coming through --mirror.
       const other = join(dir, 'elsewhere', 'deeper', 'project');
       await writeProject(other, { kernels: changed, mirrorUrl: 'http://127.0.0.1:9/nothing-listens-here' });
-      const cleanRun = await runCli(['build', '-j', '2', '--fetch-via', 'http', '--mirror', `bookworm-security=${mirror.url}`, '--cache', join(dir, 'cache2'), '--json'], {
-        cwd: other,
-        timeoutMs: TIMEOUT,
-      });
+      const cleanRun = await runCli(
+        [
+          'build',
+          '-j',
+          '2',
+          '--fetch-via',
+          'http',
+          '--mirror',
+          `bookworm-security=${mirror.url}`,
+          '--cache',
+          join(dir, 'cache2'),
+          '--json',
+        ],
+        {
+          cwd: other,
+          timeoutMs: TIMEOUT,
+        },
+      );
       assert.equal(cleanRun.code, 0, cleanRun.stderr);
       const otherIndex = await readIndex(join(other, 'repository'));
       assert.deepEqual(

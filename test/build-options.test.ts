@@ -14,7 +14,11 @@ const kernel = syntheticKernel;
 test('--shard i/N builds exactly the targets whose key falls in shard i; the shards cover every target once', async () => {
   await withTempDir(async (dir) => {
     const root = join(dir, 'project');
-    await writeProject(root, { kernels: Array.from({ length: 9 }, (_, i) => kernel(`6.1.0-${i + 1}-amd64`)), mirrorUrl: 'http://127.0.0.1:9/none', builderClang: '14.0.6' });
+    await writeProject(root, {
+      kernels: Array.from({ length: 9 }, (_, i) => kernel(`6.1.0-${i + 1}-amd64`)),
+      mirrorUrl: 'http://127.0.0.1:9/none',
+      builderClang: '14.0.6',
+    });
     const all = JSON.parse((await runCli(['build', '--dry-run', '--json'], { cwd: root })).stdout) as BuildReport;
     assert.equal(all.results.length, 9);
     const seen: string[] = [];
@@ -37,7 +41,12 @@ test('--builder and --docker-* options are checked before anything runs', async 
   await withTempDir(async (dir) => {
     const root = join(dir, 'project');
     await writeProject(root, { kernels: [kernel('6.1.0-1-amd64')], mirrorUrl: 'http://127.0.0.1:9/none', builderClang: '14.0.6' });
-    for (const args of [['--builder', 'podman'], ['--docker-memory', '512'], ['--builder', 'docker', '--docker-recipe', 'make'], ['--builder', 'docker', '--docker-cpus', '0']]) {
+    for (const args of [
+      ['--builder', 'podman'],
+      ['--docker-memory', '512'],
+      ['--builder', 'docker', '--docker-recipe', 'make'],
+      ['--builder', 'docker', '--docker-cpus', '0'],
+    ]) {
       const r = await runCli(['build', '--dry-run', ...args], { cwd: root });
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /--builder|--docker/);
@@ -53,7 +62,10 @@ test('--builder docker without a daemon says how to start one or use the host bu
   await withTempDir(async (dir) => {
     const root = join(dir, 'project');
     await writeProject(root, { kernels: [kernel('6.1.0-1-amd64')], mirrorUrl: 'http://127.0.0.1:9/none', builderClang: '14.0.6' });
-    const r = await runCli(['build', '--dry-run', '--builder', 'docker', `//probes/${OS}/...`], { cwd: root, env: { DOCKER_HOST: `unix://${join(dir, 'no-daemon.sock')}` } });
+    const r = await runCli(['build', '--dry-run', '--builder', 'docker', `//probes/${OS}/...`], {
+      cwd: root,
+      env: { DOCKER_HOST: `unix://${join(dir, 'no-daemon.sock')}` },
+    });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /docker/i);
     assert.match(r.stderr, /--builder host|docker-daemon\.sh/);

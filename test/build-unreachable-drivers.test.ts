@@ -55,7 +55,9 @@ test('build --help documents --driver-mirror and --skip-unreachable-drivers; bui
   });
 });
 
-test('an unreachable driver source: exit 1 before building anything, one line; with --skip-unreachable-drivers the rest is built (exit 0) and the line printed', { timeout: TIMEOUT }, async (t) => {
+test('an unreachable driver source: exit 1 before building anything, one line; with --skip-unreachable-drivers the rest is built (exit 0) and the line printed', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = obtained.kernels.slice(0, 1);
@@ -68,7 +70,8 @@ test('an unreachable driver source: exit 1 before building anything, one line; w
       const url = `http://127.0.0.1:${port}/falcosecurity/libs/archive/refs/tags/10.2.0%2Bdriver.tar.gz`;
       const tree = await treeHash(join(PROJECT_ROOT, 'examples', 'probe'));
       await writeProject(root, { kernels: descriptors(kernels), mirrorUrl: mirror.url, extraDrivers: tarballDriver(url, tree) });
-      const build = (...args: string[]) => runCli(['build', '--fetch-via', 'http', '--cache', cache, '--json', ...args], { cwd: root, timeoutMs: TIMEOUT });
+      const build = (...args: string[]) =>
+        runCli(['build', '--fetch-via', 'http', '--cache', cache, '--json', ...args], { cwd: root, timeoutMs: TIMEOUT });
       const repo = join(root, 'repository');
       const escaped = url.replace(/[.+%?]/g, '\\$&');
 
@@ -83,7 +86,9 @@ test('an unreachable driver source: exit 1 before building anything, one line; w
       assert.equal(lines.length, 1, stopped.stderr);
       assert.match(
         lines[0]!,
-        new RegExp(`^error: driver falco 10\\.2\\.0\\+driver: source ${escaped} is unreachable \\(.+\\); its 1 target cannot be built\\. Serve it with --driver-mirror http://127\\.0\\.0\\.1:${port}/falcosecurity/libs/archive/refs/tags/=URL, or pass --skip-unreachable-drivers to build the rest without it$`),
+        new RegExp(
+          `^error: driver falco 10\\.2\\.0\\+driver: source ${escaped} is unreachable \\(.+\\); its 1 target cannot be built\\. Serve it with --driver-mirror http://127\\.0\\.0\\.1:${port}/falcosecurity/libs/archive/refs/tags/=URL, or pass --skip-unreachable-drivers to build the rest without it$`,
+        ),
       );
       assert.match(stopped.stderr, /hint: nothing was built; --skip-unreachable-drivers/);
       const before = await readIndex(repo).catch(() => ({ probes: [] }));
@@ -95,16 +100,15 @@ test('an unreachable driver source: exit 1 before building anything, one line; w
       assert.equal(warned.length, 1, skipped.stderr);
       assert.match(
         warned[0]!,
-        new RegExp(`^warning: driver falco 10\\.2\\.0\\+driver: source ${escaped} is unreachable \\(.+\\); its 1 target was not built\\. Serve it with --driver-mirror http://127\\.0\\.0\\.1:${port}/falcosecurity/libs/archive/refs/tags/=URL, or build where it can be downloaded$`),
+        new RegExp(
+          `^warning: driver falco 10\\.2\\.0\\+driver: source ${escaped} is unreachable \\(.+\\); its 1 target was not built\\. Serve it with --driver-mirror http://127\\.0\\.0\\.1:${port}/falcosecurity/libs/archive/refs/tags/=URL, or build where it can be downloaded$`,
+        ),
       );
       assert.match(skipped.stderr, /2 targets: 1 built, 0 up to date, 1 skipped \(driver source unreachable\)/);
       const report = JSON.parse(skipped.stdout) as BuildReport;
       assert.equal(report.built, 1);
       assert.equal(report.unreachable, 1);
-      assert.deepEqual(
-        report.results.map((r) => r.status).sort(),
-        ['built', 'unreachable'],
-      );
+      assert.deepEqual(report.results.map((r) => r.status).sort(), ['built', 'unreachable']);
       const index = await readIndex(repo);
       assert.equal(index.probes.length, 1);
       assert.ok(index.probes[0]!.file.startsWith('1.0.0/'), index.probes[0]!.file);
@@ -117,12 +121,26 @@ test('an unreachable driver source: exit 1 before building anything, one line; w
       execFileSync('tar', ['-C', join(wrong, 'top'), '-czf', join(wrong, 'libs.tar.gz'), 'x']);
       const served = await startMirror({ files: { 'libs/10.2.0+driver.tar.gz': await readFile(join(wrong, 'libs.tar.gz')) } });
       try {
-        const bad = await build('--skip-unreachable-drivers', '--driver-mirror', `http://127.0.0.1:${port}/falcosecurity/libs/archive/refs/tags/=${served.url}/libs/`);
+        const bad = await build(
+          '--skip-unreachable-drivers',
+          '--driver-mirror',
+          `http://127.0.0.1:${port}/falcosecurity/libs/archive/refs/tags/=${served.url}/libs/`,
+        );
         assert.equal(bad.code, 1, bad.stderr);
-        assert.match(bad.stderr, new RegExp(`error: .*driver falco 10\\.2\\.0\\+driver: tree hash mismatch for ${escaped}: the pin says ${tree}, the unpacked tarball \\(strip 1\\) is [0-9a-f]{64}`));
+        assert.match(
+          bad.stderr,
+          new RegExp(
+            `error: .*driver falco 10\\.2\\.0\\+driver: tree hash mismatch for ${escaped}: the pin says ${tree}, the unpacked tarball \\(strip 1\\) is [0-9a-f]{64}`,
+          ),
+        );
         assert.doesNotMatch(bad.stderr, /is unreachable/);
         assert.deepEqual(served.requests, ['libs/10.2.0+driver.tar.gz']);
-        assert.deepEqual((await readdir(join(cache, 'drivers')).catch(() => [])).filter((n) => n.startsWith('tree-') || n.includes('.tmp') || n.includes('.part')), []);
+        assert.deepEqual(
+          (await readdir(join(cache, 'drivers')).catch(() => [])).filter(
+            (n) => n.startsWith('tree-') || n.includes('.tmp') || n.includes('.part'),
+          ),
+          [],
+        );
       } finally {
         await served.close();
       }
@@ -132,7 +150,9 @@ test('an unreachable driver source: exit 1 before building anything, one line; w
   });
 });
 
-test('Ctrl-C while a driver source downloads: the run ends as interrupted (130), nothing built, the lock released', { timeout: 120_000 }, async () => {
+test('Ctrl-C while a driver source downloads: the run ends as interrupted (130), nothing built, the lock released', {
+  timeout: 120_000,
+}, async () => {
   await withTempDir(async (dir) => {
     // The sources are obtained before any kernel package is fetched: a kernel whose packages are never served will do.
     const stalling = await startMirror({ files: {} });
@@ -140,7 +160,11 @@ test('Ctrl-C while a driver source downloads: the run ends as interrupted (130),
     try {
       const root = join(dir, 'project');
       const url = `${stalling.url}/libs/10.2.0%2Bdriver.tar.gz`;
-      await writeProject(root, { kernels: [syntheticKernel('6.1.0-1-amd64')], mirrorUrl: 'http://127.0.0.1:9/unused', extraDrivers: tarballDriver(url, 'c'.repeat(64)) });
+      await writeProject(root, {
+        kernels: [syntheticKernel('6.1.0-1-amd64')],
+        mirrorUrl: 'http://127.0.0.1:9/unused',
+        extraDrivers: tarballDriver(url, 'c'.repeat(64)),
+      });
       const run = spawnCli(['build', '--cache', join(dir, 'cache'), '--skip-unreachable-drivers', '//probes/...'], root, 60_000);
       await waitFor('the driver source request', async () => (stalling.requests.length ? true : undefined), 30_000);
       run.child.kill('SIGINT');

@@ -33,7 +33,7 @@ function parseOne(stdout: string): BuildVerifyReport {
   return JSON.parse(stdout) as BuildVerifyReport;
 }
 
-function escape(text: string): string {
+function escapeRegExp(text: string): string {
   return text.replace(/[.+*?^$()[\]{}|\\]/g, '\\$&');
 }
 
@@ -48,7 +48,10 @@ const REFUSED_DRIVER = `  - name: refused
 `;
 
 /** A kernel no VM here can boot: its probe (already published) is left unverified, not failed. */
-async function unbootable(kernel: KernelDescriptor, reasonFor: (target: { os: string; kernel: KernelDescriptor }) => string): Promise<void> {
+async function unbootable(
+  kernel: KernelDescriptor,
+  reasonFor: (target: { os: string; kernel: KernelDescriptor }) => string,
+): Promise<void> {
   await withTempDir(async (dir) => {
     const root = join(dir, 'project');
     // Nothing is fetched (the probe is already in the repository for its key): the mirror URL is never asked.
@@ -59,7 +62,9 @@ async function unbootable(kernel: KernelDescriptor, reasonFor: (target: { os: st
     assert.equal(target.arch, kernel.machine);
     // A BPF object is the same for every machine: examples/refused needs no headers, so the repository gets a real one.
     const object = join(dir, 'probe.o');
-    await execFileAsync('clang', ['-O2', '-g', '-target', 'bpf', '-c', join(root, 'examples', 'refused', 'probe.c'), '-o', object], { timeout: 60_000 });
+    await execFileAsync('clang', ['-O2', '-g', '-target', 'bpf', '-c', join(root, 'examples', 'refused', 'probe.c'), '-o', object], {
+      timeout: 60_000,
+    });
     const repo = await LocalRepository.openForWrite(join(root, 'repository'));
     try {
       assert.equal((await repo.publish(target, object, await sha256File(object))).status, 'published');
@@ -67,24 +72,34 @@ async function unbootable(kernel: KernelDescriptor, reasonFor: (target: { os: st
       await repo.close();
     }
     const reason = reasonFor(target);
-    const build = (...args: string[]) => runCli(['build', target.label, '--verify-load', '--json', ...args], { cwd: root, timeoutMs: 60_000 });
+    const build = (...args: string[]) =>
+      runCli(['build', target.label, '--verify-load', '--json', ...args], { cwd: root, timeoutMs: 60_000 });
 
     const allowed = await build('--allow-unverified');
     assert.equal(allowed.code, 0, allowed.stderr);
     const report = parseOne(allowed.stdout);
-    assert.deepEqual(report.results.map((r) => r.status), ['up-to-date']);
+    assert.deepEqual(
+      report.results.map((r) => r.status),
+      ['up-to-date'],
+    );
     assert.ok(report.verify);
-    assert.deepEqual(report.verify.results.map((r) => [r.label, r.status, r.message]), [[target.label, 'unverified', reason]]);
+    assert.deepEqual(
+      report.verify.results.map((r) => [r.label, r.status, r.message]),
+      [[target.label, 'unverified', reason]],
+    );
     assert.equal(report.verify.counts.unverified, 1);
     assert.equal(report.verify.counts.failed, 0, 'unverified is not failed');
     assert.equal(report.verify.accelerator, undefined, 'no VM was started');
-    assert.match(allowed.stderr, new RegExp(`warning: ${escape(target.label)}: the probe was not verified: ${escape(reason)}`));
+    assert.match(allowed.stderr, new RegExp(`warning: ${escapeRegExp(target.label)}: the probe was not verified: ${escapeRegExp(reason)}`));
 
     const strict = await build();
     assert.equal(strict.code, 1, strict.stderr);
     assert.equal(parseOne(strict.stdout).verify!.results[0]!.status, 'unverified');
-    assert.match(strict.stderr, new RegExp(`error: ${escape(target.label)}: the probe was not verified: ${escape(reason)}`));
-    assert.match(strict.stderr, /1 unverified \(no VM here can boot their kernel\).*; 1 probe remains unverified \(--allow-unverified accepts them\)/);
+    assert.match(strict.stderr, new RegExp(`error: ${escapeRegExp(target.label)}: the probe was not verified: ${escapeRegExp(reason)}`));
+    assert.match(
+      strict.stderr,
+      /1 unverified \(no VM here can boot their kernel\).*; 1 probe remains unverified \(--allow-unverified accepts them\)/,
+    );
 
     // verify-load itself says the same; nothing is recorded in the index (no kernel judged the probe).
     const verify = await runCli(['verify-load', '--json'], { cwd: root, timeoutMs: 60_000 });
@@ -95,24 +110,39 @@ async function unbootable(kernel: KernelDescriptor, reasonFor: (target: { os: st
   });
 }
 
-test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --allow-unverified passes, without it the run fails naming it', { timeout: 120_000 }, async (t) => {
-  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return skipOrFail(t, 'clang is not installed (scripts/setup-debian.sh installs it)');
-  await unbootable({ ...syntheticKernel('6.1.0-1-arm64'), machine: 'aarch64' }, () => 'no aarch64 guest: qemu-system-aarch64 and an aarch64 busybox/bpftool are needed');
-});
-
-test('a kernel whose lockfile entry has no image package (as COS kernels): unverified the same way, the message says what to add', { timeout: 120_000 }, async (t) => {
-  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0) return skipOrFail(t, 'clang is not installed (scripts/setup-debian.sh installs it)');
-  const kernel = syntheticKernel('6.1.0-2-amd64');
-  assert.ok(!kernel.packages.some((p) => p.role === 'image'));
-  await unbootable(kernel, (target) =>
-    `no kernel image to boot: kernels/${target.os}.lock.yaml lists no package with role "image" for ${target.kernel.name} (add the image to kernels/${target.os}.yaml and resolve again; COS publishes no image package)`,
+test('an aarch64 kernel: its probe is left unverified (no guest), not failed; --allow-unverified passes, without it the run fails naming it', {
+  timeout: 120_000,
+}, async (t) => {
+  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0)
+    return skipOrFail(t, 'clang is not installed (scripts/setup-debian.sh installs it)');
+  await unbootable(
+    { ...syntheticKernel('6.1.0-1-arm64'), machine: 'aarch64' },
+    () => 'no aarch64 guest: qemu-system-aarch64 and an aarch64 busybox/bpftool are needed',
   );
 });
 
-test('build --verify-load with a real Debian kernel: a shard verifies only its targets, one JSON document, a refused probe fails the run and stays refused for later runs and plan', { timeout: TIMEOUT }, async (t) => {
+test('a kernel whose lockfile entry has no image package (as COS kernels): unverified the same way, the message says what to add', {
+  timeout: 120_000,
+}, async (t) => {
+  if (spawnSync('sh', ['-c', 'command -v clang']).status !== 0)
+    return skipOrFail(t, 'clang is not installed (scripts/setup-debian.sh installs it)');
+  const kernel = syntheticKernel('6.1.0-2-amd64');
+  assert.ok(!kernel.packages.some((p) => p.role === 'image'));
+  await unbootable(
+    kernel,
+    (target) =>
+      `no kernel image to boot: kernels/${target.os}.lock.yaml lists no package with role "image" for ${target.kernel.name} (add the image to kernels/${target.os}.yaml and resolve again; COS publishes no image package)`,
+  );
+});
+
+test('build --verify-load with a real Debian kernel: a shard verifies only its targets, one JSON document, a refused probe fails the run and stays refused for later runs and plan', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernelImage(REPOSITORY_NAME);
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
-  const missing = ['qemu-system-x86_64', 'bpftool', 'busybox', 'clang'].filter((cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0);
+  const missing = ['qemu-system-x86_64', 'bpftool', 'busybox', 'clang'].filter(
+    (cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0,
+  );
   if (missing.length) return skipOrFail(t, `not installed: ${missing.join(', ')} (scripts/setup-debian.sh installs them)`);
   const image = obtained.image;
 
@@ -148,26 +178,51 @@ test('build --verify-load with a real Debian kernel: a shard verifies only its t
       };
 
       // The example's shard: it alone is built, and it alone is booted (the other shard's target is not even "not built").
-      const first = await timed('shard of example (build + boot)', ['build', '--verify-load', '--json', '-j', '2', '--shard', shardFor(example.key)]);
+      const first = await timed('shard of example (build + boot)', [
+        'build',
+        '--verify-load',
+        '--json',
+        '-j',
+        '2',
+        '--shard',
+        shardFor(example.key),
+      ]);
       assert.equal(first.code, 0, first.stderr);
       const firstReport = parseOne(first.stdout);
-      assert.deepEqual(firstReport.results.map((r) => [r.label, r.status]), [[example.label, 'built']]);
+      assert.deepEqual(
+        firstReport.results.map((r) => [r.label, r.status]),
+        [[example.label, 'built']],
+      );
       assert.ok(firstReport.verify);
       assert.equal(firstReport.verify.targets, 1);
-      assert.deepEqual(firstReport.verify.results.map((r) => [r.label, r.status, r.verdict, r.message]), [[example.label, 'verified', 'loaded', 'loaded 2 programs']]);
-      assert.equal(firstReport.verify.results[0]!.guestRelease, image.kernel.release, 'the VM ran the target\'s kernel');
+      assert.deepEqual(
+        firstReport.verify.results.map((r) => [r.label, r.status, r.verdict, r.message]),
+        [[example.label, 'verified', 'loaded', 'loaded 2 programs']],
+      );
+      assert.equal(firstReport.verify.results[0]!.guestRelease, image.kernel.release, "the VM ran the target's kernel");
       assert.equal(firstReport.verify.passed, true);
       assert.equal(firstReport.verify.accelerator?.accelerator !== undefined, true);
       const index1 = await readIndex(repositoryDir);
-      assert.deepEqual(index1.probes.map((p) => [p.file, p.load?.verdict]), [[example.output, 'loaded']]);
+      assert.deepEqual(
+        index1.probes.map((p) => [p.file, p.load?.verdict]),
+        [[example.output, 'loaded']],
+      );
 
       // The refused probe's shard: built, booted, refused; the run fails with the error naming the target.
       const second = await timed('shard of refused (build + boot)', ['build', '--verify-load', '--json', '--shard', shardFor(refused.key)]);
       assert.equal(second.code, 1, second.stderr);
       const secondReport = parseOne(second.stdout);
-      assert.deepEqual(secondReport.results.map((r) => [r.label, r.status]), [[refused.label, 'built']]);
-      assert.deepEqual(secondReport.verify!.results.map((r) => [r.label, r.verdict]), [[refused.label, 'refused']]);
-      const refusal = new RegExp(`error: \\S+\\.verify-load\\.log: ${escape(refused.label)}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value': invalid access to map value, value_size=8 off=8 size=8`);
+      assert.deepEqual(
+        secondReport.results.map((r) => [r.label, r.status]),
+        [[refused.label, 'built']],
+      );
+      assert.deepEqual(
+        secondReport.verify!.results.map((r) => [r.label, r.verdict]),
+        [[refused.label, 'refused']],
+      );
+      const refusal = new RegExp(
+        `error: \\S+\\.verify-load\\.log: ${escapeRegExp(refused.label)}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value': invalid access to map value, value_size=8 off=8 size=8`,
+      );
       assert.match(second.stderr, refusal);
       assert.match(second.stderr, /hint: the verifier of this kernel refuses the probe/);
       const refusedEntry = (await readIndex(repositoryDir)).probes.find((p) => p.file === refused.output)!;
@@ -179,7 +234,10 @@ test('build --verify-load with a real Debian kernel: a shard verifies only its t
       const again = await timed('everything again (no build, no boot)', ['build', '--verify-load', '--json']);
       assert.equal(again.code, 1, again.stderr);
       const againReport = parseOne(again.stdout);
-      assert.deepEqual(againReport.results.map((r) => r.status), ['up-to-date', 'up-to-date']);
+      assert.deepEqual(
+        againReport.results.map((r) => r.status),
+        ['up-to-date', 'up-to-date'],
+      );
       assert.deepEqual(
         againReport.verify!.results.map((r) => [r.label, r.status, r.verdict]).sort(),
         [
@@ -188,17 +246,28 @@ test('build --verify-load with a real Debian kernel: a shard verifies only its t
         ].sort(),
       );
       assert.equal(againReport.verify!.accelerator, undefined, 'no VM was started');
-      assert.match(again.stderr, new RegExp(`error: ${escape(refused.label)}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value'.*recorded by an earlier verify-load`));
+      assert.match(
+        again.stderr,
+        new RegExp(
+          `error: ${escapeRegExp(refused.label)}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value'.*recorded by an earlier verify-load`,
+        ),
+      );
       const allowed = await timed('with --allow-unverified', ['build', '--verify-load', '--allow-unverified']);
       assert.equal(allowed.code, 0, allowed.stderr);
-      assert.match(allowed.stderr, new RegExp(`warning: ${escape(refused.label)}: the probe did not load into its kernel \\(refused\\)`));
+      assert.match(
+        allowed.stderr,
+        new RegExp(`warning: ${escapeRegExp(refused.label)}: the probe did not load into its kernel \\(refused\\)`),
+      );
       assert.deepEqual(await readFile(join(repositoryDir, 'index.json')), indexBytes, 'the index is as the verify left it');
 
       // plan lists no work (both are up to date) and names the probe that does not load.
       const plan = await runCli(['plan', '--shards', '1', '--format', 'json'], { cwd: root, timeoutMs: 60_000 });
       assert.equal(plan.code, 0, plan.stderr);
       assert.equal((JSON.parse(plan.stdout) as { outOfDate: number }).outOfDate, 0);
-      assert.match(plan.stderr, new RegExp(`1 up-to-date probe\\(s\\) did not load into their kernel .*: ${escape(refused.label)} \\(refused\\)`));
+      assert.match(
+        plan.stderr,
+        new RegExp(`1 up-to-date probe\\(s\\) did not load into their kernel .*: ${escapeRegExp(refused.label)} \\(refused\\)`),
+      );
       t.diagnostic(timings.join('; '));
     } finally {
       await mirror.close();

@@ -237,7 +237,14 @@ describe('CMake configure_file', () => {
     ].join('\n');
     assert.equal(
       configureFile(template, vars, { file: 't.in' }),
-      ['x one two $(shell echo $$$$) $$(A) ${A', '#define ON value=one', '/* #undef OFFV */', '#define ON 1', '#define MISSING 0', 'empty:::@@:'].join('\n'),
+      [
+        'x one two $(shell echo $$$$) $$(A) ${A',
+        '#define ON value=one',
+        '/* #undef OFFV */',
+        '#define ON 1',
+        '#define MISSING 0',
+        'empty:::@@:',
+      ].join('\n'),
     );
   });
 
@@ -286,15 +293,24 @@ describe('recipe: falco-libs', () => {
 
   test('refuses what it cannot prepare, with the file to fix', async () => {
     const noDriver = await writeTree(join(scratch, 'libs-no-driver'), { 'README.md': 'x\n' });
-    await assert.rejects(prepareDriverBuild(FALCO_PIN, noDriver, join(scratch, 'o1')), expectError('build', /libs-no-driver\/driver: driver\/ of falcosecurity\/libs not found/));
+    await assert.rejects(
+      prepareDriverBuild(FALCO_PIN, noDriver, join(scratch, 'o1')),
+      expectError('build', /libs-no-driver\/driver: driver\/ of falcosecurity\/libs not found/),
+    );
 
     const noApi = { ...LIBS_FILES };
     delete noApi['driver/API_VERSION'];
     const noApiDir = await writeTree(join(scratch, 'libs-no-api'), noApi);
-    await assert.rejects(prepareDriverBuild(FALCO_PIN, noApiDir, join(scratch, 'o2')), expectError('build', /libs-no-api\/driver\/API_VERSION: driver\/API_VERSION not found/));
+    await assert.rejects(
+      prepareDriverBuild(FALCO_PIN, noApiDir, join(scratch, 'o2')),
+      expectError('build', /libs-no-api\/driver\/API_VERSION: driver\/API_VERSION not found/),
+    );
 
     const badApiDir = await writeTree(join(scratch, 'libs-bad-api'), { ...LIBS_FILES, 'driver/API_VERSION': 'eight\n' });
-    await assert.rejects(prepareDriverBuild(FALCO_PIN, badApiDir, join(scratch, 'o3')), expectError('input', /API_VERSION:1:1: expected a version like 8\.0\.0/));
+    await assert.rejects(
+      prepareDriverBuild(FALCO_PIN, badApiDir, join(scratch, 'o3')),
+      expectError('input', /API_VERSION:1:1: expected a version like 8\.0\.0/),
+    );
 
     const newVar = { ...LIBS_FILES, 'driver/driver_config.h.in': `${DRIVER_CONFIG_H_IN}#define DRIVER_FLAVOR "\${DRIVER_FLAVOR}"\n` };
     const newVarDir = await writeTree(join(scratch, 'libs-new-var'), newVar);
@@ -307,19 +323,34 @@ describe('recipe: falco-libs', () => {
     const noBpf = { ...LIBS_FILES };
     for (const k of Object.keys(noBpf)) if (k.startsWith('driver/bpf/')) delete noBpf[k];
     const noBpfDir = await writeTree(join(scratch, 'libs-no-bpf'), noBpf);
-    await assert.rejects(prepareDriverBuild(FALCO_PIN, noBpfDir, join(scratch, 'o5')), expectError('config', /has no legacy eBPF probe: driver\/bpf is not in its source\nhint: driver\/bpf was dropped after 9\.1\.0\+driver[\s\S]*remove bpf from this driver's kinds/));
+    await assert.rejects(
+      prepareDriverBuild(FALCO_PIN, noBpfDir, join(scratch, 'o5')),
+      expectError(
+        'config',
+        /has no legacy eBPF probe: driver\/bpf is not in its source\nhint: driver\/bpf was dropped after 9\.1\.0\+driver[\s\S]*remove bpf from this driver's kinds/,
+      ),
+    );
 
     const src = await writeTree(join(scratch, 'libs-b'), LIBS_FILES);
-    await assert.rejects(prepareDriverBuild({ ...FALCO_PIN, bpfDir: 'driver/../bpf' }, src, join(scratch, 'o6')), expectError('config', /bpfDir "driver\/\.\.\/bpf"/));
-    await assert.rejects(prepareDriverBuild({ ...FALCO_PIN, bpfDir: '/abs' }, src, join(scratch, 'o7')), expectError('config', /bpfDir "\/abs"/));
-    await assert.rejects(prepareDriverBuild({ ...FALCO_PIN, object: '../probe.o' }, src, join(scratch, 'o8')), expectError('config', /object "\.\.\/probe\.o"/));
+    await assert.rejects(
+      prepareDriverBuild({ ...FALCO_PIN, bpfDir: 'driver/../bpf' }, src, join(scratch, 'o6')),
+      expectError('config', /bpfDir "driver\/\.\.\/bpf"/),
+    );
+    await assert.rejects(
+      prepareDriverBuild({ ...FALCO_PIN, bpfDir: '/abs' }, src, join(scratch, 'o7')),
+      expectError('config', /bpfDir "\/abs"/),
+    );
+    await assert.rejects(
+      prepareDriverBuild({ ...FALCO_PIN, object: '../probe.o' }, src, join(scratch, 'o8')),
+      expectError('config', /object "\.\.\/probe\.o"/),
+    );
   });
 });
 
 describe('recipe: kbuild', () => {
   test('copies the whole source, so a bpfDir below can include from above, and drops objects built in place', async () => {
     const src = await writeTree(join(scratch, 'kb'), {
-      'Makefile': 'always-y += probe.o\n',
+      Makefile: 'always-y += probe.o\n',
       'probe.c': 'int x;\n',
       'probe.o': 'stale object from an in-place build\n',
       '.probe.o.cmd': 'stale\n',
@@ -341,7 +372,10 @@ describe('recipe: kbuild', () => {
       expectError('build', /kb\/nowhere: driver directory nowhere not found/),
     );
     const noMakefile = await writeTree(join(scratch, 'kb-nomk'), { 'probe.c': 'int x;\n' });
-    await assert.rejects(prepareDriverBuild(exampleDriver(), noMakefile, join(scratch, 'kb-3')), expectError('build', /no kbuild Makefile in the driver's \./));
+    await assert.rejects(
+      prepareDriverBuild(exampleDriver(), noMakefile, join(scratch, 'kb-3')),
+      expectError('build', /no kbuild Makefile in the driver's \./),
+    );
   });
 });
 
@@ -361,7 +395,8 @@ describe('kernel tree view', () => {
     if (opts.kbuild !== false) files['usr/lib/linux-kbuild-6.1/scripts/Makefile.build'] = '# kbuild\n';
     await writeTree(root, files);
     await symlink('../../lib/linux-kbuild-6.1/scripts', join(root, 'usr/src/linux-headers-6.1.0-9-amd64/scripts'));
-    if (opts.common !== false) await symlink('../../lib/linux-kbuild-6.1/scripts', join(root, 'usr/src/linux-headers-6.1.0-9-common/scripts'));
+    if (opts.common !== false)
+      await symlink('../../lib/linux-kbuild-6.1/scripts', join(root, 'usr/src/linux-headers-6.1.0-9-common/scripts'));
     await mkdir(join(root, 'lib/modules/6.1.0-9-amd64'), { recursive: true });
     await symlink('/usr/src/linux-headers-6.1.0-9-amd64', join(root, 'lib/modules/6.1.0-9-amd64/build'));
     await symlink('/usr/src/linux-headers-6.1.0-9-common', join(root, 'lib/modules/6.1.0-9-amd64/source'));
@@ -379,8 +414,11 @@ describe('kernel tree view', () => {
     assert.equal(await readFile(join(view.kernelDir, 'Makefile'), 'utf8'), `include ${join(work, SRCTREE_VIEW)}/Makefile\n`);
     assert.equal(await readlink(join(view.kernelDir, 'scripts')), join(root, 'usr/lib/linux-kbuild-6.1/scripts'));
     assert.equal(await readlink(join(view.kernelDir, '.config')), join(root, 'usr/src/linux-headers-6.1.0-9-amd64/.config'));
-    assert.equal(await readFile(join(view.srcTreeDir!, 'Makefile'), 'utf8'), await readFile(join(root, 'usr/src/linux-headers-6.1.0-9-common/Makefile'), 'utf8'));
-    assert.ok((await lstat(join(view.srcTreeDir!, 'Makefile'))).isFile(), 'a copy: make takes srctree from the Makefile\'s own directory');
+    assert.equal(
+      await readFile(join(view.srcTreeDir!, 'Makefile'), 'utf8'),
+      await readFile(join(root, 'usr/src/linux-headers-6.1.0-9-common/Makefile'), 'utf8'),
+    );
+    assert.ok((await lstat(join(view.srcTreeDir!, 'Makefile'))).isFile(), "a copy: make takes srctree from the Makefile's own directory");
     assert.equal(await readlink(join(view.srcTreeDir!, 'scripts')), join(root, 'usr/lib/linux-kbuild-6.1/scripts'));
     assert.deepEqual(view.prefixMaps, [
       { from: join(work, OBJTREE_VIEW), to: '/usr/src/linux-headers-6.1.0-9-amd64' },
@@ -388,7 +426,10 @@ describe('kernel tree view', () => {
       { from: root, to: '' },
     ]);
     // The absolute link resolves inside the root, never on the host.
-    assert.equal(await resolveInRoot(root, '/lib/modules/6.1.0-9-amd64/build/scripts/Makefile.build'), join(root, 'usr/lib/linux-kbuild-6.1/scripts/Makefile.build'));
+    assert.equal(
+      await resolveInRoot(root, '/lib/modules/6.1.0-9-amd64/build/scripts/Makefile.build'),
+      join(root, 'usr/lib/linux-kbuild-6.1/scripts/Makefile.build'),
+    );
     assert.equal(await resolveInRoot(root, '/../../../etc/passwd'), undefined);
   });
 
@@ -397,17 +438,26 @@ describe('kernel tree view', () => {
     await mkdir(join(scratch, 'w1'));
     await assert.rejects(
       prepareKernelView({ kernelRoot: noCommon, release: '6.1.0-9-amd64', workDir: join(scratch, 'w1') }),
-      expectError('build', /deb-no-common\/usr\/src\/linux-headers-6\.1\.0-9-amd64\/Makefile:1:9: the kernel Makefile refers to \/usr\/src\/linux-headers-6\.1\.0-9-common, which none of the kernel's packages provides\nhint: .*-common package/),
+      expectError(
+        'build',
+        /deb-no-common\/usr\/src\/linux-headers-6\.1\.0-9-amd64\/Makefile:1:9: the kernel Makefile refers to \/usr\/src\/linux-headers-6\.1\.0-9-common, which none of the kernel's packages provides\nhint: .*-common package/,
+      ),
     );
     const noKbuild = await debianShapedRoot('deb-no-kbuild', { kbuild: false });
     await mkdir(join(scratch, 'w2'));
     await assert.rejects(
       prepareKernelView({ kernelRoot: noKbuild, release: '6.1.0-9-amd64', workDir: join(scratch, 'w2') }),
-      expectError('build', /\/usr\/src\/linux-headers-6\.1\.0-9-(amd64|common)\/scripts -> \.\.\/\.\.\/lib\/linux-kbuild-6\.1\/scripts points at nothing.*\nhint: the kbuild package/),
+      expectError(
+        'build',
+        /\/usr\/src\/linux-headers-6\.1\.0-9-(amd64|common)\/scripts -> \.\.\/\.\.\/lib\/linux-kbuild-6\.1\/scripts points at nothing.*\nhint: the kbuild package/,
+      ),
     );
     await assert.rejects(
       findKernelDir(noKbuild, '6.1.0-10-amd64'),
-      expectError('build', /no kernel headers for 6\.1\.0-10-amd64: .*the kernel's packages hold usr\/src\/linux-headers-6\.1\.0-9-amd64, usr\/src\/linux-headers-6\.1\.0-9-common, lib\/modules\/6\.1\.0-9-amd64\n/),
+      expectError(
+        'build',
+        /no kernel headers for 6\.1\.0-10-amd64: .*the kernel's packages hold usr\/src\/linux-headers-6\.1\.0-9-amd64, usr\/src\/linux-headers-6\.1\.0-9-common, lib\/modules\/6\.1\.0-9-amd64\n/,
+      ),
     );
     await assert.rejects(findKernelDir(noKbuild, '../../etc'), expectError('input', /refusing kernel release/));
   });
@@ -454,15 +504,24 @@ describe('kernel tree view', () => {
     const root = await debianShapedRoot('deb-root-2');
     const spaced = join(scratch, 'work with space');
     await mkdir(spaced);
-    await assert.rejects(prepareKernelView({ kernelRoot: root, release: '6.1.0-9-amd64', workDir: spaced }), expectError('usage', /cannot be passed to make/));
+    await assert.rejects(
+      prepareKernelView({ kernelRoot: root, release: '6.1.0-9-amd64', workDir: spaced }),
+      expectError('usage', /cannot be passed to make/),
+    );
   });
 });
 
 describe('ELF check', () => {
   test('refuses what is not an ELF relocatable for the BPF machine', async () => {
-    assert.throws(() => checkBpfObject(Buffer.from('not an object at all'), 'x.o'), expectError('build', /^x\.o: the build's output is not an ELF file: no ELF magic/));
+    assert.throws(
+      () => checkBpfObject(Buffer.from('not an object at all'), 'x.o'),
+      expectError('build', /^x\.o: the build's output is not an ELF file: no ELF magic/),
+    );
     const node = await readFile(process.execPath);
-    assert.throws(() => checkBpfObject(node, 'node'), expectError('build', /^node: the build's output is ELF type [23], not a relocatable object/));
+    assert.throws(
+      () => checkBpfObject(node, 'node'),
+      expectError('build', /^node: the build's output is ELF type [23], not a relocatable object/),
+    );
     const truncated = Buffer.from(node.subarray(0, 40));
     assert.throws(() => readElf(truncated, 'cut.o'), expectError('input', /^cut\.o: not a valid ELF file: ELF header/));
   });

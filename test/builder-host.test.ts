@@ -12,7 +12,14 @@ import type { BuilderPin } from '../src/graph/types.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256File } from '../src/util/hash.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
-import { debianTarget, exampleDriver, extractKernelRoot, obtainDebianKernels, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';
+import {
+  debianTarget,
+  exampleDriver,
+  extractKernelRoot,
+  obtainDebianKernels,
+  sharedKernelRoot,
+  type DebianKernel,
+} from './helpers/kernel-headers.js';
 import { skipOrFail } from './helpers/require.js';
 
 // The host builder against real Debian 12 kernel headers (6.1 and 6.12, chosen
@@ -138,8 +145,15 @@ describe('host builder: the example probe on real Debian kernels', () => {
       // Reproducible by construction: no path of this build is in the object.
       const text = bytes.toString('latin1');
       for (const path of [scratch, root, dirs.workDir]) assert.ok(!text.includes(path), `the object records ${path}`);
-      assert.ok(text.includes('/dev/null/falco-probes/driver/probe.c') || text.includes('falco-probes/driver/probe.c'), 'debug info names the stable driver path');
-      assert.doesNotMatch(text, /(?<!\/dev\/null\/falco-probes)\/usr\/src\/linux-headers-/, 'no kernel path is recorded where a machine could hold a file');
+      assert.ok(
+        text.includes('/dev/null/falco-probes/driver/probe.c') || text.includes('falco-probes/driver/probe.c'),
+        'debug info names the stable driver path',
+      );
+      assert.doesNotMatch(
+        text,
+        /(?<!\/dev\/null\/falco-probes)\/usr\/src\/linux-headers-/,
+        'no kernel path is recorded where a machine could hold a file',
+      );
 
       const log = await readFile(dirs.logFile, 'utf8');
       assert.match(log, /make -C \S+ M=\S+ -j1 CLANG=clang LLC=llc KBUILD_EXTRA_CPPFLAGS=-ffile-prefix-map=/);
@@ -185,7 +199,10 @@ describe('host builder: the example probe on real Debian kernels', () => {
   test("the running kernel's verifier loads the example probe and refuses the refused variant (bpftool)", async (t) => {
     if (skip) return skipOrFail(t, skip);
     if (process.getuid?.() !== 0) return skipOrFail(t, 'loading BPF programs needs root');
-    const bpftool = await execFileAsync('bpftool', ['version']).then(() => 'bpftool', () => undefined);
+    const bpftool = await execFileAsync('bpftool', ['version']).then(
+      () => 'bpftool',
+      () => undefined,
+    );
     if (!bpftool) return skipOrFail(t, 'bpftool is not installed (scripts/setup-debian.sh installs it)');
     const fs = join(scratch, 'bpffs');
     await mkdir(fs);
@@ -226,7 +243,10 @@ describe('host builder: failures', () => {
     const dirs = await freshDirs();
     const err = await builder
       .build({ target: debianTarget(kernel, pin), kernelRoot: roots.get(kernel.release) as string, driverDir: broken, ...dirs })
-      .then(() => undefined, (e: unknown) => e);
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     assert.ok(err instanceof FalcoProbesError, `expected a FalcoProbesError, got ${String(err)}`);
     assert.equal(err.kind, 'build');
     assert.match(err.message, /failed \(make exited with \d+\)/);
@@ -241,10 +261,7 @@ describe('host builder: failures', () => {
   async function hangingDriver(name: string): Promise<string> {
     const dir = join(scratch, name);
     await mkdir(dir, { recursive: true });
-    await writeFile(
-      join(dir, 'Makefile'),
-      'always-y += probe.o\n\n$(obj)/probe.o:\n\techo $$$$ > $(obj)/sleeper.pid; exec sleep 120\n',
-    );
+    await writeFile(join(dir, 'Makefile'), 'always-y += probe.o\n\n$(obj)/probe.o:\n\techo $$$$ > $(obj)/sleeper.pid; exec sleep 120\n');
     return dir;
   }
 
@@ -256,7 +273,10 @@ describe('host builder: failures', () => {
     const started = performance.now();
     const err = await builder
       .build({ target: debianTarget(kernel, pin), kernelRoot: roots.get(kernel.release) as string, driverDir, ...dirs, timeoutMs: 6_000 })
-      .then(() => undefined, (e: unknown) => e);
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     const elapsed = performance.now() - started;
     assert.ok(err instanceof FalcoProbesError);
     assert.equal(err.kind, 'build');
@@ -277,8 +297,17 @@ describe('host builder: failures', () => {
     const controller = new AbortController();
     const pidFile = join(dirs.workDir, 'driver', 'sleeper.pid');
     const building = builder
-      .build({ target: debianTarget(kernel, pin), kernelRoot: roots.get(kernel.release) as string, driverDir, ...dirs, signal: controller.signal })
-      .then(() => undefined, (e: unknown) => e);
+      .build({
+        target: debianTarget(kernel, pin),
+        kernelRoot: roots.get(kernel.release) as string,
+        driverDir,
+        ...dirs,
+        signal: controller.signal,
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     let pid = 0;
     for (let i = 0; i < 300 && pid === 0; i++) {
       await new Promise((r) => setTimeout(r, 100));
@@ -299,12 +328,15 @@ describe('host builder: failures', () => {
     const kernel = kernels[0] as DebianKernel;
     const dirs = await freshDirs();
     const request = { kernelRoot: roots.get(kernel.release) as string, driverDir: EXAMPLE, ...dirs };
-    await assert.rejects(builder.build({ ...request, target: debianTarget(kernel, { kind: 'host', clang: 'Debian clang version 1.0.0' }) }), (e: unknown) => {
-      assert.ok(e instanceof FalcoProbesError);
-      assert.equal(e.kind, 'build');
-      assert.match(e.message, /keyed for builder/);
-      return true;
-    });
+    await assert.rejects(
+      builder.build({ ...request, target: debianTarget(kernel, { kind: 'host', clang: 'Debian clang version 1.0.0' }) }),
+      (e: unknown) => {
+        assert.ok(e instanceof FalcoProbesError);
+        assert.equal(e.kind, 'build');
+        assert.match(e.message, /keyed for builder/);
+        return true;
+      },
+    );
     await assert.rejects(builder.build({ ...request, target: { ...debianTarget(kernel, pin), arch: 'aarch64' } }), /is for aarch64/);
     assert.deepEqual(await readdir(dirs.workDir), []);
   });

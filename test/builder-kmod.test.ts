@@ -79,7 +79,7 @@ async function build(target: Target, driverDir: string, kernelRoot = roots.get(t
   return { ...result, outFile, logFile, workDir: join(dir, 'work') };
 }
 
-test('the example module builds for 6.1 and 6.12 with each kernel\'s own gcc, same bytes from another work directory', async (t) => {
+test("the example module builds for 6.1 and 6.12 with each kernel's own gcc, same bytes from another work directory", async (t) => {
   if (skip) return skipOrFail(t, skip);
   for (const kernel of kernels) {
     const cc = await readKernelCompiler(join(roots.get(kernel.release)!, 'usr', 'src', `linux-headers-${kernel.release}`));
@@ -134,10 +134,13 @@ test('a kernel built by another gcc is refused, naming that compiler, and make n
   await assert.rejects(access(join(dir, 'out.ko')));
 });
 
-test('a target keyed for another gcc than this host\'s is refused before anything runs', async (t) => {
+test("a target keyed for another gcc than this host's is refused before anything runs", async (t) => {
   if (skip) return skipOrFail(t, skip);
   const other: BuilderPin = { ...pin, gcc: 'gcc (Debian 14.2.0-19) 14.2.0' };
-  await assert.rejects(build(kmodTarget(kernels[0]!, moduleDriver(), other), join(PROJECT_ROOT, 'examples', 'module')), /keyed for gcc "gcc \(Debian 14\.2\.0-19\) 14\.2\.0"/);
+  await assert.rejects(
+    build(kmodTarget(kernels[0]!, moduleDriver(), other), join(PROJECT_ROOT, 'examples', 'module')),
+    /keyed for gcc "gcc \(Debian 14\.2\.0-19\) 14\.2\.0"/,
+  );
 });
 
 async function unpackLibs(tarball: string, name: string): Promise<string> {
@@ -168,7 +171,10 @@ test('Falco 10.2.0+driver (Falco 0.44) has no legacy probe: asking the falco-lib
   if (skip) return skipOrFail(t, skip);
   if (!haveFalcoLibs(t, FALCO_TARBALLS)) return;
   const src = await unpackLibs(join(FALCO_LIBS, 'libs-10.2.0-driver.tar.gz'), 'libs-10');
-  const probe = { ...debianTarget(kernels[0]!, pin, falcoDriver('10.2.0+driver', { bpfDir: 'driver/bpf', object: 'probe.o', kinds: ['bpf'] })), kind: 'bpf' as const };
+  const probe = {
+    ...debianTarget(kernels[0]!, pin, falcoDriver('10.2.0+driver', { bpfDir: 'driver/bpf', object: 'probe.o', kinds: ['bpf'] })),
+    kind: 'bpf' as const,
+  };
   await assert.rejects(build(probe, src), /has no legacy eBPF probe: driver\/bpf is not in its source/);
 });
 

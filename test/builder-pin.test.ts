@@ -28,7 +28,8 @@ test('drivers.yaml accepts both pin forms and refuses shell metacharacters in th
 test('drivers.yaml accepts a gcc pin (the first line of gcc --version) on both builder kinds, and refuses shell metacharacters in it', () => {
   const gcc = execFileSync('gcc', ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
   const host = (value: string) => `builder:\n  kind: host\n  clang: "14.0.6"\n  gcc: ${JSON.stringify(value)}\ndrivers: []\n`;
-  const docker = (value: string) => `builder:\n  kind: docker\n  image: sha256:${'a'.repeat(64)}\n  clang: "14.0.6"\n  gcc: ${JSON.stringify(value)}\ndrivers: []\n`;
+  const docker = (value: string) =>
+    `builder:\n  kind: docker\n  image: sha256:${'a'.repeat(64)}\n  clang: "14.0.6"\n  gcc: ${JSON.stringify(value)}\ndrivers: []\n`;
   assert.deepEqual(parseDriversText(host(gcc), 'drivers.yaml').builder, { kind: 'host', clang: '14.0.6', gcc });
   assert.doesNotThrow(() => parseDriversText(host('gcc (Debian 12.2.0-14+deb12u1) 12.2.0'), 'drivers.yaml'));
   assert.doesNotThrow(() => parseDriversText(docker('x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0'), 'drivers.yaml'));

@@ -40,7 +40,12 @@ test('damaged caches are found and remade; temporaries of dead runs swept; SIGIN
       };
       await build();
       const reference = [...(await snapshot(repo))].map(([f, v]) => [f, v.sha256]);
-      const same = async (what: string) => assert.deepEqual([...(await snapshot(repo))].map(([f, v]) => [f, v.sha256]), reference, what);
+      const same = async (what: string) =>
+        assert.deepEqual(
+          [...(await snapshot(repo))].map(([f, v]) => [f, v.sha256]),
+          reference,
+          what,
+        );
       const [rootId] = (await readdir(join(cache, 'kernel-roots'))).filter((n) => !n.startsWith('.'));
       const kernelRoot = join(cache, 'kernel-roots', rootId!);
       const headers = k.packages.find((p) => p.role === 'headers')!;
@@ -70,7 +75,10 @@ test('damaged caches are found and remade; temporaries of dead runs swept; SIGIN
       // One file deleted in the kernel root: found before the build, recomposed.
       await unlink(join(kernelRoot, uts));
       r = await build();
-      assert.match(r.stderr, new RegExp(`kernel root ${kernelRoot} does not match its manifest \\(${uts.replace(/[.+]/g, '\\$&')}: missing`));
+      assert.match(
+        r.stderr,
+        new RegExp(`kernel root ${kernelRoot} does not match its manifest \\(${uts.replace(/[.+]/g, '\\$&')}: missing`),
+      );
       await same('a deleted file');
 
       // An edit that keeps size and time passes the stat check; the build fails, the full check finds it, the root is remade and built again.
@@ -101,7 +109,12 @@ test('damaged caches are found and remade; temporaries of dead runs swept; SIGIN
       // SIGINT while the target builds: cancelled (not FAILED, no log dump), its work directory removed, exit 130.
       await rm(repo, { recursive: true, force: true });
       const run = spawnCli(['build', '--fetch-via', 'http', '--cache', cache, '--json'], root);
-      await waitFor('the build to start', async () => ((await readdir(join(root, '.falco-probes', 'work')).catch(() => [])).length ? true : undefined), 120_000, 20);
+      await waitFor(
+        'the build to start',
+        async () => ((await readdir(join(root, '.falco-probes', 'work')).catch(() => [])).length ? true : undefined),
+        120_000,
+        20,
+      );
       run.child.kill('SIGINT');
       const exit = await run.exited;
       const report = JSON.parse(run.stdout()) as BuildReport;

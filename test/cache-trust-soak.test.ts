@@ -6,7 +6,16 @@ import { dirname, join } from 'node:path';
 import { BIN, PROJECT_ROOT, runCli, withTempDir } from './helpers/cli.js';
 import { obtainDebianKernels } from './helpers/kernel-headers.js';
 import { skipOrFail } from './helpers/require.js';
-import { descendants, killEverythingUnder, processes, signalGroup, survivorsAfter, temporariesUnder, temporaryForm, type Proc } from './helpers/leftovers.js';
+import {
+  descendants,
+  killEverythingUnder,
+  processes,
+  signalGroup,
+  survivorsAfter,
+  temporariesUnder,
+  temporaryForm,
+  type Proc,
+} from './helpers/leftovers.js';
 import { descriptors, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
 import { cachePath } from '../src/fetch/cache.js';
 import { treeHash } from '../src/graph/tree-hash.js';
@@ -84,7 +93,12 @@ interface Run {
 
 /** The real CLI in a session and process group of its own, so that the group can be stopped and killed as one. */
 function startBuild(args: string[], cwd: string): Run {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, CI: 'true' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd,
+    env: { ...process.env, CI: 'true' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let err = '';
   let finished = false;
   const t0 = Date.now();
@@ -107,8 +121,10 @@ async function phaseOf(run: Run, cache: string, repo: string, children: readonly
   // A build runs through make; the runner's other children are the toolchain's `--version` probes (and tsx's esbuild service).
   if (children.some((p) => p.comm === 'make')) phases.add('compile');
   else if (children.some((p) => p.comm !== 'esbuild')) phases.add('toolchain-probe');
-  const mine = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).filter((n) => n.includes(`.${run.pid}.`) || n.includes(`.extract-${run.pid}-`));
-  for (const shard of await readdir(join(cache, 'sha256')).catch(() => [] as string[])) if ((await mine(join(cache, 'sha256', shard))).length) phases.add('download');
+  const mine = async (dir: string) =>
+    (await readdir(dir).catch(() => [] as string[])).filter((n) => n.includes(`.${run.pid}.`) || n.includes(`.extract-${run.pid}-`));
+  for (const shard of await readdir(join(cache, 'sha256')).catch(() => [] as string[]))
+    if ((await mine(join(cache, 'sha256', shard))).length) phases.add('download');
   for (const n of await mine(join(cache, 'trees'))) phases.add(n.includes('.extract-') ? 'unpack' : 'hash-tree');
   if ((await mine(join(cache, 'kernel-roots'))).length) phases.add('compose-root');
   if ((await mine(join(cache, 'drivers'))).length) phases.add('driver-source');
@@ -143,7 +159,9 @@ async function killEverything(run: Run, cache: string, repo: string): Promise<st
 async function emptyCache(cache: string): Promise<void> {
   const dirs = ['trees', 'kernel-roots', 'trees-manifests', 'kernel-roots-manifests', 'drivers'].map((d) => join(cache, d));
   for (const shard of await readdir(join(cache, 'sha256')).catch(() => [] as string[])) dirs.push(join(cache, 'sha256', shard));
-  for (const dir of dirs) for (const name of await readdir(dir).catch(() => [] as string[])) if (!temporaryForm(name)) await rm(join(dir, name), { recursive: true, force: true });
+  for (const dir of dirs)
+    for (const name of await readdir(dir).catch(() => [] as string[]))
+      if (!temporaryForm(name)) await rm(join(dir, name), { recursive: true, force: true });
 }
 
 /** Fill the cache with what `from` (a finished run's cache) holds, as hard links, keeping what it has and its temporaries. */
@@ -153,13 +171,15 @@ async function fillCache(cache: string, from: string): Promise<void> {
   for (const d of dirs) {
     await mkdir(join(cache, d), { recursive: true });
     const have = new Set(await readdir(join(cache, d)));
-    for (const name of await readdir(join(from, d))) if (!have.has(name) && !temporaryForm(name)) execFileSync('cp', ['-al', join(from, d, name), join(cache, d, name)]);
+    for (const name of await readdir(join(from, d)))
+      if (!have.has(name) && !temporaryForm(name)) execFileSync('cp', ['-al', join(from, d, name), join(cache, d, name)]);
   }
 }
 
 /** Remove the repository's published content (probes, index.json, SHA256SUMS), keeping its hidden entries (lock, temporaries) for the next run to deal with. */
 async function emptyRepository(repo: string): Promise<void> {
-  for (const name of await readdir(repo).catch(() => [] as string[])) if (!name.startsWith('.')) await rm(join(repo, name), { recursive: true, force: true });
+  for (const name of await readdir(repo).catch(() => [] as string[]))
+    if (!name.startsWith('.')) await rm(join(repo, name), { recursive: true, force: true });
 }
 
 /** Every indexed probe of `repo` is whole (the index's sha256 and size). */
@@ -185,7 +205,11 @@ async function assertCacheVerified(cache: string, where: string): Promise<string
   for (const kind of ['trees', 'kernel-roots']) {
     const dir = join(cache, kind);
     const names = (await readdir(dir)).sort();
-    assert.deepEqual((await readdir(`${dir}-manifests`)).sort(), names.map((n) => `${n}.json`), `${where}: ${kind} and their manifests differ`);
+    assert.deepEqual(
+      (await readdir(`${dir}-manifests`)).sort(),
+      names.map((n) => `${n}.json`),
+      `${where}: ${kind} and their manifests differ`,
+    );
     for (const name of names) {
       const manifest = await readManifest(join(`${dir}-manifests`, `${name}.json`));
       assert.ok(manifest, `${where}: ${dir}/${name} has no readable manifest`);
@@ -219,12 +243,17 @@ function generator(seed: number): () => number {
 function chooseSeed(t: TestContext): number {
   const given = process.env['FALCO_PROBES_SOAK_SEED'];
   const seed = given !== undefined && given !== '' ? Number(given) : Math.floor(Math.random() * 2 ** 32);
-  assert.ok(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32, `FALCO_PROBES_SOAK_SEED must be the decimal seed a soak printed, not ${given}`);
+  assert.ok(
+    Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32,
+    `FALCO_PROBES_SOAK_SEED must be the decimal seed a soak printed, not ${given}`,
+  );
   t.diagnostic(`seed ${seed} (replay with FALCO_PROBES_SOAK_SEED=${seed})`);
   return seed;
 }
 
-test('kill -9 at ten random moments, then a full run: no temporaries, the clean build\'s bytes, caches that pass their manifests', { timeout: TIMEOUT }, async (t) => {
+test("kill -9 at ten random moments, then a full run: no temporaries, the clean build's bytes, caches that pass their manifests", {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = [obtained.kernels.find((k) => k.series === '6.1') ?? obtained.kernels[0]!];
@@ -247,7 +276,13 @@ test('kill -9 at ten random moments, then a full run: no temporaries, the clean 
         const root = join(dir, name, 'project');
         await writeProject(root, { kernels: descriptors(kernels), mirrorUrl: mirror.url, extraDrivers });
         const cache = join(dir, name, 'cache');
-        return { dir: join(dir, name), root, cache, repo: join(root, 'repository'), args: ['build', '-j', '2', '--fetch-via', 'http', '--cache', cache, '--json'] };
+        return {
+          dir: join(dir, name),
+          root,
+          cache,
+          repo: join(root, 'repository'),
+          args: ['build', '-j', '2', '--fetch-via', 'http', '--cache', cache, '--json'],
+        };
       };
       const fullRun = async (p: Awaited<ReturnType<typeof project>>, what: string) => {
         const t0 = Date.now();
@@ -304,7 +339,9 @@ test('kill -9 at ten random moments, then a full run: no temporaries, the clean 
       }
       const left = await temporariesUnder(soak.dir);
       t.diagnostic(`phases: ${[...phases].map(([p, n]) => `${p} ${n}`).join(', ')}`);
-      t.diagnostic(`the kills left ${left.length} temporaries and work directories${left.length ? `: ${left.map((p) => p.slice(soak.dir.length + 1)).join(', ')}` : ''}`);
+      t.diagnostic(
+        `the kills left ${left.length} temporaries and work directories${left.length ? `: ${left.map((p) => p.slice(soak.dir.length + 1)).join(', ')}` : ''}`,
+      );
 
       // The full run.
       const full = await fullRun(soak, 'the full run after the kills');
@@ -326,7 +363,11 @@ test('kill -9 at ten random moments, then a full run: no temporaries, the clean 
         return all;
       };
       await plant(
-        [join(state, 'work', `${index.probes[0]!.key}-${DEAD}`), join(state, 'work', `${index.probes[1]!.key}-compile-${DEAD}`), join(soak.repo, '.falco-probes-tmp')],
+        [
+          join(state, 'work', `${index.probes[0]!.key}-${DEAD}`),
+          join(state, 'work', `${index.probes[1]!.key}-compile-${DEAD}`),
+          join(soak.repo, '.falco-probes-tmp'),
+        ],
         [
           join(state, 'cache', `.graph.json.${DEAD}.0badc0de.tmp`),
           join(soak.repo, `.index.json.${DEAD}.0badc0de.tmp`),
@@ -338,7 +379,11 @@ test('kill -9 at ten random moments, then a full run: no temporaries, the clean 
       );
       const noop = await fullRun(soak, 'a run with nothing to build');
       assert.equal(noop.report.built, 0);
-      assert.deepEqual(await temporariesUnder(soak.dir), [], 'a run with nothing to build leaves temporaries of dead processes in the project or the repository');
+      assert.deepEqual(
+        await temporariesUnder(soak.dir),
+        [],
+        'a run with nothing to build leaves temporaries of dead processes in the project or the repository',
+      );
       assert.deepEqual(await files(soak.repo), reference, 'the repository after a run with nothing to build');
 
       // ... and in the cache, every form in every folder: a run with something to build (one probe file gone) removes them.
@@ -361,7 +406,11 @@ test('kill -9 at ten random moments, then a full run: no temporaries, the clean 
       await unlink(join(soak.repo, index.probes[0]!.file));
       const repair = await fullRun(soak, 'a run that rebuilds one probe');
       assert.equal(repair.report.built, 1);
-      assert.deepEqual(await temporariesUnder(soak.dir), [], 'a run with something to build leaves temporaries of dead processes in the cache');
+      assert.deepEqual(
+        await temporariesUnder(soak.dir),
+        [],
+        'a run with something to build leaves temporaries of dead processes in the cache',
+      );
       assert.deepEqual(await files(soak.repo), reference, 'the repository after the rebuild');
       t.diagnostic(`wall time ${Math.round((Date.now() - started) / 1000)} s`);
     } finally {

@@ -22,7 +22,10 @@ const memoOf = async (root: string) => unsealGraphMemo(await readFile(graphCache
 
 async function withProject(fn: (root: string) => Promise<void>): Promise<void> {
   await withTempDir(async (root) => {
-    await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')] }, drivers: driversText({ remote: 'none' }) });
+    await makeProject(root, {
+      oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')] },
+      drivers: driversText({ remote: 'none' }),
+    });
     await fn(root);
   }, 'falco-probes-cache-trust-');
 }
@@ -57,19 +60,39 @@ test('graph memo: a resealed memo with a "../" probe file name is a miss; build-
     const dry = await runCli(['build', '--dry-run', '--json'], { cwd: root });
     assert.equal(dry.code, 0, dry.stderr);
     const files = (JSON.parse(dry.stdout) as { results: { file: string }[] }).results.map((r) => r.file);
-    assert.ok(files.some((f) => f.endsWith(`/${real}`)), files.join('\n'));
-    assert.ok(files.every((f) => !f.includes('..')), files.join('\n'));
+    assert.ok(
+      files.some((f) => f.endsWith(`/${real}`)),
+      files.join('\n'),
+    );
+    assert.ok(
+      files.every((f) => !f.includes('..')),
+      files.join('\n'),
+    );
 
     const untouched = (what: string) => () => assert.fail(`${what} was called for a hostile name`);
-    const pipeline = { fetch: untouched('fetch'), extract: untouched('extract'), driverDir: untouched('driverDir'), builder: {} } as unknown as TargetPipeline;
-    const target = { label: '//probes/x:y', key: 'a'.repeat(64), probeFile: '../../escape.o', kernel: { packages: [] } } as unknown as Target;
-    await assert.rejects(buildTarget(target, pipeline, { workDir: join(root, 'w'), logFile: join(root, 'l.log') }), (e: unknown) => e instanceof FalcoProbesError && /refusing file name/.test(e.message));
+    const pipeline = {
+      fetch: untouched('fetch'),
+      extract: untouched('extract'),
+      driverDir: untouched('driverDir'),
+      builder: {},
+    } as unknown as TargetPipeline;
+    const target = {
+      label: '//probes/x:y',
+      key: 'a'.repeat(64),
+      probeFile: '../../escape.o',
+      kernel: { packages: [] },
+    } as unknown as Target;
+    await assert.rejects(
+      buildTarget(target, pipeline, { workDir: join(root, 'w'), logFile: join(root, 'l.log') }),
+      (e: unknown) => e instanceof FalcoProbesError && /refusing file name/.test(e.message),
+    );
   });
 });
 
 test('apt: a Release whose Valid-Until has passed is refused naming its URL, unless the repository opts out', async () => {
   await withTempDir(async (dir) => {
-    const release = (validUntil: string) => `Origin: Test\nSuite: stable\nCodename: stable\nDate: Sat, 01 Jan 2022 00:00:00 UTC\nValid-Until: ${validUntil}\nSHA256:\n ${'0'.repeat(64)} 0 main/binary-amd64/Packages\n`;
+    const release = (validUntil: string) =>
+      `Origin: Test\nSuite: stable\nCodename: stable\nDate: Sat, 01 Jan 2022 00:00:00 UTC\nValid-Until: ${validUntil}\nSHA256:\n ${'0'.repeat(64)} 0 main/binary-amd64/Packages\n`;
     const mirror = await startMirror({
       files: {
         'dists/stable/Release': release('Sat, 08 Jan 2022 00:00:00 UTC'),
@@ -84,14 +107,19 @@ test('apt: a Release whose Valid-Until has passed is refused naming its URL, unl
         assert.match(e.format(), /checkValidUntil: false` on repository "main"/);
         return true;
       });
-      assert.equal((await fetchAptRelease({ base: mirror.url, suite: 'stable', checkValidUntil: false })).validUntil, 'Sat, 08 Jan 2022 00:00:00 UTC');
+      assert.equal(
+        (await fetchAptRelease({ base: mirror.url, suite: 'stable', checkValidUntil: false })).validUntil,
+        'Sat, 08 Jan 2022 00:00:00 UTC',
+      );
       assert.equal((await fetchAptRelease({ base: mirror.url, suite: 'fresh' })).files.size, 1);
     } finally {
       await mirror.close();
     }
     // The opt-out is a field of the repository in a source definition.
     await mkdir(join(dir, 'kernels'));
-    const def = (await import('./helpers/graph-project.js')).sourceDefinitionText('snap').replace('    suite: bookworm\n', '    suite: bookworm\n    checkValidUntil: false\n');
+    const def = (await import('./helpers/graph-project.js'))
+      .sourceDefinitionText('snap')
+      .replace('    suite: bookworm\n', '    suite: bookworm\n    checkValidUntil: false\n');
     await writeFile(join(dir, 'kernels', 'snap.yaml'), def);
     const loaded = await loadSourceDefinition(join(dir, 'kernels', 'snap.yaml'), dir);
     assert.equal(loaded.definition.repositories[0]!.checkValidUntil, false);
@@ -100,7 +128,14 @@ test('apt: a Release whose Valid-Until has passed is refused naming its URL, unl
 
 test('a YAML alias bomb in a source definition: file:line:col of its first alias, exit 2', async () => {
   await withProject(async (root) => {
-    const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]', 'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]', 'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]', 'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]', 'e: [*d,*d,*d,*d,*d,*d,*d,*d,*d]', ''].join('\n');
+    const bomb = [
+      'a: &a ["x","x","x","x","x","x","x","x","x"]',
+      'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+      'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+      'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+      'e: [*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+      '',
+    ].join('\n');
     await writeFile(join(root, 'kernels', 'bomb.yaml'), `id: bomb\n${bomb}`);
     const r = await runCli(['resolve', 'bomb'], { cwd: root });
     assert.equal(r.code, 2, r.stderr);

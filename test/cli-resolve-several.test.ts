@@ -37,7 +37,10 @@ async function assertUntouched(os: string, was: { bytes: Buffer; mtimeMs: number
 }
 /** No temporary lockfile left behind by an aborted write. */
 async function assertNoTemporaries(): Promise<void> {
-  assert.deepEqual((await readdir(kernels())).filter((f) => f.endsWith('.tmp')), []);
+  assert.deepEqual(
+    (await readdir(kernels())).filter((f) => f.endsWith('.tmp')),
+    [],
+  );
 }
 
 before(async () => {
@@ -47,7 +50,10 @@ before(async () => {
   await writeAptSuite(join(root, 'good', 'bookworm'), bookworm!);
   await writeAptSuite(join(root, 'good', 'bookworm-security'), security!);
   // 6.1.0-12 gone from security: a resolve against it would drop three kernels.
-  const fewer = { ...security!, components: { main: security!.components['main']!.filter((p) => !('name' in p) || !p.name.includes('6.1.0-12')) } };
+  const fewer = {
+    ...security!,
+    components: { main: security!.components['main']!.filter((p) => !('name' in p) || !p.name.includes('6.1.0-12')) },
+  };
   await writeAptSuite(join(root, 'fewer', 'bookworm-security'), fewer);
   // Nothing is served under missing/: every request there is a 404.
   mirror = await startMirror({ root });
@@ -69,7 +75,7 @@ describe('resolve with several OSes writes all lockfiles or none', () => {
     assert.match(r.stderr, /beta: wrote .*beta\.lock\.yaml \(12 kernels\)/);
   });
 
-  test('the second OS gets a 404: the first OS\'s stale lockfile is not rewritten, and the failure names beta and the URL', async () => {
+  test("the second OS gets a 404: the first OS's stale lockfile is not rewritten, and the failure names beta and the URL", async () => {
     const alpha = await snapshot('alpha');
     const beta = await snapshot('beta');
     // A changed definition makes alpha's lockfile stale (its hash is in the header):
@@ -89,7 +95,7 @@ describe('resolve with several OSes writes all lockfiles or none', () => {
     await assertNoTemporaries();
   });
 
-  test('the second OS\'s resolve would drop kernels: the removal is refused and the first lockfile stays as it was', async () => {
+  test("the second OS's resolve would drop kernels: the removal is refused and the first lockfile stays as it was", async () => {
     const alpha = await snapshot('alpha');
     const beta = await snapshot('beta');
     await define('beta', definition('beta', 'good', 'fewer'));
@@ -127,7 +133,7 @@ describe('resolve with several OSes writes all lockfiles or none', () => {
     }
   });
 
-  test('--check with one failing OS: shows the other OS\'s diff, names the failure, exits non-zero, writes nothing', async () => {
+  test("--check with one failing OS: shows the other OS's diff, names the failure, exits non-zero, writes nothing", async () => {
     const alpha = await snapshot('alpha');
     const beta = await snapshot('beta');
     await define('alpha', definition('alpha', 'good', 'good', '# edited\n'));

@@ -5,7 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/cli.js';
 import { startMirror, type TestMirror } from './helpers/server.js';
-import { fillerPackage, kernelBuild, rpmFileName, writeYumRepository, yumDefinitionYaml, type FixturePackage } from './helpers/yum-fixture.js';
+import {
+  fillerPackage,
+  kernelBuild,
+  rpmFileName,
+  writeYumRepository,
+  yumDefinitionYaml,
+  type FixturePackage,
+} from './helpers/yum-fixture.js';
 import { sha256Hex } from '../src/util/hash.js';
 
 // The yum faults of issue 2 through the real binary: test/resolve-yum-faults.test.ts
@@ -34,14 +41,18 @@ async function repo(opts: Parameters<typeof writeYumRepository>[3] = {}) {
   return { ...written, url: `${mirror.url}/${base}` };
 }
 
-const resolveWith = (url: string) => runCli(['resolve', ID, '--mirror', `core=${url}`, '--timeout', '1'], { cwd: project, timeoutMs: 60_000 });
+const resolveWith = (url: string) =>
+  runCli(['resolve', ID, '--mirror', `core=${url}`, '--timeout', '1'], { cwd: project, timeoutMs: 60_000 });
 
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'falco-probes-yum-cli-mirror-'));
   project = await mkdtemp(join(tmpdir(), 'falco-probes-yum-cli-'));
   mirror = await startMirror({ root });
   await mkdir(join(project, 'kernels'));
-  await writeFile(join(project, 'kernels', `${ID}.yaml`), yumDefinitionYaml({ id: ID, kernel: ['kernel'], repos: [{ name: 'core', mirrors: ['http://127.0.0.1:9/unused/'] }] }));
+  await writeFile(
+    join(project, 'kernels', `${ID}.yaml`),
+    yumDefinitionYaml({ id: ID, kernel: ['kernel'], repos: [{ name: 'core', mirrors: ['http://127.0.0.1:9/unused/'] }] }),
+  );
   const good = await repo();
   const r = await resolveWith(good.url);
   assert.equal(r.code, 0, r.stderr);
@@ -102,7 +113,13 @@ test('each yum fault exits non-zero through the CLI, names the URL, and leaves t
     },
     {
       what: 'malformed XML in the primary metadata',
-      url: async () => (await repo({ compression: 'none', primaryXml: '<?xml version="1.0"?>\n<metadata packages="1">\n<package type="rpm"><name>kernel</nam></package>\n' })).url,
+      url: async () =>
+        (
+          await repo({
+            compression: 'none',
+            primaryXml: '<?xml version="1.0"?>\n<metadata packages="1">\n<package type="rpm"><name>kernel</nam></package>\n',
+          })
+        ).url,
       message: /primary/,
     },
     {
@@ -124,6 +141,10 @@ test('each yum fault exits non-zero through the CLI, names the URL, and leaves t
     assert.ok(r.stderr.includes(url.replace(/\/$/, '')), `${f.what}: the message names the mirror URL\n${r.stderr}`);
     assert.deepEqual(await readFile(lockPath()), before.bytes, `${f.what}: lockfile bytes`);
     assert.equal((await stat(lockPath())).mtimeMs, before.mtime, `${f.what}: lockfile not rewritten`);
-    assert.deepEqual((await readdir(join(project, 'kernels'))).sort(), [`${ID}.lock.yaml`, `${ID}.yaml`], `${f.what}: nothing else written`);
+    assert.deepEqual(
+      (await readdir(join(project, 'kernels'))).sort(),
+      [`${ID}.lock.yaml`, `${ID}.yaml`],
+      `${f.what}: nothing else written`,
+    );
   }
 });

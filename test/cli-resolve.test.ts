@@ -21,11 +21,18 @@ before(async () => {
   const [bookworm, security] = debianLikeSuites();
   await writeAptSuite(join(root, 'good', 'bookworm'), bookworm!);
   await writeAptSuite(join(root, 'good', 'bookworm-security'), security!);
-  const fewer = { ...security!, components: { main: security!.components['main']!.filter((p) => !('name' in p) || !p.name.includes('6.1.0-12')) } };
+  const fewer = {
+    ...security!,
+    components: { main: security!.components['main']!.filter((p) => !('name' in p) || !p.name.includes('6.1.0-12')) },
+  };
   await writeAptSuite(join(root, 'fewer', 'bookworm-security'), fewer);
   const more = debianLikeSuites()[0]!;
   more.components['main']!.push(
-    { name: 'linux-headers-6.1.0-40-amd64', version: '6.1.200-1', depends: 'linux-headers-6.1.0-40-common (= 6.1.200-1), linux-kbuild-6.1 (>= 6.1.38-1)' },
+    {
+      name: 'linux-headers-6.1.0-40-amd64',
+      version: '6.1.200-1',
+      depends: 'linux-headers-6.1.0-40-common (= 6.1.200-1), linux-kbuild-6.1 (>= 6.1.38-1)',
+    },
     { name: 'linux-headers-6.1.0-40-common', version: '6.1.200-1', architecture: 'all' },
   );
   await writeAptSuite(join(root, 'more', 'bookworm'), more);

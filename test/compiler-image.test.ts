@@ -22,11 +22,25 @@ import { skipOrFail } from './helpers/require.js';
 // here). The choice is in the key and in `plan`.
 
 const HOST: BuilderPin = { kind: 'host', clang: 'Debian clang version 14.0.6', gcc: 'gcc (Debian 12.2.0-14+deb12u1) 12.2.0' };
-const TRIXIE: CompilerImagePin = { release: 'trixie', image: `sha256:${'c'.repeat(64)}`, clang: 'Debian clang version 19.1.7 (3+b1)', gcc: 'gcc (Debian 14.2.0-19) 14.2.0' };
+const TRIXIE: CompilerImagePin = {
+  release: 'trixie',
+  image: `sha256:${'c'.repeat(64)}`,
+  clang: 'Debian clang version 19.1.7 (3+b1)',
+  gcc: 'gcc (Debian 14.2.0-19) 14.2.0',
+};
 
 function withCompiler(gcc: string | undefined) {
   const k = syntheticKernel('6.12.43+deb13-amd64');
-  if (gcc) k.packages.push({ name: `linux-compiler-${gcc}-x86`, version: '6.12.43-1', role: 'compiler', repository: 'main', path: `pool/main/l/linux/linux-compiler-${gcc}-x86_6.12.43-1_amd64.deb`, sha256: sha256Hex(gcc), size: 1000 });
+  if (gcc)
+    k.packages.push({
+      name: `linux-compiler-${gcc}-x86`,
+      version: '6.12.43-1',
+      role: 'compiler',
+      repository: 'main',
+      path: `pool/main/l/linux/linux-compiler-${gcc}-x86_6.12.43-1_amd64.deb`,
+      sha256: sha256Hex(gcc),
+      size: 1000,
+    });
   return k;
 }
 
@@ -41,10 +55,23 @@ test('the builder of a target: modules of a gcc-14 kernel go to the gcc-14 image
   assert.equal(builderForTarget(withCompiler('gcc-14'), 'bpf', HOST, [TRIXIE]), HOST, 'probes are built by the default clang');
   assert.equal(builderForTarget(withCompiler('gcc-12'), 'kmod', HOST, [TRIXIE]), HOST, 'the host has gcc 12');
   assert.equal(builderForTarget(withCompiler(undefined), 'kmod', HOST, [TRIXIE]), HOST, 'no recorded compiler: the build itself checks');
-  assert.equal(builderForTarget(withCompiler('gcc-15'), 'kmod', HOST, [TRIXIE]), HOST, 'no image with gcc 15: the build refuses, naming it');
+  assert.equal(
+    builderForTarget(withCompiler('gcc-15'), 'kmod', HOST, [TRIXIE]),
+    HOST,
+    'no image with gcc 15: the build refuses, naming it',
+  );
 
   // The key names the choice: another image, or none, is another key.
-  const driver = { name: 'scap', version: '0.23.2', source: { path: 'x' }, recipe: 'kbuild', kmodDir: '.', module: 'scap.ko', kinds: ['kmod'], sourceSha256: sha256Hex('scap') } as ResolvedDriver;
+  const driver = {
+    name: 'scap',
+    version: '0.23.2',
+    source: { path: 'x' },
+    recipe: 'kbuild',
+    kmodDir: '.',
+    module: 'scap.ko',
+    kinds: ['kmod'],
+    sourceSha256: sha256Hex('scap'),
+  } as ResolvedDriver;
   const k = withCompiler('gcc-14');
   const keyed = (builder: BuilderPin) => targetKey({ kernel: k, osRelease: { ID: 'debian' }, driver, builder, kind: 'kmod' });
   assert.notEqual(keyed(chosen), keyed(HOST));
@@ -56,7 +83,9 @@ after(async () => {
   await finishDockerTests(docker);
 });
 
-test("a Debian 13 kernel's module, resolved from Debian's archive, is keyed for and built in the trixie image (gcc 14)", { timeout: 40 * 60_000 }, async (t) => {
+test("a Debian 13 kernel's module, resolved from Debian's archive, is keyed for and built in the trixie image (gcc 14)", {
+  timeout: 40 * 60_000,
+}, async (t) => {
   const d = await obtainDocker();
   if (!d.ok) return skipOrFail(t, d.skip);
   docker = d.docker;
@@ -73,8 +102,13 @@ test("a Debian 13 kernel's module, resolved from Debian's archive, is keyed for 
     assert.equal(image.code, 0, image.stderr);
     const pin = JSON.parse(image.stdout) as { image: string; clang: string; gcc: string };
     assert.equal(gccMajor(pin.gcc), 14, `the trixie image has gcc 14: ${pin.gcc}`);
-    const drivers = parse(await readFile(join(PROJECT_ROOT, 'kernels', 'drivers.yaml'), 'utf8')) as { builder: BuilderPin; drivers: { name: string }[] };
-    const scap = (await readFile(join(PROJECT_ROOT, 'kernels', 'drivers.yaml'), 'utf8')).split(/\n(?=  - name: )/).find((e) => e.startsWith('  - name: scap\n'))!;
+    const drivers = parse(await readFile(join(PROJECT_ROOT, 'kernels', 'drivers.yaml'), 'utf8')) as {
+      builder: BuilderPin;
+      drivers: { name: string }[];
+    };
+    const scap = (await readFile(join(PROJECT_ROOT, 'kernels', 'drivers.yaml'), 'utf8'))
+      .split(/\n(?= {2}- name: )/)
+      .find((e) => e.startsWith('  - name: scap\n'))!;
     await writeFile(
       join(root, 'kernels', 'drivers.yaml'),
       `builder:\n  kind: host\n  clang: ${drivers.builder.clang}\n  gcc: ${JSON.stringify(drivers.builder.gcc)}\ncompilerImages:\n  - release: trixie\n    image: ${pin.image}\n    clang: ${pin.clang}\n    gcc: ${JSON.stringify(pin.gcc)}\ndrivers:\n${scap.replace(/\n+$/, '')}\n`,
@@ -85,23 +119,38 @@ test("a Debian 13 kernel's module, resolved from Debian's archive, is keyed for 
     assert.equal(resolved.code, 0, resolved.stderr);
     assert.equal((await runCli(['generate'], { cwd: root })).code, 0);
 
-    const targets = JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')) as { targets: { label: string; name: string; kind: string; arch: string; key: string; builder?: unknown }[] };
-    const lock = parse(await readFile(join(root, 'kernels', 'debian13.lock.yaml'), 'utf8')) as { kernels: { name: string; machine: string; packages: { name: string; role?: string }[] }[] };
+    const targets = JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')) as {
+      targets: { label: string; name: string; kind: string; arch: string; key: string; builder?: unknown }[];
+    };
+    const lock = parse(await readFile(join(root, 'kernels', 'debian13.lock.yaml'), 'utf8')) as {
+      kernels: { name: string; machine: string; packages: { name: string; role?: string }[] }[];
+    };
     const kernel = lock.kernels.find((k) => k.machine === 'x86_64' && /^6\.12\.\d+\+deb13-amd64$/.test(k.name));
     assert.ok(kernel, 'debian13 has a plain amd64 6.12 kernel');
-    assert.ok(kernel.packages.some((p) => p.role === 'compiler' && /^(?:linux-compiler-)?gcc-14(?:-|$)/.test(p.name)), 'its entry records gcc 14 (the headers\' gcc-14 dependency)');
+    assert.ok(
+      kernel.packages.some((p) => p.role === 'compiler' && /^(?:linux-compiler-)?gcc-14(?:-|$)/.test(p.name)),
+      "its entry records gcc 14 (the headers' gcc-14 dependency)",
+    );
     const label = `//probes/debian13:${kernel.name}-kmod`;
     const target = targets.targets.find((x) => x.label === label);
     assert.ok(target, `${label} is a target`);
     assert.equal(target.builder, 'docker:trixie', 'targets.json names the compiler image');
-    assert.equal(targets.targets.find((x) => x.label === `//probes/debian13:${kernel.name}-bpf`)?.builder, 'host', 'the probe stays with the host clang');
+    assert.equal(
+      targets.targets.find((x) => x.label === `//probes/debian13:${kernel.name}-bpf`)?.builder,
+      'host',
+      'the probe stays with the host clang',
+    );
 
     const plan = await runCli(['plan', '--shards', '1', label, `//probes/debian13:${kernel.name}-bpf`], { cwd: root });
     assert.equal(plan.code, 0, plan.stderr);
     assert.match(plan.stdout, new RegExp(`${label.replace(/[.+]/g, '\\$&')}  \\[docker:trixie\\]`));
     assert.match(plan.stdout, /-bpf {2}\[host\]/);
 
-    const build = await runCli(['build', label, ...mirrors, '--cache', join(dir, 'cache', 'packages'), '--json'], { cwd: root, timeoutMs: 30 * 60_000, env: { DOCKER_HOST: process.env['DOCKER_HOST'] ?? '' } });
+    const build = await runCli(['build', label, ...mirrors, '--cache', join(dir, 'cache', 'packages'), '--json'], {
+      cwd: root,
+      timeoutMs: 30 * 60_000,
+      env: { DOCKER_HOST: process.env['DOCKER_HOST'] ?? '' },
+    });
     assert.equal(build.code, 0, build.stderr);
     const index = JSON.parse(await readFile(join(root, 'repository', 'index.json'), 'utf8')) as { probes: { file: string; key: string }[] };
     assert.equal(index.probes.length, 1);

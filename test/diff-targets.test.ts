@@ -8,7 +8,16 @@ import { runCli, withTempDir } from './helpers/cli.js';
 // the labels a PR's CI builds (with a label filter), and the markdown table.
 
 const t = (name: string, key: string, arch = 'x86_64') => ({
-  label: `//probes/debian12:${name}`, name, key: key.repeat(64).slice(0, 64), os: 'debian12', arch, kind: 'kmod', driver: 'scap', driverVersion: '0.23.2', output: `0.23.2/${arch}/${name}.ko`, labels: ['os:debian12', `arch:${arch}`],
+  label: `//probes/debian12:${name}`,
+  name,
+  key: key.repeat(64).slice(0, 64),
+  os: 'debian12',
+  arch,
+  kind: 'kmod',
+  driver: 'scap',
+  driverVersion: '0.23.2',
+  output: `0.23.2/${arch}/${name}.ko`,
+  labels: ['os:debian12', `arch:${arch}`],
 });
 
 test('diff-targets: added, removed, rekeyed; labels to build; markdown', async () => {
@@ -20,8 +29,16 @@ test('diff-targets: added, removed, rekeyed; labels to build; markdown', async (
     const cli = (...args: string[]) => runCli(['diff-targets', 'old.json', 'new.json', ...args], { cwd: dir });
     const json = await cli('--json');
     assert.equal(json.code, 0, json.stderr);
-    const d = JSON.parse(json.stdout) as { added: { name: string }[]; removed: { name: string }[]; rekeyed: { after: { name: string } }[]; unchanged: number };
-    assert.deepEqual([d.added.map((x) => x.name), d.removed.map((x) => x.name), d.rekeyed.map((x) => x.after.name), d.unchanged], [['e'], ['c'], ['b', 'd'], 1]);
+    const d = JSON.parse(json.stdout) as {
+      added: { name: string }[];
+      removed: { name: string }[];
+      rekeyed: { after: { name: string } }[];
+      unchanged: number;
+    };
+    assert.deepEqual(
+      [d.added.map((x) => x.name), d.removed.map((x) => x.name), d.rekeyed.map((x) => x.after.name), d.unchanged],
+      [['e'], ['c'], ['b', 'd'], 1],
+    );
     assert.equal((await cli('--format', 'labels')).stdout, '//probes/debian12:b\n//probes/debian12:d\n//probes/debian12:e\n');
     assert.equal((await cli('--format', 'labels', '--label', 'arch=x86_64')).stdout, '//probes/debian12:b\n//probes/debian12:e\n');
     const md = (await cli()).stdout;

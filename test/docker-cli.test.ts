@@ -53,7 +53,9 @@ interface ProbeJson {
   size: number;
 }
 
-test('build --builder docker publishes the host bytes under the image key; build-probe reaches Docker by option and by FALCO_PROBES_BUILDER', { timeout: TIMEOUT }, async (t) => {
+test('build --builder docker publishes the host bytes under the image key; build-probe reaches Docker by option and by FALCO_PROBES_BUILDER', {
+  timeout: TIMEOUT,
+}, async (t) => {
   if (skip) return skipOrFail(t, skip);
   // Both kernels are in the lockfile; one is built (selection by label works with the Docker builder too).
   const kernel = kernels[0]!;
@@ -77,7 +79,15 @@ test('build --builder docker publishes the host bytes under the image key; build
       const repo = join(root, 'repository');
 
       // The host builder's probe and key for this kernel (the key the generated files hold).
-      const hostRun = await timed('host build-probe', ['build-probe', OS, kernel.release, '--out', join(dir, 'host.o'), '--json', ...fetchArgs]);
+      const hostRun = await timed('host build-probe', [
+        'build-probe',
+        OS,
+        kernel.release,
+        '--out',
+        join(dir, 'host.o'),
+        '--json',
+        ...fetchArgs,
+      ]);
       const host = JSON.parse(hostRun.stdout) as ProbeJson;
       assert.equal(host.builder.kind, 'host');
       const hostBytes = await readFile(join(dir, 'host.o'));
@@ -90,7 +100,13 @@ test('build --builder docker publishes the host bytes under the image key; build
       assert.equal(generated.key, host.key);
       const dockerPin = await createDockerBuilder({ docker }).pin();
       assert.equal(dockerPin.kind, 'docker');
-      const expectedKey = targetKey({ kernel: generated.kernel, osRelease: generated.osRelease, driver: generated.driver, builder: dockerPin, kind: generated.kind });
+      const expectedKey = targetKey({
+        kernel: generated.kernel,
+        osRelease: generated.osRelease,
+        driver: generated.driver,
+        builder: dockerPin,
+        kind: generated.kind,
+      });
       assert.notEqual(expectedKey, host.key);
 
       // build --builder docker: published in Falco's layout, keyed for the image, with the host's bytes.
@@ -130,17 +146,31 @@ test('build --builder docker publishes the host bytes under the image key; build
       assert.deepEqual(await snapshot(repo), before);
 
       // build-probe --builder docker: the same bytes, the image's key, the repository untouched.
-      const byOption = await timed('build-probe --builder docker', ['build-probe', OS, kernel.release, '--builder', 'docker', '--out', join(dir, 'option.o'), '--json', ...fetchArgs]);
+      const byOption = await timed('build-probe --builder docker', [
+        'build-probe',
+        OS,
+        kernel.release,
+        '--builder',
+        'docker',
+        '--out',
+        join(dir, 'option.o'),
+        '--json',
+        ...fetchArgs,
+      ]);
       const optionJson = JSON.parse(byOption.stdout) as ProbeJson;
       assert.deepEqual([optionJson.key, optionJson.builder], [expectedKey, dockerPin]);
       assert.equal(sha256Hex(await readFile(join(dir, 'option.o'))), host.sha256);
 
       // As a Make recipe or Please rule runs it: the command line fixed, the builder from the
       // environment, and FALCO_PROBES_KEY the generated (host) key, which still passes the check.
-      const byEnv = await timed('FALCO_PROBES_BUILDER=docker build-probe', ['build-probe', OS, kernel.release, '--driver', 'example', '--out', join(dir, 'env.o'), '--json', ...fetchArgs], {
-        FALCO_PROBES_BUILDER: 'docker',
-        FALCO_PROBES_KEY: host.key,
-      });
+      const byEnv = await timed(
+        'FALCO_PROBES_BUILDER=docker build-probe',
+        ['build-probe', OS, kernel.release, '--driver', 'example', '--out', join(dir, 'env.o'), '--json', ...fetchArgs],
+        {
+          FALCO_PROBES_BUILDER: 'docker',
+          FALCO_PROBES_KEY: host.key,
+        },
+      );
       const envJson = JSON.parse(byEnv.stdout) as ProbeJson;
       assert.deepEqual([envJson.key, envJson.builder], [expectedKey, dockerPin]);
       assert.match(byEnv.stderr, /with the Docker builder/);
@@ -148,7 +178,10 @@ test('build --builder docker publishes the host bytes under the image key; build
       assert.deepEqual(await snapshot(repo), before);
 
       // The recipe's key is checked against the generated files' key, not the image's: an image key there is stale.
-      const stale = await cli(['build-probe', OS, kernel.release, '--out', join(dir, 'stale.o')], { FALCO_PROBES_BUILDER: 'docker', FALCO_PROBES_KEY: expectedKey });
+      const stale = await cli(['build-probe', OS, kernel.release, '--out', join(dir, 'stale.o')], {
+        FALCO_PROBES_BUILDER: 'docker',
+        FALCO_PROBES_KEY: expectedKey,
+      });
       assert.equal(stale.code, 1);
       assert.match(stale.stderr, /the build file asks for key [0-9a-f]{12}, but the lockfiles and pins give [0-9a-f]{12}/);
     } finally {
@@ -163,27 +196,39 @@ test('the builder options: FALCO_PROBES_BUILDER is the default, the command line
   assert.deepEqual(parseBuilderOptions({}, { FALCO_PROBES_BUILDER: '' }), { kind: 'host' });
   assert.deepEqual(parseBuilderOptions({}, { FALCO_PROBES_BUILDER: 'docker' }), docker);
   assert.deepEqual(parseBuilderOptions({ builder: 'host' }, { FALCO_PROBES_BUILDER: 'docker' }), { kind: 'host' });
-  assert.deepEqual(parseBuilderOptions({ 'docker-memory': '512', 'docker-cpus': '2', 'docker-image': 'img:1' }, { FALCO_PROBES_BUILDER: 'docker' }), {
-    ...docker,
-    memoryBytes: 512 * 1024 * 1024,
-    cpus: 2,
-    image: 'img:1',
-  });
+  assert.deepEqual(
+    parseBuilderOptions({ 'docker-memory': '512', 'docker-cpus': '2', 'docker-image': 'img:1' }, { FALCO_PROBES_BUILDER: 'docker' }),
+    {
+      ...docker,
+      memoryBytes: 512 * 1024 * 1024,
+      cpus: 2,
+      image: 'img:1',
+    },
+  );
   for (const [values, env, message] of [
     [{}, { FALCO_PROBES_BUILDER: 'podman' }, /^FALCO_PROBES_BUILDER expects host or docker, got "podman"$/],
     [{ builder: 'podman' }, { FALCO_PROBES_BUILDER: 'docker' }, /^--builder expects host or docker/],
     [{ builder: 'host', 'docker-cpus': '2' }, { FALCO_PROBES_BUILDER: 'docker' }, /^--docker-cpus needs --builder docker$/],
     [{ 'docker-recipe': 'make' }, { FALCO_PROBES_BUILDER: 'docker' }, /^--docker-recipe expects kbuild or driver-loader/],
   ] as const) {
-    assert.throws(() => parseBuilderOptions(values, env), (err: unknown) => err instanceof FalcoProbesError && err.kind === 'usage' && message.test(err.message));
+    assert.throws(
+      () => parseBuilderOptions(values, env),
+      (err: unknown) => err instanceof FalcoProbesError && err.kind === 'usage' && message.test(err.message),
+    );
   }
 
   // Through the real binary: before any project file is read (there is none here), exit 2 with the reason.
   await withTempDir(async (dir) => {
-    const bad = await runCli(['build-probe', 'anyos', 'anykernel', '--out', join(dir, 'x.o')], { cwd: dir, env: { FALCO_PROBES_BUILDER: 'podman' } });
+    const bad = await runCli(['build-probe', 'anyos', 'anykernel', '--out', join(dir, 'x.o')], {
+      cwd: dir,
+      env: { FALCO_PROBES_BUILDER: 'podman' },
+    });
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /FALCO_PROBES_BUILDER expects host or docker, got "podman"/);
-    const hostWins = await runCli(['build-probe', 'anyos', 'anykernel', '--builder', 'host', '--docker-cpus', '2', '--out', join(dir, 'x.o')], { cwd: dir, env: { FALCO_PROBES_BUILDER: 'docker' } });
+    const hostWins = await runCli(
+      ['build-probe', 'anyos', 'anykernel', '--builder', 'host', '--docker-cpus', '2', '--out', join(dir, 'x.o')],
+      { cwd: dir, env: { FALCO_PROBES_BUILDER: 'docker' } },
+    );
     assert.equal(hostWins.code, 2, hostWins.stderr);
     assert.match(hostWins.stderr, /--docker-cpus needs --builder docker/);
     const help = await runCli(['build-probe', '--help'], { cwd: dir });

@@ -78,7 +78,12 @@ describe('Docker build layout', () => {
       await symlink('/opt/vendor/scripts', join(root, 'usr/src/kernels', release, 'scripts'));
       const { kernelDir, mounts } = await kernelMounts(root, release);
       assert.equal(kernelDir, `/usr/src/kernels/${release}`);
-      assert.deepEqual(mounts.map((m) => m.target).sort(), ['/host/opt/vendor/scripts', '/host/usr/src/kernels', '/opt/vendor/scripts', '/usr/src/kernels']);
+      assert.deepEqual(mounts.map((m) => m.target).sort(), [
+        '/host/opt/vendor/scripts',
+        '/host/usr/src/kernels',
+        '/opt/vendor/scripts',
+        '/usr/src/kernels',
+      ]);
       assert.equal(mounts.find((m) => m.target === '/opt/vendor/scripts')?.source, join(root, 'opt/vendor/scripts'));
     });
   });
@@ -88,7 +93,10 @@ describe('Docker build layout', () => {
       const root = join(dir, 'kernel');
       await debianRoot(root, '6.1.0-57-amd64', '6.1.0-57');
       await mkdir(join(root, 'usr/src/bad name:x'), { recursive: true });
-      await assert.rejects(kernelMounts(root, '6.1.0-57-amd64'), (err: unknown) => err instanceof FalcoProbesError && /refusing kernel tree path/.test(err.message));
+      await assert.rejects(
+        kernelMounts(root, '6.1.0-57-amd64'),
+        (err: unknown) => err instanceof FalcoProbesError && /refusing kernel tree path/.test(err.message),
+      );
     });
     await withTempDir(async (dir) => {
       const root = join(dir, 'kernel');
@@ -146,7 +154,10 @@ describe('Docker build layout', () => {
       assert.equal(await uname('-m', '-s', '-r'), 'Linux 6.12.117+deb12-amd64 x86_64\n');
       assert.equal(await uname('-mr'), '6.12.117+deb12-amd64 x86_64\n');
       assert.equal(await uname('--kernel-release'), '6.12.117+deb12-amd64\n');
-      assert.equal(await uname('-a'), 'Linux falco-probes 6.12.117+deb12-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1 (2025) x86_64 GNU/Linux\n');
+      assert.equal(
+        await uname('-a'),
+        'Linux falco-probes 6.12.117+deb12-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1 (2025) x86_64 GNU/Linux\n',
+      );
       await assert.rejects(uname('-x'), /invalid option/);
       await assert.rejects(uname('extra'), /extra operand/);
     });

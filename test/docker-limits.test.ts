@@ -62,7 +62,9 @@ async function writeDriver(root: string, name: string, makeRule: string, files: 
   for (const [file, text] of Object.entries(files)) await writeFile(join(dir, file), text);
 }
 
-test('build --builder docker --keep-going: the target over the memory limit and the one over the timeout fail, the other is published', { timeout: TIMEOUT }, async (t) => {
+test('build --builder docker --keep-going: the target over the memory limit and the one over the timeout fail, the other is published', {
+  timeout: TIMEOUT,
+}, async (t) => {
   if (skip) return skipOrFail(t, skip);
   const kernel = kernels[0]!;
   await withTempDir(async (dir) => {
@@ -75,7 +77,8 @@ test('build --builder docker --keep-going: the target over the memory limit and 
         extraDrivers: driverEntry('hog', '0.8.0') + driverEntry('sleeper', '0.7.0'),
       });
       await writeDriver(root, 'hog', '$(HOSTCC) -O0 -o $(obj)/hog $(src)/hog.c && $(obj)/hog', {
-        'hog.c': '#include <stdlib.h>\n#include <string.h>\nint main(void) {\n  for (;;) { char *p = malloc(1 << 24); if (!p) return 1; memset(p, 1, 1 << 24); }\n}\n',
+        'hog.c':
+          '#include <stdlib.h>\n#include <string.h>\nint main(void) {\n  for (;;) { char *p = malloc(1 << 24); if (!p) return 1; memset(p, 1, 1 << 24); }\n}\n',
       });
       await writeDriver(root, 'sleeper', 'sleep 600');
 

@@ -115,7 +115,12 @@ describe('Docker builder pin memo', () => {
     const file = new DockerPinMemo(dir).path(builderImage.id)!;
     const goodText = await readFile(file, 'utf8');
 
-    for (const bad of [goodText.slice(0, goodText.length / 2), '', 'null\n', `${JSON.stringify({ ...JSON.parse(goodText), output: 42 })}\n`]) {
+    for (const bad of [
+      goodText.slice(0, goodText.length / 2),
+      '',
+      'null\n',
+      `${JSON.stringify({ ...JSON.parse(goodText), output: 42 })}\n`,
+    ]) {
       await writeFile(file, bad);
       const again = await countingContainers(() => createDockerBuilder({ docker, pinMemoDir: dir }).pin());
       assert.equal(again.created, 1, `the memo ${JSON.stringify(bad.slice(0, 40))} was not ignored`);
@@ -132,10 +137,19 @@ describe('Docker builder pin memo', () => {
     // A well-formed entry for the builder image that says something no container would: read back as is.
     const command = PROBE_COMMAND;
     const packages = 'clang 1:99.1.2 amd64\ngcc-99 99.0.1-1 amd64\n';
-    await memo.set(builderImage.id, command, `Debian clang version 99.1.2\n----\n  LLVM version 99.1.2\n----\ngcc (Debian 99.0.1-1) 99.0.1\n----\n${packages}`);
+    await memo.set(
+      builderImage.id,
+      command,
+      `Debian clang version 99.1.2\n----\n  LLVM version 99.1.2\n----\ngcc (Debian 99.0.1-1) 99.0.1\n----\n${packages}`,
+    );
     const marked = await countingContainers(() => createDockerBuilder({ docker, pinMemoDir: dir }).pin());
     assert.equal(marked.created, 0);
-    assert.deepEqual(marked.value, { kind: 'docker', image: `sha256:${sha256Hex(packages)}`, clang: 'Debian clang version 99.1.2', gcc: 'gcc (Debian 99.0.1-1) 99.0.1' });
+    assert.deepEqual(marked.value, {
+      kind: 'docker',
+      image: `sha256:${sha256Hex(packages)}`,
+      clang: 'Debian clang version 99.1.2',
+      gcc: 'gcc (Debian 99.0.1-1) 99.0.1',
+    });
 
     // The same entry under the loader image's name: its content names another image, so it is ignored.
     await copyFile(memo.path(builderImage.id)!, memo.path(loaderImage.id)!);
@@ -147,14 +161,17 @@ describe('Docker builder pin memo', () => {
     assert.doesNotMatch(loader.value.clang, /99\.1\.2/);
     const fresh = await createDockerBuilder({ docker, pinMemoDir: false, recipe: 'driver-loader', image: loaderImage.tag }).pin();
     assert.deepEqual(loader.value, fresh);
-    assert.equal(await memo.get(loaderImage.id, command) !== undefined, true, "the loader image's memo was not written");
+    assert.equal((await memo.get(loaderImage.id, command)) !== undefined, true, "the loader image's memo was not written");
     assert.match((await memo.get(builderImage.id, command)) ?? '', /99\.1\.2/, "the builder image's memo was touched");
   });
   test('the builder image made twice (no layer reused) has two image ids and one identity, so one set of keys', async (t) => {
     if (skip) return skipOrFail(t, skip);
     const again = await ensureImage(docker, { ...builderImageDefinition(), repository: 'falco-probes/builder-made-again', noCache: true });
     t.after(async () => {
-      await docker.getImage(again.tag).remove({ force: true }).catch(() => undefined);
+      await docker
+        .getImage(again.tag)
+        .remove({ force: true })
+        .catch(() => undefined);
     });
     assert.notEqual(again.id, builderImage.id, 'a second build from scratch gives another image id');
     const first = await createDockerBuilder({ docker, pinMemoDir: false }).pin();

@@ -229,7 +229,10 @@ describe('Docker builder', () => {
     const plain = createDockerBuilder({ docker });
     const pin = await limited.pin();
 
-    const slowReq = { ...(await requestFor(targetFor(kernel, pin, exampleDriver({ name: 'sleeper' })), kernel, sleeper)), timeoutMs: 4_000 };
+    const slowReq = {
+      ...(await requestFor(targetFor(kernel, pin, exampleDriver({ name: 'sleeper' })), kernel, sleeper)),
+      timeoutMs: 4_000,
+    };
     const hogReq = await requestFor(targetFor(kernel, pin, exampleDriver({ name: 'hog' })), kernel, hog);
     const started = Date.now();
     const [slow, hungry] = await Promise.allSettled([plain.build(slowReq), limited.build(hogReq)]);
@@ -248,7 +251,10 @@ describe('Docker builder', () => {
     const b = createDockerBuilder({ docker });
     const pin = await b.pin();
     const controller = new AbortController();
-    const req = { ...(await requestFor(targetFor(kernel, pin, exampleDriver({ name: 'sleeper' })), kernel, sleeper)), signal: controller.signal };
+    const req = {
+      ...(await requestFor(targetFor(kernel, pin, exampleDriver({ name: 'sleeper' })), kernel, sleeper)),
+      signal: controller.signal,
+    };
     const pending = b.build(req);
     await waitForContainer(process.pid);
     controller.abort(new Error('test abort'));
@@ -285,7 +291,11 @@ describe('Docker builder', () => {
 
   test('errors: no daemon, a daemon that refuses, a missing base image, a failing image build', async (t) => {
     if (skip) return skipOrFail(t, skip);
-    const none = await runCli(['builder-image'], { cwd: PROJECT_ROOT, env: { DOCKER_HOST: `unix://${join(scratch, 'no-such.sock')}` }, timeoutMs: 60_000 });
+    const none = await runCli(['builder-image'], {
+      cwd: PROJECT_ROOT,
+      env: { DOCKER_HOST: `unix://${join(scratch, 'no-such.sock')}` },
+      timeoutMs: 60_000,
+    });
     assert.equal(none.code, 1);
     assert.match(none.stderr, /no Docker daemon answers/);
     assert.match(none.stderr, /scripts\/docker-daemon\.sh start/);
@@ -299,7 +309,13 @@ describe('Docker builder', () => {
     assert.equal(found.stdout, `image: ${pin.image}\nclang: ${pin.clang}\ngcc: ${JSON.stringify(pin.gcc ?? '')}\n`);
     const json = await runCli(['builder-image', '--json'], { cwd: PROJECT_ROOT, timeoutMs: 60_000 });
     assert.equal(json.code, 0, json.stderr);
-    assert.deepEqual(JSON.parse(json.stdout), { release: 'bookworm', image: pin.image, imageId: builderImage.id, clang: pin.clang, gcc: pin.gcc ?? null });
+    assert.deepEqual(JSON.parse(json.stdout), {
+      release: 'bookworm',
+      image: pin.image,
+      imageId: builderImage.id,
+      clang: pin.clang,
+      gcc: pin.gcc ?? null,
+    });
 
     const socket = process.env['DOCKER_HOST']?.startsWith('unix://') ? process.env['DOCKER_HOST'].slice('unix://'.length) : undefined;
     if (process.getuid?.() === 0 && socket) {
@@ -328,11 +344,26 @@ describe('Docker builder', () => {
     await writeFile(join(dir, 'Dockerfile.missing'), 'FROM falco-probes-test/no-such-base:1\n');
     await writeFile(join(dir, 'Dockerfile.failing'), 'FROM debian:bookworm\nRUN echo image-build-marker-line && exit 3\n');
     await assert.rejects(
-      ensureImage(docker, { repository: 'falco-probes-test/missing', contextDir: dir, files: ['Dockerfile.missing'], baseImages: ['falco-probes-test/no-such-base:1'], missingBaseHint: 'run make-base' }),
-      (err: unknown) => err instanceof FalcoProbesError && /base image falco-probes-test\/no-such-base:1 is missing/.test(err.message) && err.hint === 'run make-base',
+      ensureImage(docker, {
+        repository: 'falco-probes-test/missing',
+        contextDir: dir,
+        files: ['Dockerfile.missing'],
+        baseImages: ['falco-probes-test/no-such-base:1'],
+        missingBaseHint: 'run make-base',
+      }),
+      (err: unknown) =>
+        err instanceof FalcoProbesError &&
+        /base image falco-probes-test\/no-such-base:1 is missing/.test(err.message) &&
+        err.hint === 'run make-base',
     );
     await assert.rejects(
-      ensureImage(docker, { repository: 'falco-probes-test/failing', contextDir: dir, files: ['Dockerfile.failing'], baseImages: ['debian:bookworm'], missingBaseHint: '' }),
+      ensureImage(docker, {
+        repository: 'falco-probes-test/failing',
+        contextDir: dir,
+        files: ['Dockerfile.failing'],
+        baseImages: ['debian:bookworm'],
+        missingBaseHint: '',
+      }),
       (err: unknown) =>
         err instanceof FalcoProbesError &&
         err.kind === 'docker' &&
@@ -349,7 +380,9 @@ async function waitForContainer(owner: number): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     // Build containers carry the target's label (the pin's `clang --version` container does not).
-    const list = await docker.listContainers({ filters: { label: ['falco-probes=1', 'falco-probes.target', `falco-probes.pid=${owner}`], status: ['running'] } });
+    const list = await docker.listContainers({
+      filters: { label: ['falco-probes=1', 'falco-probes.target', `falco-probes.pid=${owner}`], status: ['running'] },
+    });
     if (list.length > 0) return;
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -31,7 +31,16 @@ import type { DriverPackage, ResolvedDriver, Target } from '../src/graph/types.j
 // as "unreachable" (network failures only; wrong bytes are errors).
 
 function driver(source: ResolvedDriver['source'], version = '10.2.0+driver'): ResolvedDriver {
-  return { name: 'falco', version, source, recipe: 'kbuild', kinds: ['bpf'], bpfDir: '.', object: 'probe.o', sourceSha256: pinnedSourceIdentity(source) ?? '0'.repeat(64) };
+  return {
+    name: 'falco',
+    version,
+    source,
+    recipe: 'kbuild',
+    kinds: ['bpf'],
+    bpfDir: '.',
+    object: 'probe.o',
+    sourceSha256: pinnedSourceIdentity(source) ?? '0'.repeat(64),
+  };
 }
 
 const extract: DriverSourceOptions['extract'] = async (file, dest, o) => {
@@ -81,7 +90,9 @@ test('a tree-pinned tarball: downloaded, unpacked with strip, verified by its tr
 test('a tree-pinned tarball whose one file changed is a checksum error naming the URL and both hashes; nothing is left in the cache', async () => {
   await withTempDir(async (dir) => {
     const good = await githubTarball(dir, 'good');
-    const changed = await githubTarball(dir, 'changed', async (top) => writeFile(join(top, 'probe.c'), `${await readFile(join(top, 'probe.c'), 'utf8')}/* changed upstream */\n`));
+    const changed = await githubTarball(dir, 'changed', async (top) =>
+      writeFile(join(top, 'probe.c'), `${await readFile(join(top, 'probe.c'), 'utf8')}/* changed upstream */\n`),
+    );
     assert.notEqual(changed.tree, good.tree);
     const mirror = await startMirror({ files: { 'libs.tar.gz': changed.bytes } });
     try {
@@ -112,7 +123,11 @@ test('--driver-mirror rewrites: the rewritten URLs (http or file) are where byte
     const good = await githubTarball(dir, 'good');
     const upstream = 'https://github.invalid/falcosecurity/libs/archive/refs/tags/10.2.0%2Bdriver.tar.gz';
     assert.deepEqual(driverSourceUrls(upstream, []), [upstream]);
-    assert.deepEqual(driverSourceUrls(upstream, [{ prefix: 'https://other.invalid/', replacement: 'http://x/' }]), [upstream], 'a prefix that does not match leaves the URL');
+    assert.deepEqual(
+      driverSourceUrls(upstream, [{ prefix: 'https://other.invalid/', replacement: 'http://x/' }]),
+      [upstream],
+      'a prefix that does not match leaves the URL',
+    );
 
     const mirror = await startMirror({ files: { 'mirror/10.2.0+driver.tar.gz': good.bytes } });
     try {
@@ -120,7 +135,10 @@ test('--driver-mirror rewrites: the rewritten URLs (http or file) are where byte
         { prefix: 'https://github.invalid/falcosecurity/libs/archive/refs/tags/', replacement: `http://127.0.0.1:${await closedPort()}/` },
         { prefix: 'https://github.invalid/falcosecurity/libs/', replacement: `${mirror.url}/mirror/` },
       ];
-      assert.deepEqual(driverSourceUrls(upstream, rewrites), [rewrites[0]!.replacement + '10.2.0%2Bdriver.tar.gz', `${mirror.url}/mirror/archive/refs/tags/10.2.0%2Bdriver.tar.gz`]);
+      assert.deepEqual(driverSourceUrls(upstream, rewrites), [
+        `${rewrites[0]!.replacement}10.2.0%2Bdriver.tar.gz`,
+        `${mirror.url}/mirror/archive/refs/tags/10.2.0%2Bdriver.tar.gz`,
+      ]);
       // Served under the rewritten path of the second rule: the first (a closed port) fails, the second answers.
       mirror.files.set('mirror/archive/refs/tags/10.2.0+driver.tar.gz', good.bytes);
       const d = driver({ url: upstream, tree: good.tree, strip: 1 });
@@ -131,11 +149,27 @@ test('--driver-mirror rewrites: the rewritten URLs (http or file) are where byte
       // A file:// replacement, and a sha256 pin: the bytes are checked the same way.
       const file = pathToFileURL(join(dir, 'good.tar.gz')).href;
       const bySha = driver({ url: upstream, sha256: sha256Hex(good.bytes), strip: 1 }, '10.2.1+driver');
-      const fromFile = createDriverSources({ projectRoot: dir, cacheDir: join(dir, 'cache2'), extract, urlRewrites: [{ prefix: upstream, replacement: file }] });
-      assert.equal(await readFile(join(await fromFile(bySha), 'probe.c'), 'utf8'), await readFile(join(PROJECT_ROOT, 'examples', 'probe', 'probe.c'), 'utf8'));
-      const wrongFile = createDriverSources({ projectRoot: dir, cacheDir: join(dir, 'cache3'), extract, urlRewrites: [{ prefix: upstream, replacement: pathToFileURL(join(dir, 'changed.tar.gz')).href }] });
+      const fromFile = createDriverSources({
+        projectRoot: dir,
+        cacheDir: join(dir, 'cache2'),
+        extract,
+        urlRewrites: [{ prefix: upstream, replacement: file }],
+      });
+      assert.equal(
+        await readFile(join(await fromFile(bySha), 'probe.c'), 'utf8'),
+        await readFile(join(PROJECT_ROOT, 'examples', 'probe', 'probe.c'), 'utf8'),
+      );
+      const wrongFile = createDriverSources({
+        projectRoot: dir,
+        cacheDir: join(dir, 'cache3'),
+        extract,
+        urlRewrites: [{ prefix: upstream, replacement: pathToFileURL(join(dir, 'changed.tar.gz')).href }],
+      });
       await writeFile(join(dir, 'changed.tar.gz'), Buffer.concat([good.bytes, Buffer.from('x')]));
-      await assert.rejects(wrongFile(bySha), (err: unknown) => err instanceof FalcoProbesError && err.kind === 'checksum' && /sha256 mismatch/.test(err.message));
+      await assert.rejects(
+        wrongFile(bySha),
+        (err: unknown) => err instanceof FalcoProbesError && err.kind === 'checksum' && /sha256 mismatch/.test(err.message),
+      );
     } finally {
       await mirror.close();
     }
@@ -153,17 +187,27 @@ test('an unreachable tarball: a network failure on every URL is "unreachable", w
     await assert.rejects(sources(d), (err: unknown) => {
       assert.ok(err instanceof DriverSourceUnreachableError);
       assert.equal(err.kind, 'network');
-      assert.match(err.message, new RegExp(`^driver falco 10\\.2\\.0\\+driver: source ${url.replace(/[.+%]/g, '\\$&')} is unreachable \\(.*ECONNREFUSED.*\\)$`));
+      assert.match(
+        err.message,
+        new RegExp(`^driver falco 10\\.2\\.0\\+driver: source ${url.replace(/[.+%]/g, '\\$&')} is unreachable \\(.*ECONNREFUSED.*\\)$`),
+      );
       assert.equal(err.serveWith, `--driver-mirror http://127.0.0.1:${port}/falcosecurity/libs/archive/=URL`);
       return true;
     });
-    const targets = [{ driver: d, label: 'a' }, { driver: d, label: 'b' }, { driver: local, label: 'c' }] as unknown as Target[];
+    const targets = [
+      { driver: d, label: 'a' },
+      { driver: d, label: 'b' },
+      { driver: local, label: 'c' },
+    ] as unknown as Target[];
     const unreachable = await obtainDriverSources(targets, sources);
     assert.equal(unreachable.length, 1);
     assert.equal(unreachable[0]!.targets.length, 2);
     const line = unreachableDriverLine(unreachable[0]!, true);
     assert.doesNotMatch(line, /\n/);
-    assert.match(line, /is unreachable \(.*\); its 2 targets were not built\. Serve it with --driver-mirror http:\/\/127\.0\.0\.1:\d+\/falcosecurity\/libs\/archive\/=URL/);
+    assert.match(
+      line,
+      /is unreachable \(.*\); its 2 targets were not built\. Serve it with --driver-mirror http:\/\/127\.0\.0\.1:\d+\/falcosecurity\/libs\/archive\/=URL/,
+    );
     assert.match(unreachableDriverLine(unreachable[0]!, false), /its 2 targets cannot be built\. .* or pass --skip-unreachable-drivers/);
     // 404 on the only URL is unreachable too.
     const mirror = await startMirror({ files: {} });
@@ -185,7 +229,15 @@ async function fakeDkmsDeb(dir: string): Promise<{ bytes: Buffer; deb: DriverPac
   const bytes = await readFile(file);
   return {
     bytes,
-    deb: { archive: 'debian', aptPath: '/debian', name: 'fake-dkms', version: '1.0-1', path: 'pool/main/f/fake/fake-dkms_1.0-1_all.deb', sha256: sha256Hex(bytes), size: bytes.length },
+    deb: {
+      archive: 'debian',
+      aptPath: '/debian',
+      name: 'fake-dkms',
+      version: '1.0-1',
+      path: 'pool/main/f/fake/fake-dkms_1.0-1_all.deb',
+      sha256: sha256Hex(bytes),
+      size: bytes.length,
+    },
   };
 }
 
@@ -200,8 +252,18 @@ test('a Debian package source: fetched by sha256 and size like a kernel package,
       assert.equal(d.sourceSha256, debSourceIdentity(deb, 'usr/src/fake-1.0'));
       assert.equal(d.sourceSha256, sha256Hex(`deb:${deb.sha256}:usr/src/fake-1.0`));
       // --mirror debian=URL (archiveMirrors) comes before the pin's own mirrors.
-      const sources = createDriverSources({ projectRoot: dir, cacheDir, extract, apt: noApt, archiveMirrors: new Map([['debian', [`${mirror.url}/debian`]]]), http: quick });
-      const folder = await sources({ ...d, source: { deb: { ...deb, mirrors: [`http://127.0.0.1:${await closedPort()}/debian`] }, dir: 'usr/src/fake-1.0' } });
+      const sources = createDriverSources({
+        projectRoot: dir,
+        cacheDir,
+        extract,
+        apt: noApt,
+        archiveMirrors: new Map([['debian', [`${mirror.url}/debian`]]]),
+        http: quick,
+      });
+      const folder = await sources({
+        ...d,
+        source: { deb: { ...deb, mirrors: [`http://127.0.0.1:${await closedPort()}/debian`] }, dir: 'usr/src/fake-1.0' },
+      });
       assert.equal(folder, join(cacheDir, 'drivers', `deb-${deb.sha256}`, 'usr', 'src', 'fake-1.0'));
       assert.equal(await treeHash(folder), await treeHash(join(PROJECT_ROOT, 'examples', 'probe')));
       // The .deb sits in the package cache's content-addressed store, as kernel packages do.
@@ -222,12 +284,15 @@ test('a Debian package source: fetched by sha256 and size like a kernel package,
       // A pin the served bytes do not match: a checksum error, never "unreachable", nothing cached.
       const wrong = { ...deb, sha256: sha256Hex('other bytes') };
       const fresh = createDriverSources({ projectRoot: dir, cacheDir: join(dir, 'cache-wrong'), extract, apt: noApt, http: quick });
-      await assert.rejects(fresh(driver({ deb: { ...wrong, mirrors: [`${mirror.url}/debian`] }, dir: 'usr/src/fake-1.0' }, '2.0')), (err: unknown) => {
-        assert.ok(err instanceof FalcoProbesError && !(err instanceof DriverSourceUnreachableError));
-        assert.equal(err.kind, 'checksum');
-        assert.match(err.message, /sha256 mismatch/);
-        return true;
-      });
+      await assert.rejects(
+        fresh(driver({ deb: { ...wrong, mirrors: [`${mirror.url}/debian`] }, dir: 'usr/src/fake-1.0' }, '2.0')),
+        (err: unknown) => {
+          assert.ok(err instanceof FalcoProbesError && !(err instanceof DriverSourceUnreachableError));
+          assert.equal(err.kind, 'checksum');
+          assert.match(err.message, /sha256 mismatch/);
+          return true;
+        },
+      );
       assert.deepEqual(await readdir(join(dir, 'cache-wrong', 'drivers')).catch(() => []), []);
     } finally {
       await mirror.close();
@@ -250,7 +315,13 @@ test("a Debian package source falls back to the mirrors apt's sources name for i
       process.env[APT_ETC_ENV] = etc;
       const dead = `http://127.0.0.1:${await closedPort()}/debian`;
       assert.deepEqual(await driverPackageMirrors({ ...deb, mirrors: [dead] }), [dead, `${mirror.url}/debian`]);
-      assert.deepEqual(await driverPackageMirrors({ ...deb, mirrors: [dead] }, { archiveMirrors: new Map([['debian', ['http://override.invalid/debian']]]) }), ['http://override.invalid/debian', `${mirror.url}/debian`]);
+      assert.deepEqual(
+        await driverPackageMirrors(
+          { ...deb, mirrors: [dead] },
+          { archiveMirrors: new Map([['debian', ['http://override.invalid/debian']]]) },
+        ),
+        ['http://override.invalid/debian', `${mirror.url}/debian`],
+      );
 
       const sources = createDriverSources({ projectRoot: dir, cacheDir: join(dir, 'cache'), extract, http: quick });
       const folder = await sources(driver({ deb: { ...deb, mirrors: [dead] }, dir: 'usr/src/fake-1.0' }, '1.0'));
@@ -263,7 +334,10 @@ test("a Debian package source falls back to the mirrors apt's sources name for i
       await assert.rejects(none(driver({ deb, dir: 'usr/src/fake-1.0' }, '1.0')), (err: unknown) => {
         assert.ok(err instanceof DriverSourceUnreachableError);
         assert.equal(err.serveWith, '--mirror debian=URL');
-        assert.match(err.message, /source debian package fake-dkms 1\.0-1 \(pool\/main\/f\/fake\/fake-dkms_1\.0-1_all\.deb\) is unreachable \(no mirror: .*apt's sources name none for \/debian\)/);
+        assert.match(
+          err.message,
+          /source debian package fake-dkms 1\.0-1 \(pool\/main\/f\/fake\/fake-dkms_1\.0-1_all\.deb\) is unreachable \(no mirror: .*apt's sources name none for \/debian\)/,
+        );
         return true;
       });
     } finally {

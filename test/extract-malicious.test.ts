@@ -57,6 +57,8 @@ function toTar(specs: Spec[]): TarEntrySpec[] {
         return { name: s.name, type: 'character-device' };
       case 'fifo':
         return { name: s.name, type: 'fifo' };
+      default:
+        throw new Error(`no tar form for ${String(s.kind satisfies never)}`);
     }
   });
 }
@@ -76,6 +78,8 @@ function toCpio(specs: Spec[]): CpioEntrySpec[] {
         return { name: s.name, mode: 0o010644 };
       case 'hardlink':
         throw new Error('cpio hard links go by inode, not by name');
+      default:
+        throw new Error(`no cpio form for ${String(s.kind satisfies never)}`);
     }
   });
 }
@@ -120,11 +124,18 @@ const formatOf: Record<Container, ArchiveFormat> = { tgz: 'tgz', deb: 'deb', rpm
 const hostile: { title: string; specs: Spec[]; pattern: RegExp; containers?: Container[] }[] = [
   {
     title: 'an absolute path',
-    specs: [{ name: './ok', kind: 'file' }, { name: `/tmp/${outsideName}`, kind: 'file' }],
+    specs: [
+      { name: './ok', kind: 'file' },
+      { name: `/tmp/${outsideName}`, kind: 'file' },
+    ],
     pattern: new RegExp(`entry "/tmp/${outsideName}": absolute path`),
   },
   { title: 'a ../ traversal', specs: [{ name: '../outside', kind: 'file' }], pattern: /entry "\.\.\/outside": "\.\." in/ },
-  { title: 'a traversal inside the path', specs: [{ name: 'a/../../outside', kind: 'file' }], pattern: /entry "a\/\.\.\/\.\.\/outside": "\.\." in/ },
+  {
+    title: 'a traversal inside the path',
+    specs: [{ name: 'a/../../outside', kind: 'file' }],
+    pattern: /entry "a\/\.\.\/\.\.\/outside": "\.\." in/,
+  },
   {
     title: 'a relative symlink out of the tree',
     specs: [{ name: 'usr/link', kind: 'symlink', target: '../../outside' }],
@@ -185,7 +196,11 @@ const hostile: { title: string; specs: Spec[]; pattern: RegExp; containers?: Con
     pattern: /entry "h": hard link to "s", which is not a regular file/,
     containers: ['tgz', 'deb'],
   },
-  { title: 'a character device', specs: [{ name: 'dev/null', kind: 'chardev' }], pattern: /entry "dev\/null": character device entries are not extracted/ },
+  {
+    title: 'a character device',
+    specs: [{ name: 'dev/null', kind: 'chardev' }],
+    pattern: /entry "dev\/null": character device entries are not extracted/,
+  },
   { title: 'a fifo', specs: [{ name: 'pipe', kind: 'fifo' }], pattern: /entry "pipe": fifo entries are not extracted/ },
   {
     title: 'a file under a file',
@@ -229,7 +244,12 @@ describe('absolute symlinks are kept inside the tree', () => {
 
 describe('a NUL in a cpio name', () => {
   test('is refused', async () => {
-    await expectRefused(await buildRpmFromCpio(buildCpio([{ name: 'a\0/etc/passwd', mode: 0o100644, data: 'x' }]), 'gzip'), 'rpm', 'rpm', /NUL in a path/);
+    await expectRefused(
+      await buildRpmFromCpio(buildCpio([{ name: 'a\0/etc/passwd', mode: 0o100644, data: 'x' }]), 'gzip'),
+      'rpm',
+      'rpm',
+      /NUL in a path/,
+    );
   });
 });
 
@@ -239,8 +259,11 @@ describe('limits against archive bombs', () => {
     // 64 MiB of zeros compress to about 64 KiB.
     await writeFile(file, await compress(await buildTar([{ name: 'zeros', data: Buffer.alloc(64 * 1024 * 1024) }]), 'gz'));
     const dest = join(work, 'bomb', 'dest');
-    await assert.rejects(extractPackage(file, 'tgz', dest, { maxBytes: 16 * 1024 * 1024 }), (e: unknown) =>
-      e instanceof FalcoProbesError && /bomb\.tgz: refusing entry "zeros": the files would exceed 16777216 bytes/.test(e.format()));
+    await assert.rejects(
+      extractPackage(file, 'tgz', dest, { maxBytes: 16 * 1024 * 1024 }),
+      (e: unknown) =>
+        e instanceof FalcoProbesError && /bomb\.tgz: refusing entry "zeros": the files would exceed 16777216 bytes/.test(e.format()),
+    );
     assert.deepEqual(await readdir(join(work, 'bomb')), []);
   });
 
@@ -250,18 +273,30 @@ describe('limits against archive bombs', () => {
       const file = join(work, `many.${container}`);
       await writeFile(file, await archiveOf(container, specs));
       const dest = join(work, `many-${container}`, 'dest');
-      await assert.rejects(extractPackage(file, formatOf[container], dest, { maxEntries: 20 }), /refusing entry "f20": more than 20 entries/);
+      await assert.rejects(
+        extractPackage(file, formatOf[container], dest, { maxEntries: 20 }),
+        /refusing entry "f20": more than 20 entries/,
+      );
       assert.deepEqual(await readdir(join(work, `many-${container}`)), []);
     }
   });
 });
 
 describe('truncated and corrupt archives', () => {
-  const files: Spec[] = Array.from({ length: 20 }, (_, i) => ({ name: `dir/file-${i}`, kind: 'file' as const, data: `${'content '.repeat(500)}${i}\n` }));
+  const files: Spec[] = Array.from({ length: 20 }, (_, i) => ({
+    name: `dir/file-${i}`,
+    kind: 'file' as const,
+    data: `${'content '.repeat(500)}${i}\n`,
+  }));
 
   test('a .deb cut short (the data member runs past the end)', async () => {
     const deb = await archiveOf('deb', files);
-    await expectRefused(deb.subarray(0, deb.length - 100), 'deb', 'deb', /ar member "data\.tar\.xz" needs \d+ bytes but only \d+ remain \(truncated archive\)/);
+    await expectRefused(
+      deb.subarray(0, deb.length - 100),
+      'deb',
+      'deb',
+      /ar member "data\.tar\.xz" needs \d+ bytes but only \d+ remain \(truncated archive\)/,
+    );
   });
 
   test('a real .deb cut in half', async () => {
@@ -275,14 +310,24 @@ describe('truncated and corrupt archives', () => {
 
   test('a tarball whose gzip stream is cut', async () => {
     const tgz = await archiveOf('tgz', files);
-    await expectRefused(tgz.subarray(0, Math.floor(tgz.length * 0.6)), 'tgz', 'tgz', /corrupt or truncated gz data: unexpected end of file/);
+    await expectRefused(
+      tgz.subarray(0, Math.floor(tgz.length * 0.6)),
+      'tgz',
+      'tgz',
+      /corrupt or truncated gz data: unexpected end of file/,
+    );
   });
 
   test('an uncompressed tar cut between two entries (no end-of-archive marker)', async () => {
     const tar = await buildTar(toTar(files));
     // Each entry is a 512-byte header plus its data rounded to 512 bytes: cut after the 3rd.
     const entrySize = 512 + Math.ceil(Buffer.byteLength(files[0]!.data!) / 512) * 512;
-    await expectRefused(tar.subarray(0, entrySize * 3), 'tgz', 'tar', /tar data ends without its end-of-archive marker \(truncated archive\) \(after entry "dir\/file-\d+"\)/);
+    await expectRefused(
+      tar.subarray(0, entrySize * 3),
+      'tgz',
+      'tar',
+      /tar data ends without its end-of-archive marker \(truncated archive\) \(after entry "dir\/file-\d+"\)/,
+    );
   });
 
   test('an uncompressed tar cut inside an entry', async () => {
@@ -303,7 +348,12 @@ describe('truncated and corrupt archives', () => {
   test('a cpio payload without its trailer', async () => {
     const cpio = buildCpio(toCpio(files));
     const cut = cpio.subarray(0, cpio.lastIndexOf('070701'));
-    await expectRefused(await buildRpmFromCpio(cut, 'gzip'), 'rpm', 'rpm', /data ends in the middle of a cpio header .*truncated archive.*after entry "dir\/file-19"/);
+    await expectRefused(
+      await buildRpmFromCpio(cut, 'gzip'),
+      'rpm',
+      'rpm',
+      /data ends in the middle of a cpio header .*truncated archive.*after entry "dir\/file-19"/,
+    );
   });
 
   test('a corrupt xz payload in a .deb', async () => {

@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { extractPackage } from '../src/fetch/extract.js';
 import { FalcoProbesError } from '../src/util/errors.js';
-import { buildCpio, buildRpmFromCpio, buildRpmWithRpmbuild, listTree, makeSampleTree, tool, type RpmPayload } from './helpers/archive-fixtures.js';
+import {
+  buildCpio,
+  buildRpmFromCpio,
+  buildRpmWithRpmbuild,
+  listTree,
+  makeSampleTree,
+  tool,
+  type RpmPayload,
+} from './helpers/archive-fixtures.js';
 
 // RPMs built for real with rpmbuild (xz, zstd and gzip payloads), extracted
 // and compared with `rpm2cpio | cpio -idm`; and hand-made cpio payloads for
@@ -93,7 +101,9 @@ describe('hand-made cpio payloads', () => {
     cpio[at] = 'j'.charCodeAt(0);
     const file = join(work, 'badsum.rpm');
     await writeFile(file, await buildRpmFromCpio(cpio, 'gzip'));
-    await assert.rejects(extractPackage(file, 'rpm', join(work, 'badsum')), (e: unknown) =>
-      e instanceof FalcoProbesError && /badsum\.rpm: payload of evil, gz cpio: .*fails its cpio checksum/.test(e.format()));
+    await assert.rejects(
+      extractPackage(file, 'rpm', join(work, 'badsum')),
+      (e: unknown) => e instanceof FalcoProbesError && /badsum\.rpm: payload of evil, gz cpio: .*fails its cpio checksum/.test(e.format()),
+    );
   });
 });

@@ -63,19 +63,27 @@ describe('.deb built by dpkg-deb', () => {
       // The links work inside the tree: the relative one as shipped, the absolute one rewritten.
       assert.equal(await readlink(join(ours, 'usr/src/linux-headers-9.9.9-test/scripts')), '../../lib/linux-kbuild-9.9/scripts');
       assert.equal(await readlink(join(ours, 'lib/modules/9.9.9-test/build')), '../../../usr/src/linux-headers-9.9.9-test');
+      assert.equal(await readFile(join(ours, 'lib/modules/9.9.9-test/build/scripts/run.sh'), 'utf8'), '#!/bin/sh\necho kbuild\n');
       assert.equal(
-        await readFile(join(ours, 'lib/modules/9.9.9-test/build/scripts/run.sh'), 'utf8'),
-        '#!/bin/sh\necho kbuild\n',
+        await realpath(join(ours, 'lib/modules/9.9.9-test/build')),
+        join(await realpath(ours), 'usr/src/linux-headers-9.9.9-test'),
       );
-      assert.equal(await realpath(join(ours, 'lib/modules/9.9.9-test/build')), join(await realpath(ours), 'usr/src/linux-headers-9.9.9-test'));
       // Nothing but the destination was left beside it.
-      assert.deepEqual((await readdir(work)).filter((n) => n.startsWith('.')), []);
+      assert.deepEqual(
+        (await readdir(work)).filter((n) => n.startsWith('.')),
+        [],
+      );
     });
   }
 });
 
 describe('tarballs', () => {
-  for (const [flag, ext] of [['-z', 'tgz'], ['-J', 'tar.xz'], ['--zstd', 'tar.zst'], ['', 'tar']] as const) {
+  for (const [flag, ext] of [
+    ['-z', 'tgz'],
+    ['-J', 'tar.xz'],
+    ['--zstd', 'tar.zst'],
+    ['', 'tar'],
+  ] as const) {
     test(`${ext} made by tar, with strip 1, matches tar --strip-components=1`, async () => {
       const tarball = join(work, `sample.${ext}`);
       await tool('tar', ['-c', ...(flag ? [flag] : []), '-f', tarball, '-C', work, 'sample']);
@@ -116,11 +124,20 @@ describe('tarballs', () => {
     await writeFile(a, await buildTar([{ name: 'usr/src/h/scripts', type: 'symlink', linkname: '../../lib/kbuild/scripts' }]));
     await writeFile(b, await buildTar([{ name: 'usr/lib/kbuild/scripts/x.sh', data: 'echo\n', mode: 0o755 }]));
     const dest = join(work, 'multi');
-    const summary = await extractPackages([{ file: a, format: 'tgz' }, { file: b, format: 'tgz' }], dest);
+    const summary = await extractPackages(
+      [
+        { file: a, format: 'tgz' },
+        { file: b, format: 'tgz' },
+      ],
+      dest,
+    );
     assert.equal(summary.files, 1);
     assert.equal(await readFile(join(dest, 'usr/src/h/scripts/x.sh'), 'utf8'), 'echo\n');
 
-    await assert.rejects(extractPackage(a, 'tgz', dest), (err: unknown) => err instanceof FalcoProbesError && /already exists/.test(err.message));
+    await assert.rejects(
+      extractPackage(a, 'tgz', dest),
+      (err: unknown) => err instanceof FalcoProbesError && /already exists/.test(err.message),
+    );
     await extractPackage(b, 'tgz', dest, { replace: true });
     assert.deepEqual(
       (await listTree(dest)).map((i) => i.path),
@@ -132,7 +149,10 @@ describe('tarballs', () => {
 describe('interruption', () => {
   test('an aborted extraction leaves neither the destination nor its temporary folder', async () => {
     const file = join(work, 'big.tgz');
-    await writeFile(file, await compress(await buildTar(Array.from({ length: 200 }, (_, i) => ({ name: `d/f${i}`, data: Buffer.alloc(128 * 1024, i) }))), 'gz'));
+    await writeFile(
+      file,
+      await compress(await buildTar(Array.from({ length: 200 }, (_, i) => ({ name: `d/f${i}`, data: Buffer.alloc(128 * 1024, i) }))), 'gz'),
+    );
     const box = join(work, 'abort-box');
     const controller = new AbortController();
     const pending = extractPackage(file, 'tgz', join(box, 'dest'), { signal: controller.signal });
@@ -165,7 +185,7 @@ describe('interruption', () => {
       assert.ok(temp, 'the child started extracting');
       child.kill('SIGKILL');
       assert.equal(await exited, 'SIGKILL');
-      assert.deepEqual(await readdir(box), [temp], 'no destination, only the dead process\'s temporary folder');
+      assert.deepEqual(await readdir(box), [temp], "no destination, only the dead process's temporary folder");
       await extractPackage(file, 'tgz', join(box, 'dest'));
       assert.deepEqual(await readdir(box), ['dest']);
       assert.equal((await readdir(join(box, 'dest/d'))).length, 200);
@@ -210,8 +230,14 @@ describe('a real Debian package from apt', () => {
       const ours = await listTree(join(dir, 'ours'));
       assert.deepEqual(ours, await listTree(reference, { relativizeAbsoluteLinks: true }));
       const links = ours.filter((i) => i.type === 'symlink');
-      assert.ok(links.some((l) => l.target?.startsWith('../../lib/linux-kbuild-')), 'the scripts link into linux-kbuild');
-      assert.ok(links.some((l) => l.path.endsWith('/build') && l.target?.startsWith('../../../usr/src/linux-headers-')), 'the rewritten build link');
+      assert.ok(
+        links.some((l) => l.target?.startsWith('../../lib/linux-kbuild-')),
+        'the scripts link into linux-kbuild',
+      );
+      assert.ok(
+        links.some((l) => l.path.endsWith('/build') && l.target?.startsWith('../../../usr/src/linux-headers-')),
+        'the rewritten build link',
+      );
       t.diagnostic(`${name} ${record.Version}: ${summary.entries} entries, ${summary.bytes} bytes in ${ms} ms`);
     });
   });

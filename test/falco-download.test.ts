@@ -50,7 +50,10 @@ const LOADER = [
 /** Run the loader snippet (asynchronously: the HTTP server lives in this process). */
 function loaderFetch(env: Record<string, string>): Promise<{ status: number | null; url: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', LOADER], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('/bin/sh', ['-c', LOADER], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -73,7 +76,18 @@ test('Falco-style download over loopback HTTP returns the bytes the index names 
       const bytes = Buffer.from(`\x7fELF probe ${i} for ${k.release} `.repeat(64 + i));
       await mkdir(join(local, file, '..'), { recursive: true });
       await writeFile(join(local, file), bytes);
-      entries.push({ file, key: sha256Hex(file), sha256: sha256Hex(bytes), size: bytes.length, os: k.os, kernel: k.release, driver: 'falco', driverVersion: DRIVER_VERSION, arch: k.arch, kind: 'bpf' });
+      entries.push({
+        file,
+        key: sha256Hex(file),
+        sha256: sha256Hex(bytes),
+        size: bytes.length,
+        os: k.os,
+        kernel: k.release,
+        driver: 'falco',
+        driverVersion: DRIVER_VERSION,
+        arch: k.arch,
+        kind: 'bpf',
+      });
     }
     await writeIndex(local, { version: 1, probes: entries });
     const site = join(dir, 'site');
@@ -84,7 +98,9 @@ test('Falco-style download over loopback HTTP returns the bytes the index names 
     const mirror = await startMirror({ root: site });
     try {
       for (const k of KERNELS) {
-        const want = index.probes.find((p) => p.file.endsWith(`falco_${k.targetId}_${k.release}_${k.kernelVersion}.o`) && p.arch === k.arch)!;
+        const want = index.probes.find(
+          (p) => p.file.endsWith(`falco_${k.targetId}_${k.release}_${k.kernelVersion}.o`) && p.arch === k.arch,
+        )!;
         const vars = { DRIVER_VERSION, ARCH: k.arch, TARGET_ID: k.targetId, KERNEL_RELEASE: k.release, KERNEL_VERSION: k.kernelVersion };
 
         const out = join(dir, 'dl', k.arch, `${k.release}.o`);
@@ -106,7 +122,10 @@ test('Falco-style download over loopback HTTP returns the bytes the index names 
         }
       }
       // Every request the loaders made was for a file the repository lists: no probing of other names.
-      assert.ok(mirror.requests.every((r) => r.startsWith('9.1.0+driver/')), mirror.requests.join('\n'));
+      assert.ok(
+        mirror.requests.every((r) => r.startsWith('9.1.0+driver/')),
+        mirror.requests.join('\n'),
+      );
     } finally {
       await mirror.close();
       await empty.close();

@@ -19,7 +19,9 @@ import { createDriverSources } from '../src/run/driver-source.js';
 
 const TARBALLS: Record<string, string> = { '10.2.0+driver': 'libs-10.2.0-driver.tar.gz', '9.1.0+driver': 'libs-9.1.0-driver.tar.gz' };
 
-test("Falco's driver tarballs match the tree pins of kernels/drivers.yaml, through pin --driver-mirror and through the runner's sources", { timeout: 300_000 }, async (t) => {
+test("Falco's driver tarballs match the tree pins of kernels/drivers.yaml, through pin --driver-mirror and through the runner's sources", {
+  timeout: 300_000,
+}, async (t) => {
   if (!haveFalcoLibs(t, Object.values(TARBALLS))) return;
   await withTempDir(async (dir) => {
     const files: Record<string, Buffer> = {};
@@ -43,15 +45,34 @@ test("Falco's driver tarballs match the tree pins of kernels/drivers.yaml, throu
 
       // `pin` recomputes each tree hash from the served tarball (the rewrite given as Make and Please
       // recipes give it, in $FALCO_PROBES_DRIVER_MIRROR): unchanged, the file untouched.
-      const pinned = await runCli(['pin', 'falco', '--cache', cache], { cwd: root, timeoutMs: 240_000, env: { FALCO_PROBES_DRIVER_MIRROR: ` https://unrelated.invalid/=http://127.0.0.1:9/ ; ${rewrite}` } });
+      const pinned = await runCli(['pin', 'falco', '--cache', cache], {
+        cwd: root,
+        timeoutMs: 240_000,
+        env: { FALCO_PROBES_DRIVER_MIRROR: ` https://unrelated.invalid/=http://127.0.0.1:9/ ; ${rewrite}` },
+      });
       assert.equal(pinned.code, 0, pinned.stderr);
       for (const d of falco) {
         const tree = 'url' in d.source ? d.source.tree! : '';
-        assert.match(pinned.stdout, new RegExp(`^falco ${d.version.replace(/[.+]/g, '\\$&')}: tree ${tree} \\(unchanged, unpacked tree, from ${mirror.url}/tags/`, 'm'));
+        assert.match(
+          pinned.stdout,
+          new RegExp(
+            `^falco ${d.version.replace(/[.+]/g, '\\$&')}: tree ${tree} \\(unchanged, unpacked tree, from ${mirror.url}/tags/`,
+            'm',
+          ),
+        );
       }
       assert.equal(await readFile(driversPathFor(join(root, 'kernels')), 'utf8'), original);
-      assert.deepEqual((await readdir(join(cache, 'drivers'))).sort(), falco.map((d) => `tree-${'url' in d.source ? d.source.tree : ''}`).sort(), 'the verified trees are kept by their hashes, nothing else');
-      assert.deepEqual(mirror.requests.sort(), Object.keys(TARBALLS).map((v) => `tags/${v}.tar.gz`).sort());
+      assert.deepEqual(
+        (await readdir(join(cache, 'drivers'))).sort(),
+        falco.map((d) => `tree-${'url' in d.source ? d.source.tree : ''}`).sort(),
+        'the verified trees are kept by their hashes, nothing else',
+      );
+      assert.deepEqual(
+        mirror.requests.sort(),
+        Object.keys(TARBALLS)
+          .map((v) => `tags/${v}.tar.gz`)
+          .sort(),
+      );
 
       // The runner's sources with the same rewrite (--driver-mirror's form) in a fresh cache:
       // each tree is verified against its pin; its folders are there.

@@ -53,7 +53,9 @@ after(async () => {
 });
 
 describe('fetch via apt', { skip }, () => {
-  test('a package with an epoch (busybox-static): apt-get download name:arch=version, verified, cached', { timeout: 180_000 }, async (t) => {
+  test('a package with an epoch (busybox-static): apt-get download name:arch=version, verified, cached', {
+    timeout: 180_000,
+  }, async (t) => {
     if (!busybox) return skipOrFail(t, 'busybox-static is not in this apt index');
     const pkg = refOf(busybox);
     assert.match(pkg.version, /^\d+:/, 'the test wants an epoch, which apt writes as %3a in the file name');
@@ -89,7 +91,10 @@ describe('fetch via apt', { skip }, () => {
       const path = await fetcher.fetch(refOf(hello));
       assert.equal((await sha256File(path)).sha256, hello.SHA256);
       assert.equal(empty.requests.length, 1, 'the mirror was asked first (and answered 404)');
-      assert.ok(logger.lines.some((l) => /no mirror delivered hello .*; asking apt/.test(l)), logger.lines.join('\n'));
+      assert.ok(
+        logger.lines.some((l) => /no mirror delivered hello .*; asking apt/.test(l)),
+        logger.lines.join('\n'),
+      );
     } finally {
       await empty.close();
     }
@@ -111,17 +116,29 @@ describe('fetch via apt', { skip }, () => {
     }
   });
 
-  test('a version apt does not know: apt\'s own message, as a network error', { timeout: 120_000 }, async (t) => {
+  test("a version apt does not know: apt's own message, as a network error", { timeout: 120_000 }, async (t) => {
     if (!hello) return skipOrFail(t, 'hello is not in this apt index');
     const cacheDir = await freshCache();
-    const err = await fetchPackage({ ...refOf(hello), version: '0.0.0-falco-probes-test' }, [], { cacheDir, via: 'apt' }).catch((e: unknown) => e);
+    const err = await fetchPackage({ ...refOf(hello), version: '0.0.0-falco-probes-test' }, [], { cacheDir, via: 'apt' }).catch(
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof FalcoProbesError && err.kind === 'network', String(err));
-    assert.match(err.format(), /apt-get download hello:\w+=0\.0\.0-falco-probes-test failed: exit code 100[\s\S]*0\.0\.0-falco-probes-test/);
+    assert.match(
+      err.format(),
+      /apt-get download hello:\w+=0\.0\.0-falco-probes-test failed: exit code 100[\s\S]*0\.0\.0-falco-probes-test/,
+    );
   });
 
   test('a hostile name or version never reaches apt-get', async () => {
     const cacheDir = await freshCache();
-    const base = { name: 'hello', version: '1', repository: 'bookworm', path: 'pool/main/h/hello/hello_1_amd64.deb', sha256: 'a'.repeat(64), size: 1 };
+    const base = {
+      name: 'hello',
+      version: '1',
+      repository: 'bookworm',
+      path: 'pool/main/h/hello/hello_1_amd64.deb',
+      sha256: 'a'.repeat(64),
+      size: 1,
+    };
     await assert.rejects(fetchPackage({ ...base, name: 'hello;touch /tmp/x' }, [], { cacheDir, via: 'apt' }), /refusing package name/);
     await assert.rejects(fetchPackage({ ...base, version: '1 -o APT::Foo=1' }, [], { cacheDir, via: 'apt' }), /refusing version/);
     await assert.rejects(fetchPackage({ ...base, name: '-s' }, [], { cacheDir, via: 'apt' }), /refusing package name/);

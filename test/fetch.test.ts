@@ -98,7 +98,7 @@ async function startSlowServer(data: Buffer, opts: { chunk?: number; delayMs?: n
   let maxActive = 0;
   const waiting: (() => void)[] = [];
   const sockets = new Set<import('node:net').Socket>();
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     requests++;
     active++;
     maxActive = Math.max(maxActive, active);
@@ -119,7 +119,9 @@ async function startSlowServer(data: Buffer, opts: { chunk?: number; delayMs?: n
       return;
     }
     waiting.push(step);
-    const release = () => waiting.splice(0).forEach((go) => go());
+    const release = () => {
+      for (const go of waiting.splice(0)) go();
+    };
     if (waiting.length >= opts.barrier) release();
     else setTimeout(release, 20_000).unref();
   });
@@ -166,10 +168,18 @@ describe('fetchPackage over HTTP', () => {
     failing.faults.set(PATH, { kind: 'status', status: 500 });
     try {
       const logger = createMemoryLogger();
-      const path = await fetchPackage(pkgFor(body), [await deadUrl(), failing.url, mirror.url], { cacheDir, via: 'http', http: HTTP, logger });
+      const path = await fetchPackage(pkgFor(body), [await deadUrl(), failing.url, mirror.url], {
+        cacheDir,
+        via: 'http',
+        http: HTTP,
+        logger,
+      });
       assert.deepEqual(await readFile(path), body);
       assert.equal(failing.requests.length, HTTP.attempts, 'a 5xx is retried, then the next mirror is tried');
-      assert.ok(logger.lines.some((l) => /attempt 1\/3 .* failed: HTTP 500/.test(l)), logger.lines.join('\n'));
+      assert.ok(
+        logger.lines.some((l) => /attempt 1\/3 .* failed: HTTP 500/.test(l)),
+        logger.lines.join('\n'),
+      );
     } finally {
       await failing.close();
     }
@@ -188,7 +198,9 @@ describe('fetchPackage over HTTP', () => {
 
   test('all mirrors failing is a network error listing each', async () => {
     const cacheDir = await freshCache();
-    const err = await fetchPackage(pkgFor(body), [await deadUrl(), await deadUrl()], { cacheDir, via: 'http', http: HTTP }).catch((e: unknown) => e);
+    const err = await fetchPackage(pkgFor(body), [await deadUrl(), await deadUrl()], { cacheDir, via: 'http', http: HTTP }).catch(
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof FalcoProbesError && err.kind === 'network', String(err));
     assert.match(err.format(), /all 2 mirrors failed[\s\S]*127\.0\.0\.1[\s\S]*127\.0\.0\.1/);
     assert.deepEqual(await cacheFiles(cacheDir), []);
@@ -253,13 +265,19 @@ describe('fetchPackage over HTTP', () => {
     const root = join(work, 'disk-mirror');
     await mkdir(join(root, dirname(PATH)), { recursive: true });
     await writeFile(join(root, PATH), body);
-    const path = await fetchPackage(pkgFor(body), [pathToFileURL(join(work, 'nowhere')).href, pathToFileURL(root).href], { cacheDir, via: 'http' });
+    const path = await fetchPackage(pkgFor(body), [pathToFileURL(join(work, 'nowhere')).href, pathToFileURL(root).href], {
+      cacheDir,
+      via: 'http',
+    });
     assert.deepEqual(await readFile(path), body);
   });
 
   test('a hostile path or sha256 in a lockfile never reaches the file system', async () => {
     const cacheDir = await freshCache();
-    await assert.rejects(fetchPackage({ ...pkgFor(body), path: '../../etc/passwd' }, [mirror.url], { cacheDir, via: 'http' }), /refusing repository path/);
+    await assert.rejects(
+      fetchPackage({ ...pkgFor(body), path: '../../etc/passwd' }, [mirror.url], { cacheDir, via: 'http' }),
+      /refusing repository path/,
+    );
     await assert.rejects(fetchPackage({ ...pkgFor(body), sha256: '../x' }, [mirror.url], { cacheDir, via: 'http' }), /refusing sha256/);
   });
 
@@ -352,7 +370,10 @@ describe('the fetcher', () => {
       await verifying.fetch(pkg);
       assert.equal(counting.requests.length, 3);
       assert.deepEqual(await readFile(path), body);
-      assert.ok(logger.lines.some((l) => /is corrupt \(sha256 [0-9a-f]{64}\)/.test(l)), logger.lines.join('\n'));
+      assert.ok(
+        logger.lines.some((l) => /is corrupt \(sha256 [0-9a-f]{64}\)/.test(l)),
+        logger.lines.join('\n'),
+      );
     } finally {
       await counting.close();
     }
@@ -440,7 +461,9 @@ process.stdout.write(path);
     }
   });
 
-  test('kill -9 in the middle of a download leaves no file at the content address; the next run recovers and sweeps', { timeout: 60_000 }, async () => {
+  test('kill -9 in the middle of a download leaves no file at the content address; the next run recovers and sweeps', {
+    timeout: 60_000,
+  }, async () => {
     const cacheDir = await freshCache();
     const pkg = pkgFor(body);
     const stalling = await startSlowServer(body, { stallAfter: 128 * 1024 });
@@ -461,7 +484,7 @@ process.stdout.write(path);
       const result = await done;
       assert.equal(result.signal, 'SIGKILL');
       await assert.rejects(stat(cachePath(cacheDir, pkg.sha256)), 'nothing at the content address');
-      assert.deepEqual(await readdir(shard), temps, 'only the dead process\'s temporary file');
+      assert.deepEqual(await readdir(shard), temps, "only the dead process's temporary file");
 
       // The next run downloads again; an old enough temporary file of a dead process is swept.
       const old = new Date(Date.now() - 3600_000);

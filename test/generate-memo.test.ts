@@ -17,7 +17,10 @@ import { sha256Hex } from '../src/util/hash.js';
 
 async function withProject(fn: (root: string) => Promise<void>): Promise<void> {
   await withTempDir(async (root) => {
-    await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')], other: [kernel('5.15.0-1-amd64')] }, drivers: driversText({ remote: 'pinned' }) });
+    await makeProject(root, {
+      oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')], other: [kernel('5.15.0-1-amd64')] },
+      drivers: driversText({ remote: 'pinned' }),
+    });
     await fn(root);
   }, 'falco-probes-generate-memo-');
 }
@@ -38,7 +41,10 @@ test('unchanged inputs and files: nothing is rendered or written, and the files 
 
     const again = await generate(root);
     assert.ok(again.files.every((f) => f.change === 'unchanged'));
-    assert.deepEqual(again.files.map((f) => f.path), first.files.map((f) => f.path));
+    assert.deepEqual(
+      again.files.map((f) => f.path),
+      first.files.map((f) => f.path),
+    );
     assert.equal(await readFile(generateMemoPath(root), 'utf8'), memo, 'not rewritten');
 
     // Proof that the memo decided: a file changed by hand, recorded in a memo of the same key, is left as it is ...
@@ -50,14 +56,20 @@ test('unchanged inputs and files: nothing is rendered or written, and the files 
       `generated/Makefile ${Buffer.byteLength(edited)} ${sha256Hex(edited)}`,
     );
     const [head, section] = [planted.slice(0, planted.indexOf('\n\n') + 2), planted.slice(planted.indexOf('\n\n') + 2)];
-    await writeFile(generateMemoPath(root), head.replace(/^files (\d+) \d+ [0-9a-f]{64}$/m, `files $1 ${Buffer.byteLength(section)} ${sha256Hex(section)}`) + section);
+    await writeFile(
+      generateMemoPath(root),
+      head.replace(/^files (\d+) \d+ [0-9a-f]{64}$/m, `files $1 ${Buffer.byteLength(section)} ${sha256Hex(section)}`) + section,
+    );
     assert.ok((await generate(root)).files.every((f) => f.change === 'unchanged'));
     assert.equal(await readFile(makefile, 'utf8'), edited);
     // ... and without the memos it is rendered and rewritten to the real bytes.
     process.env['FALCO_PROBES_GRAPH_CACHE'] = '0';
     try {
       const full = await generate(root);
-      assert.deepEqual(full.files.filter((f) => f.change !== 'unchanged').map((f) => f.path), ['generated/Makefile']);
+      assert.deepEqual(
+        full.files.filter((f) => f.change !== 'unchanged').map((f) => f.path),
+        ['generated/Makefile'],
+      );
     } finally {
       delete process.env['FALCO_PROBES_GRAPH_CACHE'];
     }
@@ -71,15 +83,26 @@ test('a generated file changed by hand is written again; so is every file after 
     const bytes = await generatedFiles(root);
     await writeFile(join(root, 'probes', 'other', 'BUILD'), 'hand edit\n');
     const r = await generate(root);
-    assert.deepEqual(r.files.filter((f) => f.change === 'written').map((f) => f.path), ['probes/other/BUILD']);
+    assert.deepEqual(
+      r.files.filter((f) => f.change === 'written').map((f) => f.path),
+      ['probes/other/BUILD'],
+    );
     assert.deepEqual(await generatedFiles(root), bytes);
 
     const memo = await readFile(generateMemoPath(root), 'utf8');
-    for (const damaged of [memo.slice(0, -5), memo.replace(/ (\d)(\d*) ([0-9a-f]{64})\n/, (_, d: string, rest: string, h: string) => ` ${(Number(d) % 9) + 1}${rest} ${h}\n`), 'nonsense']) {
+    for (const damaged of [
+      memo.slice(0, -5),
+      memo.replace(/ (\d)(\d*) ([0-9a-f]{64})\n/, (_, d: string, rest: string, h: string) => ` ${(Number(d) % 9) + 1}${rest} ${h}\n`),
+      'nonsense',
+    ]) {
       await writeFile(generateMemoPath(root), damaged);
       await writeFile(join(root, 'generated', 'targets.json'), '{}\n');
       const again = await generate(root);
-      assert.deepEqual(again.files.filter((f) => f.change === 'written').map((f) => f.path), ['generated/targets.json'], damaged.slice(0, 40));
+      assert.deepEqual(
+        again.files.filter((f) => f.change === 'written').map((f) => f.path),
+        ['generated/targets.json'],
+        damaged.slice(0, 40),
+      );
       assert.equal(await readFile(generateMemoPath(root), 'utf8'), memo, 'rewritten whole');
     }
   });
@@ -90,10 +113,17 @@ test('a changed input renders again: a lockfile, the published record; --check a
     await generate(root);
     const memo = await readFile(generateMemoPath(root), 'utf8');
     // The published record pins Please's hashes: a new entry changes a BUILD file.
-    const first = (JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')) as { targets: { key: string; output: string; os: string }[] }).targets[0]!;
+    const first = (
+      JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')) as {
+        targets: { key: string; output: string; os: string }[];
+      }
+    ).targets[0]!;
     const published = new Map([[first.key, { file: first.output, sha256: 'c'.repeat(64) }]]);
     const r = await generate(root, { published });
-    assert.deepEqual(r.files.filter((f) => f.change === 'written').map((f) => f.path), [`probes/${first.os}/BUILD`]);
+    assert.deepEqual(
+      r.files.filter((f) => f.change === 'written').map((f) => f.path),
+      [`probes/${first.os}/BUILD`],
+    );
     assert.match(await readFile(join(root, 'probes', first.os, 'BUILD'), 'utf8'), /hashes = \["c{64}"\]/);
     assert.notEqual(await readFile(generateMemoPath(root), 'utf8'), memo);
     assert.ok((await generate(root, { published })).files.every((f) => f.change === 'unchanged'));

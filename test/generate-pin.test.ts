@@ -30,7 +30,10 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
     const mirror = await startMirror({ files: { 'libs/9.1.0+driver.tar.gz': v1 } });
     try {
       const url = `${mirror.url}/libs/9.1.0%2Bdriver.tar.gz`;
-      await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] }, drivers: driversText({ remote: 'unpinned', remoteUrl: url }) });
+      await makeProject(root, {
+        oses: { debian12: [kernel('6.1.0-50-amd64')] },
+        drivers: driversText({ remote: 'unpinned', remoteUrl: url }),
+      });
       const driversPath = join(root, 'kernels', 'drivers.yaml');
       const original = await readFile(driversPath, 'utf8');
 
@@ -45,7 +48,11 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
       const before = original.split('\n');
       const lines = after.split('\n');
       const urlLine = before.findIndex((l) => l.includes('url: '));
-      assert.deepEqual(lines, [...before.slice(0, urlLine + 1), `      sha256: ${sha256Hex(v1)}`, ...before.slice(urlLine + 1)], 'one line added after url:, nothing else changed');
+      assert.deepEqual(
+        lines,
+        [...before.slice(0, urlLine + 1), `      sha256: ${sha256Hex(v1)}`, ...before.slice(urlLine + 1)],
+        'one line added after url:, nothing else changed',
+      );
 
       const again = await runCli(['pin'], { cwd: root });
       assert.equal(again.code, 0, again.stderr);
@@ -56,7 +63,10 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
       mirror.files.set('libs/9.1.0+driver.tar.gz', v2);
       const refused = await runCli(['pin', 'falco'], { cwd: root });
       assert.equal(refused.code, 1);
-      assert.match(refused.stderr, new RegExp(`the download's sha256 is ${sha256Hex(v2)}, but kernels/drivers\\.yaml pins ${sha256Hex(v1)}; not changing it`));
+      assert.match(
+        refused.stderr,
+        new RegExp(`the download's sha256 is ${sha256Hex(v2)}, but kernels/drivers\\.yaml pins ${sha256Hex(v1)}; not changing it`),
+      );
       assert.match(refused.stderr, /--update/);
       assert.equal(await readFile(driversPath, 'utf8'), after);
 
@@ -81,7 +91,10 @@ test('pin refuses what is not the driver tarball, and drivers it cannot pin', as
     const noBpf = await tarball(root, 'nobpf', { 'userspace/libsinsp/x.cpp': '//\n' });
     const mirror = await startMirror({ files: { 'error.tar.gz': '<html>rate limited</html>\n', 'nobpf.tar.gz': noBpf } });
     try {
-      await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] }, drivers: driversText({ remote: 'unpinned', remoteUrl: `${mirror.url}/error.tar.gz` }) });
+      await makeProject(root, {
+        oses: { debian12: [kernel('6.1.0-50-amd64')] },
+        drivers: driversText({ remote: 'unpinned', remoteUrl: `${mirror.url}/error.tar.gz` }),
+      });
       const driversPath = join(root, 'kernels', 'drivers.yaml');
       const original = await readFile(driversPath, 'utf8');
 
@@ -116,11 +129,17 @@ test('pin refuses what is not the driver tarball, and drivers it cannot pin', as
 test('pin --tree pins by the unpacked tree hash (kept in the cache), refuses a changed tree without --update; a kmod-only driver pins by sha256 too', async () => {
   await withTempDir(async (root) => {
     const v1 = await tarball(root, 'v1', { 'driver/bpf/Makefile': 'always-y += probe.o\n', 'driver/main.c': '/* module */\n' });
-    const v2 = await tarball(root, 'v2', { 'driver/bpf/Makefile': 'always-y += probe.o\n', 'driver/main.c': '/* module, changed upstream */\n' });
+    const v2 = await tarball(root, 'v2', {
+      'driver/bpf/Makefile': 'always-y += probe.o\n',
+      'driver/main.c': '/* module, changed upstream */\n',
+    });
     const mirror = await startMirror({ files: { 'libs/9.1.0+driver.tar.gz': v1 } });
     try {
       const url = `${mirror.url}/libs/9.1.0%2Bdriver.tar.gz`;
-      await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] }, drivers: driversText({ remote: 'unpinned', remoteUrl: url }) });
+      await makeProject(root, {
+        oses: { debian12: [kernel('6.1.0-50-amd64')] },
+        drivers: driversText({ remote: 'unpinned', remoteUrl: url }),
+      });
       const driversPath = join(root, 'kernels', 'drivers.yaml');
       const original = await readFile(driversPath, 'utf8');
       const cache = join(root, 'cache');
@@ -129,10 +148,16 @@ test('pin --tree pins by the unpacked tree hash (kept in the cache), refuses a c
 
       const pinned = await runCli(['pin', 'falco', '--tree', '--cache', cache], { cwd: root });
       assert.equal(pinned.code, 0, pinned.stderr);
-      assert.match(pinned.stdout, new RegExp(`^falco: tree ${tree1} \\(pinned, unpacked tree, from ${mirror.url}/libs/9\\.1\\.0%2Bdriver\\.tar\\.gz\\)$`, 'm'));
+      assert.match(
+        pinned.stdout,
+        new RegExp(`^falco: tree ${tree1} \\(pinned, unpacked tree, from ${mirror.url}/libs/9\\.1\\.0%2Bdriver\\.tar\\.gz\\)$`, 'm'),
+      );
       const urlLine = original.split('\n').findIndex((l) => l.includes('url: '));
       const lines = original.split('\n');
-      assert.equal(await readFile(driversPath, 'utf8'), [...lines.slice(0, urlLine + 1), `      tree: ${tree1}`, ...lines.slice(urlLine + 1)].join('\n'));
+      assert.equal(
+        await readFile(driversPath, 'utf8'),
+        [...lines.slice(0, urlLine + 1), `      tree: ${tree1}`, ...lines.slice(urlLine + 1)].join('\n'),
+      );
       assert.deepEqual(await readdir(join(cache, 'drivers')), [`tree-${tree1}`], 'the verified tree is kept for the build');
 
       // Without --tree a driver already pinned by tree keeps its form: unchanged.
@@ -143,14 +168,20 @@ test('pin --tree pins by the unpacked tree hash (kept in the cache), refuses a c
       mirror.files.set('libs/9.1.0+driver.tar.gz', v2);
       const refused = await runCli(['pin', 'falco', '--cache', cache], { cwd: root });
       assert.equal(refused.code, 1);
-      assert.match(refused.stderr, new RegExp(`the download's tree hash is ${tree2}, but kernels/drivers\\.yaml pins ${tree1}; not changing it`));
+      assert.match(
+        refused.stderr,
+        new RegExp(`the download's tree hash is ${tree2}, but kernels/drivers\\.yaml pins ${tree1}; not changing it`),
+      );
       const updated = await runCli(['pin', 'falco', '9.1.0+driver', '--update', '--cache', cache], { cwd: root });
       assert.equal(updated.code, 0, updated.stderr);
       assert.match(updated.stdout, new RegExp(`updated from ${tree1}`));
       assert.match(await readFile(driversPath, 'utf8'), new RegExp(`\\n      tree: ${tree2}\\n`));
 
       // A kernel-module-only driver (no bpfDir): pinned by sha256, its kmodDir checked in the tarball.
-      const kmodOnly = original.replace('    bpfDir: driver/bpf\n    object: probe.o\n    kinds: [bpf]\n', '    kinds: [kmod]\n    kmodDir: driver\n    module: falco.ko\n');
+      const kmodOnly = original.replace(
+        '    bpfDir: driver/bpf\n    object: probe.o\n    kinds: [bpf]\n',
+        '    kinds: [kmod]\n    kmodDir: driver\n    module: falco.ko\n',
+      );
       assert.notEqual(kmodOnly, original);
       await writeFile(driversPath, kmodOnly);
       const bySha = await runCli(['pin', 'falco'], { cwd: root });

@@ -18,7 +18,8 @@ const KERNELS = () => [kernel('6.1.0-50-amd64'), kernel('6.1.0-50-cloud-amd64', 
 async function snapshot(root: string): Promise<Map<string, { text: string; mtime: bigint }>> {
   const files = await fg(['probes/**', 'generated/**', '.falco-probes/keys/**'], { cwd: root, dot: true, onlyFiles: true });
   const out = new Map<string, { text: string; mtime: bigint }>();
-  for (const f of files.sort()) out.set(f, { text: await readFile(join(root, f), 'utf8'), mtime: (await stat(join(root, f), { bigint: true })).mtimeNs });
+  for (const f of files.sort())
+    out.set(f, { text: await readFile(join(root, f), 'utf8'), mtime: (await stat(join(root, f), { bigint: true })).mtimeNs });
   return out;
 }
 
@@ -58,7 +59,13 @@ test('generate writes every file, byte-identical and untouched on a second run; 
     await writeLockfileFor(root, 'debian12', [...KERNELS(), kernel('6.1.0-51-amd64')]);
     const stale = await runCli(['generate', '--check'], { cwd: root });
     assert.equal(stale.code, 1);
-    assert.deepEqual(stale.stdout.split('\n').filter((l) => l.startsWith('would')).sort(), ['would write generated/Makefile', 'would write generated/targets.json', 'would write probes/debian12/BUILD']);
+    assert.deepEqual(
+      stale.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('would'))
+        .sort(),
+      ['would write generated/Makefile', 'would write generated/targets.json', 'would write probes/debian12/BUILD'],
+    );
     assert.deepEqual(await snapshot(root), before, '--check wrote nothing');
   });
 });
@@ -73,7 +80,10 @@ test('target names: the kernel alone for one driver, with the driver for several
       drivers: driversText({ remote: 'pinned' }),
     });
     // In "one", give the falco driver a range that admits nothing: only one driver applies.
-    await writeFile(join(root, 'kernels', 'drivers.yaml'), driversText({ remote: 'pinned' }).replace('min: "4.14"\n      max: "6.13"', 'min: "6.13"'));
+    await writeFile(
+      join(root, 'kernels', 'drivers.yaml'),
+      driversText({ remote: 'pinned' }).replace('min: "4.14"\n      max: "6.13"', 'min: "6.13"'),
+    );
     const r = await runCli(['generate'], { cwd: root });
     assert.equal(r.code, 0, r.stderr);
     const names = (await targetsOf(root)).targets.map((t) => t.label);
@@ -101,10 +111,16 @@ test('an unpinned remote driver gets no targets and a one-line notice; pinned dr
     assert.equal(r.code, 0, r.stderr);
     const notices = r.stderr.split('\n').filter((l) => l.includes('falco'));
     assert.equal(notices.length, 1);
-    assert.match(notices[0]!, /notice: driver falco 9\.1\.0\+driver has no sha256 pin; it gets no targets \(run `falco-probes pin falco`\)/);
+    assert.match(
+      notices[0]!,
+      /notice: driver falco 9\.1\.0\+driver has no sha256 pin; it gets no targets \(run `falco-probes pin falco`\)/,
+    );
     const t = (await targetsOf(root)).targets;
     assert.equal(t.length, 3);
-    assert.ok(t.every((x) => x.driver === 'example' && x.name.endsWith('-example-1.0.0')), 'names keep the driver suffix: pinning renames nothing');
+    assert.ok(
+      t.every((x) => x.driver === 'example' && x.name.endsWith('-example-1.0.0')),
+      'names keep the driver suffix: pinning renames nothing',
+    );
   });
 });
 
@@ -116,7 +132,18 @@ test('kernels/published.json pins published probes with hashes; the local reposi
     const bytes = 'a published probe\n';
     await mkdir(join(root, 'repository', one!.output, '..'), { recursive: true });
     await writeFile(join(root, 'repository', one!.output), bytes);
-    const entry = (t: typeof one, sha: string) => ({ file: t!.output, key: t!.key, sha256: sha, size: bytes.length, os: 'debian12', kernel: 'k', driver: t!.driver, driverVersion: '1', arch: t!.arch, kind: 'bpf' });
+    const entry = (t: typeof one, sha: string) => ({
+      file: t!.output,
+      key: t!.key,
+      sha256: sha,
+      size: bytes.length,
+      os: 'debian12',
+      kernel: 'k',
+      driver: t!.driver,
+      driverVersion: '1',
+      arch: t!.arch,
+      kind: 'bpf',
+    });
     // `two` is listed for another key: no stamp for it.
     await writeFile(
       join(root, 'repository', 'index.json'),
@@ -135,7 +162,12 @@ test('kernels/published.json pins published probes with hashes; the local reposi
     // The checked-in record (what `publish --record` keeps) pins `one` for its key; `two`'s entry is for an old key.
     await writeFile(
       join(root, 'kernels', 'published.json'),
-      renderPublishedRecord(new Map([[one!.key, { file: one!.output, sha256: sha256Hex(bytes) }], [sha256Hex('old key'), { file: two!.output, sha256: sha256Hex('x') }]])),
+      renderPublishedRecord(
+        new Map([
+          [one!.key, { file: one!.output, sha256: sha256Hex(bytes) }],
+          [sha256Hex('old key'), { file: two!.output, sha256: sha256Hex('x') }],
+        ]),
+      ),
     );
     const stale = await runCli(['generate', '--check'], { cwd: root });
     assert.equal(stale.code, 1);
@@ -183,7 +215,10 @@ test('a hostile kernel name stops generation, naming the lockfile entry; nothing
     const line = hostile.split('\n').findIndex((l) => l.includes('pwned')) + 1;
     const r = await runCli(['generate'], { cwd: root });
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, new RegExp(`kernels/debian12\\.lock\\.yaml:${line}:5: kernels\\[\\d\\]: refusing target name "6\\.1\\$\\(touch pwned\\):x"`));
+    assert.match(
+      r.stderr,
+      new RegExp(`kernels/debian12\\.lock\\.yaml:${line}:5: kernels\\[\\d\\]: refusing target name "6\\.1\\$\\(touch pwned\\):x"`),
+    );
     assert.deepEqual(await snapshot(root), before, 'nothing written');
 
     // A name the lockfile rules accept but that is too long once the driver is added.
@@ -191,7 +226,12 @@ test('a hostile kernel name stops generation, naming the lockfile entry; nothing
     await writeFile(lockPath, good.replace('  - name: 6.1.0-50-cloud-amd64\n', `  - name: ${long}\n`));
     const r2 = await runCli(['generate'], { cwd: root });
     assert.equal(r2.code, 2, r2.stderr);
-    assert.match(r2.stderr, new RegExp(`kernels/debian12\\.lock\\.yaml:${line}:5: kernels/debian12\\.lock\\.yaml: kernel "${long}" \\(x86_64\\): target name "${long}-example-1\\.0\\.0" is not one Please and Make can take literally`));
+    assert.match(
+      r2.stderr,
+      new RegExp(
+        `kernels/debian12\\.lock\\.yaml:${line}:5: kernels/debian12\\.lock\\.yaml: kernel "${long}" \\(x86_64\\): target name "${long}-example-1\\.0\\.0" is not one Please and Make can take literally`,
+      ),
+    );
     assert.deepEqual(await snapshot(root), before, 'nothing written');
 
     // Names a recipe's command line would read as an option (`-`) or the shell would expand (`~`).
@@ -199,7 +239,10 @@ test('a hostile kernel name stops generation, naming the lockfile entry; nothing
       await writeFile(lockPath, good.replace('  - name: 6.1.0-50-cloud-amd64\n', `  - name: "${name}"\n`));
       const r3 = await runCli(['generate'], { cwd: root });
       assert.equal(r3.code, 2, `${name}: ${r3.stderr}`);
-      assert.ok(r3.stderr.includes(`kernels/debian12.lock.yaml:${line}:5: kernels[1]: refusing target name "${name}"`), `${name}: ${r3.stderr}`);
+      assert.ok(
+        r3.stderr.includes(`kernels/debian12.lock.yaml:${line}:5: kernels[1]: refusing target name "${name}"`),
+        `${name}: ${r3.stderr}`,
+      );
       assert.match(r3.stderr, /starting with a letter or digit/);
       assert.deepEqual(await snapshot(root), before, `${name}: nothing written`);
     }
@@ -248,8 +291,14 @@ test('a local driver directory that does not exist is a clear error at its line'
     await rm(join(root, 'drivers'), { recursive: true });
     const r = await runCli(['generate'], { cwd: root });
     assert.equal(r.code, 2);
-    const line = driversText().split('\n').findIndex((l) => l.includes('path: drivers/example')) + 1;
-    assert.match(r.stderr, new RegExp(`kernels/drivers\\.yaml:${line}:\\d+: driver example: source directory drivers/example does not exist`));
+    const line =
+      driversText()
+        .split('\n')
+        .findIndex((l) => l.includes('path: drivers/example')) + 1;
+    assert.match(
+      r.stderr,
+      new RegExp(`kernels/drivers\\.yaml:${line}:\\d+: driver example: source directory drivers/example does not exist`),
+    );
   });
 });
 
@@ -262,7 +311,9 @@ test('two OSes that would publish the same probe file are refused, naming both t
     const file = probeFileOf(kernel('6.1.0-50-amd64'), 'example', 'bpf');
     assert.equal(file, 'example_debian_6.1.50-1-amd64_1.o');
     assert.ok(
-      r.stderr.includes(`//probes/second:6.1.0-50-amd64-example-1.0.0 and //probes/first:6.1.0-50-amd64-example-1.0.0 would both publish 1.0.0/x86_64/${file}`),
+      r.stderr.includes(
+        `//probes/second:6.1.0-50-amd64-example-1.0.0 and //probes/first:6.1.0-50-amd64-example-1.0.0 would both publish 1.0.0/x86_64/${file}`,
+      ),
       r.stderr,
     );
   });

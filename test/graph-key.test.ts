@@ -70,14 +70,20 @@ const MOVES: [string, (a: Args) => void][] = [
 
 const STAYS: [string, (a: Args) => void][] = [
   ['package order', (a) => a.kernel.packages.reverse()],
-  ['driver source URL (same sha256)', (a) => (a.driver.source = { url: 'https://mirror.invalid/elsewhere.tar.gz', sha256: sha256Hex('libs'), strip: 1 })],
+  [
+    'driver source URL (same sha256)',
+    (a) => (a.driver.source = { url: 'https://mirror.invalid/elsewhere.tar.gz', sha256: sha256Hex('libs'), strip: 1 }),
+  ],
   ['driver source given as a local path (same content hash)', (a) => (a.driver.source = { path: 'vendor/libs' })],
   ['driver kinds list', (a) => (a.driver.kinds = ['bpf', 'kmod'])],
   ['driver kernel range', (a) => (a.driver.kernels = { min: '5.4' })],
   ['object key order', (a) => (a.kernel = Object.fromEntries(Object.entries(a.kernel).reverse()) as unknown as KernelDescriptor)],
   ['os-release key order', (a) => (a.osRelease = Object.fromEntries(Object.entries(a.osRelease).reverse()))],
   // Only verify-load reads the bootable image: adding it, or Debian moving it from -unsigned to signed, rebuilds nothing.
-  ['image package added', (a) => a.kernel.packages.push({ ...pkg0(a), name: 'linux-image-6.1.0-50-amd64', role: 'image', sha256: sha256Hex('image') })],
+  [
+    'image package added',
+    (a) => a.kernel.packages.push({ ...pkg0(a), name: 'linux-image-6.1.0-50-amd64', role: 'image', sha256: sha256Hex('image') }),
+  ],
   [
     'image package replaced (unsigned to signed)',
     (a) => {
@@ -125,7 +131,21 @@ test('key inputs hold exactly the documented fields', async () => {
   assert.deepEqual(Object.keys(inputs['driver'] as object).sort(), ['bpfDir', 'name', 'object', 'recipe', 'sourceSha256', 'version']);
   // docs/KEYS.md documents the same field names.
   const doc = await readFile(new URL('../docs/KEYS.md', import.meta.url), 'utf8');
-  for (const field of ['recipeVersion', 'osRelease', 'sourceSha256', 'bpfDir', 'kernelVersion', 'targetId', 'flavour', 'repository', 'sha256', 'size', 'role', 'clang', 'image'])
+  for (const field of [
+    'recipeVersion',
+    'osRelease',
+    'sourceSha256',
+    'bpfDir',
+    'kernelVersion',
+    'targetId',
+    'flavour',
+    'repository',
+    'sha256',
+    'size',
+    'role',
+    'clang',
+    'image',
+  ])
     assert.ok(doc.includes(`\`${field}\``), `docs/KEYS.md mentions ${field}`);
 });
 
@@ -157,7 +177,10 @@ test('mirror URLs, lockfile package order, file times and the pinned source URL 
       const tb = await readFile(join(b, 'generated', 'targets.json'), 'utf8');
       assert.equal(JSON.parse(ta).targets.length, 6); // 3 kernels x (example, falco)
       assert.equal(tb, ta);
-      assert.equal(await readFile(join(b, 'probes', 'debian12', 'BUILD'), 'utf8'), await readFile(join(a, 'probes', 'debian12', 'BUILD'), 'utf8'));
+      assert.equal(
+        await readFile(join(b, 'probes', 'debian12', 'BUILD'), 'utf8'),
+        await readFile(join(a, 'probes', 'debian12', 'BUILD'), 'utf8'),
+      );
     });
   });
 });

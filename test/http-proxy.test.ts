@@ -78,7 +78,10 @@ describe('which requests go through a proxy', () => {
     assert.equal(proxyFor(u('http://a.example/x'), { http_proxy: '', HTTP_PROXY: 'http://p:3128' })?.host, 'p:3128');
     for (const loopback of ['http://127.0.0.1:8080/x', 'http://localhost/x', 'http://[::1]/x', 'https://127.1.2.3/x'])
       assert.equal(proxyFor(u(loopback), { HTTP_PROXY: 'http://p:3128' }), undefined, loopback);
-    assert.throws(() => proxyFor(u('http://a.example/x'), { HTTP_PROXY: 'socks5://p:1080' }), (e: unknown) => e instanceof FalcoProbesError && /not an http:\/\/ URL/.test(e.message));
+    assert.throws(
+      () => proxyFor(u('http://a.example/x'), { HTTP_PROXY: 'socks5://p:1080' }),
+      (e: unknown) => e instanceof FalcoProbesError && /not an http:\/\/ URL/.test(e.message),
+    );
   });
 
   test('NO_PROXY: *, hosts, domains with their subdomains, ports', () => {
@@ -162,7 +165,12 @@ describe('requests through a loopback proxy', () => {
   });
 
   test('resolve --json through HTTP_PROXY reads mirrors that only the proxy can reach; with NO_PROXY it fails', async () => {
-    const mirrors = ['--mirror', `bookworm=http://deb.invalid:${port()}/bookworm`, '--mirror', `bookworm-security=http://deb.invalid:${port()}/bookworm-security`];
+    const mirrors = [
+      '--mirror',
+      `bookworm=http://deb.invalid:${port()}/bookworm`,
+      '--mirror',
+      `bookworm-security=http://deb.invalid:${port()}/bookworm-security`,
+    ];
     proxy.gets.length = 0;
     const env = { HTTP_PROXY: proxy.url, HTTPS_PROXY: '', NO_PROXY: '', http_proxy: '', https_proxy: '', no_proxy: '' };
     const r = await runCli(['resolve', '--check', '--json', 'debian12', ...mirrors], { cwd: join(dir, 'project'), env, timeoutMs: 60_000 });
@@ -171,7 +179,10 @@ describe('requests through a loopback proxy', () => {
     assert.equal(report.stale, 1);
     assert.equal(report.oses[0]!.os, 'debian12');
     assert.equal(report.oses[0]!.added.length, 12);
-    assert.ok(proxy.gets.some((g) => g.startsWith(`http://deb.invalid:${port()}/bookworm/dists/bookworm/InRelease`)), proxy.gets.join('\n'));
+    assert.ok(
+      proxy.gets.some((g) => g.startsWith(`http://deb.invalid:${port()}/bookworm/dists/bookworm/InRelease`)),
+      proxy.gets.join('\n'),
+    );
 
     const direct = await runCli(['resolve', '--check', 'debian12', '--timeout', '5', ...mirrors], {
       cwd: join(dir, 'project'),

@@ -31,7 +31,9 @@ const secondDriver = `  - name: example-two
     kinds: [bpf]
 `;
 
-test('SIGTERM mid-build: running targets cancelled, no process of the build left, no work or temporaries, exit 143; a second SIGTERM exits at once', { timeout: TIMEOUT }, async (t) => {
+test('SIGTERM mid-build: running targets cancelled, no process of the build left, no work or temporaries, exit 143; a second SIGTERM exits at once', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = [obtained.kernels.find((k) => k.series === '6.1') ?? obtained.kernels[0]!];
@@ -44,7 +46,8 @@ test('SIGTERM mid-build: running targets cancelled, no process of the build left
     const args = ['build', '-j', '2', '--fetch-via', 'http', '--cache', cache, '--json'];
     try {
       await writeProject(root, { kernels: descriptors(kernels), mirrorUrl: mirror.url, extraDrivers: secondDriver });
-      const unpacking = async () => ((await readdir(join(cache, 'trees')).catch(() => [] as string[])).some((n) => n.includes('.extract-')) ? true : undefined);
+      const unpacking = async () =>
+        (await readdir(join(cache, 'trees')).catch(() => [] as string[])).some((n) => n.includes('.extract-')) ? true : undefined;
       // Both logs show clang at work, and compilers run in the work directories now.
       const bothCompiling = async () => {
         const names = await readdir(logs).catch(() => [] as string[]);
@@ -71,7 +74,8 @@ test('SIGTERM mid-build: running targets cancelled, no process of the build left
         assert.equal(report.failed, 0, `${what}: ${run.stderr()}`);
         assert.ok((report.cancelled ?? 0) >= 1, `${what}: nothing reported as cancelled: ${run.stderr()}`);
         // A target may finish in the moment between the check and the signal: built then, never failed.
-        for (const r of report.results) assert.ok(['cancelled', 'skipped', 'built'].includes(r.status), `${what}: ${r.label} is ${r.status}`);
+        for (const r of report.results)
+          assert.ok(['cancelled', 'skipped', 'built'].includes(r.status), `${what}: ${r.label} is ${r.status}`);
         assert.doesNotMatch(run.stderr(), /FAILED|last lines of|kept for inspection/, what);
         assert.match(run.stderr(), /interrupted: .*cancelled/, what);
         assert.deepEqual(await temporariesUnder(dir), [], `${what}: work directories or temporaries left`);

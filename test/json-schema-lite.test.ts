@@ -18,9 +18,31 @@ function agree(schema: object, value: unknown, what: string): void {
   assert.equal(isValid(schema, value), expected, `${what}: ajv says ${expected}`);
 }
 
-const pkg = { name: 'linux-headers-6.1.0-50-amd64', version: '6.1.176-1', role: 'headers', repository: 'bookworm', path: 'pool/main/l/linux/x.deb', sha256: 'a'.repeat(64), size: 10 };
-const kernel = { name: '6.1.0-50-amd64', release: '6.1.0-50-amd64', version: '#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1', machine: 'x86_64', kernelVersion: '1', targetId: 'debian', flavour: 'amd64', packages: [pkg] };
-const lock = { os: 'debian12', source: { path: 'kernels/debian12.yaml', sha256: 'b'.repeat(64) }, osRelease: { ID: 'debian', VERSION_ID: '12' }, kernels: [kernel] };
+const pkg = {
+  name: 'linux-headers-6.1.0-50-amd64',
+  version: '6.1.176-1',
+  role: 'headers',
+  repository: 'bookworm',
+  path: 'pool/main/l/linux/x.deb',
+  sha256: 'a'.repeat(64),
+  size: 10,
+};
+const kernel = {
+  name: '6.1.0-50-amd64',
+  release: '6.1.0-50-amd64',
+  version: '#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1',
+  machine: 'x86_64',
+  kernelVersion: '1',
+  targetId: 'debian',
+  flavour: 'amd64',
+  packages: [pkg],
+};
+const lock = {
+  os: 'debian12',
+  source: { path: 'kernels/debian12.yaml', sha256: 'b'.repeat(64) },
+  osRelease: { ID: 'debian', VERSION_ID: '12' },
+  kernels: [kernel],
+};
 
 /** Every value with one thing changed: a field removed, an extra field, a wrong type, a value that breaks a pattern. */
 function variants(base: Record<string, unknown>, path: string[] = []): { what: string; value: unknown }[] {
@@ -38,7 +60,10 @@ function variants(base: Record<string, unknown>, path: string[] = []): { what: s
     if (node === null || typeof node !== 'object') {
       const where = p.join('.');
       out.push({ what: `${where} = 7`, value: set(base, p, 7) });
-      out.push({ what: `${where} = "bad value with spaces; and \\"quotes\\""`, value: set(base, p, 'bad value with spaces; and "quotes"') });
+      out.push({
+        what: `${where} = "bad value with spaces; and \\"quotes\\""`,
+        value: set(base, p, 'bad value with spaces; and "quotes"'),
+      });
       out.push({ what: `${where} = ""`, value: set(base, p, '') });
       out.push({ what: `${where} = -1`, value: set(base, p, -1) });
       out.push({ what: `${where} = 1.5`, value: set(base, p, 1.5) });
@@ -47,7 +72,7 @@ function variants(base: Record<string, unknown>, path: string[] = []): { what: s
     if (Array.isArray(node)) {
       out.push({ what: `${p.join('.')} = []`, value: set(base, p, []) });
       out.push({ what: `${p.join('.')} twice`, value: set(base, p, [...node, ...node]) });
-      node.forEach((x, i) => walk(x, [...p, String(i)]));
+      for (const [i, x] of node.entries()) walk(x, [...p, String(i)]);
       return;
     }
     out.push({ what: `${p.join('.')}.extra`, value: set(base, [...p, 'extra'], 'x') });
@@ -71,14 +96,46 @@ test('lockfile schema: the same answer as ajv on a valid lockfile and on every o
 test('drivers schema (oneOf sources, enums, uniqueItems): the same answer as ajv', () => {
   const drivers = {
     builder: { kind: 'host', clang: '14.0.6', gcc: 'gcc (Debian 12.2.0-14+deb12u1) 12.2.0' },
-    compilerImages: [{ release: 'trixie', image: `sha256:${'c'.repeat(64)}`, clang: 'Debian clang version 19.1.7', gcc: 'gcc (Debian 14.2.0-19) 14.2.0' }],
+    compilerImages: [
+      { release: 'trixie', image: `sha256:${'c'.repeat(64)}`, clang: 'Debian clang version 19.1.7', gcc: 'gcc (Debian 14.2.0-19) 14.2.0' },
+    ],
     drivers: [
-      { name: 'example', version: '1.0.0', source: { path: 'examples/probe' }, recipe: 'kbuild', bpfDir: '.', object: 'probe.o', kinds: ['bpf'], kernels: { min: '4.14' } },
-      { name: 'falco', version: '9.1.0+driver', source: { url: 'https://example.invalid/libs.tar.gz', tree: 'd'.repeat(64), strip: 1 }, recipe: 'falco-libs', bpfDir: 'driver/bpf', object: 'probe.o', kmodDir: 'driver', module: 'falco.ko', kinds: ['bpf', 'kmod'] },
+      {
+        name: 'example',
+        version: '1.0.0',
+        source: { path: 'examples/probe' },
+        recipe: 'kbuild',
+        bpfDir: '.',
+        object: 'probe.o',
+        kinds: ['bpf'],
+        kernels: { min: '4.14' },
+      },
+      {
+        name: 'falco',
+        version: '9.1.0+driver',
+        source: { url: 'https://example.invalid/libs.tar.gz', tree: 'd'.repeat(64), strip: 1 },
+        recipe: 'falco-libs',
+        bpfDir: 'driver/bpf',
+        object: 'probe.o',
+        kmodDir: 'driver',
+        module: 'falco.ko',
+        kinds: ['bpf', 'kmod'],
+      },
       {
         name: 'scap',
         version: '0.23.2',
-        source: { deb: { archive: 'debian', aptPath: '/debian', name: 'falcosecurity-scap-dkms', version: '0.23.2-6', path: 'pool/main/f/x.deb', sha256: 'e'.repeat(64), size: 5 }, dir: 'usr/src/scap-0.23.2' },
+        source: {
+          deb: {
+            archive: 'debian',
+            aptPath: '/debian',
+            name: 'falcosecurity-scap-dkms',
+            version: '0.23.2-6',
+            path: 'pool/main/f/x.deb',
+            sha256: 'e'.repeat(64),
+            size: 5,
+          },
+          dir: 'usr/src/scap-0.23.2',
+        },
         recipe: 'kbuild',
         kmodDir: '.',
         module: 'scap.ko',
@@ -93,7 +150,19 @@ test('drivers schema (oneOf sources, enums, uniqueItems): the same answer as ajv
 });
 
 test('repository index schema: the same answer as ajv', () => {
-  const entry = { file: '1.0.0/x86_64/x.o', key: 'a'.repeat(64), sha256: 'b'.repeat(64), size: 3, os: 'debian12', kernel: 'k', driver: 'falco', driverVersion: '1.0.0', arch: 'x86_64', kind: 'bpf', load: { verdict: 'loaded', kernelImageSha256: 'c'.repeat(64), message: 'ok' } };
+  const entry = {
+    file: '1.0.0/x86_64/x.o',
+    key: 'a'.repeat(64),
+    sha256: 'b'.repeat(64),
+    size: 3,
+    os: 'debian12',
+    kernel: 'k',
+    driver: 'falco',
+    driverVersion: '1.0.0',
+    arch: 'x86_64',
+    kind: 'bpf',
+    load: { verdict: 'loaded', kernelImageSha256: 'c'.repeat(64), message: 'ok' },
+  };
   const index = { version: 1, probes: [entry] };
   agree(indexSchema, index, 'valid');
   for (const v of variants(index)) agree(indexSchema, v.value, v.what);

@@ -40,7 +40,9 @@ async function killOrphans(underDir: string): Promise<number> {
   return killed;
 }
 
-test('Ctrl-C and kill -9 during builds leave a valid repository and the next run builds exactly the missing targets', { timeout: TIMEOUT }, async (t) => {
+test('Ctrl-C and kill -9 during builds leave a valid repository and the next run builds exactly the missing targets', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = obtained.kernels;
@@ -109,9 +111,15 @@ test('Ctrl-C and kill -9 during builds leave a valid repository and the next run
       assert.equal(report.upToDate, 1);
       const after = await readIndex(repo);
       assert.equal(after.probes.length, 2);
-      assert.deepEqual(after.probes.find((p) => p.file === index.probes[0]!.file), index.probes[0]);
+      assert.deepEqual(
+        after.probes.find((p) => p.file === index.probes[0]!.file),
+        index.probes[0],
+      );
       // Nothing of the killed run is left in the repository's hidden temporary folder or beside the index.
-      assert.deepEqual((await readdir(repo)).filter((n) => n.startsWith('.') && n !== LOCK_FILE), []);
+      assert.deepEqual(
+        (await readdir(repo)).filter((n) => n.startsWith('.') && n !== LOCK_FILE),
+        [],
+      );
     } finally {
       await killOrphans(root);
       await mirror.close();

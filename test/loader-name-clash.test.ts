@@ -16,7 +16,10 @@ import type { KernelDescriptor } from '../src/config/types.js';
 // kernel (6.12.107-1) ask for one file. The file is the kernel's whose whole
 // version is in the name; the other gets no targets, and generate says so.
 
-const withVersion = (k: KernelDescriptor, pkgVersion: string): KernelDescriptor => ({ ...k, version: `#1 SMP PREEMPT_DYNAMIC Debian ${pkgVersion}` });
+const withVersion = (k: KernelDescriptor, pkgVersion: string): KernelDescriptor => ({
+  ...k,
+  version: `#1 SMP PREEMPT_DYNAMIC Debian ${pkgVersion}`,
+});
 
 test('loaderNameIsExact: Debian names cut after <x.y.z>-<n> are not exact; other rules always are', () => {
   const k = kernel('6.12.107+deb12-amd64');
@@ -34,7 +37,9 @@ test('the checked-in lockfiles: exactly the bookworm backports whose package ver
   const shadowed = shadowedKernels([d12!, d13!]);
   // Computed here from the versions alone: a deb12 kernel whose version, without its ~deb12uN, is a deb13 kernel's of the same flavour.
   const token = (k: KernelDescriptor) => /Debian (\S+)/.exec(k.version)![1]!;
-  const expected = d12!.lock.kernels.filter((k) => d13!.lock.kernels.some((o) => o.machine === k.machine && o.flavour === k.flavour && token(o) === token(k).replace(/~deb12u\d+$/, '')));
+  const expected = d12!.lock.kernels.filter((k) =>
+    d13!.lock.kernels.some((o) => o.machine === k.machine && o.flavour === k.flavour && token(o) === token(k).replace(/~deb12u\d+$/, '')),
+  );
   assert.ok(expected.length > 0, 'the lockfiles share versions (else this test proves nothing)');
   assert.deepEqual(shadowed.map((s) => s.kernel.name).sort(), expected.map((k) => k.name).sort());
   for (const s of shadowed) {
@@ -53,22 +58,39 @@ test('generate: the yielding kernel has no targets and is named; when neither ke
     await makeProject(root, { oses: { bookwormish: [backport, other], trixieish: [own] } });
     const r = await runCli(['generate', '--json'], { cwd: root });
     assert.equal(r.code, 0, r.stderr);
-    const report = JSON.parse(r.stdout) as { targets: Record<string, number>; shadowed: { os: string; kernel: string; by: { os: string; kernel: string } }[] };
-    assert.deepEqual(report.shadowed, [{ os: 'bookwormish', kernel: '6.12.107+deb12-amd64', machine: 'x86_64', by: { os: 'trixieish', kernel: '6.12.107+deb13-amd64' } }]);
+    const report = JSON.parse(r.stdout) as {
+      targets: Record<string, number>;
+      shadowed: { os: string; kernel: string; by: { os: string; kernel: string } }[];
+    };
+    assert.deepEqual(report.shadowed, [
+      { os: 'bookwormish', kernel: '6.12.107+deb12-amd64', machine: 'x86_64', by: { os: 'trixieish', kernel: '6.12.107+deb13-amd64' } },
+    ]);
     const text = await runCli(['generate', '--check'], { cwd: root });
     assert.equal(text.code, 0, text.stderr);
-    assert.match(text.stdout, /bookwormish: 1 kernel has no targets: Falco's loaders ask for the same files for it as for trixieish's kernels of the same package version, and the files are trixieish's \(6\.12\.107\+deb12-amd64\)/);
+    assert.match(
+      text.stdout,
+      /bookwormish: 1 kernel has no targets: Falco's loaders ask for the same files for it as for trixieish's kernels of the same package version, and the files are trixieish's \(6\.12\.107\+deb12-amd64\)/,
+    );
     const targets = JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')) as { targets: { label: string }[] };
     const labels = targets.targets.map((x) => x.label);
-    assert.ok(labels.some((l) => l.startsWith('//probes/trixieish:6.12.107+deb13-amd64')), labels.join(' '));
+    assert.ok(
+      labels.some((l) => l.startsWith('//probes/trixieish:6.12.107+deb13-amd64')),
+      labels.join(' '),
+    );
     assert.ok(!labels.some((l) => l.includes('6.12.107+deb12')), labels.join(' '));
-    assert.ok(labels.some((l) => l.includes('6.1.0-40-amd64')), 'the backport OS keeps its other kernels');
+    assert.ok(
+      labels.some((l) => l.includes('6.1.0-40-amd64')),
+      'the backport OS keeps its other kernels',
+    );
 
     // Both cut (two backports of one version): nothing decides, generate refuses naming both.
     await makeProject(root, { oses: { bookwormish: [backport], trixieish: [withVersion(own, '6.12.107-1~bpo13+1')] } });
     const refused = await runCli(['generate'], { cwd: root });
     assert.equal(refused.code, 2, refused.stderr);
-    assert.match(refused.stderr, /\/\/probes\/trixieish:6\.12\.107\+deb13-amd64\S* and \/\/probes\/bookwormish:6\.12\.107\+deb12-amd64\S* would both publish \S*example_debian_6\.12\.107-1-amd64_1\.o/);
+    assert.match(
+      refused.stderr,
+      /\/\/probes\/trixieish:6\.12\.107\+deb13-amd64\S* and \/\/probes\/bookwormish:6\.12\.107\+deb12-amd64\S* would both publish \S*example_debian_6\.12\.107-1-amd64_1\.o/,
+    );
     assert.match(refused.stderr, /hint: .*when exactly one of the kernels is named by its whole version/);
   } finally {
     await rm(root, { recursive: true, force: true });

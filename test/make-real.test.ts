@@ -20,7 +20,9 @@ import { skipOrFail } from './helpers/require.js';
 
 const TIMEOUT = 600_000;
 
-test('make builds through build: then build --dry-run says 0 to build; an image-package-only lockfile change rebuilds nothing', { timeout: TIMEOUT }, async (t) => {
+test('make builds through build: then build --dry-run says 0 to build; an image-package-only lockfile change rebuilds nothing', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const kernels = obtained.kernels.slice(0, 1);
@@ -36,11 +38,21 @@ test('make builds through build: then build --dry-run says 0 to build; an image-
       // Asynchronous: the loopback mirror serves from this process while make runs.
       const make = (...args: string[]) =>
         new Promise<{ status: number | null; stdout: string; stderr: string }>((resolvePromise, reject) => {
-          const child = spawn('make', ['-f', 'generated/Makefile', `FALCO_PROBES=${process.execPath} ${BIN}`, `FALCO_PROBES_BUILD_FLAGS=--fetch-via http --cache ${cache}`, ...args], {
-            cwd: root,
-            env: { ...process.env, MAKEFLAGS: '', CI: 'true' },
-            stdio: ['ignore', 'pipe', 'pipe'],
-          });
+          const child = spawn(
+            'make',
+            [
+              '-f',
+              'generated/Makefile',
+              `FALCO_PROBES=${process.execPath} ${BIN}`,
+              `FALCO_PROBES_BUILD_FLAGS=--fetch-via http --cache ${cache}`,
+              ...args,
+            ],
+            {
+              cwd: root,
+              env: { ...process.env, MAKEFLAGS: '', CI: 'true' },
+              stdio: ['ignore', 'pipe', 'pipe'],
+            },
+          );
           let stdout = '';
           let stderr = '';
           child.stdout.on('data', (d) => (stdout += d));
@@ -53,7 +65,10 @@ test('make builds through build: then build --dry-run says 0 to build; an image-
           });
         });
       const dryRun = async () => {
-        const r = await runCli(['build', '--dry-run', '--json', '--fetch-via', 'http', '--cache', cache], { cwd: root, timeoutMs: TIMEOUT });
+        const r = await runCli(['build', '--dry-run', '--json', '--fetch-via', 'http', '--cache', cache], {
+          cwd: root,
+          timeoutMs: TIMEOUT,
+        });
         assert.equal(r.code, 0, r.stderr);
         return JSON.parse(r.stdout) as BuildReport;
       };
@@ -79,7 +94,18 @@ test('make builds through build: then build --dry-run says 0 to build; an image-
       // Debian moves the bootable image from -unsigned to the signed package: only verify-load reads it.
       const withImage: KernelDescriptor[] = described.map((k) => ({
         ...k,
-        packages: [...k.packages, { name: `linux-image-${k.release}`, version: k.packages[0]!.version, role: 'image', repository: k.packages[0]!.repository, path: `pool/main/l/linux-signed-amd64/linux-image-${k.release}_${k.packages[0]!.version}_amd64.deb`, sha256: sha256Hex('a signed image'), size: 4096 }],
+        packages: [
+          ...k.packages,
+          {
+            name: `linux-image-${k.release}`,
+            version: k.packages[0]!.version,
+            role: 'image',
+            repository: k.packages[0]!.repository,
+            path: `pool/main/l/linux-signed-amd64/linux-image-${k.release}_${k.packages[0]!.version}_amd64.deb`,
+            sha256: sha256Hex('a signed image'),
+            size: 4096,
+          },
+        ],
       }));
       await writeOs(root, OS, mirror.url, withImage);
       const regen = await runCli(['generate'], { cwd: root });

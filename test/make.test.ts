@@ -31,9 +31,7 @@ mv -f "$tmp" "$out"
 printf '%s\\n' "\${label#*:}" >> "$STAND_IN_LOG"
 `;
 
-interface Make {
-  (args: string[]): { code: number; stdout: string; stderr: string };
-}
+type Make = (args: string[]) => { code: number; stdout: string; stderr: string };
 
 function makeIn(root: string): Make {
   return (args) => {
@@ -71,14 +69,20 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     await writeFile(join(root, 'stand-in.sh'), STAND_IN);
     await generate(root);
     const make = makeIn(root);
-    const targets = JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')).targets as { name: string; key: string; output: string; os: string }[];
+    const targets = JSON.parse(await readFile(join(root, 'generated', 'targets.json'), 'utf8')).targets as {
+      name: string;
+      key: string;
+      output: string;
+      os: string;
+    }[];
     assert.equal(targets.length, 11);
 
     assert.equal(make(['-q']).code, 1, 'nothing built yet');
     const full = make(['-j4', 'all']);
     assert.equal(full.code, 0, full.stderr);
     assert.equal((await calls(root)).length, 11);
-    for (const t of targets) assert.equal(await readFile(join(root, 'repository', t.output), 'utf8'), `${t.key}\n`, `${t.output} holds its key`);
+    for (const t of targets)
+      assert.equal(await readFile(join(root, 'repository', t.output), 'utf8'), `${t.key}\n`, `${t.output} holds its key`);
     const leftovers = (await fg('repository/**', { cwd: root, dot: true })).filter((f) => f.includes('.tmp.'));
     assert.deepEqual(leftovers, [], 'no temporary files left by the parallel run');
     assert.equal(make(['-q']).code, 0, 'make -q: everything up to date');
@@ -90,7 +94,11 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     assert.equal(make(['-q']).code, 0);
 
     // One kernel's package sha256 changes: exactly its targets are out of date.
-    const changed = kernels.map((k) => (k.name === '6.1.0-50-cloud-amd64' ? { ...k, packages: k.packages.map((p, i) => (i === 0 ? { ...p, sha256: sha256Hex('rebuilt package') } : p)) } : k));
+    const changed = kernels.map((k) =>
+      k.name === '6.1.0-50-cloud-amd64'
+        ? { ...k, packages: k.packages.map((p, i) => (i === 0 ? { ...p, sha256: sha256Hex('rebuilt package') } : p)) }
+        : k,
+    );
     await writeLockfileFor(root, 'debian12', changed);
     await generate(root);
     assert.equal(make(['-q']).code, 1);
@@ -112,7 +120,10 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     await generate(root);
     const rebuild = planned(make(['-n']).stdout);
     assert.equal(rebuild.length, 7);
-    assert.ok(rebuild.every((n) => n.endsWith('-example-1.0.0')), rebuild.join(' '));
+    assert.ok(
+      rebuild.every((n) => n.endsWith('-example-1.0.0')),
+      rebuild.join(' '),
+    );
     // ...while a kbuild leftover in it (ignored by the tree hash) moves nothing.
     assert.equal(make(['-j4']).code, 0);
     assert.equal(make(['-q']).code, 0);
@@ -130,7 +141,18 @@ test('make decides by key: -q after a build, exactly the changed and the new tar
     const probes = [];
     for (const t of now) {
       const bytes = await readFile(join(root, 'repository', t.output));
-      probes.push({ file: t.output, key: t.key, sha256: sha256Hex(bytes), size: bytes.length, os: t.os, kernel: t.name, driver: 'd', driverVersion: 'v', arch: 'x86_64', kind: 'bpf' });
+      probes.push({
+        file: t.output,
+        key: t.key,
+        sha256: sha256Hex(bytes),
+        size: bytes.length,
+        os: t.os,
+        kernel: t.name,
+        driver: 'd',
+        driverVersion: 'v',
+        arch: 'x86_64',
+        kind: 'bpf',
+      });
     }
     await writeFile(join(root, 'repository', 'index.json'), serializeIndex({ version: 1, probes }));
     const restored = await runCli(['generate'], { cwd: root });
@@ -144,7 +166,12 @@ test('the Makefile refuses to run outside the project root', async () => {
   await withTempDir(async (root) => {
     await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64')] } });
     await generate(root);
-    const r = spawnSync('make', ['-f', join(root, 'generated', 'Makefile'), '-n'], { cwd: join(root, 'generated'), encoding: 'utf8', timeout: 60_000, env: { ...process.env, MAKEFLAGS: '' } });
+    const r = spawnSync('make', ['-f', join(root, 'generated', 'Makefile'), '-n'], {
+      cwd: join(root, 'generated'),
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, MAKEFLAGS: '' },
+    });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /run make from the project root/);
   });

@@ -30,9 +30,41 @@ function reference(a: string, b: string): number {
 }
 
 test('compareNatural gives the reference order, sign and value, on kernel-like and random strings', () => {
-  const words = ['', '0', '00', '01', '1', '9', '10', '007', '4.14.9', '4.14.10', '6.1.0-9', '6.1.0-10', '6.1.0-10-amd64', '6.1.0-10-cloud-amd64', 'rc1', '1rc', 'a', 'a1', 'a01', 'a10', 'b', 'B', '-', '.', 'x86_64', 'aarch64', '99999999999999999999999', '99999999999999999999998', '6.12.9+deb12-amd64', '6.12.10+deb12-amd64', 'linux-headers-6.1.0-50-amd64'];
+  const words = [
+    '',
+    '0',
+    '00',
+    '01',
+    '1',
+    '9',
+    '10',
+    '007',
+    '4.14.9',
+    '4.14.10',
+    '6.1.0-9',
+    '6.1.0-10',
+    '6.1.0-10-amd64',
+    '6.1.0-10-cloud-amd64',
+    'rc1',
+    '1rc',
+    'a',
+    'a1',
+    'a01',
+    'a10',
+    'b',
+    'B',
+    '-',
+    '.',
+    'x86_64',
+    'aarch64',
+    '99999999999999999999999',
+    '99999999999999999999998',
+    '6.12.9+deb12-amd64',
+    '6.12.10+deb12-amd64',
+    'linux-headers-6.1.0-50-amd64',
+  ];
   let seed = 42;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
   const alphabet = '0019.-+~abZ_';
   for (let k = 0; k < 400; k++) {
     let s = '';
@@ -40,5 +72,6 @@ test('compareNatural gives the reference order, sign and value, on kernel-like a
     for (let c = 0; c < len; c++) s += alphabet[Math.floor(rand() * alphabet.length)];
     words.push(s);
   }
-  for (const a of words) for (const b of words) assert.equal(compareNatural(a, b), reference(a, b), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+  for (const a of words)
+    for (const b of words) assert.equal(compareNatural(a, b), reference(a, b), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
 });

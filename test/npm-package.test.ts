@@ -26,7 +26,19 @@ test('npm pack gives a package that installs globally and runs without tsx', { t
   await withTempDir(async (dir) => {
     // The files a pack reads: package.json, the sources that prepack compiles, what `files` ships.
     const copy = join(dir, 'checkout');
-    for (const name of ['package.json', 'package-lock.json', 'README.md', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'builder', 'build_defs', 'scripts', 'docs'])
+    for (const name of [
+      'package.json',
+      'package-lock.json',
+      'README.md',
+      'tsconfig.json',
+      'tsconfig.build.json',
+      'bin',
+      'src',
+      'builder',
+      'build_defs',
+      'scripts',
+      'docs',
+    ])
       await cp(join(PROJECT_ROOT, name), join(copy, name), { recursive: true });
     await symlink(join(PROJECT_ROOT, 'node_modules'), join(copy, 'node_modules'));
 
@@ -36,13 +48,40 @@ test('npm pack gives a package that installs globally and runs without tsx', { t
     const shipped = info!.files.map((f) => f.path);
     assert.equal(info!.filename, `falco-probes-${PACKAGE.version}.tgz`);
     // What the tool needs at run time, and not the sources, the tests or the tests' images.
-    for (const path of ['bin/falco-probes.js', 'dist/cli/main.js', 'dist/cli/commands/diff-targets.js', 'builder/Dockerfile', 'builder/recipes/kbuild.sh', 'builder/mock/uname', 'build_defs/falco_probe.build_defs', 'scripts/setup-debian.sh', 'scripts/base-image.sh', 'package.json', 'README.md'])
+    for (const path of [
+      'bin/falco-probes.js',
+      'dist/cli/main.js',
+      'dist/cli/commands/diff-targets.js',
+      'builder/Dockerfile',
+      'builder/recipes/kbuild.sh',
+      'builder/mock/uname',
+      'build_defs/falco_probe.build_defs',
+      'scripts/setup-debian.sh',
+      'scripts/base-image.sh',
+      'package.json',
+      'README.md',
+    ])
       assert.ok(shipped.includes(path), `${path} is not in the package`);
-    for (const path of shipped) assert.doesNotMatch(path, /^(src|test|kernels|probes|generated|builder\/test-loader)\//, `${path} should not ship`);
+    for (const path of shipped)
+      assert.doesNotMatch(path, /^(src|test|kernels|probes|generated|builder\/test-loader)\//, `${path} should not ship`);
 
     const prefix = join(dir, 'prefix');
     const install = (offline: boolean) =>
-      sh('npm', ['install', '--global', '--prefix', prefix, '--no-audit', '--no-fund', '--loglevel=error', offline ? '--offline' : '--prefer-offline', join(dir, info!.filename)], dir);
+      sh(
+        'npm',
+        [
+          'install',
+          '--global',
+          '--prefix',
+          prefix,
+          '--no-audit',
+          '--no-fund',
+          '--loglevel=error',
+          offline ? '--offline' : '--prefer-offline',
+          join(dir, info!.filename),
+        ],
+        dir,
+      );
     let installed = install(true);
     if (installed.code !== 0) {
       assert.match(installed.stderr, /ENOTCACHED|only-if-cached/, installed.stderr);
@@ -73,7 +112,10 @@ test('npm pack gives a package that installs globally and runs without tsx', { t
     await makeProject(project, { oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.1.0-51-amd64')] } });
     const listed = run('list-kernels', 'debian12', '--json', '--root', project);
     assert.equal(listed.code, 0, listed.stderr);
-    assert.deepEqual((JSON.parse(listed.stdout) as { name: string }[]).map((k) => k.name), ['6.1.0-50-amd64', '6.1.0-51-amd64']);
+    assert.deepEqual(
+      (JSON.parse(listed.stdout) as { name: string }[]).map((k) => k.name),
+      ['6.1.0-50-amd64', '6.1.0-51-amd64'],
+    );
     const generated = run('generate', '--json', '--root', project);
     assert.equal(generated.code, 0, generated.stderr);
     assert.deepEqual((await readdir(join(project, 'probes'))).sort(), ['debian12']);

@@ -2,7 +2,16 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { startMirror, type TestMirror } from './helpers/server.js';
-import { createTestSigner, copyShippedDefinition, falcoctlProbeFile, legacyLoaderProbeFile, legacyProbeFileOf, shippedRepositoryNames, tempDir, type TestSigner } from './helpers/os-fixtures.js';
+import {
+  createTestSigner,
+  copyShippedDefinition,
+  falcoctlProbeFile,
+  legacyLoaderProbeFile,
+  legacyProbeFileOf,
+  shippedRepositoryNames,
+  tempDir,
+  type TestSigner,
+} from './helpers/os-fixtures.js';
 import { debian13Overrides, ubuntuCommonName, ubuntuOverrides, writeTrixieMirror, writeUbuntuMirror } from './helpers/apt-os-fixtures.js';
 import { loadSourceDefinition } from '../src/config/source-definition.js';
 import { resolveSource } from '../src/resolve/index.js';
@@ -111,9 +120,15 @@ describe('Ubuntu', () => {
     const hwe = kernels.get('6.2.0-26-generic x86_64')!;
     assert.equal(probeFileOf(hwe), 'falco_ubuntu-generic_6.2.0-26-generic_26~22.04.1.o');
     assert.equal(hwe.packages.find((p) => p.role === 'common')!.name, ubuntuCommonName({ abi: '6.2.0-26', source: 'linux-hwe-6.2' }));
-    assert.match(hwe.packages.find((p) => p.role === 'headers')!.path, /^pool\/main\/l\/linux-hwe-6\.2\/linux-headers-6\.2\.0-26-generic_6\.2\.0-26\.26~22\.04\.1_amd64\.deb$/);
+    assert.match(
+      hwe.packages.find((p) => p.role === 'headers')!.path,
+      /^pool\/main\/l\/linux-hwe-6\.2\/linux-headers-6\.2\.0-26-generic_6\.2\.0-26\.26~22\.04\.1_amd64\.deb$/,
+    );
     // An aws kernel whose only image is the unsigned one.
-    assert.equal(kernels.get('6.2.0-1009-aws x86_64')!.packages.find((p) => p.role === 'image')!.name, 'linux-image-unsigned-6.2.0-1009-aws');
+    assert.equal(
+      kernels.get('6.2.0-1009-aws x86_64')!.packages.find((p) => p.role === 'image')!.name,
+      'linux-image-unsigned-6.2.0-1009-aws',
+    );
     // The same build in -updates and -security: the earlier repository of the definition keeps it.
     assert.ok(kernels.get('5.15.0-76-generic x86_64')!.packages.every((p) => p.repository === 'jammy-updates'));
     assert.ok(kernels.get('5.15.0-76-generic aarch64')!.packages.every((p) => p.repository === 'jammy-updates-ports'));
@@ -130,7 +145,10 @@ describe('Ubuntu', () => {
     assert.equal(kernels.get('5.15.0-76-generic x86_64')!.kernelVersion, '83~20.04.1');
     assert.equal(probeFileOf(kernels.get('5.15.0-76-generic aarch64')!), 'falco_ubuntu-generic_5.15.0-76-generic_83~20.04.1.o');
     assert.equal(kernels.get('5.15.0-1019-aws x86_64')!.kernelVersion, '23~20.04.1');
-    assert.equal(kernels.get('5.15.0-1038-gke x86_64')!.packages.find((p) => p.role === 'common')!.name, 'linux-gke-5.15-headers-5.15.0-1038');
+    assert.equal(
+      kernels.get('5.15.0-1038-gke x86_64')!.packages.find((p) => p.role === 'common')!.name,
+      'linux-gke-5.15-headers-5.15.0-1038',
+    );
     assert.equal(kernels.get('5.4.0-26-generic x86_64')!.kernelVersion, '30');
     assert.ok(!lock.kernels.some((k) => k.release.startsWith('4.4.')), 'the 4.4 kernel is older than minimumKernel 4.14');
     assert.deepEqual([...new Set(lock.kernels.map((k) => k.flavour))].sort(), ['aws', 'azure', 'gcp', 'generic', 'gke']);
@@ -156,7 +174,9 @@ describe('Debian 13', () => {
     const { lock, lines } = await resolveShipped('debian13', debian13Overrides(mirror.url));
     assert.ok(!lines.some((l) => /signature not checked/.test(l)));
     const flavours = ['amd64', 'cloud-amd64', 'rt-amd64', 'arm64', 'cloud-arm64', 'rt-arm64'];
-    const expected = ['6.12.33+deb13', '6.12.43+deb13'].flatMap((abi) => flavours.map((f) => `${abi}-${f} ${f.endsWith('arm64') ? 'aarch64' : 'x86_64'}`));
+    const expected = ['6.12.33+deb13', '6.12.43+deb13'].flatMap((abi) =>
+      flavours.map((f) => `${abi}-${f} ${f.endsWith('arm64') ? 'aarch64' : 'x86_64'}`),
+    );
     assert.deepEqual(lock.kernels.map(key).sort(), expected.sort());
     const kernels = byKey(lock);
     const rt = kernels.get('6.12.43+deb13-rt-arm64 aarch64')!;

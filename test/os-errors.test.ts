@@ -1,7 +1,6 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { startMirror, type TestMirror } from './helpers/server.js';
 import { runCli } from './helpers/cli.js';
 import { copyShippedDefinition, createTestSigner, shippedRepositoryNames, tempDir, type TestSigner } from './helpers/os-fixtures.js';
@@ -93,7 +92,10 @@ describe('a typo in a key', () => {
 describe('a mirror that answers HTML', () => {
   test('apt: an HTML page instead of InRelease names the URL and says what it is', async () => {
     const file = await copyShippedDefinition('ubuntu-jammy', project, signer.keyring);
-    mirror.faults.set('ubuntu/dists/jammy/InRelease', { kind: 'body', body: '<!DOCTYPE html>\n<html><head><title>Proxy login</title></head></html>\n' });
+    mirror.faults.set('ubuntu/dists/jammy/InRelease', {
+      kind: 'body',
+      body: '<!DOCTYPE html>\n<html><head><title>Proxy login</title></head></html>\n',
+    });
     const err = await resolveError(file, await jammyOverrides());
     mirror.faults.delete('ubuntu/dists/jammy/InRelease');
     assert.equal(err.kind, 'input');
@@ -118,13 +120,21 @@ describe('a pattern that matches nothing is a definition error', () => {
     const err = await resolveError(at.file, await jammyOverrides());
     assert.equal(err.kind, 'config');
     const line = (await readFile(at.file, 'utf8')).split('\n').findIndex((l) => l.includes('-amazon)$')) + 1;
-    assert.match(err.format(), new RegExp(`^${at.file.replace(/[.]/g, '\\.')}:${line}:\\d+: the headers pattern .*-amazon\\)\\$ of flavour "aws" matched no package in any repository`));
+    assert.match(
+      err.format(),
+      new RegExp(
+        `^${at.file.replace(/[.]/g, '\\.')}:${line}:\\d+: the headers pattern .*-amazon\\)\\$ of flavour "aws" matched no package in any repository`,
+      ),
+    );
   });
 
   test('apt: a filename pattern that excludes every package its name pattern matched lists their folders', async () => {
     const at = await edited('ubuntu-jammy', "'^pool/main/l/linux-gke(?:-[0-9.]+)?/'", "'^pool/main/l/linux-gke-fips/'");
     const err = await resolveError(at.file, await jammyOverrides());
-    assert.match(err.format(), /the filename pattern \^pool\/main\/l\/linux-gke-fips\/ of flavour "gke" matched none of the 2 package\(s\) its name pattern matched/);
+    assert.match(
+      err.format(),
+      /the filename pattern \^pool\/main\/l\/linux-gke-fips\/ of flavour "gke" matched none of the 2 package\(s\) its name pattern matched/,
+    );
     assert.match(err.format(), /pool\/main\/l\/linux-gke\/linux-headers-5\.15\.0-1002-gke_5\.15\.0-1002\.2_amd64\.deb \(x86_64\)/);
   });
 
@@ -132,7 +142,10 @@ describe('a pattern that matches nothing is a definition error', () => {
     const at = await edited('centos-stream9', 'devel: [kernel-devel]', 'devel: [kernel-devl]');
     const err = await resolveError(at.file, centosOverrides());
     assert.equal(err.kind, 'config');
-    assert.match(err.format(), new RegExp(`:${at.line}:\\d+: yum\\.devel names package "kernel-devl", which no repository lists for x86_64 or aarch64`));
+    assert.match(
+      err.format(),
+      new RegExp(`:${at.line}:\\d+: yum\\.devel names package "kernel-devl", which no repository lists for x86_64 or aarch64`),
+    );
   });
 
   test('apt: an architecture that no repository serves (the ports archive left out)', async () => {

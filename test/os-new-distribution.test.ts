@@ -118,7 +118,10 @@ test('no code knows these distributions', async () => {
 });
 
 test('an apt distribution added as YAML resolves through the CLI', async () => {
-  const r = await runCli(['resolve', 'devuan5', '--mirror', `daedalus=${mirror.url}/merged`, '--mirror', `daedalus-security=${mirror.url}/merged`], { cwd: project, timeoutMs: 60_000 });
+  const r = await runCli(
+    ['resolve', 'devuan5', '--mirror', `daedalus=${mirror.url}/merged`, '--mirror', `daedalus-security=${mirror.url}/merged`],
+    { cwd: project, timeoutMs: 60_000 },
+  );
   assert.equal(r.code, 0, r.stderr);
   const lock = parseLockfileText(await readFile(join(project, 'kernels', 'devuan5.lock.yaml'), 'utf8'), 'devuan5.lock.yaml');
   // debianLikeSuites: ABIs 6.1.0-10, -11, -12 and 6.12.30+deb12 in two flavours (4.9 is too old).
@@ -155,5 +158,8 @@ test('a yum distribution added as YAML resolves through the CLI', async () => {
   assert.equal(lock.kernels.length, 5);
   const k = lock.kernels.find((x) => x.release === '5.14.0-611.el9.aarch64')!;
   assert.equal(probeFileOf(k), 'falco_miraclelinux_5.14.0-611.el9.aarch64_1.o');
-  assert.deepEqual(k.packages.map((p) => `${p.role} ${p.name} ${p.repository}`).sort(), ['devel kernel-devel appstream', 'image kernel-core baseos']);
+  assert.deepEqual(k.packages.map((p) => `${p.role} ${p.name} ${p.repository}`).sort(), [
+    'devel kernel-devel appstream',
+    'image kernel-core baseos',
+  ]);
 });

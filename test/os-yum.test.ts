@@ -27,7 +27,11 @@ before(async () => {
   root = await tempDir('os-yum-mirror-');
   mirror = await startMirror({ root });
   // CentOS Stream 9 with a CentOS 7 kernel mixed in (older than the minimum: dropped).
-  await writeYumRepos(root, el9Repos('9-stream', [...EL9_BUILDS, { version: '3.10.0', release: '1160.el7', arches: ['x86_64'] }], { compression: 'xz' }), ARCHES);
+  await writeYumRepos(
+    root,
+    el9Repos('9-stream', [...EL9_BUILDS, { version: '3.10.0', release: '1160.el7', arches: ['x86_64'] }], { compression: 'xz' }),
+    ARCHES,
+  );
   await writeYumRepos(root, el9Repos('pub/rocky/9', EL9_BUILDS, { compression: 'gz' }), ARCHES);
   await writeYumRepos(root, el9Repos('almalinux/9', EL9_BUILDS, { compression: 'gz' }), ARCHES);
   await writeYumRepos(root, fedoraRepos(44), ARCHES);
@@ -63,7 +67,10 @@ async function resolveShipped(id: string, bases: Record<string, string>): Promis
 const roles = (k: KernelDescriptor) => k.packages.map((p) => `${p.role} ${p.name} ${p.repository}`).sort();
 
 test('CentOS Stream 9: kernel-devel from AppStream with its kernel-core from BaseOS', async () => {
-  const lock = await resolveShipped('centos-stream9', { appstream: '9-stream/AppStream/$basearch/os/', baseos: '9-stream/BaseOS/$basearch/os/' });
+  const lock = await resolveShipped('centos-stream9', {
+    appstream: '9-stream/AppStream/$basearch/os/',
+    baseos: '9-stream/BaseOS/$basearch/os/',
+  });
   assert.deepEqual(lock.kernels.map((k) => k.release).sort(), [
     '5.14.0-570.el9.aarch64',
     '5.14.0-570.el9.x86_64',
@@ -80,9 +87,18 @@ test('CentOS Stream 9: kernel-devel from AppStream with its kernel-core from Bas
 });
 
 test('Rocky Linux 9 and AlmaLinux 9: the same layout under their own target ids', async () => {
-  const rocky = await resolveShipped('rocky9', { appstream: 'pub/rocky/9/AppStream/$basearch/os/', baseos: 'pub/rocky/9/BaseOS/$basearch/os/' });
-  const alma = await resolveShipped('almalinux9', { appstream: 'almalinux/9/AppStream/$basearch/os/', baseos: 'almalinux/9/BaseOS/$basearch/os/' });
-  for (const [lock, target] of [[rocky, 'rocky'], [alma, 'almalinux']] as const) {
+  const rocky = await resolveShipped('rocky9', {
+    appstream: 'pub/rocky/9/AppStream/$basearch/os/',
+    baseos: 'pub/rocky/9/BaseOS/$basearch/os/',
+  });
+  const alma = await resolveShipped('almalinux9', {
+    appstream: 'almalinux/9/AppStream/$basearch/os/',
+    baseos: 'almalinux/9/BaseOS/$basearch/os/',
+  });
+  for (const [lock, target] of [
+    [rocky, 'rocky'],
+    [alma, 'almalinux'],
+  ] as const) {
     assert.equal(lock.kernels.length, 5);
     assert.ok(lock.kernels.every((k) => k.targetId === target && k.kernelVersion === '1' && k.packages.length === 2));
   }
@@ -90,7 +106,10 @@ test('Rocky Linux 9 and AlmaLinux 9: the same layout under their own target ids'
 });
 
 test('Fedora 44: zstd metadata, the release and its updates', async () => {
-  const lock = await resolveShipped('fedora44', { fedora: 'fedora/linux/releases/44/Everything/$basearch/os/', updates: 'fedora/linux/updates/44/Everything/$basearch/' });
+  const lock = await resolveShipped('fedora44', {
+    fedora: 'fedora/linux/releases/44/Everything/$basearch/os/',
+    updates: 'fedora/linux/updates/44/Everything/$basearch/',
+  });
   assert.deepEqual(lock.kernels.map((k) => k.release).sort(), [
     '6.19.10-300.fc44.aarch64',
     '6.19.10-300.fc44.x86_64',

@@ -20,13 +20,43 @@ import type { ProbeEntry } from '../src/repository/types.js';
 // the JSON form; a hostile index is refused before anything is printed.
 
 const PROBES = [
-  { file: '9.1.0+driver/x86_64/falco_debian_6.12.117+deb12-amd64_1.o', os: 'debian12', kernel: '6.12.117+deb12-amd64', arch: 'x86_64', bytes: Buffer.from('probe 6.12 '.repeat(20)) },
-  { file: '9.1.0+driver/x86_64/falco_debian_6.1.0-50-amd64_1.o', os: 'debian12', kernel: '6.1.0-50-amd64', arch: 'x86_64', bytes: Buffer.from('probe 6.1 '.repeat(20)) },
-  { file: '2.0.0/x86_64/falco_ubuntu-generic_6.2.0-26-generic_26~22.04.1.o', os: 'ubuntu2204', kernel: '6.2.0-26-generic', arch: 'x86_64', bytes: Buffer.from('ubuntu probe '.repeat(20)) },
+  {
+    file: '9.1.0+driver/x86_64/falco_debian_6.12.117+deb12-amd64_1.o',
+    os: 'debian12',
+    kernel: '6.12.117+deb12-amd64',
+    arch: 'x86_64',
+    bytes: Buffer.from('probe 6.12 '.repeat(20)),
+  },
+  {
+    file: '9.1.0+driver/x86_64/falco_debian_6.1.0-50-amd64_1.o',
+    os: 'debian12',
+    kernel: '6.1.0-50-amd64',
+    arch: 'x86_64',
+    bytes: Buffer.from('probe 6.1 '.repeat(20)),
+  },
+  {
+    file: '2.0.0/x86_64/falco_ubuntu-generic_6.2.0-26-generic_26~22.04.1.o',
+    os: 'ubuntu2204',
+    kernel: '6.2.0-26-generic',
+    arch: 'x86_64',
+    bytes: Buffer.from('ubuntu probe '.repeat(20)),
+  },
 ];
 
 function entry(p: (typeof PROBES)[number], overrides: Partial<ProbeEntry> = {}): ProbeEntry {
-  return { file: p.file, key: sha256Hex(p.file), sha256: sha256Hex(p.bytes), size: p.bytes.length, os: p.os, kernel: p.kernel, driver: 'falco', driverVersion: p.file.split('/')[0]!, arch: p.arch, kind: 'bpf', ...overrides };
+  return {
+    file: p.file,
+    key: sha256Hex(p.file),
+    sha256: sha256Hex(p.bytes),
+    size: p.bytes.length,
+    os: p.os,
+    kernel: p.kernel,
+    driver: 'falco',
+    driverVersion: p.file.split('/')[0]!,
+    arch: p.arch,
+    kind: 'bpf',
+    ...overrides,
+  };
 }
 
 async function publishedSite(dir: string): Promise<string> {
@@ -67,7 +97,11 @@ function checkBuildFile(file: string): { status: number | null; output: string; 
   const shared = join(PROJECT_ROOT, 'test/helpers/build-checker.py');
   const args = existsSync(shared) ? [shared, file] : ['-c', FALLBACK_CHECKER, file];
   const r = spawnSync('python3', args, { encoding: 'utf8', timeout: 30_000 });
-  return { status: r.status, output: `${r.stdout}${r.stderr}`, checker: existsSync(shared) ? 'test/helpers/build-checker.py' : 'inline ast checker' };
+  return {
+    status: r.status,
+    output: `${r.stdout}${r.stderr}`,
+    checker: existsSync(shared) ? 'test/helpers/build-checker.py' : 'inline ast checker',
+  };
 }
 
 test('pins --format please: one remote_file per probe that passes the BUILD checker; each URL fetches the pinned bytes', async () => {
@@ -83,13 +117,20 @@ test('pins --format please: one remote_file per probe that passes the BUILD chec
       const checked = checkBuildFile(build);
       assert.equal(checked.status, 0, `${checked.checker}: ${checked.output}`);
 
-      const rules = [...r.stdout.matchAll(/remote_file\(\n    name = "([^"]+)",\n    url = "([^"]+)",\n    hashes = \["([0-9a-f]{64})"\],\n    out = "([^"]+)",/g)];
+      const rules = [
+        ...r.stdout.matchAll(
+          /remote_file\(\n {4}name = "([^"]+)",\n {4}url = "([^"]+)",\n {4}hashes = \["([0-9a-f]{64})"\],\n {4}out = "([^"]+)",/g,
+        ),
+      ];
       assert.equal(rules.length, PROBES.length);
-      assert.deepEqual(rules.map((m) => m[1]), [
-        'debian12_6.1.0-50-amd64_falco_9.1.0+driver_x86_64',
-        'debian12_6.12.117+deb12-amd64_falco_9.1.0+driver_x86_64',
-        'ubuntu2204_6.2.0-26-generic_falco_2.0.0_x86_64',
-      ]);
+      assert.deepEqual(
+        rules.map((m) => m[1]),
+        [
+          'debian12_6.1.0-50-amd64_falco_9.1.0+driver_x86_64',
+          'debian12_6.12.117+deb12-amd64_falco_9.1.0+driver_x86_64',
+          'ubuntu2204_6.2.0-26-generic_falco_2.0.0_x86_64',
+        ],
+      );
       for (const [, name, url, hash, out] of rules) {
         assert.ok(isValidTargetName(name!));
         // The output keeps Falco's layout, as the generated probe targets do.
@@ -113,9 +154,14 @@ test('pins --format please: one remote_file per probe that passes the BUILD chec
 test('pins --format json lists every probe with name, URL, sha256 and size; --out writes only on change', async () => {
   await withTempDir(async (dir) => {
     await publishedSite(dir);
-    const r = await runCli(['pins', '--format', 'json', '--repository', 'site', '--base-url', 'https://probes.example.org/falco'], { cwd: dir });
+    const r = await runCli(['pins', '--format', 'json', '--repository', 'site', '--base-url', 'https://probes.example.org/falco'], {
+      cwd: dir,
+    });
     assert.equal(r.code, 0, r.stderr);
-    const body = JSON.parse(r.stdout) as { repository: string; probes: { name: string; url: string; sha256: string; size: number; file: string }[] };
+    const body = JSON.parse(r.stdout) as {
+      repository: string;
+      probes: { name: string; url: string; sha256: string; size: number; file: string }[];
+    };
     assert.equal(body.repository, 'https://probes.example.org/falco');
     assert.equal(body.probes.length, 3);
     const p = body.probes.find((x) => x.file === PROBES[2]!.file)!;
@@ -123,7 +169,17 @@ test('pins --format json lists every probe with name, URL, sha256 and size; --ou
     assert.equal(p.sha256, sha256Hex(PROBES[2]!.bytes));
     assert.equal(p.size, PROBES[2]!.bytes.length);
 
-    const args = ['pins', '--format', 'json', '--repository', 'site', '--base-url', 'https://probes.example.org/falco', '--out', 'pins.json'];
+    const args = [
+      'pins',
+      '--format',
+      'json',
+      '--repository',
+      'site',
+      '--base-url',
+      'https://probes.example.org/falco',
+      '--out',
+      'pins.json',
+    ];
     assert.equal((await runCli(args, { cwd: dir })).code, 0);
     assert.equal(await readFile(join(dir, 'pins.json'), 'utf8'), r.stdout);
     const again = await runCli(args, { cwd: dir });

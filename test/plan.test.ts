@@ -42,14 +42,18 @@ test('splitByShard: every key in exactly one shard, independent of order and of 
   // Another machine sees the keys in another order, and only some of them (others are up to date there): same shard for each.
   const subset = [...keys].reverse().filter((_, i) => i % 3 === 0);
   const again = splitByShard(subset, (k) => k, 8);
-  again.forEach((s, i) => s.forEach((k) => assert.ok(shards[i]!.includes(k))));
+  for (const [i, s] of again.entries()) for (const k of s) assert.ok(shards[i]!.includes(k));
 });
 
 test('parseShard and parseShardCount: malformed or out-of-range arguments are usage errors', () => {
   assert.deepEqual(parseShard('3/8'), { index: 3, count: 8 });
   assert.deepEqual(parseShard('256/256'), { index: 256, count: 256 });
   for (const bad of ['0/8', '9/8', '3/0', 'x/8', '3/8/1', '3', '-1/8', '1/257', '', ' /8', '1.5/8']) {
-    assert.throws(() => parseShard(bad), (e: unknown) => e instanceof FalcoProbesError && e.kind === 'usage', bad);
+    assert.throws(
+      () => parseShard(bad),
+      (e: unknown) => e instanceof FalcoProbesError && e.kind === 'usage',
+      bad,
+    );
   }
   assert.equal(parseShardCount('8'), 8);
   for (const bad of ['0', '-2', `${MAX_SHARDS + 1}`, 'eight', '2.5']) assert.throws(() => parseShardCount(bad), FalcoProbesError, bad);
@@ -83,10 +87,18 @@ test('plan through the real binary: out-of-date targets only, each in one shard,
 
     const json = await runCli(['plan', '--shards', '4', '--format', 'json'], { cwd: root });
     assert.equal(json.code, 0, json.stderr);
-    const plan = JSON.parse(json.stdout) as { shards: number; total: number; outOfDate: number; plan: { shard: string; targets: { label: string; key: string }[] }[] };
+    const plan = JSON.parse(json.stdout) as {
+      shards: number;
+      total: number;
+      outOfDate: number;
+      plan: { shard: string; targets: { label: string; key: string }[] }[];
+    };
     assert.equal(plan.total, graph.targets.length);
     assert.equal(plan.outOfDate, stale.length);
-    assert.deepEqual(plan.plan.map((s) => s.shard), ['1/4', '2/4', '3/4', '4/4']);
+    assert.deepEqual(
+      plan.plan.map((s) => s.shard),
+      ['1/4', '2/4', '3/4', '4/4'],
+    );
     const listed = plan.plan.flatMap((s) => s.targets.map((t) => t.label));
     assert.equal(listed.length, new Set(listed).size, 'no target in two shards');
     assert.deepEqual([...listed].sort(), stale.map((t) => t.label).sort(), 'every out-of-date target, and only those');
@@ -106,8 +118,14 @@ test('plan through the real binary: out-of-date targets only, each in one shard,
     const matrix = await runCli(['plan', '--shards', '4', '--format', 'github-matrix'], { cwd: root });
     assert.equal(matrix.code, 0, matrix.stderr);
     const m = JSON.parse(matrix.stdout) as { include: { shard: string; targets: number }[] };
-    assert.deepEqual(m.include, plan.plan.filter((s) => s.targets.length).map((s) => ({ shard: s.shard, targets: s.targets.length })));
-    assert.equal(m.include.reduce((n, s) => n + s.targets, 0), stale.length);
+    assert.deepEqual(
+      m.include,
+      plan.plan.filter((s) => s.targets.length).map((s) => ({ shard: s.shard, targets: s.targets.length })),
+    );
+    assert.equal(
+      m.include.reduce((n, s) => n + s.targets, 0),
+      stale.length,
+    );
 
     const one = await runCli(['plan', '--shard', '2/4', '--format', 'text'], { cwd: root });
     assert.equal(one.code, 0, one.stderr);
@@ -147,7 +165,9 @@ test('build --dry-run --shard i/N lists exactly what plan lists for shard i', as
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /--shard\b/, 'build --help documents --shard (src/cli/commands/build.ts)');
     await makeProject(dir, { oses: { debian12: KERNELS() } });
-    const plan = JSON.parse((await runCli(['plan', '--shards', '3', '--format', 'json'], { cwd: dir })).stdout) as { plan: { shard: string; targets: { label: string }[] }[] };
+    const plan = JSON.parse((await runCli(['plan', '--shards', '3', '--format', 'json'], { cwd: dir })).stdout) as {
+      plan: { shard: string; targets: { label: string }[] }[];
+    };
     for (const s of plan.plan) {
       const dry = await runCli(['build', '--dry-run', '--shard', s.shard], { cwd: dir });
       assert.equal(dry.code, 0, dry.stderr);

@@ -61,10 +61,17 @@ test('the tool wrapper runs FALCO_PROBES_NODE, else the node on PATH, else says 
     };
     const pinned = await fake('pinned');
     await fake('onpath');
-    const run = (env: Record<string, string>) => spawnSync('/bin/sh', [join(tools, 'falco-probes.sh'), 'build-probe', 'x'], { encoding: 'utf8', env });
+    const run = (env: Record<string, string>) =>
+      spawnSync('/bin/sh', [join(tools, 'falco-probes.sh'), 'build-probe', 'x'], { encoding: 'utf8', env });
     const basePath = '/usr/bin:/bin';
-    assert.equal(run({ PATH: `${join(dir, 'onpath')}:${basePath}`, FALCO_PROBES_NODE: pinned }).stdout, `pinned ${dir}/bin/falco-probes.js --root ${dir} build-probe x\n`);
-    assert.equal(run({ PATH: `${join(dir, 'onpath')}:${basePath}` }).stdout, `onpath ${dir}/bin/falco-probes.js --root ${dir} build-probe x\n`);
+    assert.equal(
+      run({ PATH: `${join(dir, 'onpath')}:${basePath}`, FALCO_PROBES_NODE: pinned }).stdout,
+      `pinned ${dir}/bin/falco-probes.js --root ${dir} build-probe x\n`,
+    );
+    assert.equal(
+      run({ PATH: `${join(dir, 'onpath')}:${basePath}` }).stdout,
+      `onpath ${dir}/bin/falco-probes.js --root ${dir} build-probe x\n`,
+    );
     const none = run({ PATH: join(dir, 'empty'), FALCO_PROBES_NODE: join(dir, 'missing') });
     assert.equal(none.status, 127);
     assert.match(none.stderr, /no node found .*set FALCO_PROBES_NODE/);

@@ -51,7 +51,12 @@ test('is-uploaded on a directory: 0 for the same key, 1 for another key or no en
 
     const yes = await ask('6.12.9+deb12-amd64');
     assert.equal(yes.code, 0, yes.stderr);
-    assert.ok(yes.stdout.startsWith(`published ${join(published, byKernel.get('6.12.9+deb12-amd64')!.output)} (key ${byKernel.get('6.12.9+deb12-amd64')!.key}`), yes.stdout);
+    assert.ok(
+      yes.stdout.startsWith(
+        `published ${join(published, byKernel.get('6.12.9+deb12-amd64')!.output)} (key ${byKernel.get('6.12.9+deb12-amd64')!.key}`,
+      ),
+      yes.stdout,
+    );
 
     const otherKey = await ask('6.1.0-51-amd64');
     assert.equal(otherKey.code, 1);
@@ -61,7 +66,10 @@ test('is-uploaded on a directory: 0 for the same key, 1 for another key or no en
     assert.equal(absent.code, 1);
     // The example driver's file, named as Falco's loaders ask for it (Debian's release from uname -v's package version).
     assert.equal(byKernel.get('6.1.0-52-amd64')!.output, '1.0.0/x86_64/example_debian_6.1.52-1-amd64_1.o');
-    assert.ok(absent.stdout.startsWith('not published: //probes/debian12:6.1.0-52-amd64: 1.0.0/x86_64/example_debian_6.1.52-1-amd64_1.o '), absent.stdout);
+    assert.ok(
+      absent.stdout.startsWith('not published: //probes/debian12:6.1.0-52-amd64: 1.0.0/x86_64/example_debian_6.1.52-1-amd64_1.o '),
+      absent.stdout,
+    );
 
     const unknown = await ask('6.1.0-5-amd64');
     assert.equal(unknown.code, 2);
@@ -104,7 +112,9 @@ test('is-uploaded over HTTP reads only index.json; a malformed index, a missing 
       assert.match(missing.stderr, /index\.json: not found: not a probe repository/);
 
       mirror.faults.set('index.json', { kind: 'stall' });
-      const stalled = await runCli(['is-uploaded', 'debian12', '6.1.0-50-amd64', '--repository', mirror.url, '--timeout', '0.2'], { cwd: root });
+      const stalled = await runCli(['is-uploaded', 'debian12', '6.1.0-50-amd64', '--repository', mirror.url, '--timeout', '0.2'], {
+        cwd: root,
+      });
       assert.equal(stalled.code, 2);
       assert.match(stalled.stderr, /timed out after 200 ms without data/);
 
@@ -125,6 +135,9 @@ test('is-uploaded with several drivers asks which one; --driver answers', async 
     assert.match(ambiguous.stderr, /has 2 targets; name one with --driver or --arch/);
     const one = await runCli(['is-uploaded', 'debian12', '6.1.0-50-amd64', '--driver', 'falco', '--repository', dir], { cwd: root });
     assert.equal(one.code, 1, one.stderr);
-    assert.ok(one.stdout.includes('//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver: 9.1.0+driver/x86_64/falco_debian_6.1.50-1-amd64_1.o '), one.stdout);
+    assert.ok(
+      one.stdout.includes('//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver: 9.1.0+driver/x86_64/falco_debian_6.1.50-1-amd64_1.o '),
+      one.stdout,
+    );
   });
 });

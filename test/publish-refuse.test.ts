@@ -14,7 +14,10 @@ import { runCli, withTempDir } from './helpers/cli.js';
 
 function bpfObject(dir: string, value: number): Buffer {
   const src = join(dir, `p${value}.c`);
-  execFileSync('sh', ['-c', `printf '%s\\n' 'int v = ${value};' '__attribute__((section("raw_tracepoint/x"), used)) int p(void *c) { return v; }' > ${src}`]);
+  execFileSync('sh', [
+    '-c',
+    `printf '%s\\n' 'int v = ${value};' '__attribute__((section("raw_tracepoint/x"), used)) int p(void *c) { return v; }' > ${src}`,
+  ]);
   execFileSync('clang', ['-target', 'bpf', '-O2', '-c', src, '-o', join(dir, `p${value}.o`)], { timeout: 60_000 });
   return execFileSync('cat', [join(dir, `p${value}.o`)]);
 }
@@ -42,7 +45,11 @@ test('publish --refuse refused holds back a refused artifact, publishes the load
         driverVersion: '1.0.0',
         arch: 'x86_64',
         kind: 'bpf',
-        load: { verdict, kernelImageSha256: sha256Hex('image'), message: verdict === 'refused' ? "prog 'p': R0 invalid mem access" : 'loaded 1 program' },
+        load: {
+          verdict,
+          kernelImageSha256: sha256Hex('image'),
+          message: verdict === 'refused' ? "prog 'p': R0 invalid mem access" : 'loaded 1 program',
+        },
       });
     }
     await writeIndex(from, { version: 1, probes: entries });
@@ -57,7 +64,10 @@ test('publish --refuse refused holds back a refused artifact, publishes the load
     assert.match(r.stdout, /^held back 1\.0\.0\/x86_64\/example_debian_6\.1\.51-1-amd64_1\.o \(refused\)$/m);
     assert.match(r.stderr, /not published, its load test says refused \(prog 'p': R0 invalid mem access\)/);
     const published = await readIndex(to);
-    assert.deepEqual(published.probes.map((p) => p.file), [entries[0]!.file]);
+    assert.deepEqual(
+      published.probes.map((p) => p.file),
+      [entries[0]!.file],
+    );
     await assert.rejects(stat(join(to, entries[1]!.file)), 'the refused artifact was not copied');
     assert.doesNotMatch(await readFile(join(to, 'SHA256SUMS'), 'utf8'), /6\.1\.51/);
 

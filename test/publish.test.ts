@@ -69,9 +69,27 @@ async function localRepository(root: string, probes: Fixture[], entries = probes
 
 function fixtures(dir: string): Fixture[] {
   return [
-    { file: '9.1.0+driver/x86_64/falco_debian_6.1.0-50-amd64_1.o', os: 'debian12', kernel: '6.1.0-50-amd64', arch: 'x86_64', bytes: bpfObject(dir, 1) },
-    { file: '9.1.0+driver/x86_64/falco_debian_6.12.117+deb12-amd64_1.o', os: 'debian12', kernel: '6.12.117+deb12-amd64', arch: 'x86_64', bytes: bpfObject(dir, 2) },
-    { file: '9.1.0+driver/aarch64/falco_amazonlinux2_5.10.1-1.amzn2.aarch64_1.o', os: 'amazonlinux2', kernel: '5.10.1-1.amzn2.aarch64', arch: 'aarch64', bytes: bpfObject(dir, 3) },
+    {
+      file: '9.1.0+driver/x86_64/falco_debian_6.1.0-50-amd64_1.o',
+      os: 'debian12',
+      kernel: '6.1.0-50-amd64',
+      arch: 'x86_64',
+      bytes: bpfObject(dir, 1),
+    },
+    {
+      file: '9.1.0+driver/x86_64/falco_debian_6.12.117+deb12-amd64_1.o',
+      os: 'debian12',
+      kernel: '6.12.117+deb12-amd64',
+      arch: 'x86_64',
+      bytes: bpfObject(dir, 2),
+    },
+    {
+      file: '9.1.0+driver/aarch64/falco_amazonlinux2_5.10.1-1.amzn2.aarch64_1.o',
+      os: 'amazonlinux2',
+      kernel: '5.10.1-1.amzn2.aarch64',
+      arch: 'aarch64',
+      bytes: bpfObject(dir, 3),
+    },
   ];
 }
 
@@ -80,7 +98,10 @@ async function snapshot(root: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const e of await readdir(root, { recursive: true, withFileTypes: true })) {
     if (!e.isFile()) continue;
-    const path = join((e as unknown as { parentPath?: string; path: string }).parentPath ?? (e as unknown as { path: string }).path, e.name);
+    const path = join(
+      (e as unknown as { parentPath?: string; path: string }).parentPath ?? (e as unknown as { path: string }).path,
+      e.name,
+    );
     const st = await stat(path);
     out.set(path.slice(root.length + 1), `${sha256Hex(await readFile(path))} ${st.mtimeMs}`);
   }
@@ -98,17 +119,23 @@ test('publish copies probes and legacy copies, verify passes, sha256sum -c accep
     const first = await runCli(['publish', '--to', 'site', '--key', 'signing.key', '--json'], { cwd: dir });
     assert.equal(first.code, 0, first.stderr);
     const report = JSON.parse(first.stdout) as { copied: string[]; written: string[]; signed: boolean };
-    assert.deepEqual(report.copied.sort(), [
-      ...probes.map((p) => p.file),
-      // The no-arch layout of older loaders, for x86_64 only.
-      '9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o',
-      '9.1.0+driver/falco_debian_6.12.117+deb12-amd64_1.o',
-    ].sort());
+    assert.deepEqual(
+      report.copied.sort(),
+      [
+        ...probes.map((p) => p.file),
+        // The no-arch layout of older loaders, for x86_64 only.
+        '9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o',
+        '9.1.0+driver/falco_debian_6.12.117+deb12-amd64_1.o',
+      ].sort(),
+    );
     assert.deepEqual(report.written.sort(), ['SHA256SUMS', 'index.json', 'index.json.sig']);
     assert.equal(report.signed, true);
     for (const p of probes) assert.deepEqual(await readFile(join(dir, 'site', p.file)), p.bytes);
     await assert.rejects(stat(join(dir, 'site/9.1.0+driver/falco_amazonlinux2_5.10.1-1.amzn2.aarch64_1.o')), { code: 'ENOENT' });
-    assert.deepEqual((await readIndex(join(dir, 'site'))).probes.map((p) => p.file), probes.map((p) => p.file).sort());
+    assert.deepEqual(
+      (await readIndex(join(dir, 'site'))).probes.map((p) => p.file),
+      probes.map((p) => p.file).sort(),
+    );
 
     const sums = spawnSync('sha256sum', ['--strict', '-c', 'SHA256SUMS'], { cwd: join(dir, 'site'), encoding: 'utf8' });
     assert.equal(sums.status, 0, sums.stdout + sums.stderr);
@@ -141,7 +168,10 @@ test('publish, verify, flip one byte of a probe: verify fails naming it', async 
     await writeFile(victim, bytes);
     const verify = await runCli(['verify', '--repository', 'site'], { cwd: dir });
     assert.equal(verify.code, 1);
-    assert.ok(verify.stderr.includes(`${victim}: sha256 ${sha256Hex(bytes)} differs from the index's ${sha256Hex(probes[1]!.bytes)}`), verify.stderr);
+    assert.ok(
+      verify.stderr.includes(`${victim}: sha256 ${sha256Hex(bytes)} differs from the index's ${sha256Hex(probes[1]!.bytes)}`),
+      verify.stderr,
+    );
     assert.match(verify.stderr, /1 problem\(s\)/);
   });
 });
@@ -153,13 +183,22 @@ test('a probe with other bytes under a published name: publish refuses, names it
     assert.equal((await runCli(['publish', '--to', 'site'], { cwd: dir })).code, 0);
     // A rebuild with other inputs that Falco names the same, plus one genuinely new probe.
     const changed = { ...probes[0]!, bytes: bpfObject(dir, 99) };
-    const extra: Fixture = { file: '9.1.0+driver/x86_64/falco_debian_6.1.0-51-amd64_1.o', os: 'debian12', kernel: '6.1.0-51-amd64', arch: 'x86_64', bytes: bpfObject(dir, 4) };
+    const extra: Fixture = {
+      file: '9.1.0+driver/x86_64/falco_debian_6.1.0-51-amd64_1.o',
+      os: 'debian12',
+      kernel: '6.1.0-51-amd64',
+      arch: 'x86_64',
+      bytes: bpfObject(dir, 4),
+    };
     await localRepository(join(dir, 'local2'), [changed, extra]);
     const before = await snapshot(join(dir, 'site'));
     const r = await runCli(['publish', '--from', 'local2', '--to', 'site'], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /refusing to replace 1 published file\(s\) with different bytes; nothing changed/);
-    assert.ok(r.stderr.includes(`${changed.file}: published sha256 ${sha256Hex(probes[0]!.bytes)}, new sha256 ${sha256Hex(changed.bytes)}`), r.stderr);
+    assert.ok(
+      r.stderr.includes(`${changed.file}: published sha256 ${sha256Hex(probes[0]!.bytes)}, new sha256 ${sha256Hex(changed.bytes)}`),
+      r.stderr,
+    );
     assert.deepEqual(await snapshot(join(dir, 'site')), before);
   });
 });
@@ -183,7 +222,10 @@ test('a damaged source probe (sha256 differs from its index) or a missing one: p
     await rm(join(dir, 'repository', probes[0]!.file));
     const missing = await runCli(['publish', '--to', 'site'], { cwd: dir });
     assert.equal(missing.code, 1);
-    assert.ok(missing.stderr.includes(`${join(dir, 'repository', probes[0]!.file)}: the source repository's index names a file that is not there`), missing.stderr);
+    assert.ok(
+      missing.stderr.includes(`${join(dir, 'repository', probes[0]!.file)}: the source repository's index names a file that is not there`),
+      missing.stderr,
+    );
     assert.deepEqual(await readdir(join(dir, 'site')), []);
   });
 });
@@ -197,10 +239,16 @@ test('publishing shards is additive: a shard index may name probes only the targ
     await localRepository(join(dir, 'shard2'), [probes[1]!], [entryOf(probes[0]!), entryOf(probes[1]!)]);
     const r = await runCli(['publish', '--from', 'shard2', '--to', 'site', '--json'], { cwd: dir });
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual((JSON.parse(r.stdout) as { copied: string[] }).copied.sort(), [probes[1]!.file, '9.1.0+driver/falco_debian_6.12.117+deb12-amd64_1.o'].sort());
+    assert.deepEqual(
+      (JSON.parse(r.stdout) as { copied: string[] }).copied.sort(),
+      [probes[1]!.file, '9.1.0+driver/falco_debian_6.12.117+deb12-amd64_1.o'].sort(),
+    );
     await localRepository(join(dir, 'shard3'), [probes[2]!]);
     await publishRepository({ from: join(dir, 'shard3'), to: join(dir, 'site'), logger: createMemoryLogger() });
-    assert.deepEqual((await readIndex(join(dir, 'site'))).probes.map((p) => p.file), probes.map((p) => p.file).sort());
+    assert.deepEqual(
+      (await readIndex(join(dir, 'site'))).probes.map((p) => p.file),
+      probes.map((p) => p.file).sort(),
+    );
     assert.equal((await runCli(['verify', '--repository', 'site'], { cwd: dir })).code, 0);
   });
 });
@@ -245,12 +293,17 @@ test('two publishes at once into one directory: both land, the index is whole; w
     ]);
     assert.equal(ra.code, 0, ra.stderr);
     assert.equal(rb.code, 0, rb.stderr);
-    assert.deepEqual((await readIndex(join(dir, 'site'))).probes.map((p) => p.file), probes.map((p) => p.file).sort());
+    assert.deepEqual(
+      (await readIndex(join(dir, 'site'))).probes.map((p) => p.file),
+      probes.map((p) => p.file).sort(),
+    );
     assert.equal((await runCli(['verify', '--repository', 'site'], { cwd: dir })).code, 0);
 
     const lock = await acquireLock(join(dir, 'site', LOCK_FILE), { command: 'test holder' });
     try {
-      await localRepository(join(dir, 'c'), [{ ...probes[0]!, file: '9.1.0+driver/x86_64/falco_debian_6.1.0-52-amd64_1.o', kernel: '6.1.0-52-amd64' }]);
+      await localRepository(join(dir, 'c'), [
+        { ...probes[0]!, file: '9.1.0+driver/x86_64/falco_debian_6.1.0-52-amd64_1.o', kernel: '6.1.0-52-amd64' },
+      ]);
       const before = await snapshot(join(dir, 'site'));
       const now = await runCli(['publish', '--from', 'c', '--to', 'site', '--lock-wait', '0'], { cwd: dir });
       assert.equal(now.code, 1);
@@ -263,7 +316,10 @@ test('two publishes at once into one directory: both land, the index is whole; w
       before.delete(LOCK_FILE);
       assert.deepEqual(after, before);
       // A publisher that waits gets the lock when the holder lets go (released once it says it waits).
-      const child = spawn(process.execPath, [BIN, 'publish', '--from', 'c', '--to', 'site', '--lock-wait', '60'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [BIN, 'publish', '--from', 'c', '--to', 'site', '--lock-wait', '60'], {
+        cwd: dir,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let stderr = '';
       const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
       await new Promise<void>((resolve, reject) => {
@@ -306,7 +362,11 @@ test('an index entry outside Falco layout (arch folder not its arch) is refused 
     await localRepository(join(dir, 'repository'), [wrong], [{ ...entryOf(wrong), arch: 'x86_64' }]);
     await assert.rejects(
       publishRepository({ from: join(dir, 'repository'), to: join(dir, 'site'), logger: createMemoryLogger() }),
-      (err: unknown) => err instanceof FalcoProbesError && err.kind === 'input' && /is not in Falco's layout/.test(err.message) && err.location.file === join(dir, 'repository', 'index.json'),
+      (err: unknown) =>
+        err instanceof FalcoProbesError &&
+        err.kind === 'input' &&
+        /is not in Falco's layout/.test(err.message) &&
+        err.location.file === join(dir, 'repository', 'index.json'),
     );
     assert.deepEqual(await readdir(join(dir, 'site')), []);
   });

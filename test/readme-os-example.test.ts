@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import { startMirror, type TestMirror } from './helpers/server.js';
 import { PROJECT_ROOT, runCli } from './helpers/cli.js';
 import { debianLikeSuites, type FixturePackage } from './helpers/apt-fixture.js';
-import { createTestSigner, falcoctlProbeFile, legacyLoaderProbeFile, tempDir, writeAptRepository, type TestSigner } from './helpers/os-fixtures.js';
+import {
+  createTestSigner,
+  falcoctlProbeFile,
+  legacyLoaderProbeFile,
+  tempDir,
+  writeAptRepository,
+  type TestSigner,
+} from './helpers/os-fixtures.js';
 import { parseLockfileText } from '../src/lockfile/lockfile.js';
 
 // README.md shows adding an OS as one YAML file. This test takes that block
@@ -50,7 +57,7 @@ after(async () => {
   await rm(project, { recursive: true, force: true });
 });
 
-test('the README\'s one-file OS definition resolves, signature checked, into the probe names Falco asks for', async () => {
+test("the README's one-file OS definition resolves, signature checked, into the probe names Falco asks for", async () => {
   const text = await readmeDefinition();
   assert.match(text, /^id: devuan5\b/m);
   const keyrings = [...text.matchAll(/^(\s+keyring: ).*$/gm)];

@@ -25,7 +25,16 @@ function target(name: string, key = sha256Hex(name)): Target {
     os: 'testos',
     kernel: { name, release: name, version: '#1', machine: 'x86_64', kernelVersion: '1', targetId: 'testos', packages: [] },
     osRelease: { ID: 'testos' },
-    driver: { name: 'example', version: '1.0.0', source: { path: 'x' }, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: '0'.repeat(64) },
+    driver: {
+      name: 'example',
+      version: '1.0.0',
+      source: { path: 'x' },
+      recipe: 'kbuild',
+      bpfDir: '.',
+      kinds: ['bpf'],
+      object: 'probe.o',
+      sourceSha256: '0'.repeat(64),
+    },
     builder: { kind: 'host', clang: '14.0.6' },
     kind: 'bpf',
     arch: 'x86_64',
@@ -117,7 +126,11 @@ test('a file changed with its size and mtime put back is read again (its ctime m
     await writeFile(path(root, 'b'), 'probe Y'); // same size, same inode
     execFileSync('touch', ['-r', join(dir, 'times'), path(root, 'b')]);
     const after = await stat(path(root, 'b'), { bigint: true });
-    assert.deepEqual([after.dev, after.ino, after.size, after.mtimeNs], [before.dev, before.ino, before.size, before.mtimeNs], 'only the ctime tells');
+    assert.deepEqual(
+      [after.dev, after.ino, after.size, after.mtimeNs],
+      [before.dev, before.ino, before.size, before.mtimeNs],
+      'only the ctime tells',
+    );
     assert.notEqual(after.ctimeNs, before.ctimeNs);
     assert.deepEqual(await planned(root), ['ok', 'file-corrupt', 'ok']);
   });
@@ -188,7 +201,10 @@ test('build: a no-op records the stats in the project (never in the repository),
   const { mkdir, readdir } = await import('node:fs/promises');
   const { dirname } = await import('node:path');
   await withTempDir(async (root) => {
-    await makeProject(root, { oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')] }, drivers: driversText({ remote: 'none' }) });
+    await makeProject(root, {
+      oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')] },
+      drivers: driversText({ remote: 'none' }),
+    });
     // A finished build's repository: a probe per target and the index.
     const graph = await loadBuildGraph(root);
     const repo = join(root, 'repository');
@@ -208,7 +224,11 @@ test('build: a no-op records the stats in the project (never in the repository),
     assert.deepEqual(await build(), all);
     const memo = repositoryMemoPath(join(root, '.falco-probes'), repo);
     assert.ok(readRepositoryMemo(memo), 'the memo is in .falco-probes/cache/');
-    assert.deepEqual((await readdir(repo)).filter((n) => n.startsWith('.')), [], 'nothing of it in the repository');
+    assert.deepEqual(
+      (await readdir(repo)).filter((n) => n.startsWith('.')),
+      [],
+      'nothing of it in the repository',
+    );
 
     // Damage one probe behind the memo's back and record its new stat, as a trusted memo would hold it.
     const damaged = graph.targets[0]!.output;

@@ -22,7 +22,16 @@ function target(name: string, key: string): Target {
     os: 'testos',
     kernel: { name, release: name, version: '#1 SMP', machine: 'x86_64', kernelVersion: '1', targetId: 'testos', packages: [] },
     osRelease: { ID: 'testos' },
-    driver: { name: 'example', version: '1.0.0', source: { path: 'examples/probe' }, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: '0'.repeat(64) },
+    driver: {
+      name: 'example',
+      version: '1.0.0',
+      source: { path: 'examples/probe' },
+      recipe: 'kbuild',
+      bpfDir: '.',
+      kinds: ['bpf'],
+      object: 'probe.o',
+      sourceSha256: '0'.repeat(64),
+    },
     builder: { kind: 'host', clang: '14.0.6' },
     kind: 'bpf',
     arch: 'x86_64',
@@ -51,7 +60,10 @@ test('publish writes the probe, index.json and SHA256SUMS that sha256sum accepts
     await repo.close();
     assert.equal(await readFile(join(root, '1.0.0/x86_64/falco_testos_6.1.0-1_1.o'), 'utf8'), 'probe one');
     const index = await readIndex(root);
-    assert.deepEqual(index.probes.map((p) => [p.file, p.key, p.sha256, p.size]), [['1.0.0/x86_64/falco_testos_6.1.0-1_1.o', KEY_A, b.sha256, 9]]);
+    assert.deepEqual(
+      index.probes.map((p) => [p.file, p.key, p.sha256, p.size]),
+      [['1.0.0/x86_64/falco_testos_6.1.0-1_1.o', KEY_A, b.sha256, 9]],
+    );
     const check = spawnSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: root, encoding: 'utf8' });
     assert.equal(check.status, 0, check.stderr);
     assert.match(check.stdout, /falco_testos_6\.1\.0-1_1\.o: OK/);
@@ -128,7 +140,10 @@ test('a probe on disk without an index entry (killed between the two writes) is 
     assert.equal((await repo.publish(target('k1', KEY_A), same.file, same)).status, 'adopted');
     await assert.rejects(repo.publish(target('k2', KEY_A), other.file, other), { kind: 'reproducibility' });
     await repo.close();
-    assert.deepEqual((await readIndex(root)).probes.map((p) => p.file), ['1.0.0/x86_64/falco_testos_k1_1.o']);
+    assert.deepEqual(
+      (await readIndex(root)).probes.map((p) => p.file),
+      ['1.0.0/x86_64/falco_testos_k1_1.o'],
+    );
   });
 });
 
@@ -151,21 +166,38 @@ test('many publishes at once: every one lands in the index', async () => {
 test('a malformed index is a clear error naming the file, line and column', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'index.json');
-    assert.throws(() => parseIndexText('{\n  "version": 1,\n  "probes": [,]\n}\n', file), (err: unknown) => {
-      assert.ok(err instanceof FalcoProbesError);
-      assert.equal(err.kind, 'config');
-      assert.match(err.format(), new RegExp(`^${file}:3:\\d+: malformed repository index`));
-      return true;
-    });
-    const entry = { file: '1.0.0/x86_64/p.o', key: KEY_A, sha256: 'nothex', size: 1, os: 'o', kernel: 'k', driver: 'd', driverVersion: '1', arch: 'x86_64', kind: 'bpf' };
+    assert.throws(
+      () => parseIndexText('{\n  "version": 1,\n  "probes": [,]\n}\n', file),
+      (err: unknown) => {
+        assert.ok(err instanceof FalcoProbesError);
+        assert.equal(err.kind, 'config');
+        assert.match(err.format(), new RegExp(`^${file}:3:\\d+: malformed repository index`));
+        return true;
+      },
+    );
+    const entry = {
+      file: '1.0.0/x86_64/p.o',
+      key: KEY_A,
+      sha256: 'nothex',
+      size: 1,
+      os: 'o',
+      kernel: 'k',
+      driver: 'd',
+      driverVersion: '1',
+      arch: 'x86_64',
+      kind: 'bpf',
+    };
     const text = JSON.stringify({ version: 1, probes: [entry] }, null, 2);
-    assert.throws(() => parseIndexText(text, file), (err: unknown) => {
-      assert.ok(err instanceof FalcoProbesError);
-      assert.match(err.format(), new RegExp(`^${file}:7:\\d+: malformed repository index: probes\\.0\\.sha256 must match`));
-      return true;
-    });
-    const escape = JSON.stringify({ version: 1, probes: [{ ...entry, sha256: KEY_A, file: '../../etc/passwd' }] }, null, 2);
-    assert.throws(() => parseIndexText(escape, file), /refusing repository path/);
+    assert.throws(
+      () => parseIndexText(text, file),
+      (err: unknown) => {
+        assert.ok(err instanceof FalcoProbesError);
+        assert.match(err.format(), new RegExp(`^${file}:7:\\d+: malformed repository index: probes\\.0\\.sha256 must match`));
+        return true;
+      },
+    );
+    const outside = JSON.stringify({ version: 1, probes: [{ ...entry, sha256: KEY_A, file: '../../etc/passwd' }] }, null, 2);
+    assert.throws(() => parseIndexText(outside, file), /refusing repository path/);
     // readIndex of a repository with such a file refuses to open it for writing.
     await writeFile(file, '{"version": 2, "probes": []}');
     await assert.rejects(LocalRepository.openForWrite(dir), /version must be equal to constant/);

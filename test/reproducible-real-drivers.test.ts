@@ -67,17 +67,26 @@ async function buildWith(builder: Builder, pin: BuilderPin, kind: DriverKind, so
   const dir = join(scratch, `b${++counter}`);
   await mkdir(join(dir, 'work'), { recursive: true });
   const target: Target = { ...debianTarget(kernel, pin, scap), kind };
-  const result = await builder.build({ target, kernelRoot: await sharedKernelRoot(kernel), driverDir: sourceDir, workDir: join(dir, 'work'), outFile: join(dir, 'out'), logFile: join(dir, 'log') });
+  const result = await builder.build({
+    target,
+    kernelRoot: await sharedKernelRoot(kernel),
+    driverDir: sourceDir,
+    workDir: join(dir, 'work'),
+    outFile: join(dir, 'out'),
+    logFile: join(dir, 'log'),
+  });
   assert.equal(result.size, (await readFile(join(dir, 'out'))).length);
   return result.sha256;
 }
 
-test("scap's module and probe: the host (with the kernel's -common tree in /usr/src), another checkout path and Docker give the same bytes", { timeout: 30 * 60_000 }, async (t) => {
+test("scap's module and probe: the host (with the kernel's -common tree in /usr/src), another checkout path and Docker give the same bytes", {
+  timeout: 30 * 60_000,
+}, async (t) => {
   if (skip) return skipOrFail(t, skip);
   const host = createHostBuilder();
   const inDocker = createDockerBuilder({ docker: docker!, pinMemoDir: false });
   const [hostPin, dockerPin] = await Promise.all([host.pin(), inDocker.pin()]);
-  assert.equal(dockerPin.gcc, hostPin.gcc, 'the image has the host\'s gcc (both bookworm)');
+  assert.equal(dockerPin.gcc, hostPin.gcc, "the image has the host's gcc (both bookworm)");
   assert.equal(dockerPin.clang, hostPin.clang);
 
   // The kernel's own -common tree where Debian installs it, as on a machine with these headers installed.

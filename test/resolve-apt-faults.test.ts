@@ -61,10 +61,13 @@ beforeEach(() => {
 });
 
 function resolve(bookwormUrl = good.bookworm.url, extra: string[] = []) {
-  return runCli(['resolve', 'debian12', '--mirror', `bookworm=${bookwormUrl}`, '--mirror', `bookworm-security=${good.security.url}`, ...extra], {
-    cwd: dir,
-    timeoutMs: 60_000,
-  });
+  return runCli(
+    ['resolve', 'debian12', '--mirror', `bookworm=${bookwormUrl}`, '--mirror', `bookworm-security=${good.security.url}`, ...extra],
+    {
+      cwd: dir,
+      timeoutMs: 60_000,
+    },
+  );
 }
 
 /** Run the CLI, expect failure with every pattern in stderr, and an untouched lockfile. */
@@ -73,7 +76,11 @@ async function expectFailure(patterns: RegExp[], bookwormUrl?: string, extra?: s
   assert.notEqual(r.code, 0, `expected a failure; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
   for (const p of patterns) assert.match(r.stderr, p);
   assert.ok((await readFile(lockPath())).equals(lockBefore), 'the lockfile changed');
-  assert.deepEqual((await readdir(join(dir, 'kernels'))).sort(), ['debian12.lock.yaml', 'debian12.yaml'], 'a temporary file was left behind');
+  assert.deepEqual(
+    (await readdir(join(dir, 'kernels'))).sort(),
+    ['debian12.lock.yaml', 'debian12.yaml'],
+    'a temporary file was left behind',
+  );
   return r.stderr;
 }
 
@@ -95,8 +102,12 @@ describe('apt resolver faults, through the CLI', () => {
   });
 
   test('HTTP 404 for every Packages index the Release lists', async () => {
-    for (const ext of ['.xz', '.gz', '']) good.bookworm.faults.set(`dists/bookworm/main/binary-amd64/Packages${ext}`, { kind: 'status', status: 404 });
-    await expectFailure([/every main\/binary-amd64\/Packages index the Release file lists is missing/, new RegExp(`${good.bookworm.url}/dists/bookworm/main/binary-amd64/Packages\\.gz`)]);
+    for (const ext of ['.xz', '.gz', ''])
+      good.bookworm.faults.set(`dists/bookworm/main/binary-amd64/Packages${ext}`, { kind: 'status', status: 404 });
+    await expectFailure([
+      /every main\/binary-amd64\/Packages index the Release file lists is missing/,
+      new RegExp(`${good.bookworm.url}/dists/bookworm/main/binary-amd64/Packages\\.gz`),
+    ]);
   });
 
   test('HTTP 500, retried, then an error', async () => {
@@ -120,7 +131,10 @@ describe('apt resolver faults, through the CLI', () => {
   test('a stalled server times out (short idle timeout), with bounded retries', async () => {
     good.bookworm.faults.set('dists/bookworm/InRelease', { kind: 'stall' });
     const started = Date.now();
-    await expectFailure([url(good.bookworm, 'dists/bookworm/InRelease'), /timed out after 1000 ms without data/], undefined, ['--timeout', '1']);
+    await expectFailure([url(good.bookworm, 'dists/bookworm/InRelease'), /timed out after 1000 ms without data/], undefined, [
+      '--timeout',
+      '1',
+    ]);
     assert.ok(Date.now() - started < 20_000);
     assert.equal(good.bookworm.requests.filter((r) => r === 'dists/bookworm/InRelease').length, 3, 'three attempts, then the error');
   });
@@ -128,7 +142,10 @@ describe('apt resolver faults, through the CLI', () => {
   test('a truncated compressed index', async () => {
     const full = await readFile(join(dir, 'good', 'bookworm', XZ));
     good.bookworm.faults.set(XZ, { kind: 'truncate', bytes: Math.floor(full.length / 2) });
-    await expectFailure([url(good.bookworm, XZ), new RegExp(`the index is ${Math.floor(full.length / 2)} bytes, the Release file lists ${full.length}`)]);
+    await expectFailure([
+      url(good.bookworm, XZ),
+      new RegExp(`the index is ${Math.floor(full.length / 2)} bytes, the Release file lists ${full.length}`),
+    ]);
   });
 
   test('a corrupt gzip index (its checksum matches the Release)', async () => {
@@ -182,15 +199,35 @@ describe('apt resolver faults, through the CLI', () => {
       s.listed = ['gz', 'plain'];
       s.transform = (path, data) => (path.endsWith('/Packages') ? data.subarray(0, 100) : data);
     });
-    await expectFailure([new RegExp(`${base}/dists/bookworm/main/binary-amd64/Packages\\.gz: the index decompresses to more than 100 bytes`)], base);
+    await expectFailure(
+      [new RegExp(`${base}/dists/bookworm/main/binary-amd64/Packages\\.gz: the index decompresses to more than 100 bytes`)],
+      base,
+    );
   });
 
   for (const [label, raw, message] of [
-    ['a line without a colon', 'Package: junk\nVersion: 1\nthis line is not a field', /malformed Packages index at line \d+: expected "Field: value"/],
-    ['a stanza without Package', 'Version: 1\nArchitecture: all', /malformed Packages index at line \d+: a stanza without a "Package" field/],
+    [
+      'a line without a colon',
+      'Package: junk\nVersion: 1\nthis line is not a field',
+      /malformed Packages index at line \d+: expected "Field: value"/,
+    ],
+    [
+      'a stanza without Package',
+      'Version: 1\nArchitecture: all',
+      /malformed Packages index at line \d+: a stanza without a "Package" field/,
+    ],
     ['a stanza without Version', 'Package: junk', /package "junk" \(stanza at line \d+\): no "Version" field/],
-    ['a kept stanza without SHA256', 'Package: linux-headers-6.1.0-99-amd64\nVersion: 1\nFilename: pool/x.deb\nSize: 1', /no "SHA256" field/],
-    ['a malformed Depends', 'Package: linux-headers-6.1.0-99-amd64\nVersion: 6.1.1-1\nDepends: linux-kbuild-6.1 (>= 6.1\nFilename: pool/x.deb\nSize: 1\nSHA256: ' + 'a'.repeat(64), /malformed Depends entry/],
+    [
+      'a kept stanza without SHA256',
+      'Package: linux-headers-6.1.0-99-amd64\nVersion: 1\nFilename: pool/x.deb\nSize: 1',
+      /no "SHA256" field/,
+    ],
+    [
+      'a malformed Depends',
+      'Package: linux-headers-6.1.0-99-amd64\nVersion: 6.1.1-1\nDepends: linux-kbuild-6.1 (>= 6.1\nFilename: pool/x.deb\nSize: 1\nSHA256: ' +
+        'a'.repeat(64),
+      /malformed Depends entry/,
+    ],
   ] as const) {
     test(`malformed stanza: ${label}`, async () => {
       const base = await bookwormVariant(`malformed-${label.replace(/\W+/g, '-')}`, (s) => {
@@ -201,18 +238,50 @@ describe('apt resolver faults, through the CLI', () => {
   }
 
   // Hostile values: each must be refused before it reaches a path, a BUILD file or a shell.
-  const headers = { name: 'linux-headers-6.1.0-13-amd64', version: '6.1.50-1', depends: 'linux-headers-6.1.0-10-common (= 6.1.38-1), linux-kbuild-6.1 (>= 6.1.38-1)' };
+  const headers = {
+    name: 'linux-headers-6.1.0-13-amd64',
+    version: '6.1.50-1',
+    depends: 'linux-headers-6.1.0-10-common (= 6.1.38-1), linux-kbuild-6.1 (>= 6.1.38-1)',
+  };
   for (const [label, pkg, message] of [
-    ['$(...) in a package name', { ...headers, name: 'linux-headers-$(reboot)-amd64' }, /refusing package name "linux-headers-\$\(reboot\)-amd64"/],
-    ['backticks in a version', { ...headers, version: '6.1.50-1`id`' }, /package "linux-headers-6\.1\.0-13-amd64" \(stanza at line \d+\): refusing version "6\.1\.50-1`id`"/],
-    ['a quote in a package name', { ...headers, name: 'linux-headers-6.1.0-13-amd64"' }, /refusing package name "linux-headers-6\.1\.0-13-amd64\\""/],
-    ['a newline in a package name', { ...headers, fields: { Package: 'linux-headers-6.1.0-13-amd64\n ; rm -rf /' } }, /refusing package name "linux-headers-6\.1\.0-13-amd64 ; rm -rf \/"/],
+    [
+      '$(...) in a package name',
+      { ...headers, name: 'linux-headers-$(reboot)-amd64' },
+      /refusing package name "linux-headers-\$\(reboot\)-amd64"/,
+    ],
+    [
+      'backticks in a version',
+      { ...headers, version: '6.1.50-1`id`' },
+      /package "linux-headers-6\.1\.0-13-amd64" \(stanza at line \d+\): refusing version "6\.1\.50-1`id`"/,
+    ],
+    [
+      'a quote in a package name',
+      { ...headers, name: 'linux-headers-6.1.0-13-amd64"' },
+      /refusing package name "linux-headers-6\.1\.0-13-amd64\\""/,
+    ],
+    [
+      'a newline in a package name',
+      { ...headers, fields: { Package: 'linux-headers-6.1.0-13-amd64\n ; rm -rf /' } },
+      /refusing package name "linux-headers-6\.1\.0-13-amd64 ; rm -rf \/"/,
+    ],
     ['a space in a version', { ...headers, version: '6.1.50 -1' }, /refusing version "6\.1\.50 -1"/],
     ['a slash in a package name', { ...headers, name: 'linux/headers' }, /refusing package name "linux\/headers"/],
-    ['.. in a Filename', { ...headers, filename: 'pool/../../../etc/passwd' }, /package "linux-headers-6\.1\.0-13-amd64" \(stanza at line \d+\): refusing repository path "pool\/\.\.\/\.\.\/\.\.\/etc\/passwd"/],
+    [
+      '.. in a Filename',
+      { ...headers, filename: 'pool/../../../etc/passwd' },
+      /package "linux-headers-6\.1\.0-13-amd64" \(stanza at line \d+\): refusing repository path "pool\/\.\.\/\.\.\/\.\.\/etc\/passwd"/,
+    ],
     ['an absolute Filename', { ...headers, filename: '/etc/passwd' }, /refusing repository path "\/etc\/passwd"/],
-    ['a hostile followed dependency', { ...headers, depends: 'linux-kbuild-6.1;reboot' }, /Depends: refusing package name "linux-kbuild-6\.1;reboot"/],
-    ['$(...) in a dependency version', { ...headers, depends: 'linux-kbuild-6.1 (>= $(id))' }, /malformed Depends entry "linux-kbuild-6\.1 \(>= \$\(id\)\)"/],
+    [
+      'a hostile followed dependency',
+      { ...headers, depends: 'linux-kbuild-6.1;reboot' },
+      /Depends: refusing package name "linux-kbuild-6\.1;reboot"/,
+    ],
+    [
+      '$(...) in a dependency version',
+      { ...headers, depends: 'linux-kbuild-6.1 (>= $(id))' },
+      /malformed Depends entry "linux-kbuild-6\.1 \(>= \$\(id\)\)"/,
+    ],
     ['a ; in a dependency version', { ...headers, depends: 'linux-kbuild-6.1 (>= 6.1;reboot)' }, /Depends: refusing version "6\.1;reboot"/],
     ['a sha256 that is not hex', { ...headers, fields: { SHA256: '../../x' } }, /refusing sha256 "\.\.\/\.\.\/x"/],
   ] as const) {
@@ -264,7 +333,10 @@ describe('apt resolver faults, in process', () => {
         },
       );
     });
-    server.on('connection', (s) => (sockets.add(s), s.on('close', () => sockets.delete(s))));
+    server.on('connection', (s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+    });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as import('node:net').AddressInfo).port;
     try {

@@ -56,23 +56,31 @@ describe('cos resolver', () => {
     const logger = createMemoryLogger();
     lock = await resolveSource(source, { mirrorOverrides: overrides(), http: HTTP, logger, cacheDir: cache });
     lines = logger.lines;
-    assert.deepEqual(
-      lock.kernels.map((k) => `${k.name} ${k.release}`).sort(),
-      [
-        'cos-117-18613-0-79 6.1.58+',
-        'cos-117-18613-263-24 6.1.85+',
-        'cos-117-18613-339-26 6.1.100+',
-        'cos-121-18867-199-52 6.6.72+',
-        'cos-121-18867-90-38 6.6.56+',
-        'cos-125-19216-104-5 6.6.87+',
-        'cos-129-19506-448-20 6.12.40+',
-      ],
-    );
+    assert.deepEqual(lock.kernels.map((k) => `${k.name} ${k.release}`).sort(), [
+      'cos-117-18613-0-79 6.1.58+',
+      'cos-117-18613-263-24 6.1.85+',
+      'cos-117-18613-339-26 6.1.100+',
+      'cos-121-18867-199-52 6.6.72+',
+      'cos-121-18867-90-38 6.6.56+',
+      'cos-125-19216-104-5 6.6.87+',
+      'cos-129-19506-448-20 6.12.40+',
+    ]);
     for (const k of lock.kernels) {
-      const buildId = k.name.replace(/^cos-[0-9]+-/, '').split('-').join('.');
+      const buildId = k.name
+        .replace(/^cos-[0-9]+-/, '')
+        .split('-')
+        .join('.');
       const served = bucket.objects.get(`${buildId}/kernel-headers.tgz`)!;
       assert.deepEqual(k.packages, [
-        { name: 'kernel-headers', version: buildId, role: 'headers', repository: 'cos-tools', path: `${buildId}/kernel-headers.tgz`, sha256: sha256(served), size: served.length },
+        {
+          name: 'kernel-headers',
+          version: buildId,
+          role: 'headers',
+          repository: 'cos-tools',
+          path: `${buildId}/kernel-headers.tgz`,
+          sha256: sha256(served),
+          size: served.length,
+        },
       ]);
       const spec = COS_FIXTURE_BUILDS.find((b) => b.buildId === buildId)!.headers!;
       assert.equal(k.version, spec.version, 'uname -v from the headers');
@@ -90,11 +98,23 @@ describe('cos resolver', () => {
   });
 
   test('shared kernels are reported; a rebuilt kernel under one release is a warning; branch points and builds without headers are left out', () => {
-    assert.ok(lines.some((l) => /6\.1\.85\+ \(x86_64\): 1 later build\(s\) share the kernel of cos-117-18613-263-24: 18613\.263\.75/.test(l)), lines.join('\n'));
-    assert.ok(lines.some((l) => /^warning: .*6\.1\.100\+: builds 18613\.339\.52 report another uname -v than 18613\.339\.26/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /6\.1\.85\+ \(x86_64\): 1 later build\(s\) share the kernel of cos-117-18613-263-24: 18613\.263\.75/.test(l)),
+      lines.join('\n'),
+    );
+    assert.ok(
+      lines.some((l) => /^warning: .*6\.1\.100\+: builds 18613\.339\.52 report another uname -v than 18613\.339\.26/.test(l)),
+      lines.join('\n'),
+    );
     assert.ok(!lock.kernels.some((k) => k.release === '6.1.55+'), '18613.0.0 is a branch point');
-    assert.ok(lines.some((l) => /milestone 117: 5 build\(s\) with kernel headers/.test(l)), lines.join('\n'));
-    assert.ok(bucket.requests.filter((r) => r.startsWith('/storage/v1/b/cos-tools/o?prefix=18613.')).length > 3, 'the listing was read page by page');
+    assert.ok(
+      lines.some((l) => /milestone 117: 5 build\(s\) with kernel headers/.test(l)),
+      lines.join('\n'),
+    );
+    assert.ok(
+      bucket.requests.filter((r) => r.startsWith('/storage/v1/b/cos-tools/o?prefix=18613.')).length > 3,
+      'the listing was read page by page',
+    );
   });
 
   test('a second resolve reads no tarball again (the memo, keyed by content) and gives the same lockfile', async () => {
@@ -107,11 +127,14 @@ describe('cos resolver', () => {
   });
 
   test('through the CLI: --mirror for both repositories, the memo from the environment', async () => {
-    const r = await runCli(['resolve', 'cos', '--mirror', `cos-tools=${bucket.headersBase}`, '--mirror', `cos-tools-listing=${bucket.listingBase}`], {
-      cwd: project,
-      env: { FALCO_PROBES_RESOLVE_CACHE: cache },
-      timeoutMs: 60_000,
-    });
+    const r = await runCli(
+      ['resolve', 'cos', '--mirror', `cos-tools=${bucket.headersBase}`, '--mirror', `cos-tools-listing=${bucket.listingBase}`],
+      {
+        cwd: project,
+        env: { FALCO_PROBES_RESOLVE_CACHE: cache },
+        timeoutMs: 60_000,
+      },
+    );
     assert.equal(r.code, 0, r.stderr);
     const text = await readFile(join(project, 'kernels', 'cos.lock.yaml'), 'utf8');
     assert.equal(text, serializeLockfile(lock));
@@ -174,7 +197,10 @@ describe('cos faults', () => {
       await assert.rejects(resolveWith(b, dir), (err: unknown) => {
         assert.ok(err instanceof FalcoProbesError);
         assert.equal(err.kind, 'config');
-        assert.match(err.format(), /cos\.yaml:\d+:\d+: milestone 125: the listing has no <build id>\/kernel-headers\.tgz under prefix "19216\."/);
+        assert.match(
+          err.format(),
+          /cos\.yaml:\d+:\d+: milestone 125: the listing has no <build id>\/kernel-headers\.tgz under prefix "19216\."/,
+        );
         return true;
       });
     } finally {
@@ -186,7 +212,12 @@ describe('cos faults', () => {
 
 describe('reading a headers tarball', () => {
   test('before Linux 6.0, uname -v is in compile.h; names may start with ./', async () => {
-    const tgz = await cosHeadersTarball({ release: '5.15.107+', version: '#1 SMP Sat Mar  4 13:23:54 UTC 2023', versionIn: 'compile', dotSlash: true });
+    const tgz = await cosHeadersTarball({
+      release: '5.15.107+',
+      version: '#1 SMP Sat Mar  4 13:23:54 UTC 2023',
+      versionIn: 'compile',
+      dotSlash: true,
+    });
     const b = await startCosBucket({ objects: new Map([['17412.101.17/kernel-headers.tgz', tgz]]) });
     try {
       const info = await readCosHeaders(`${b.headersBase}/17412.101.17/kernel-headers.tgz`, { size: tgz.length }, HTTP, 1 << 30);
@@ -211,7 +242,11 @@ describe('reading a headers tarball', () => {
     try {
       for (const [name, data, re, cap] of cases) {
         const expectedSize = name === 'truncated' ? good.length : data.length;
-        await assert.rejects(readCosHeaders(`${b.headersBase}/${name}/kernel-headers.tgz`, { size: expectedSize }, { ...HTTP, attempts: 1 }, cap ?? 1 << 30), re, name);
+        await assert.rejects(
+          readCosHeaders(`${b.headersBase}/${name}/kernel-headers.tgz`, { size: expectedSize }, { ...HTTP, attempts: 1 }, cap ?? 1 << 30),
+          re,
+          name,
+        );
       }
     } finally {
       await b.close();
@@ -226,6 +261,6 @@ async function stripDefine(tgz: Buffer): Promise<Buffer> {
   const text = tarBytes.toString('latin1');
   const at = text.indexOf('#define UTS_VERSION');
   // Overwrite the define's name in place (same length): the header no longer defines it.
-  const patched = Buffer.from(text.slice(0, at) + '#define UTS_VERSIOX' + text.slice(at + '#define UTS_VERSION'.length), 'latin1');
+  const patched = Buffer.from(`${text.slice(0, at)}#define UTS_VERSIOX${text.slice(at + '#define UTS_VERSION'.length)}`, 'latin1');
   return gzipSync(patched);
 }

@@ -37,7 +37,15 @@ async function readIndex(file: string, suite: string): Promise<IndexEntry[]> {
     const field = (k: string) => new RegExp(`^${k}: (.*)$`, 'm').exec(stanza)?.[1];
     const name = field('Package');
     if (!name || !/^linux-(headers|kbuild|image)-/.test(name)) continue;
-    out.push({ name, version: field('Version')!, filename: field('Filename')!, size: Number(field('Size')), sha256: field('SHA256')!, depends: field('Depends') ?? '', suite });
+    out.push({
+      name,
+      version: field('Version')!,
+      filename: field('Filename')!,
+      size: Number(field('Size')),
+      sha256: field('SHA256')!,
+      depends: field('Depends') ?? '',
+      suite,
+    });
   }
   return out;
 }
@@ -45,7 +53,7 @@ async function readIndex(file: string, suite: string): Promise<IndexEntry[]> {
 let real: DebianRealMirror | undefined;
 let skip: string | undefined;
 let dir: string;
-let index: IndexEntry[] = [];
+const index: IndexEntry[] = [];
 let lock: Lockfile;
 let lockBytes: Buffer;
 
@@ -92,7 +100,11 @@ describe('debian12 from the real Debian 12 index', () => {
       const abi = k.release.replace(/-(rt-|cloud-)?amd64$/, '');
       const byRole = new Map(k.packages.map((p) => [p.role, p]));
       assert.equal(byRole.get('headers')?.name, `linux-headers-${k.release}`);
-      assert.equal(byRole.get('common')?.name, k.flavour === 'rt-amd64' ? `linux-headers-${abi}-common-rt` : `linux-headers-${abi}-common`, k.name);
+      assert.equal(
+        byRole.get('common')?.name,
+        k.flavour === 'rt-amd64' ? `linux-headers-${abi}-common-rt` : `linux-headers-${abi}-common`,
+        k.name,
+      );
       assert.match(byRole.get('kbuild')?.name ?? '', /^linux-kbuild-/, k.name);
       const headersVersion = byRole.get('headers')!.version;
       assert.equal(byRole.get('common')!.version, headersVersion, `${k.name}: -common has the headers' version`);
@@ -106,7 +118,7 @@ describe('debian12 from the real Debian 12 index', () => {
     }
   });
 
-  test('probe file names are the ones Falco\'s loader asks for, derived from the index', async (t) => {
+  test("probe file names are the ones Falco's loader asks for, derived from the index", async (t) => {
     if (skip) return skipOrFail(t, skip);
     assert.ok(lock, 'the resolve test ran');
     // Falco's rule for Debian (docs/OS.md, falcoctl pkg/driver/distro/debian.go): target id
@@ -124,7 +136,10 @@ describe('debian12 from the real Debian 12 index', () => {
 
     // A few by hand: the first of each flavour, and a backport release with `+` in it when the index has one.
     const few = ['amd64', 'cloud-amd64', 'rt-amd64'].map((f) => headers.find((e) => flavoured.exec(e.name)![2] === f));
-    assert.ok(few.every((e) => e !== undefined), 'plain, cloud and rt headers are in the index');
+    assert.ok(
+      few.every((e) => e !== undefined),
+      'plain, cloud and rt headers are in the index',
+    );
     const backport = headers.find((e) => e.name.includes('+'));
     if (backport) few.push(backport);
     for (const e of few as IndexEntry[]) {
@@ -173,19 +188,31 @@ describe('debian12 from the real Debian 12 index', () => {
     const suite = real!.suites[0]!;
     const original = await readFile(suite.inReleaseFile, 'utf8');
     // One changed size in the signed SHA256 list: what a mirror serving a forged index would need.
-    const forged = original.replace(/^( [0-9a-f]{64}\s+)(\d+)( main\/binary-amd64\/Packages)$/m, (_m, a: string, n: string, b: string) => `${a}${Number(n) + 1}${b}`);
+    const forged = original.replace(
+      /^( [0-9a-f]{64}\s+)(\d+)( main\/binary-amd64\/Packages)$/m,
+      (_m, a: string, n: string, b: string) => `${a}${Number(n) + 1}${b}`,
+    );
     assert.notEqual(forged, original);
     real!.mirror.files.set(`${suite.suite}/dists/${suite.suite}/InRelease`, Buffer.from(forged));
     try {
       await assert.rejects(resolveSource(source, { mirrorOverrides: overrides }), (err: unknown) => {
         assert.ok(err instanceof FalcoProbesError);
-        assert.match(err.format(), new RegExp(`^${suite.base.replace(/\./g, '\\.')}/dists/${suite.suite}/InRelease: OpenPGP signature check failed`));
+        assert.match(
+          err.format(),
+          new RegExp(`^${suite.base.replace(/\./g, '\\.')}/dists/${suite.suite}/InRelease: OpenPGP signature check failed`),
+        );
         return true;
       });
     } finally {
       real!.mirror.files.clear();
     }
-    const wrongKey = { ...source, definition: { ...source.definition, repositories: source.definition.repositories.map((r) => ({ ...r, keyring: '/usr/share/keyrings/debian-archive-removed-keys.gpg' })) } };
+    const wrongKey = {
+      ...source,
+      definition: {
+        ...source.definition,
+        repositories: source.definition.repositories.map((r) => ({ ...r, keyring: '/usr/share/keyrings/debian-archive-removed-keys.gpg' })),
+      },
+    };
     await assert.rejects(resolveSource(wrongKey, { mirrorOverrides: overrides }), /OpenPGP signature check failed/);
   });
 });

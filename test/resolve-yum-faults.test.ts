@@ -65,7 +65,10 @@ async function repo(
   return { ...written, url: `${mirror.url}/${base}` };
 }
 
-async function resolveFrom(mirrors: string[], opts: { http?: HttpOptions; mirrorList?: boolean; packageRoot?: 'repository' | 'host' } = {}): Promise<Lockfile> {
+async function resolveFrom(
+  mirrors: string[],
+  opts: { http?: HttpOptions; mirrorList?: boolean; packageRoot?: 'repository' | 'host' } = {},
+): Promise<Lockfile> {
   const id = `faults${++serial}`;
   const file = join(defs, `${id}.yaml`);
   await writeFile(
@@ -81,7 +84,10 @@ async function resolveFrom(mirrors: string[], opts: { http?: HttpOptions; mirror
 }
 
 /** The resolve must reject with a FalcoProbesError whose message matches and whose text names `url`. */
-async function assertFails(promise: Promise<unknown>, expected: { message: RegExp; url: string; kind?: ErrorKind }): Promise<FalcoProbesError> {
+async function assertFails(
+  promise: Promise<unknown>,
+  expected: { message: RegExp; url: string; kind?: ErrorKind },
+): Promise<FalcoProbesError> {
   let caught: unknown;
   try {
     await promise;
@@ -101,12 +107,22 @@ const primaryUrl = (r: { url: string; primaryHref: string }) => `${r.url}${r.pri
 test('a good repository resolves (the baseline the faults below break)', async () => {
   const r = await repo(kernelPackages());
   const lock = await resolveFrom([r.url]);
-  assert.deepEqual(lock.kernels.map((k) => k.name), ['4.14.232-176.381.amzn2.x86_64']);
-  assert.equal(lock.kernels[0]!.packages.find((p) => p.role === 'devel')!.path, `Packages/k/kernel-devel-4.14.232-176.381.amzn2.x86_64.rpm`);
+  assert.deepEqual(
+    lock.kernels.map((k) => k.name),
+    ['4.14.232-176.381.amzn2.x86_64'],
+  );
+  assert.equal(
+    lock.kernels[0]!.packages.find((p) => p.role === 'devel')!.path,
+    `Packages/k/kernel-devel-4.14.232-176.381.amzn2.x86_64.rpm`,
+  );
 });
 
 test('HTTP 404 on repomd.xml', async () => {
-  await assertFails(resolveFrom([`${mirror.url}/nowhere/`]), { message: /HTTP 404/, url: `${mirror.url}/nowhere/repodata/repomd.xml`, kind: 'network' });
+  await assertFails(resolveFrom([`${mirror.url}/nowhere/`]), {
+    message: /HTTP 404/,
+    url: `${mirror.url}/nowhere/repodata/repomd.xml`,
+    kind: 'network',
+  });
 });
 
 test('HTTP 500 on the primary metadata, after bounded retries', async () => {
@@ -142,7 +158,11 @@ for (const compression of ['gz', 'xz', 'zst'] as const) {
     const r = await repo([...kernelPackages(), ...Array.from({ length: 30 }, (_, i) => fillerPackage(i, 'x86_64', 0))], { compression });
     // The server says the short length itself, so only the decompressor can tell.
     mirror.faults.set(`${r.base}${r.primaryHref}`, { kind: 'truncate', bytes: Math.floor(r.primary.length / 2) });
-    await assertFails(resolveFrom([r.url]), { message: new RegExp(`corrupt or truncated ${compression} data`), url: primaryUrl(r), kind: 'input' });
+    await assertFails(resolveFrom([r.url]), {
+      message: new RegExp(`corrupt or truncated ${compression} data`),
+      url: primaryUrl(r),
+      kind: 'input',
+    });
   });
 }
 
@@ -160,7 +180,15 @@ for (const [compression, damage] of [
     const damaged = await repo([], {
       compression: 'none',
       primaryXml: bytes,
-      repomd: (e) => [{ ...e, href: r.primaryHref.replace(/^repodata\//, 'repodata/x-'), checksum: sha256Hex(bytes), size: bytes.length, openSize: undefined }],
+      repomd: (e) => [
+        {
+          ...e,
+          href: r.primaryHref.replace(/^repodata\//, 'repodata/x-'),
+          checksum: sha256Hex(bytes),
+          size: bytes.length,
+          openSize: undefined,
+        },
+      ],
     });
     // Serve the damaged bytes under a name with the right extension.
     await writeFile(join(root, damaged.base, r.primaryHref.replace(/^repodata\//, 'repodata/x-')), bytes);
@@ -184,7 +212,10 @@ test('an open-size smaller than the data stops decompression early', async () =>
 
 test('repomd.xml whose checksum type is not sha256 is refused', async () => {
   const r = await repo(kernelPackages(), { repomd: (e) => [{ ...e, checksumType: 'sha1', checksum: 'a'.repeat(40) }] });
-  await assertFails(resolveFrom([r.url]), { message: /checksum type is "sha1"; only sha256 is accepted/, url: `${r.url}repodata/repomd.xml` });
+  await assertFails(resolveFrom([r.url]), {
+    message: /checksum type is "sha1"; only sha256 is accepted/,
+    url: `${r.url}repodata/repomd.xml`,
+  });
 });
 
 test('repomd.xml without primary metadata', async () => {
@@ -195,7 +226,11 @@ test('repomd.xml without primary metadata', async () => {
 test('an HTML error page instead of repomd.xml', async () => {
   const r = await repo(kernelPackages());
   mirror.faults.set(`${r.base}repodata/repomd.xml`, { kind: 'body', body: '<html><body><h1>Service Unavailable</h1></body></html>\n' });
-  await assertFails(resolveFrom([r.url]), { message: /not a repomd\.xml: its root element is <html>/, url: `${r.url}repodata/repomd.xml`, kind: 'input' });
+  await assertFails(resolveFrom([r.url]), {
+    message: /not a repomd\.xml: its root element is <html>/,
+    url: `${r.url}repodata/repomd.xml`,
+    kind: 'input',
+  });
 });
 
 test('malformed XML in repomd.xml', async () => {
@@ -233,8 +268,14 @@ test('primary metadata that is not UTF-8', async () => {
 });
 
 test('an oversized response is refused at the size cap', async () => {
-  const r = await repo([...kernelPackages(), ...Array.from({ length: 200 }, (_, i) => fillerPackage(i, 'x86_64', 0))], { compression: 'none' });
-  await assertFails(resolveFrom([r.url], { http: { ...HTTP, maxBytes: 64 * 1024 } }), { message: /larger than the limit of 65536/, url: primaryUrl(r), kind: 'input' });
+  const r = await repo([...kernelPackages(), ...Array.from({ length: 200 }, (_, i) => fillerPackage(i, 'x86_64', 0))], {
+    compression: 'none',
+  });
+  await assertFails(resolveFrom([r.url], { http: { ...HTTP, maxBytes: 64 * 1024 } }), {
+    message: /larger than the limit of 65536/,
+    url: primaryUrl(r),
+    kind: 'input',
+  });
 });
 
 const HOSTILE_NAMES = [
@@ -265,7 +306,11 @@ const HOSTILE_VALUES: [string, Partial<FixturePackage>, RegExp][] = [
   ['a version with ..', { version: '4.14..232' }, /refusing kernel release "4\.14\.\.232-176\.381\.amzn2\.x86_64"/],
   ['an epoch that is not a number', { epoch: '1;reboot' }, /refusing epoch/],
   ['an arch with a shell metacharacter', { arch: 'x86_64;id' }, /refusing arch "x86_64;id"/],
-  ['a non-sha256 package checksum', { checksumType: 'sha1', sha256: 'a'.repeat(40) }, /package kernel-devel \(line \d+\): its checksum type is "sha1"; only sha256 is accepted/],
+  [
+    'a non-sha256 package checksum',
+    { checksumType: 'sha1', sha256: 'a'.repeat(40) },
+    /package kernel-devel \(line \d+\): its checksum type is "sha1"; only sha256 is accepted/,
+  ],
   ['a malformed sha256', { sha256: 'z'.repeat(64) }, /refusing sha256/],
   ['a size that is not a number', { size: -5 }, /<size package> "-5" is not a whole number/],
   ['an href that climbs out of the repository', { href: '../../../etc/passwd' }, /refusing repository path/],
@@ -283,7 +328,12 @@ for (const [what, change, message] of HOSTILE_VALUES) {
 
 test('xml:base on a kernel package is refused', async () => {
   const good = (await repo(kernelPackages())).primaryXml.toString();
-  const r = await repo([], { primaryXml: good.replace('<location href="Packages/k/kernel-devel', '<location xml:base="http://elsewhere.example/" href="Packages/k/kernel-devel') });
+  const r = await repo([], {
+    primaryXml: good.replace(
+      '<location href="Packages/k/kernel-devel',
+      '<location xml:base="http://elsewhere.example/" href="Packages/k/kernel-devel',
+    ),
+  });
   await assertFails(resolveFrom([r.url]), { message: /xml:base/, url: primaryUrl(r) });
 });
 
@@ -293,7 +343,10 @@ test('with packageRoot host, an href may climb to the host root but not above it
   const lock = await resolveFrom([ok.url], { packageRoot: 'host' });
   assert.equal(lock.kernels[0]!.packages.find((p) => p.role === 'devel')!.path, 'blobstore/abc/kernel-devel.rpm');
   const above = await repo(develWith({ href: '../../blobstore/abc/kernel-devel.rpm' }));
-  await assertFails(resolveFrom([above.url], { packageRoot: 'host' }), { message: /climbs 2 folders above a base only 1 deep/, url: primaryUrl(above) });
+  await assertFails(resolveFrom([above.url], { packageRoot: 'host' }), {
+    message: /climbs 2 folders above a base only 1 deep/,
+    url: primaryUrl(above),
+  });
   const inner = await repo(develWith({ href: '../blobstore/../../x/kernel-devel.rpm' }));
   await assertFails(resolveFrom([inner.url], { packageRoot: 'host' }), { message: /refusing repository path/, url: primaryUrl(inner) });
 });
@@ -335,7 +388,10 @@ test('every mirror down: the error lists each one', async () => {
 test('the definition template errors name the definition file', async () => {
   const r = await repo(kernelPackages());
   const file = join(defs, 'badtemplate.yaml');
-  const text = yumDefinitionYaml({ id: 'badtemplate', repos: [{ name: 'core', mirrors: [r.url] }] }).replace("unameVersion: '#1 SMP {version}-{rpmRelease}'", "unameVersion: '#1 SMP {nope}'");
+  const text = yumDefinitionYaml({ id: 'badtemplate', repos: [{ name: 'core', mirrors: [r.url] }] }).replace(
+    "unameVersion: '#1 SMP {version}-{rpmRelease}'",
+    "unameVersion: '#1 SMP {nope}'",
+  );
   await writeFile(file, text);
   await assert.rejects(resolveSource(await loadSourceDefinition(file, defs), { http: HTTP }), (err: unknown) => {
     assert.ok(err instanceof FalcoProbesError);

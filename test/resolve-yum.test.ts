@@ -40,7 +40,8 @@ const ARCHES = ['x86_64', 'aarch64'];
 const HTTP = { idleTimeoutMs: 2000, attempts: 2, backoffMs: 10 };
 const UPSTREAM = 'http://amazonlinux.us-east-1.amazonaws.com';
 
-const kernels = (versions: [string, string][]) => (arch: string, depth: number) => versions.flatMap(([v, r]) => kernelBuild(v, r, arch, depth));
+const kernels = (versions: [string, string][]) => (arch: string, depth: number) =>
+  versions.flatMap(([v, r]) => kernelBuild(v, r, arch, depth));
 const withFillers = (inner: (arch: string, depth: number) => FixturePackage[], n: number) => (arch: string, depth: number) => [
   ...Array.from({ length: n }, (_, i) => fillerPackage(i, arch, depth)),
   ...inner(arch, depth),
@@ -50,14 +51,22 @@ const SPECS: AmazonLinuxRepoSpec[] = [
   {
     path: '2/core/2.0',
     compression: 'gz',
-    packages: withFillers((arch, depth) => [
-      // Amazon Linux 2's first kernels were 4.9: older than the minimum, so dropped.
-      ...kernels([['4.9.77', '41.59.amzn2'], ['4.14.9', '1.55.amzn2'], ['4.14.10', '2.1.amzn2'], ['4.14.232', '176.381.amzn2']])(arch, depth),
-      // A kernel-devel without its kernel package: a kernel without an image.
-      blobstorePackage('kernel-devel', '4.14.355', '262.361.amzn2', arch, depth),
-      // Another architecture in the same listing is not this architecture's kernel.
-      blobstorePackage('kernel-devel', '4.14.232', '176.381.amzn2', 'i686', depth),
-    ], 40),
+    packages: withFillers(
+      (arch, depth) => [
+        // Amazon Linux 2's first kernels were 4.9: older than the minimum, so dropped.
+        ...kernels([
+          ['4.9.77', '41.59.amzn2'],
+          ['4.14.9', '1.55.amzn2'],
+          ['4.14.10', '2.1.amzn2'],
+          ['4.14.232', '176.381.amzn2'],
+        ])(arch, depth),
+        // A kernel-devel without its kernel package: a kernel without an image.
+        blobstorePackage('kernel-devel', '4.14.355', '262.361.amzn2', arch, depth),
+        // Another architecture in the same listing is not this architecture's kernel.
+        blobstorePackage('kernel-devel', '4.14.232', '176.381.amzn2', 'i686', depth),
+      ],
+      40,
+    ),
   },
   { path: '2/extras/kernel-5.4/latest', compression: 'xz', packages: withFillers(kernels([['5.4.268', '181.368.amzn2']]), 5) },
   { path: '2/extras/kernel-5.10/latest', compression: 'zst', packages: withFillers(kernels([['5.10.210', '201.852.amzn2']]), 5) },
@@ -65,7 +74,13 @@ const SPECS: AmazonLinuxRepoSpec[] = [
     path: '2/extras/kernel-5.15/latest',
     compression: 'none',
     // The same 4.14.232 build again: the first repository (core) keeps it.
-    packages: withFillers(kernels([['5.15.148', '97.158.amzn2'], ['4.14.232', '176.381.amzn2']]), 5),
+    packages: withFillers(
+      kernels([
+        ['5.15.148', '97.158.amzn2'],
+        ['4.14.232', '176.381.amzn2'],
+      ]),
+      5,
+    ),
   },
 ];
 
@@ -104,7 +119,9 @@ function expectedKernels(): Map<string, { devel: FixturePackage; image?: Fixture
         if (p.name !== 'kernel-devel' || p.arch !== arch || !releaseAtLeast(p.version, '4.14')) continue;
         const release = `${p.version}-${p.release}.${p.arch}`;
         if (out.has(release)) continue;
-        const image = repo.packages.find((k) => k.name === 'kernel' && k.arch === arch && k.version === p.version && k.release === p.release);
+        const image = repo.packages.find(
+          (k) => k.name === 'kernel' && k.arch === arch && k.version === p.version && k.release === p.release,
+        );
         out.set(release, { devel: p, ...(image ? { image } : {}), repo: names[i]! });
       }
     }
@@ -159,7 +176,7 @@ test('resolves the amazonlinux2 definition through mirror.list with gz, xz, zst 
   assert.ok(logger.lines.some((l) => l.includes('amzn2-core x86_64')));
 });
 
-test('probe file names are the ones Falco\'s loaders ask for on an Amazon Linux 2 node', async () => {
+test("probe file names are the ones Falco's loaders ask for on an Amazon Linux 2 node", async () => {
   const lock = await resolveSource(source, { http: HTTP });
   // Falco's loader rule (docs/OS.md, amazonlinux2): os-release ID=amzn with VERSION_ID=2 gives
   // the target amazonlinux2; the release is `uname -r`, the kernel-devel package's
@@ -215,7 +232,13 @@ test('falls back to the second mirror.list and to the second line of a mirror.li
         packageRoot: 'host',
         kernel: ['kernel'],
         // The first mirror refuses connections: the port of a server that was closed.
-        repos: [{ name: 'core', mirrorList: true, mirrors: [`${await closedPortUrl()}/2/core/2.0/$basearch/mirror.list`, `${mirror.url}/fallback/$basearch/mirror.list`] }],
+        repos: [
+          {
+            name: 'core',
+            mirrorList: true,
+            mirrors: [`${await closedPortUrl()}/2/core/2.0/$basearch/mirror.list`, `${mirror.url}/fallback/$basearch/mirror.list`],
+          },
+        ],
       }),
     );
     const lock = await resolveSource(await loadSourceDefinition(file, dir), { http: HTTP });
@@ -236,12 +259,23 @@ test('a base URL in the definition (no mirror.list) works, with $basearch and a 
       // A Fedora-shaped repository: Packages/k/... beside repodata/, one folder per arch.
       const pkgs = [
         ...kernelBuild('6.5.6', '300.fc39', arch, 0).map((p) => ({ ...p, href: `Packages/k/${rpmFileName(p)}` })),
-        { ...blobstorePackage('kernel-devel', '6.6.2', '201.fc39', arch, 0), epoch: '1', href: `Packages/k/kernel-devel-6.6.2-201.fc39.${arch}.rpm` },
+        {
+          ...blobstorePackage('kernel-devel', '6.6.2', '201.fc39', arch, 0),
+          epoch: '1',
+          href: `Packages/k/kernel-devel-6.6.2-201.fc39.${arch}.rpm`,
+        },
       ];
       await writeYumRepository(root, `fedora/39/${arch}/os/`, pkgs, { compression: 'zst', blobstore: false });
     }
     const file = join(dir, 'fedora.yaml');
-    await writeFile(file, yumDefinitionYaml({ id: 'fedora', architectures: ARCHES, repos: [{ name: 'updates', mirrors: [`${mirror.url}/fedora/39/$basearch/os`] }] }));
+    await writeFile(
+      file,
+      yumDefinitionYaml({
+        id: 'fedora',
+        architectures: ARCHES,
+        repos: [{ name: 'updates', mirrors: [`${mirror.url}/fedora/39/$basearch/os`] }],
+      }),
+    );
     const lock = await resolveSource(await loadSourceDefinition(file, dir), { http: HTTP });
     assert.deepEqual(lock.kernels.map((k) => `${k.release}/${k.machine}`).sort(), [
       '6.5.6-300.fc39.aarch64/aarch64',
@@ -331,22 +365,26 @@ test('the record filter hands saxes the same bytes and lines whatever the chunk 
   for (const size of [1, 3, 9, 10, 100, 4096, 65_537, 70_000, 90_001, 131_072, doc.length]) {
     const pieces: string[] = [];
     let cursor = 0;
-    const filter = new PackageRecordFilter((n) => wanted.has(n), (bytes, line) => {
-      const text = bytes.toString();
-      pieces.push(text);
-      // Pieces come in document order; each whole record starts on the line the filter says
-      // (short pieces, such as the newline between records, cannot be placed by searching).
-      if (!text.startsWith('<package')) return;
-      const at = docText.indexOf(text, cursor);
-      assert.ok(at >= 0, `chunk size ${size}: a piece that is not in the document`);
-      cursor = at + text.length;
-      assert.equal(line, docText.slice(0, at).split('\n').length, `chunk size ${size}: line of the piece at offset ${at}`);
-    });
+    const filter = new PackageRecordFilter(
+      (n) => wanted.has(n),
+      (bytes, line) => {
+        const text = bytes.toString();
+        pieces.push(text);
+        // Pieces come in document order; each whole record starts on the line the filter says
+        // (short pieces, such as the newline between records, cannot be placed by searching).
+        if (!text.startsWith('<package')) return;
+        const at = docText.indexOf(text, cursor);
+        assert.ok(at >= 0, `chunk size ${size}: a piece that is not in the document`);
+        cursor = at + text.length;
+        assert.equal(line, docText.slice(0, at).split('\n').length, `chunk size ${size}: line of the piece at offset ${at}`);
+      },
+    );
     for (let o = 0; o < doc.length; o += size) filter.write(doc.subarray(o, o + size));
     filter.end();
     const seen = pieces.join('');
     assert.equal(filter.skipped, packages.filter((p) => !wanted.has(p.name)).length, `chunk size ${size}`);
-    for (const p of packages.filter((x) => wanted.has(x.name))) assert.ok(seen.includes(renderPackage(p)), `chunk size ${size}: ${p.name} reaches saxes whole`);
+    for (const p of packages.filter((x) => wanted.has(x.name)))
+      assert.ok(seen.includes(renderPackage(p)), `chunk size ${size}: ${p.name} reaches saxes whole`);
     assert.ok(seen.startsWith('<?xml') && seen.trimEnd().endsWith('</metadata>'));
     reference ??= seen;
     assert.equal(seen, reference, `chunk size ${size} gives the same view`);
@@ -360,7 +398,10 @@ async function resolvePrimaryXml(xml: string): Promise<string[]> {
     const base = `xml/${Math.random().toString(36).slice(2)}/`;
     await writeYumRepository(root, base, [], { primaryXml: xml, blobstore: false });
     const file = join(dir, 'xml.yaml');
-    await writeFile(file, yumDefinitionYaml({ id: 'xml', packageRoot: 'host', repos: [{ name: 'core', mirrors: [`${mirror.url}/${base}`] }] }));
+    await writeFile(
+      file,
+      yumDefinitionYaml({ id: 'xml', packageRoot: 'host', repos: [{ name: 'core', mirrors: [`${mirror.url}/${base}`] }] }),
+    );
     const lock = await resolveSource(await loadSourceDefinition(file, dir), { http: HTTP });
     return lock.kernels.map((k) => k.release).sort();
   } finally {
@@ -372,23 +413,40 @@ test('XML the record filter cannot skip safely is parsed whole by saxes, with th
   const depth = 2;
   const filler = (i: number) => renderPackage(fillerPackage(i, 'x86_64', depth));
   const kernel = (v: string) => renderPackage(blobstorePackage('kernel-devel', v, '1.amzn2', 'x86_64', depth));
-  const doc = (body: string, count: number) => `<?xml version="1.0" encoding="UTF-8"?>\n<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="${count}">\n${body}</metadata>\n`;
+  const doc = (body: string, count: number) =>
+    `<?xml version="1.0" encoding="UTF-8"?>\n<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="${count}">\n${body}</metadata>\n`;
 
   // A comment between records, and one inside a record that hides a fake kernel.
   assert.deepEqual(
-    await resolvePrimaryXml(doc(filler(1) + '<!-- generated -->\n' + kernel('5.10.1') + filler(2).replace('<url>', '<!-- </package><package><name>kernel-devel</name> --><url>') + kernel('5.10.2'), 4)),
+    await resolvePrimaryXml(
+      doc(
+        filler(1) +
+          '<!-- generated -->\n' +
+          kernel('5.10.1') +
+          filler(2).replace('<url>', '<!-- </package><package><name>kernel-devel</name> --><url>') +
+          kernel('5.10.2'),
+        4,
+      ),
+    ),
     ['5.10.1-1.amzn2.x86_64', '5.10.2-1.amzn2.x86_64'],
   );
   // CDATA in an unwanted record's description that looks like a kernel record: text, not a package.
   const fake = kernel('6.6.6').trimEnd();
   assert.deepEqual(
-    await resolvePrimaryXml(doc(filler(1).replace('<description>', `<description><![CDATA[</package>${fake}<package>]]>`) + kernel('5.10.3'), 2)),
+    await resolvePrimaryXml(
+      doc(filler(1).replace('<description>', `<description><![CDATA[</package>${fake}<package>]]>`) + kernel('5.10.3'), 2),
+    ),
     ['5.10.3-1.amzn2.x86_64'],
   );
   // An end tag with a space before '>' ends an unwanted record; the kernel after it is still found.
-  assert.deepEqual(await resolvePrimaryXml(doc(filler(1).replace('</package>', '</package >') + kernel('5.10.4'), 2)), ['5.10.4-1.amzn2.x86_64']);
+  assert.deepEqual(await resolvePrimaryXml(doc(filler(1).replace('</package>', '</package >') + kernel('5.10.4'), 2)), [
+    '5.10.4-1.amzn2.x86_64',
+  ]);
   // A name written with a character reference is decoded as XML says before it is matched.
-  assert.deepEqual(await resolvePrimaryXml(doc(filler(1) + kernel('5.10.5').replace('<name>kernel-devel</name>', '<name>kernel&#45;devel</name>'), 2)), ['5.10.5-1.amzn2.x86_64']);
+  assert.deepEqual(
+    await resolvePrimaryXml(doc(filler(1) + kernel('5.10.5').replace('<name>kernel-devel</name>', '<name>kernel&#45;devel</name>'), 2)),
+    ['5.10.5-1.amzn2.x86_64'],
+  );
 });
 
 /** A URL on 127.0.0.1 where nothing listens (a server started and closed). */

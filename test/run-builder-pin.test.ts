@@ -21,7 +21,11 @@ test("the host builder's pin against the keys' pin: equal line or bare version p
   const pipeline = { builder } as unknown as TargetPipeline;
   await checkBuilderPin(pipeline, [keyedFor({ kind: 'host', clang })]);
   await checkBuilderPin(pipeline, [keyedFor({ kind: 'host', clang: version })]);
-  for (const other of [{ kind: 'host', clang: '1.2.3' }, { kind: 'host', clang: `Other ${clang}` }, { kind: 'docker', image: 'sha256:abc', clang }] as BuilderPin[]) {
+  for (const other of [
+    { kind: 'host', clang: '1.2.3' },
+    { kind: 'host', clang: `Other ${clang}` },
+    { kind: 'docker', image: 'sha256:abc', clang },
+  ] as BuilderPin[]) {
     await assert.rejects(checkBuilderPin(pipeline, [keyedFor({ kind: 'host', clang }), keyedFor(other)]), (err: unknown) => {
       assert.ok(err instanceof FalcoProbesError);
       assert.equal(err.kind, 'config');

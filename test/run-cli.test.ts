@@ -46,7 +46,13 @@ test('--dry-run lists what would build, with --explain the reason, with --json a
     assert.equal(explained.stdout, `//probes/${OS}:6.1.0-2-amd64-example-1.0.0: no probe in the repository\n`);
     const json = await runCli(['build', '--dry-run', '--json', '--label', 'driver=example'], { cwd: root });
     const report = JSON.parse(json.stdout) as BuildReport;
-    assert.deepEqual(report.results.map((r) => [r.status, r.reason]), [['would-build', 'no-probe'], ['would-build', 'no-probe']]);
+    assert.deepEqual(
+      report.results.map((r) => [r.status, r.reason]),
+      [
+        ['would-build', 'no-probe'],
+        ['would-build', 'no-probe'],
+      ],
+    );
     const { readdir } = await import('node:fs/promises');
     assert.ok(!(await readdir(root)).includes('repository'), 'a dry run creates no repository');
   });
@@ -74,7 +80,10 @@ test('an unpinned remote driver is refused by name, with the command that pins i
     for (const args of [['--label', 'driver=falco'], [`//probes/${OS}:6.1.0-1-amd64-falco-9.1.0+driver`]]) {
       const r = await runCli(['build', ...args], { cwd: root });
       assert.equal(r.code, 2, r.stderr);
-      assert.match(r.stderr, /driver falco 9\.1\.0\+driver is a remote tarball without a sha256 pin; refusing to build from unverified source\nhint: run `falco-probes pin falco`/);
+      assert.match(
+        r.stderr,
+        /driver falco 9\.1\.0\+driver is a remote tarball without a sha256 pin; refusing to build from unverified source\nhint: run `falco-probes pin falco`/,
+      );
     }
   });
 });
@@ -97,14 +106,24 @@ test('a live runner holds the lock: the second fails naming it; with --wait-lock
     await mkdir(join(root, 'repository'));
     const holder = spawn('sleep', ['60'], { stdio: 'ignore' });
     try {
-      await writeFile(join(root, 'repository', LOCK_FILE), JSON.stringify({ pid: holder.pid, host: hostname(), since: 'now', command: 'falco-probes build' }));
+      await writeFile(
+        join(root, 'repository', LOCK_FILE),
+        JSON.stringify({ pid: holder.pid, host: hostname(), since: 'now', command: 'falco-probes build' }),
+      );
       const refused = await runCli(['build'], { cwd: root });
       assert.equal(refused.code, 1);
-      assert.match(refused.stderr, new RegExp(`the repository is locked by another runner: pid ${holder.pid} on ${hostname()} \\(falco-probes build\\)`));
+      assert.match(
+        refused.stderr,
+        new RegExp(`the repository is locked by another runner: pid ${holder.pid} on ${hostname()} \\(falco-probes build\\)`),
+      );
       assert.match(refused.stderr, /hint: wait for it to finish, or run with --wait-lock/);
 
       const waiting = spawnCli(['build', '--wait-lock'], root, 60_000);
-      await waitFor('the second runner to wait', async () => (/waiting for the repository lock/.test(waiting.stderr()) ? true : undefined), 60_000);
+      await waitFor(
+        'the second runner to wait',
+        async () => (/waiting for the repository lock/.test(waiting.stderr()) ? true : undefined),
+        60_000,
+      );
       assert.match(waiting.stderr(), new RegExp(`waiting for the repository lock held by pid ${holder.pid} on `));
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(waiting.child.exitCode, null, 'still waiting');

@@ -16,7 +16,16 @@ import type { ResolvedDriver } from '../src/graph/types.js';
 // with the real extractor and shared; an unpinned or wrong one is refused.
 
 function driver(source: ResolvedDriver['source']): ResolvedDriver {
-  return { name: 'falco', version: '9.1.0+driver', source, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: '0'.repeat(64) };
+  return {
+    name: 'falco',
+    version: '9.1.0+driver',
+    source,
+    recipe: 'kbuild',
+    bpfDir: '.',
+    kinds: ['bpf'],
+    object: 'probe.o',
+    sourceSha256: '0'.repeat(64),
+  };
 }
 
 test('a pinned tarball is downloaded once, verified, unpacked with strip, and shared', async () => {
@@ -41,10 +50,17 @@ test('a pinned tarball is downloaded once, verified, unpacked with strip, and sh
       assert.equal(await readFile(join(a, 'probe.c'), 'utf8'), await readFile(join(PROJECT_ROOT, 'examples', 'probe', 'probe.c'), 'utf8'));
       assert.deepEqual(mirror.requests, ['archive/libs.tar.gz']);
       // Another run (a new source table) finds the unpacked tree in the cache: no request.
-      const again = createDriverSources({ projectRoot: dir, cacheDir: join(dir, 'cache'), extract: async () => assert.fail('extracted again') });
+      const again = createDriverSources({
+        projectRoot: dir,
+        cacheDir: join(dir, 'cache'),
+        extract: async () => assert.fail('extracted again'),
+      });
       assert.equal(await again(d), a);
       assert.equal(mirror.requests.length, 1);
-      assert.deepEqual((await readdir(join(dir, 'cache', 'drivers'))).filter((n) => n.endsWith('.tmp') || n.endsWith('.part')), []);
+      assert.deepEqual(
+        (await readdir(join(dir, 'cache', 'drivers'))).filter((n) => n.endsWith('.tmp') || n.endsWith('.part')),
+        [],
+      );
 
       // A pin that the bytes do not match: refused, nothing unpacked.
       const wrong = driver({ url: `${mirror.url}/archive/libs.tar.gz`, sha256: 'a'.repeat(64), strip: 1 });
@@ -63,7 +79,11 @@ test('a pinned tarball is downloaded once, verified, unpacked with strip, and sh
 
 test('an unpinned remote driver is refused with the way to pin it; a missing local directory is named', async () => {
   await withTempDir(async (dir) => {
-    const sources = createDriverSources({ projectRoot: dir, cacheDir: join(dir, 'cache'), extract: async () => assert.fail('nothing to extract') });
+    const sources = createDriverSources({
+      projectRoot: dir,
+      cacheDir: join(dir, 'cache'),
+      extract: async () => assert.fail('nothing to extract'),
+    });
     await assert.rejects(sources(driver({ url: 'http://127.0.0.1:9/libs.tar.gz' })), (err: unknown) => {
       assert.ok(err instanceof FalcoProbesError);
       assert.equal(err.kind, 'config');
@@ -71,7 +91,10 @@ test('an unpinned remote driver is refused with the way to pin it; a missing loc
       assert.match(err.hint ?? '', /falco-probes pin falco/);
       return true;
     });
-    await assert.rejects(sources(driver({ path: 'drivers/nowhere' })), new RegExp(`source directory ${join(dir, 'drivers/nowhere')} does not exist`));
+    await assert.rejects(
+      sources(driver({ path: 'drivers/nowhere' })),
+      new RegExp(`source directory ${join(dir, 'drivers/nowhere')} does not exist`),
+    );
     await mkdir(join(dir, 'drivers', 'here'), { recursive: true });
     assert.equal(await sources(driver({ path: 'drivers/here' })), join(dir, 'drivers', 'here'));
   });

@@ -26,7 +26,9 @@ async function deadPort(): Promise<number> {
   return port;
 }
 
-test('a failed compile, a checksum mismatch and a dead mirror fail their targets; the others go on under --keep-going', { timeout: TIMEOUT }, async (t) => {
+test('a failed compile, a checksum mismatch and a dead mirror fail their targets; the others go on under --keep-going', {
+  timeout: TIMEOUT,
+}, async (t) => {
   const obtained = await obtainDebianKernels();
   if (!obtained.ok) return skipOrFail(t, obtained.skip);
   const [k61, k612] = descriptors(obtained.kernels) as [ReturnType<typeof descriptors>[number], ReturnType<typeof descriptors>[number]];
@@ -103,7 +105,10 @@ test('a failed compile, a checksum mismatch and a dead mirror fail their targets
 
       // The index holds exactly the one good probe and agrees with the files.
       const index = await readIndex(repo);
-      assert.deepEqual(index.probes.map((p) => p.file), [`1.0.0/x86_64/${loaderFileFor(obtained.kernels[0]!)}`]);
+      assert.deepEqual(
+        index.probes.map((p) => p.file),
+        [`1.0.0/x86_64/${loaderFileFor(obtained.kernels[0]!)}`],
+      );
       assert.equal(spawnSync('sha256sum', ['-c', '--quiet', 'SHA256SUMS'], { cwd: repo }).status, 0);
     } finally {
       await mirror.close();

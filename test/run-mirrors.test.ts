@@ -14,9 +14,13 @@ import type { Target } from '../src/graph/types.js';
 // config error that names the definition.
 
 function definition(os: string, repos: Record<string, string[]>): string {
-  return `id: ${os}\ntype: apt\ntargetId: ${os}\narchitectures: [x86_64]\nminimumKernel: "4.14"\nosRelease:\n  ID: ${os}\nrepositories:\n${Object.entries(repos)
+  return `id: ${os}\ntype: apt\ntargetId: ${os}\narchitectures: [x86_64]\nminimumKernel: "4.14"\nosRelease:\n  ID: ${os}\nrepositories:\n${Object.entries(
+    repos,
+  )
     .map(([name, mirrors]) => `  - name: ${name}\n    mirrors: [${mirrors.join(', ')}]\n    suite: stable\n`)
-    .join('')}apt:\n  headers:\n    - flavour: amd64\n      pattern: '^linux-headers-(?<release>.*)$'\n  follow: []\n  unameVersion: '#1'\n  kernelVersion: '1'\n`;
+    .join(
+      '',
+    )}apt:\n  headers:\n    - flavour: amd64\n      pattern: '^linux-headers-(?<release>.*)$'\n  follow: []\n  unameVersion: '#1'\n  kernelVersion: '1'\n`;
 }
 
 function pkg(repository: string): PackageRef {
@@ -31,7 +35,10 @@ test('mirrors per OS and repository name; --mirror overrides by name; unknown na
   await withTempDir(async (dir) => {
     await mkdir(join(dir, 'kernels'));
     const sources = new Map<string, LoadedSourceDefinition>();
-    const oses: Record<string, Record<string, string[]>> = { alpha: { main: ['http://a1/x', 'http://a2/x'], security: ['http://as/x'] }, beta: { main: ['http://b/x'] } };
+    const oses: Record<string, Record<string, string[]>> = {
+      alpha: { main: ['http://a1/x', 'http://a2/x'], security: ['http://as/x'] },
+      beta: { main: ['http://b/x'] },
+    };
     for (const [os, repos] of Object.entries(oses)) {
       await writeFile(join(dir, 'kernels', `${os}.yaml`), definition(os, repos));
       sources.set(os, await loadSourceDefinition(join(dir, 'kernels', `${os}.yaml`), dir));
@@ -43,15 +50,26 @@ test('mirrors per OS and repository name; --mirror overrides by name; unknown na
     assert.deepEqual(plain.mirrorsFor(alphaMain), ['http://a1/x', 'http://a2/x']);
     assert.deepEqual(plain.mirrorsFor(alphaSec), ['http://as/x']);
     assert.deepEqual(plain.mirrorsFor(betaMain), ['http://b/x'], 'the same repository name in another OS has its own mirrors');
-    assert.throws(() => plain.mirrorsFor(betaNone), (err: Error & { kind?: string; location?: { file?: string } }) => {
-      assert.equal(err.kind, 'config');
-      assert.match(err.message, /names repository "nowhere", which kernels\/beta\.yaml does not define/);
-      assert.equal(err.location?.file, join(dir, 'kernels', 'beta.yaml'));
-      return true;
-    });
+    assert.throws(
+      () => plain.mirrorsFor(betaNone),
+      (err: Error & { kind?: string; location?: { file?: string } }) => {
+        assert.equal(err.kind, 'config');
+        assert.match(err.message, /names repository "nowhere", which kernels\/beta\.yaml does not define/);
+        assert.equal(err.location?.file, join(dir, 'kernels', 'beta.yaml'));
+        return true;
+      },
+    );
 
     const logger = createMemoryLogger();
-    const overridden = createMirrorTable(targets, sources, new Map([['main', ['file:///srv/mirror']], ['typo', ['http://t/x']]]), logger);
+    const overridden = createMirrorTable(
+      targets,
+      sources,
+      new Map([
+        ['main', ['file:///srv/mirror']],
+        ['typo', ['http://t/x']],
+      ]),
+      logger,
+    );
     assert.deepEqual(overridden.mirrorsFor(alphaMain), ['file:///srv/mirror']);
     assert.deepEqual(overridden.mirrorsFor(betaMain), ['file:///srv/mirror']);
     assert.deepEqual(overridden.mirrorsFor(alphaSec), ['http://as/x']);

@@ -74,7 +74,15 @@ test('summary line and --json summary', () => {
     results: [
       { label: '//probes/a:1', file: 'f1', key: 'k1', status: 'up-to-date' },
       { label: '//probes/a:2', file: 'f2', key: 'k2', status: 'built', reason: 'no-probe', publish: 'published', sha256: 's' },
-      { label: '//probes/a:3', file: 'f3', key: 'k3', status: 'failed', reason: 'no-probe', errorKind: 'checksum', error: 'sha256 mismatch' },
+      {
+        label: '//probes/a:3',
+        file: 'f3',
+        key: 'k3',
+        status: 'failed',
+        reason: 'no-probe',
+        errorKind: 'checksum',
+        error: 'sha256 mismatch',
+      },
     ],
   };
   assert.equal(summaryLine(report), '3 targets: 1 built, 1 up to date, 1 failed in 1m01s; repository /r');

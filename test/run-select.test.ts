@@ -15,9 +15,27 @@ function target(os: string, kernel: string, driver = 'example', flavour?: string
     label: `//probes/${os}:${name}`,
     name,
     os,
-    kernel: { name: kernel, release: kernel, version: '#1', machine: 'x86_64', kernelVersion: '1', targetId: os, packages: [], ...(flavour ? { flavour } : {}) },
+    kernel: {
+      name: kernel,
+      release: kernel,
+      version: '#1',
+      machine: 'x86_64',
+      kernelVersion: '1',
+      targetId: os,
+      packages: [],
+      ...(flavour ? { flavour } : {}),
+    },
     osRelease: { ID: os },
-    driver: { name: driver, version, source: { path: 'x' }, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: '0'.repeat(64) },
+    driver: {
+      name: driver,
+      version,
+      source: { path: 'x' },
+      recipe: 'kbuild',
+      bpfDir: '.',
+      kinds: ['bpf'],
+      object: 'probe.o',
+      sourceSha256: '0'.repeat(64),
+    },
     builder: { kind: 'host', clang: '14.0.6' },
     kind: 'bpf',
     arch: 'x86_64',
@@ -48,25 +66,41 @@ test('//probes/<os>/..., //probes/<os> and //probes/<os>:all select one OS', () 
 });
 
 test('//probes/<os>:<name> selects one target; a kernel name selects every target of that kernel', () => {
-  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver'] })), ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver']);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver'] })), [
+    '//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver',
+  ]);
   assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-50-amd64'] })), [
     '//probes/debian12:6.1.0-50-amd64-example-1.0.0',
     '//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver',
   ]);
-  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.12.117+deb12-amd64'] })), ['//probes/debian12:6.12.117+deb12-amd64-example-1.0.0']);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/debian12:6.12.117+deb12-amd64'] })), [
+    '//probes/debian12:6.12.117+deb12-amd64-example-1.0.0',
+  ]);
   // Where the kernel alone is the target's name, it is that one target.
-  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/amazonlinux2:5.10.1-1.amzn2.x86_64'] })), ['//probes/amazonlinux2:5.10.1-1.amzn2.x86_64']);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: ['//probes/amazonlinux2:5.10.1-1.amzn2.x86_64'] })), [
+    '//probes/amazonlinux2:5.10.1-1.amzn2.x86_64',
+  ]);
 });
 
 test('several patterns select the union, without duplicates', () => {
-  const got = selectTargets(graph, { patterns: ['//probes/amazonlinux2/...', '//probes/debian12:6.1.0-50-cloud-amd64', '//probes/amazonlinux2:5.10.1-1.amzn2.x86_64'] });
+  const got = selectTargets(graph, {
+    patterns: ['//probes/amazonlinux2/...', '//probes/debian12:6.1.0-50-cloud-amd64', '//probes/amazonlinux2:5.10.1-1.amzn2.x86_64'],
+  });
   assert.deepEqual(labels(got), [graph[0]!.label, graph[1]!.label, graph[4]!.label]);
 });
 
 test('labels narrow the selection: different keys all match, values of one key are alternatives', () => {
-  assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['driver=falco'] })), ['//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver']);
-  assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['os=debian12', 'driver=example', 'flavour=amd64'] })), [graph[2]!.label, graph[5]!.label]);
-  assert.equal(selectTargets(graph, { patterns: [], labels: ['os=debian12', 'os=amazonlinux2', 'arch=x86_64', 'kind=bpf'] }).length, graph.length);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['driver=falco'] })), [
+    '//probes/debian12:6.1.0-50-amd64-falco-9.1.0+driver',
+  ]);
+  assert.deepEqual(labels(selectTargets(graph, { patterns: [], labels: ['os=debian12', 'driver=example', 'flavour=amd64'] })), [
+    graph[2]!.label,
+    graph[5]!.label,
+  ]);
+  assert.equal(
+    selectTargets(graph, { patterns: [], labels: ['os=debian12', 'os=amazonlinux2', 'arch=x86_64', 'kind=bpf'] }).length,
+    graph.length,
+  );
 });
 
 function usageError(fn: () => unknown, message: RegExp, hint?: RegExp): void {
@@ -82,7 +116,11 @@ function usageError(fn: () => unknown, message: RegExp, hint?: RegExp): void {
 test('an unknown OS or kernel is a usage error that lists near matches', () => {
   usageError(() => selectTargets(graph, { patterns: ['//probes/debain12/...'] }), /unknown OS "debain12"/, /did you mean: debian12$/);
   usageError(() => selectTargets(graph, { patterns: ['//probes/amazon:x'] }), /unknown OS "amazon"/, /amazonlinux2/);
-  usageError(() => selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-5-amd64'] }), /unknown kernel "6\.1\.0-5-amd64" in debian12/, /6\.1\.0-50-amd64/);
+  usageError(
+    () => selectTargets(graph, { patterns: ['//probes/debian12:6.1.0-5-amd64'] }),
+    /unknown kernel "6\.1\.0-5-amd64" in debian12/,
+    /6\.1\.0-50-amd64/,
+  );
   usageError(() => selectTargets(graph, { patterns: [], labels: ['driver=falc'] }), /unknown value of label driver: "falc"/, /falco/);
   // An OS with a lockfile but no targets is known, not a typo.
   assert.deepEqual(selectTargets(graph, { patterns: ['//probes/ubuntu/...'], knownOs: ['ubuntu'] }), []);

@@ -51,7 +51,10 @@ for (const jobs of [1, 2, 4, 8]) {
       outcomes.map((o) => (o.status === 'ok' ? o.value : undefined)),
       items.map((i) => i * 2),
     );
-    assert.deepEqual([...finished].sort((a, b) => a - b), items);
+    assert.deepEqual(
+      [...finished].sort((a, b) => a - b),
+      items,
+    );
   });
 }
 
@@ -83,7 +86,10 @@ test('without keep-going: no new task starts after the first failure; running on
   // 0..2 were running when 3 failed and finish normally; nothing after the failure starts.
   assert.deepEqual(ok, [0, 1, 2]);
   assert.deepEqual(started, [0, 1, 2, 3]);
-  assert.deepEqual(skipped, Array.from({ length: 16 }, (_, i) => i + 4));
+  assert.deepEqual(
+    skipped,
+    Array.from({ length: 16 }, (_, i) => i + 4),
+  );
   const error = (outcomes[3] as { error: Error }).error;
   assert.equal(error.message, 'task 3 broke');
 });
@@ -115,7 +121,10 @@ test('an aborted run starts nothing new', async () => {
     },
     { jobs: 2, keepGoing: true, signal: controller.signal },
   );
-  assert.deepEqual(outcomes.map((o) => o.status), ['ok', 'ok', ...Array(8).fill('skipped')]);
+  assert.deepEqual(
+    outcomes.map((o) => o.status),
+    ['ok', 'ok', ...Array(8).fill('skipped')],
+  );
 });
 
 test('makespan of equal tasks stays close to total / N', async () => {
@@ -130,5 +139,8 @@ test('makespan of equal tasks stays close to total / N', async () => {
 });
 
 test('rejects a job count that is not a positive integer', async () => {
-  await assert.rejects(runScheduled([1], async () => 1, { jobs: 0, keepGoing: false }), RangeError);
+  await assert.rejects(
+    runScheduled([1], async () => 1, { jobs: 0, keepGoing: false }),
+    RangeError,
+  );
 });

@@ -12,9 +12,25 @@ import { FalcoProbesError } from '../src/util/errors.js';
 import { startMirror } from './helpers/server.js';
 
 test('natural sort orders version numbers numerically', () => {
-  const input = ['4.14.10', '4.14.9', '4.14.232-176.381.amzn2', '5.4.1', '4.19.0', '6.1.0-10-amd64', '6.1.0-9-amd64', '6.12.117+deb12-amd64'];
+  const input = [
+    '4.14.10',
+    '4.14.9',
+    '4.14.232-176.381.amzn2',
+    '5.4.1',
+    '4.19.0',
+    '6.1.0-10-amd64',
+    '6.1.0-9-amd64',
+    '6.12.117+deb12-amd64',
+  ];
   assert.deepEqual([...input].sort(compareNatural), [
-    '4.14.9', '4.14.10', '4.14.232-176.381.amzn2', '4.19.0', '5.4.1', '6.1.0-9-amd64', '6.1.0-10-amd64', '6.12.117+deb12-amd64',
+    '4.14.9',
+    '4.14.10',
+    '4.14.232-176.381.amzn2',
+    '4.19.0',
+    '5.4.1',
+    '6.1.0-9-amd64',
+    '6.1.0-10-amd64',
+    '6.12.117+deb12-amd64',
   ]);
   assert.equal(compareNatural('a', 'a'), 0);
   assert.ok(releaseAtLeast('4.14.0-1', '4.14'));
@@ -75,7 +91,10 @@ test('HTTP client: retries 5xx, fails fast on 404, caps size, detects resets and
     assert.equal((await httpGetBuffer(`${mirror.url}/ok.txt`, { backoffMs: 1 })).toString(), 'hello');
     assert.equal(mirror.requests.filter((p) => p === 'ok.txt').length, 3);
 
-    await assert.rejects(httpGetBuffer(`${mirror.url}/missing`, { backoffMs: 1 }), (e: FalcoProbesError) => /HTTP 404/.test(e.message) && e.location.url!.endsWith('/missing'));
+    await assert.rejects(
+      httpGetBuffer(`${mirror.url}/missing`, { backoffMs: 1 }),
+      (e: FalcoProbesError) => /HTTP 404/.test(e.message) && e.location.url!.endsWith('/missing'),
+    );
     assert.equal(mirror.requests.filter((p) => p === 'missing').length, 1);
 
     await assert.rejects(httpGetBuffer(`${mirror.url}/big.bin`, { maxBytes: 1000 }), /larger than the limit/);
@@ -96,7 +115,10 @@ test('YAML errors name file, line and column; unknown keys are errors', async ()
   const { loadSourceDefinition } = await import('../src/config/source-definition.js');
   const dir = await mkdtemp(join(tmpdir(), 'fp-yaml-'));
   try {
-    const text = (await readFile(new URL('../kernels/debian12.yaml', import.meta.url), 'utf8')).replace('targetId: debian', 'targetId: debian\ntargetIdd: debian');
+    const text = (await readFile(new URL('../kernels/debian12.yaml', import.meta.url), 'utf8')).replace(
+      'targetId: debian',
+      'targetId: debian\ntargetIdd: debian',
+    );
     const file = join(dir, 'debian12.yaml');
     await writeFile(file, text);
     await assert.rejects(loadSourceDefinition(file, dir), (e: FalcoProbesError) => {

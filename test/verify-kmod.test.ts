@@ -1,24 +1,23 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { createHostBuilder } from '../src/builders/host.js';
-import type { PackageRef } from '../src/config/types.js';
 import type { ResolvedDriver, Target } from '../src/graph/types.js';
 import { readIndex, writeIndex } from '../src/repository/index-file.js';
 import { INDEX_VERSION } from '../src/repository/types.js';
-import { sha256File, sha256Hex } from '../src/util/hash.js';
+import { sha256Hex } from '../src/util/hash.js';
 import { buildKmodInitramfs, findGuestBusybox, readKernelModule } from '../src/verify/initramfs.js';
 import { createKernelImageCache, type KernelImage } from '../src/verify/kernel-image.js';
 import type { VmOutcome } from '../src/verify/qemu.js';
 import { classify, readConsole, readRecord, summarizeModuleRefusal } from '../src/verify/verdict.js';
 import { loadRecord, verifyLoad } from '../src/verify/verify-load.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
-import { debianTarget, obtainDebianKernels, sharedKernelRoot, TEST_CACHE_DIR, type DebianKernel } from './helpers/kernel-headers.js';
+import { debianTarget, obtainDebianKernels, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';
 import { imagePackage } from './helpers/kernel-image.js';
 import { skipOrFail } from './helpers/require.js';
 
@@ -33,7 +32,6 @@ import { skipOrFail } from './helpers/require.js';
 // 4 to 6 s each.
 
 const execFileAsync = promisify(execFile);
-const DEBS_DIR = join(TEST_CACHE_DIR, 'debs');
 
 const TINY_C = `// SPDX-License-Identifier: GPL-2.0-only
 #include <linux/module.h>
@@ -63,7 +61,16 @@ MODULE_LICENSE("GPL");
 `;
 
 function tinyDriver(): ResolvedDriver {
-  return { name: 'tiny', version: '0.0.1', source: { path: 'tiny' }, recipe: 'kbuild', kmodDir: '.', module: 'tiny.ko', kinds: ['kmod'], sourceSha256: sha256Hex('tiny module') };
+  return {
+    name: 'tiny',
+    version: '0.0.1',
+    source: { path: 'tiny' },
+    recipe: 'kbuild',
+    kmodDir: '.',
+    module: 'tiny.ko',
+    kinds: ['kmod'],
+    sourceSha256: sha256Hex('tiny module'),
+  };
 }
 
 /** The console of boot `n` in a console log that holds several (each under `# <qemu argv>` and `# attempt n: ...`). */
@@ -77,7 +84,18 @@ function attemptConsole(log: string, n: number): string {
 }
 
 function vmOf(console: string, over: Partial<VmOutcome> = {}): VmOutcome {
-  return { argv: [], console, stderr: '', code: 0, signal: null, timedOut: false, aborted: false, killedAfterFinish: false, ms: 4000, ...over };
+  return {
+    argv: [],
+    console,
+    stderr: '',
+    code: 0,
+    signal: null,
+    timedOut: false,
+    aborted: false,
+    killedAfterFinish: false,
+    ms: 4000,
+    ...over,
+  };
 }
 
 /** A console cut at `at` (a string in it, kept up to and including `keep` of it). */
@@ -97,7 +115,9 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
   const consoles = new Map<string, string>();
 
   before(async () => {
-    const missing = ['qemu-system-x86_64', 'busybox', 'gcc', 'make'].filter((cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0);
+    const missing = ['qemu-system-x86_64', 'busybox', 'gcc', 'make'].filter(
+      (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0,
+    );
     if (missing.length) {
       skip = `not installed: ${missing.join(', ')} (scripts/setup-debian.sh installs them)`;
       return;
@@ -136,12 +156,24 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
     await writeFile(join(source, 'Makefile'), 'obj-m += tiny.o\n');
     await writeFile(join(source, 'tiny.c'), TINY_C);
     const base = debianTarget(k61, pin, tinyDriver());
-    const target: Target = { ...base, kind: 'kmod', probeFile: base.probeFile.replace(/\.o$/, '.ko'), output: base.output.replace(/\.o$/, '.ko') };
+    const target: Target = {
+      ...base,
+      kind: 'kmod',
+      probeFile: base.probeFile.replace(/\.o$/, '.ko'),
+      output: base.output.replace(/\.o$/, '.ko'),
+    };
     await mkdir(join(scratch, 'build'), { recursive: true });
     module61 = join(scratch, 'tiny-6.1.ko');
     const kernelRoot = await sharedKernelRoot(k61);
     const t0 = performance.now();
-    await builder.build({ target, kernelRoot, driverDir: source, workDir: join(scratch, 'build'), outFile: module61, logFile: join(scratch, 'build.log') });
+    await builder.build({
+      target,
+      kernelRoot,
+      driverDir: source,
+      workDir: join(scratch, 'build'),
+      outFile: module61,
+      logFile: join(scratch, 'build.log'),
+    });
     buildMs = performance.now() - t0;
   });
 
@@ -162,7 +194,14 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
 
     const workDir = join(scratch, 'load-6.1');
     const consoleLog = join(workDir, 'console.log');
-    const v = await verifyLoad({ probeFile: module61, kernelImage: images.get('6.1')!, workDir, accelerator: 'tcg', timeoutMs: 120_000, consoleLog });
+    const v = await verifyLoad({
+      probeFile: module61,
+      kernelImage: images.get('6.1')!,
+      workDir,
+      accelerator: 'tcg',
+      timeoutMs: 120_000,
+      consoleLog,
+    });
     t.diagnostic(`6.1: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`);
     assert.equal(v.verdict, 'loaded', `${v.message}\n${v.detail ?? ''}`);
     assert.equal(v.kind, 'kmod');
@@ -179,18 +218,30 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
     assert.deepEqual(loadRecord(v), { verdict: 'loaded', kernelImageSha256: images.get('6.1')!.sha256, message: v.message });
   });
 
-  test('the same module booted in the 6.12 kernel is refused with the kernel\'s reason (invalid module format)', async (t) => {
+  test("the same module booted in the 6.12 kernel is refused with the kernel's reason (invalid module format)", async (t) => {
     if (skip) return skipOrFail(t, skip);
     const workDir = join(scratch, 'load-6.12');
     const consoleLog = join(workDir, 'console.log');
-    const v = await verifyLoad({ probeFile: module61, kind: 'kmod', devicePrefixes: ['tiny'], kernelImage: images.get('6.12')!, workDir, accelerator: 'tcg', timeoutMs: 120_000, consoleLog });
+    const v = await verifyLoad({
+      probeFile: module61,
+      kind: 'kmod',
+      devicePrefixes: ['tiny'],
+      kernelImage: images.get('6.12')!,
+      workDir,
+      accelerator: 'tcg',
+      timeoutMs: 120_000,
+      consoleLog,
+    });
     t.diagnostic(`6.12: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`);
     assert.equal(v.verdict, 'refused', v.message);
     assert.equal(v.attempts, 1);
     assert.match(v.guestRelease ?? '', /^6\.12\./);
     // The kernel says why (a struct module of another size, a vermagic or symbol version mismatch), and insmod says what errno that was.
     assert.match(v.message, /^insmod failed \(exit \d+\): /);
-    assert.match(v.message, /module tiny: \.gnu\.linkonce\.this_module section size must match|version magic '[^']*' should be '[^']*'|disagrees about version of symbol/);
+    assert.match(
+      v.message,
+      /module tiny: \.gnu\.linkonce\.this_module section size must match|version magic '[^']*' should be '[^']*'|disagrees about version of symbol/,
+    );
     assert.match(v.message, /insmod: can't insert '\/driver\.ko': invalid module format/);
     assert.deepEqual(v.devices, []);
     const record = loadRecord(v);
@@ -220,7 +271,11 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
       assert.equal(report.verdict, undefined, where);
       assert.equal(report.record.state, 'damaged', where);
       // However the VM ended: it powered off, it was killed, or it ran out of time.
-      for (const vm of [vmOf(console), vmOf(console, { code: null, signal: 'SIGKILL' }), vmOf(console, { code: null, signal: 'SIGKILL', timedOut: true })]) {
+      for (const vm of [
+        vmOf(console),
+        vmOf(console, { code: null, signal: 'SIGKILL' }),
+        vmOf(console, { code: null, signal: 'SIGKILL', timedOut: true }),
+      ]) {
         const c = classify(vm, report, 120_000, { subject: 'module' });
         assert.equal(c.verdict, 'unknown', `${where}: ${c.message}`);
         assert.match(c.message, /^the guest's record was not read whole: /);
@@ -229,14 +284,21 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
     // One byte changed inside the record: the sha256 differs; one byte more or less: the length differs.
     const changed = refused.replace("can't insert", "can't insurt");
     const changedState = readRecord(changed).state;
-    assert.match(changedState.state === 'damaged' ? changedState.why : changedState.state, /the record's sha256 is [0-9a-f]{12}\.\.\., its end line says/);
+    assert.match(
+      changedState.state === 'damaged' ? changedState.why : changedState.state,
+      /the record's sha256 is [0-9a-f]{12}\.\.\., its end line says/,
+    );
     assert.equal(classify(vmOf(changed), readConsole(changed), 120_000).verdict, 'unknown');
     const longer = refused.replace('FALCO-PROBES-PART modules\n', 'FALCO-PROBES-PART modules\n\n');
     const longerState = readRecord(longer).state;
     assert.match(longerState.state === 'damaged' ? longerState.why : longerState.state, /the record has \d+ bytes, its end line says \d+/);
     assert.equal(classify(vmOf(longer), readConsole(longer), 120_000).verdict, 'unknown');
     // No record begun: /init ran and the machine stopped: unknown (it was "refused" before records).
-    const upToInit = cutAt(refused, 'FALCO-PROBES-INIT', refused.indexOf('\n', refused.indexOf('FALCO-PROBES-INIT')) - refused.indexOf('FALCO-PROBES-INIT') + 1);
+    const upToInit = cutAt(
+      refused,
+      'FALCO-PROBES-INIT',
+      refused.indexOf('\n', refused.indexOf('FALCO-PROBES-INIT')) - refused.indexOf('FALCO-PROBES-INIT') + 1,
+    );
     assert.equal(classify(vmOf(upToInit), readConsole(upToInit), 120_000).verdict, 'unknown');
 
     // The index keeps an unknown verdict (schema) as loadRecord writes it.
@@ -246,18 +308,41 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
     const record = loadRecord({ ...unknown, kernelImageSha256: images.get('6.12')!.sha256 });
     await writeIndex(repo, {
       version: INDEX_VERSION,
-      probes: [{ file: '0.0.1/x86_64/tiny.ko', key: sha256Hex('k'), sha256: sha256Hex('b'), size: 1, os: 'debian12', kernel: k61.release, driver: 'tiny', driverVersion: '0.0.1', arch: 'x86_64', kind: 'kmod', load: record }],
+      probes: [
+        {
+          file: '0.0.1/x86_64/tiny.ko',
+          key: sha256Hex('k'),
+          sha256: sha256Hex('b'),
+          size: 1,
+          os: 'debian12',
+          kernel: k61.release,
+          driver: 'tiny',
+          driverVersion: '0.0.1',
+          arch: 'x86_64',
+          kind: 'kmod',
+          load: record,
+        },
+      ],
     });
     assert.equal((await readIndex(repo)).probes[0]!.load!.verdict, 'unknown');
-    assert.match(record.message!, /^the guest's record was not read whole: the console ends inside the record \(no end line\)\n--- console ---\n/);
+    assert.match(
+      record.message!,
+      /^the guest's record was not read whole: the console ends inside the record \(no end line\)\n--- console ---\n/,
+    );
   });
 
-  test('eBPF: a console cut in the verdict line is unknown and booted once more; the second boot gives the verifier\'s refusal', async (t) => {
+  test("eBPF: a console cut in the verdict line is unknown and booted once more; the second boot gives the verifier's refusal", async (t) => {
     if (skip) return skipOrFail(t, skip);
-    const noBpf = ['bpftool', 'clang'].filter((cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0);
+    const noBpf = ['bpftool', 'clang'].filter(
+      (cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0,
+    );
     if (noBpf.length) return skipOrFail(t, `not installed: ${noBpf.join(', ')}`);
     const probe = join(scratch, 'refused.o');
-    await execFileAsync('clang', ['-O2', '-g', '-target', 'bpf', '-Wall', '-Werror', '-c', join(PROJECT_ROOT, 'examples', 'refused', 'probe.c'), '-o', probe], { timeout: 60_000 });
+    await execFileAsync(
+      'clang',
+      ['-O2', '-g', '-target', 'bpf', '-Wall', '-Werror', '-c', join(PROJECT_ROOT, 'examples', 'refused', 'probe.c'), '-o', probe],
+      { timeout: 60_000 },
+    );
     // The real qemu, whose console the first time loses everything after `{"bpftool_exit":255,`
     // (as a flaky line once did): sed passes the console until the verdict line, cuts it, and stops reading.
     const marker = join(scratch, 'first-boot-done');
@@ -269,7 +354,15 @@ describe('verify-load of kernel modules', { timeout: 600_000 }, () => {
     await chmod(wrapper, 0o755);
     const workDir = join(scratch, 'bpf');
     const consoleLog = join(workDir, 'console.log');
-    const v = await verifyLoad({ probeFile: probe, kernelImage: images.get('6.1')!, workDir, accelerator: 'tcg', timeoutMs: 120_000, consoleLog, qemu: wrapper });
+    const v = await verifyLoad({
+      probeFile: probe,
+      kernelImage: images.get('6.1')!,
+      workDir,
+      accelerator: 'tcg',
+      timeoutMs: 120_000,
+      consoleLog,
+      qemu: wrapper,
+    });
     t.diagnostic(`eBPF, cut once: ${v.verdict} after ${v.attempts} boots, ${(v.ms / 1000).toFixed(1)} s in all: ${v.message}`);
     assert.equal(v.kind, 'bpf');
     assert.equal(v.attempts, 2);
@@ -296,20 +389,35 @@ test("a module's refusal in the kernel's words: version magic, symbol versions, 
   // The kernel's formats (kernel/module/main.c, version.c); busybox insmod's line.
   const insmod = (what: string) => `insmod: can't insert '/driver.ko': ${what}\n`;
   assert.equal(
-    summarizeModuleRefusal(insmod('invalid module format'), "[    2.1] scap: version magic '6.1.0-57-amd64 SMP mod_unload ' should be '6.1.0-57-amd64 SMP preempt mod_unload modversions '\n"),
+    summarizeModuleRefusal(
+      insmod('invalid module format'),
+      "[    2.1] scap: version magic '6.1.0-57-amd64 SMP mod_unload ' should be '6.1.0-57-amd64 SMP preempt mod_unload modversions '\n",
+    ),
     "scap: version magic '6.1.0-57-amd64 SMP mod_unload ' should be '6.1.0-57-amd64 SMP preempt mod_unload modversions '; insmod: can't insert '/driver.ko': invalid module format",
   );
   assert.equal(
-    summarizeModuleRefusal(insmod('invalid module format'), ['a', 'b', 'c', 'd', 'b'].map((s) => `[    3.2] falco: disagrees about version of symbol ${s}`).join('\n')),
+    summarizeModuleRefusal(
+      insmod('invalid module format'),
+      ['a', 'b', 'c', 'd', 'b'].map((s) => `[    3.2] falco: disagrees about version of symbol ${s}`).join('\n'),
+    ),
     "disagrees about version of symbol a, b, c and 1 more; insmod: can't insert '/driver.ko': invalid module format",
   );
   assert.equal(
-    summarizeModuleRefusal(insmod('unknown symbol in module, or unknown parameter'), '[    1.0] scap: loading out-of-tree module taints kernel.\n[    1.1] scap: Unknown symbol tracepoint_probe_register (err -2)\n'),
+    summarizeModuleRefusal(
+      insmod('unknown symbol in module, or unknown parameter'),
+      '[    1.0] scap: loading out-of-tree module taints kernel.\n[    1.1] scap: Unknown symbol tracepoint_probe_register (err -2)\n',
+    ),
     "Unknown symbol tracepoint_probe_register; insmod: can't insert '/driver.ko': unknown symbol in module, or unknown parameter",
   );
   assert.equal(
-    summarizeModuleRefusal(insmod('invalid module format'), "[    3.3] module scap: .gnu.linkonce.this_module section size must match the kernel's built struct module size at run time\n"),
+    summarizeModuleRefusal(
+      insmod('invalid module format'),
+      "[    3.3] module scap: .gnu.linkonce.this_module section size must match the kernel's built struct module size at run time\n",
+    ),
     "module scap: .gnu.linkonce.this_module section size must match the kernel's built struct module size at run time; insmod: can't insert '/driver.ko': invalid module format",
   );
-  assert.equal(summarizeModuleRefusal(insmod('Operation not permitted'), '[    1.0] scap: loading out-of-tree module taints kernel.\n'), "insmod: can't insert '/driver.ko': Operation not permitted");
+  assert.equal(
+    summarizeModuleRefusal(insmod('Operation not permitted'), '[    1.0] scap: loading out-of-tree module taints kernel.\n'),
+    "insmod: can't insert '/driver.ko': Operation not permitted",
+  );
 });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,7 +134,16 @@ char __attribute__((section("license"), used)) license_text[] = "GPL";
 `;
 
 function legacyDriver(name: string): ResolvedDriver {
-  return { name, version: '0.0.1', source: { path: name }, recipe: 'kbuild', bpfDir: '.', kinds: ['bpf'], object: 'probe.o', sourceSha256: sha256Hex(`legacy test probe ${name}`) };
+  return {
+    name,
+    version: '0.0.1',
+    source: { path: name },
+    recipe: 'kbuild',
+    bpfDir: '.',
+    kinds: ['bpf'],
+    object: 'probe.o',
+    sourceSha256: sha256Hex(`legacy test probe ${name}`),
+  };
 }
 
 function runLoader(loader: string, probe: string): { status: number | null; stdout: string } {
@@ -152,7 +160,9 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   let pin: BuilderPin;
 
   before(async () => {
-    const missing = ['qemu-system-x86_64', 'busybox', 'gcc', 'clang', 'llc', 'make'].filter((cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0);
+    const missing = ['qemu-system-x86_64', 'busybox', 'gcc', 'clang', 'llc', 'make'].filter(
+      (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0,
+    );
     if (missing.length) {
       skip = `not installed: ${missing.join(', ')} (scripts/setup-debian.sh installs them)`;
       return;
@@ -210,7 +220,10 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
     assert.equal((await stat(loader.hostPath)).mtimeMs, mtime);
     // A damaged program in the cache is not used: compiled again (and without gcc that is an error naming what to install).
     await writeFile(loader.hostPath, 'not a program');
-    await assert.rejects(obtainLegacyLoader({ cacheRoot, gcc: '/nonexistent/gcc2' }), /cannot compile the legacy eBPF loader with \/nonexistent\/gcc2: \/nonexistent\/gcc2 is not installed/);
+    await assert.rejects(
+      obtainLegacyLoader({ cacheRoot, gcc: '/nonexistent/gcc2' }),
+      /cannot compile the legacy eBPF loader with \/nonexistent\/gcc2: \/nonexistent\/gcc2 is not installed/,
+    );
     // (Another gcc command than the first call's: each process remembers what it obtained per source, cache and gcc.)
     const gccPath = spawnSync('sh', ['-c', 'command -v gcc'], { encoding: 'utf8' }).stdout.trim();
     const rebuilt = await obtainLegacyLoader({ cacheRoot, gcc: gccPath });
@@ -232,7 +245,10 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
     const cases: [string, RegExp][] = [
       [join(dir, 'text.o'), /^error: \S+text\.o: not an ELF file$/m],
       [loader, /^error: \S+: not a relocatable BPF object \(ELF type 2, machine 62; BPF is 247\)$/m],
-      [join(dir, 'global.o'), /^error: \S+global\.o: raw_tracepoint\/sys_enter: instruction \d+ refers to limit, which is not in the maps section/m],
+      [
+        join(dir, 'global.o'),
+        /^error: \S+global\.o: raw_tracepoint\/sys_enter: instruction \d+ refers to limit, which is not in the maps section/m,
+      ],
     ];
     // Stripped of its symbol table, an object has lost its map relocations.
     if (spawnSync('llvm-strip', ['--strip-all', join(dir, 'global.o'), '-o', join(dir, 'stripped.o')]).status === 0)
@@ -258,15 +274,31 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
 
     const workDir = join(scratch, 'load-refused');
     const consoleLog = join(workDir, 'console.log');
-    const v = await verifyLoad({ probeFile: file, kernelImage: image, workDir, accelerator: 'tcg', timeoutMs: 180_000, consoleLog, legacyLoader: { cacheRoot } });
-    t.diagnostic(`built in ${(buildMs / 1000).toFixed(1)} s; ${kernel.release}: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`);
+    const v = await verifyLoad({
+      probeFile: file,
+      kernelImage: image,
+      workDir,
+      accelerator: 'tcg',
+      timeoutMs: 180_000,
+      consoleLog,
+      legacyLoader: { cacheRoot },
+    });
+    t.diagnostic(
+      `built in ${(buildMs / 1000).toFixed(1)} s; ${kernel.release}: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`,
+    );
     assert.equal(v.verdict, 'refused', `${v.message}\n${v.detail ?? ''}`);
     assert.equal(v.loader, 'legacy-bpf-loader');
     assert.equal(v.legacyMaps, true);
     assert.equal(v.attempts, 1);
     assert.equal(v.guestRelease, kernel.release);
-    assert.equal(v.message, "prog 'raw_tracepoint/filler/read_value': invalid access to map value, value_size=8 off=8 size=8; R0 min value is outside of the allowed memory range");
-    assert.match(v.detail ?? '', /^prog raw_tracepoint\/filler\/read_value refused \(\d+ insns\): Permission denied \(EACCES\)\n-- BEGIN PROG LOAD LOG raw_tracepoint\/filler\/read_value \(last \d+ of \d+ lines\) --\n/);
+    assert.equal(
+      v.message,
+      "prog 'raw_tracepoint/filler/read_value': invalid access to map value, value_size=8 off=8 size=8; R0 min value is outside of the allowed memory range",
+    );
+    assert.match(
+      v.detail ?? '',
+      /^prog raw_tracepoint\/filler\/read_value refused \(\d+ insns\): Permission denied \(EACCES\)\n-- BEGIN PROG LOAD LOG raw_tracepoint\/filler\/read_value \(last \d+ of \d+ lines\) --\n/,
+    );
     assert.match(v.detail ?? '', /processed \d+ insns/);
     const console = await readFile(consoleLog, 'utf8');
     // Every map was made (max_entries 0 became one per CPU: the guest has one), the other program loaded.
@@ -280,7 +312,10 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
     // The index keeps the reason and the end of the verifier's log.
     const record = loadRecord(v);
     assert.equal(record.verdict, 'refused');
-    assert.match(record.message!, /^prog 'raw_tracepoint\/filler\/read_value': invalid access to map value[\s\S]*\n--- log ---\n[\s\S]*processed \d+ insns/);
+    assert.match(
+      record.message!,
+      /^prog 'raw_tracepoint\/filler\/read_value': invalid access to map value[\s\S]*\n--- log ---\n[\s\S]*processed \d+ insns/,
+    );
     const error = unverifiedProbeError({ label: '//probes/x:legacy', kind: 'bpf' }, v);
     assert.match(error.hint ?? '', /the verifier of this kernel refuses the probe/);
   });
@@ -290,7 +325,15 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
     const { file } = await buildLegacy('legacy-fixed', legacyProbeSource(false));
     const workDir = join(scratch, 'load-fixed');
     const consoleLog = join(workDir, 'console.log');
-    const v = await verifyLoad({ probeFile: file, kernelImage: image, workDir, accelerator: 'tcg', timeoutMs: 180_000, consoleLog, legacyLoader: { cacheRoot } });
+    const v = await verifyLoad({
+      probeFile: file,
+      kernelImage: image,
+      workDir,
+      accelerator: 'tcg',
+      timeoutMs: 180_000,
+      consoleLog,
+      legacyLoader: { cacheRoot },
+    });
     t.diagnostic(`${kernel.release}: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`);
     assert.equal(v.verdict, 'loaded', `${v.message}\n${v.detail ?? ''}`);
     assert.equal(v.message, 'loaded 2 programs with the legacy loader');
@@ -309,11 +352,21 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'global.c'), GLOBAL_DATA_SOURCE);
     await execFileAsync('clang', ['-O2', '-target', 'bpf', '-c', join(dir, 'global.c'), '-o', join(dir, 'probe.o')]);
-    const v = await verifyLoad({ probeFile: join(dir, 'probe.o'), kernelImage: image, workDir: join(dir, 'work'), accelerator: 'tcg', timeoutMs: 180_000, legacyLoader: { cacheRoot } });
+    const v = await verifyLoad({
+      probeFile: join(dir, 'probe.o'),
+      kernelImage: image,
+      workDir: join(dir, 'work'),
+      accelerator: 'tcg',
+      timeoutMs: 180_000,
+      legacyLoader: { cacheRoot },
+    });
     t.diagnostic(`${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`);
     assert.equal(v.verdict, 'unknown', v.message);
     assert.equal(v.attempts, 1, 'a whole record says the same again: no second boot');
-    assert.match(v.message, /^the legacy loader could not load the probe, so the kernel gave no verdict: \/probe\.o: raw_tracepoint\/sys_enter: instruction \d+ refers to limit, which is not in the maps section/);
+    assert.match(
+      v.message,
+      /^the legacy loader could not load the probe, so the kernel gave no verdict: \/probe\.o: raw_tracepoint\/sys_enter: instruction \d+ refers to limit, which is not in the maps section/,
+    );
     const error = unverifiedProbeError({ label: '//probes/x:global', kind: 'bpf' }, v);
     assert.match(error.hint ?? '', /malformed or uses what the legacy loader/);
     assert.match(loadRecord(v).message!, /--- console ---\n[\s\S]*summary: malformed object/);
@@ -354,10 +407,20 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
 
     const workDir = join(scratch, 'scap', 'load');
     const consoleLog = join(workDir, 'console.log');
-    const v = await verifyLoad({ probeFile: out, kernelImage: image, workDir, accelerator: 'tcg', timeoutMs: 900_000, consoleLog, legacyLoader: { cacheRoot } });
+    const v = await verifyLoad({
+      probeFile: out,
+      kernelImage: image,
+      workDir,
+      accelerator: 'tcg',
+      timeoutMs: 900_000,
+      consoleLog,
+      legacyLoader: { cacheRoot },
+    });
     const console = await readFile(consoleLog, 'utf8');
     const summary = /^summary: .*$/m.exec(console)?.[0];
-    t.diagnostic(`scap probe (${probe.data.length} bytes) built for ${kernel.release} in ${(buildMs / 1000).toFixed(1)} s; in ${kernel.release} under TCG: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`);
+    t.diagnostic(
+      `scap probe (${probe.data.length} bytes) built for ${kernel.release} in ${(buildMs / 1000).toFixed(1)} s; in ${kernel.release} under TCG: ${v.verdict} in ${(v.ms / 1000).toFixed(1)} s: ${v.message}`,
+    );
     t.diagnostic(`loader: ${summary ?? '(no summary)'}`);
     if (v.verdict === 'refused') t.diagnostic(`verifier log (end):\n${(v.detail ?? '').split('\n').slice(-20).join('\n')}`);
     // A real refusal is a finding, not a failure; a user-space error or a lost record is a failure of the tool.
@@ -373,7 +436,7 @@ describe('verify-load of legacy probes with the legacy loader', { timeout: 1_800
   });
 });
 
-test('summarizeLegacyRefusal: the first refused program and the verifier\'s reason, how many more, a refused map', () => {
+test("summarizeLegacyRefusal: the first refused program and the verifier's reason, how many more, a refused map", () => {
   const log = [
     'probe /probe.o: 100 bytes, 10 sections; license "GPL"; kernel_version "6.1.0-57-amd64" (running 6.1.0-57-amd64)',
     'map counts ok: type 1 key 4 value 8 entries 1024 flags 0x0',
@@ -390,7 +453,10 @@ test('summarizeLegacyRefusal: the first refused program and the verifier\'s reas
     'summary: 3 programs: 1 loaded, 2 refused, 0 not loaded; 1 maps: 0 refused',
   ].join('\n');
   const s = summarizeLegacyRefusal(log);
-  assert.equal(s.summary, "prog 'raw_tracepoint/filler/b': invalid access to map value, value_size=8 off=8 size=8; R0 min value is outside of the allowed memory range (and 1 more program refused)");
+  assert.equal(
+    s.summary,
+    "prog 'raw_tracepoint/filler/b': invalid access to map value, value_size=8 off=8 size=8; R0 min value is outside of the allowed memory range (and 1 more program refused)",
+  );
   assert.match(s.verifierLog ?? '', /^prog raw_tracepoint\/filler\/b refused[\s\S]*-- END PROG LOAD LOG --$/);
   // A log that filled the largest buffer kept its start only (kernels before 6.4): the errno, said so.
   const full = [
@@ -400,11 +466,19 @@ test('summarizeLegacyRefusal: the first refused program and the verifier\'s reas
     '4001: (07) r1 += 8',
     '-- END PROG LOAD LOG --',
   ].join('\n');
-  assert.equal(summarizeLegacyRefusal(full).summary, "prog 'raw_tracepoint/filler/big': Argument list too long (E2BIG) (the verifier's log was too long to keep its end)");
-  // Without a log (it could not be had), the kernel's errno.
-  assert.equal(summarizeLegacyRefusal('prog tracepoint/x refused (3 insns): Invalid argument (EINVAL)\n').summary, "prog 'tracepoint/x': Invalid argument (EINVAL)");
   assert.equal(
-    summarizeLegacyRefusal('map big refused: type 2 key 4 value 8 entries 1 flags 0x0: Cannot allocate memory (ENOMEM)\nprog tracepoint/x not loaded: it uses map big, which the kernel refused\n').summary,
+    summarizeLegacyRefusal(full).summary,
+    "prog 'raw_tracepoint/filler/big': Argument list too long (E2BIG) (the verifier's log was too long to keep its end)",
+  );
+  // Without a log (it could not be had), the kernel's errno.
+  assert.equal(
+    summarizeLegacyRefusal('prog tracepoint/x refused (3 insns): Invalid argument (EINVAL)\n').summary,
+    "prog 'tracepoint/x': Invalid argument (EINVAL)",
+  );
+  assert.equal(
+    summarizeLegacyRefusal(
+      'map big refused: type 2 key 4 value 8 entries 1 flags 0x0: Cannot allocate memory (ENOMEM)\nprog tracepoint/x not loaded: it uses map big, which the kernel refused\n',
+    ).summary,
     "the kernel refused to create map 'big': type 2 key 4 value 8 entries 1 flags 0x0: Cannot allocate memory (ENOMEM)",
   );
 });

@@ -102,7 +102,10 @@ describe('verify-load', { timeout: 900_000 }, () => {
     // Every library the host's loader resolves for bpftool, and the loader itself, at the same path in the guest.
     const ldd = await execFileAsync('ldd', [tools.bpftool.hostPath]);
     const needed = parseLdd(ldd.stdout, tools.bpftool.hostPath);
-    assert.ok(needed.some((p) => /libbpf|libelf/.test(p)), `bpftool's libraries: ${needed.join(' ')}`);
+    assert.ok(
+      needed.some((p) => /libbpf|libelf/.test(p)),
+      `bpftool's libraries: ${needed.join(' ')}`,
+    );
     assert.ok(needed.includes(elfInterpreter(tools.bpftool.data)!), 'the loader is listed');
     for (const p of needed) assert.equal((await sha256File(join(tree, p))).sha256, (await sha256File(p)).sha256, p);
     const init = await readFile(join(tree, 'init'), 'utf8');
@@ -150,7 +153,9 @@ describe('verify-load', { timeout: 900_000 }, () => {
     const vmlinux = await readFile(prepared.vmlinux);
     assert.equal(vmlinux.subarray(0, 4).toString('latin1'), '\x7fELF');
     assert.ok(hasPvhEntryNote(vmlinux));
-    t.diagnostic(`image unpacked in ${Math.round(firstMs)} ms (bzImage ${(await stat(prepared.vmlinuz)).size} bytes, vmlinux ${vmlinux.length} bytes)`);
+    t.diagnostic(
+      `image unpacked in ${Math.round(firstMs)} ms (bzImage ${(await stat(prepared.vmlinuz)).size} bytes, vmlinux ${vmlinux.length} bytes)`,
+    );
 
     // Again: the cache answers, nothing is rewritten.
     const mtime = (await stat(prepared.vmlinux)).mtimeMs;
@@ -160,12 +165,18 @@ describe('verify-load', { timeout: 900_000 }, () => {
 
     // A package without a kernel image is refused with the package named.
     const headers = image.kernel.packages.find((p) => p.role === 'headers')!;
-    await assert.rejects(cache.prepare({ ...image.ref, name: headers.name, path: headers.filename, sha256: headers.sha256, size: headers.size }, headers.debPath), (err: unknown) => {
-      assert.ok(err instanceof FalcoProbesError);
-      assert.equal(err.location.file, headers.debPath);
-      assert.match(err.message, /holds no kernel image/);
-      return true;
-    });
+    await assert.rejects(
+      cache.prepare(
+        { ...image.ref, name: headers.name, path: headers.filename, sha256: headers.sha256, size: headers.size },
+        headers.debPath,
+      ),
+      (err: unknown) => {
+        assert.ok(err instanceof FalcoProbesError);
+        assert.equal(err.location.file, headers.debPath);
+        assert.match(err.message, /holds no kernel image/);
+        return true;
+      },
+    );
   });
 
   test('a kernel that does not boot: a truncated image, and a boot cut off by the timeout, give no-boot in time and leave no qemu', async (t) => {
@@ -191,7 +202,14 @@ describe('verify-load', { timeout: 900_000 }, () => {
     const work2 = join(scratch, 'nb', 'work-timeout');
     const timeoutMs = 1_500;
     const t1 = performance.now();
-    const v2 = await verifyLoad({ probeFile: probe, kernelImage: prepared, workDir: work2, timeoutMs, accelerator: 'tcg', consoleLog: join(work2, 'console.log') });
+    const v2 = await verifyLoad({
+      probeFile: probe,
+      kernelImage: prepared,
+      workDir: work2,
+      timeoutMs,
+      accelerator: 'tcg',
+      consoleLog: join(work2, 'console.log'),
+    });
     const ms2 = performance.now() - t1;
     assert.equal(v2.verdict, 'no-boot', v2.message);
     assert.match(v2.message, /no output from \/init within 2 s/);
@@ -205,7 +223,7 @@ describe('verify-load', { timeout: 900_000 }, () => {
     assert.ok(record.message!.length <= MAX_RECORDED_MESSAGE);
   });
 
-  test('verify-load end to end: the example probe built for the real headers loads, examples/refused is refused with the verifier\'s reason, verdicts land in the index', async (t) => {
+  test("verify-load end to end: the example probe built for the real headers loads, examples/refused is refused with the verifier's reason, verdicts land in the index", async (t) => {
     if (skip) return skipOrFail(t, skip);
     const kernel = image.kernel;
     const root = join(scratch, 'project');
@@ -260,7 +278,14 @@ describe('verify-load', { timeout: 900_000 }, () => {
           await mkdir(workDir, { recursive: true });
           const outFile = join(scratch, 'built', target.probeFile.replace(/\.o$/, `-${target.driver.name}.o`));
           const source = target.driver.source as { path: string };
-          const built = await builder.build({ target: { ...target, builder: pin }, kernelRoot, driverDir: join(root, source.path), workDir, outFile, logFile: join(scratch, `${target.driver.name}.log`) });
+          const built = await builder.build({
+            target: { ...target, builder: pin },
+            kernelRoot,
+            driverDir: join(root, source.path),
+            workDir,
+            outFile,
+            logFile: join(scratch, `${target.driver.name}.log`),
+          });
           assert.equal((await repo.publish(target, outFile, built)).status, 'published');
         }
       } finally {
@@ -275,17 +300,24 @@ describe('verify-load', { timeout: 900_000 }, () => {
       const ms = performance.now() - t0;
       assert.equal(run.code, 1, `a refused probe fails the run\n${run.stderr}`);
       const report = JSON.parse(run.stdout) as VerifyReport;
-      t.diagnostic(`verify-load of 2 probes at -j 2: ${Math.round(ms)} ms; ${report.accelerator?.accelerator} (${report.accelerator?.reason})`);
+      t.diagnostic(
+        `verify-load of 2 probes at -j 2: ${Math.round(ms)} ms; ${report.accelerator?.accelerator} (${report.accelerator?.reason})`,
+      );
       const example = report.results.find((r) => r.file.startsWith('1.0.0/'))!;
       const refused = report.results.find((r) => r.file.startsWith('0.1.0/'))!;
       assert.equal(example.status, 'verified');
       assert.equal(example.verdict, 'loaded', example.message);
       assert.equal(example.message, 'loaded 2 programs');
-      assert.equal(example.guestRelease, kernel.release, 'the VM ran the target\'s kernel');
+      assert.equal(example.guestRelease, kernel.release, "the VM ran the target's kernel");
       assert.equal(refused.verdict, 'refused', refused.message);
       assert.match(refused.message!, /prog 'read_past_value': invalid access to map value, value_size=8 off=8 size=8/);
       // The refusal is reported as the target's failure (unverifiedProbeError), at the console log it came from.
-      assert.match(run.stderr, new RegExp(`error: \\S+\\.verify-load\\.log: ${refused.label.replace(/[.+]/g, '\\$&')}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value'`));
+      assert.match(
+        run.stderr,
+        new RegExp(
+          `error: \\S+\\.verify-load\\.log: ${refused.label.replace(/[.+]/g, '\\$&')}: the probe did not load into its kernel \\(refused\\): prog 'read_past_value'`,
+        ),
+      );
       // The accelerator is said, and agrees with this host's /dev/kvm.
       const kvm = await kvmDeviceUsable();
       assert.ok(report.accelerator);
@@ -307,7 +339,21 @@ describe('verify-load', { timeout: 900_000 }, () => {
       assert.match(consoleLog, /^FALCO-PROBES-VERDICT \{"bpftool_exit":0,"programs":2,"bpffs":1\}$/m);
       // The same console cut off after /init started, as a load that hangs would leave it: timeout, not no-boot.
       const upToInit = consoleLog.slice(0, consoleLog.indexOf('\n', consoleLog.indexOf('FALCO-PROBES-INIT')) + 1);
-      const hung = classify({ argv: [], console: upToInit, stderr: '', code: null, signal: 'SIGKILL', timedOut: true, aborted: false, killedAfterFinish: false, ms: 300_000 }, readConsole(upToInit), 300_000);
+      const hung = classify(
+        {
+          argv: [],
+          console: upToInit,
+          stderr: '',
+          code: null,
+          signal: 'SIGKILL',
+          timedOut: true,
+          aborted: false,
+          killedAfterFinish: false,
+          ms: 300_000,
+        },
+        readConsole(upToInit),
+        300_000,
+      );
       assert.equal(hung.verdict, 'timeout');
       assert.match(hung.message, /booted but loading the probe did not finish within 300 s/);
 
@@ -332,7 +378,10 @@ describe('verify-load', { timeout: 900_000 }, () => {
       while (shardOf(exampleKey, shards) === shardOf(refusedKey, shards)) shards++;
       const sharded = await verify('--shard', `${shardOf(exampleKey, shards)}/${shards}`);
       assert.equal(sharded.code, 0, sharded.stderr);
-      assert.deepEqual((JSON.parse(sharded.stdout) as VerifyReport).results.map((r) => [r.label, r.status, r.verdict]), [[example.label, 'recorded', 'loaded']]);
+      assert.deepEqual(
+        (JSON.parse(sharded.stdout) as VerifyReport).results.map((r) => [r.label, r.status, r.verdict]),
+        [[example.label, 'recorded', 'loaded']],
+      );
       const refusedShard = await verify('--shard', `${shardOf(refusedKey, shards)}/${shards}`);
       assert.equal(refusedShard.code, 1, 'the recorded refusal still fails the run');
       assert.match(refusedShard.stderr, /recorded by an earlier verify-load of this build; --force boots it again/);
@@ -346,7 +395,10 @@ test('VMs at once: bounded by jobs and by available memory', () => {
   const perVm = 512 + QEMU_OVERHEAD_MIB;
   assert.equal(vmSlots(8, 512, HOST_RESERVE_MIB + 3 * perVm + perVm - 1), 3);
   assert.equal(vmSlots(2, 512, HOST_RESERVE_MIB + 10 * perVm), 2);
-  assert.throws(() => vmSlots(4, 512, HOST_RESERVE_MIB + perVm - 1), (err: unknown) => err instanceof FalcoProbesError && /not enough free memory for one VM of 512 MiB/.test(err.message));
+  assert.throws(
+    () => vmSlots(4, 512, HOST_RESERVE_MIB + perVm - 1),
+    (err: unknown) => err instanceof FalcoProbesError && /not enough free memory for one VM of 512 MiB/.test(err.message),
+  );
 });
 
 test('bad input: options are checked before anything runs; a kernel without an image package is named with what to fix', async () => {
@@ -366,12 +418,15 @@ test('bad input: options are checked before anything runs; a kernel without an i
     await rm(cwd, { recursive: true, force: true });
   }
   const target = { label: '//probes/debian12:6.1.0-1-amd64', os: 'debian12', kernel: graphKernel('6.1.0-1-amd64') } as unknown as Target;
-  assert.throws(() => imagePackageOf(target), (err: unknown) => {
-    assert.ok(err instanceof FalcoProbesError);
-    assert.equal(err.kind, 'config');
-    assert.equal(err.location.file, 'kernels/debian12.lock.yaml');
-    assert.match(err.message, /names no bootable image \(a package with role "image"\)/);
-    assert.match(err.hint ?? '', /kernels\/debian12\.yaml .*falco-probes resolve debian12/);
-    return true;
-  });
+  assert.throws(
+    () => imagePackageOf(target),
+    (err: unknown) => {
+      assert.ok(err instanceof FalcoProbesError);
+      assert.equal(err.kind, 'config');
+      assert.equal(err.location.file, 'kernels/debian12.lock.yaml');
+      assert.match(err.message, /names no bootable image \(a package with role "image"\)/);
+      assert.match(err.hint ?? '', /kernels\/debian12\.yaml .*falco-probes resolve debian12/);
+      return true;
+    },
+  );
 });

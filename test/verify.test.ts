@@ -22,13 +22,39 @@ import type { ProbeEntry } from '../src/repository/types.js';
 // that stalls.
 
 const PROBES = [
-  { file: '9.1.0+driver/x86_64/falco_debian_6.12.117+deb12-amd64_1.o', kernel: '6.12.117+deb12-amd64', arch: 'x86_64', bytes: Buffer.from('\x7fELF probe for 6.12 '.repeat(50)) },
-  { file: '9.1.0+driver/x86_64/falco_debian_6.1.0-50-amd64_1.o', kernel: '6.1.0-50-amd64', arch: 'x86_64', bytes: Buffer.from('\x7fELF probe for 6.1 '.repeat(40)) },
-  { file: '9.1.0+driver/aarch64/falco_debian_6.1.0-50-arm64_1.o', kernel: '6.1.0-50-arm64', arch: 'aarch64', bytes: Buffer.from('\x7fELF arm probe '.repeat(30)) },
+  {
+    file: '9.1.0+driver/x86_64/falco_debian_6.12.117+deb12-amd64_1.o',
+    kernel: '6.12.117+deb12-amd64',
+    arch: 'x86_64',
+    bytes: Buffer.from('\x7fELF probe for 6.12 '.repeat(50)),
+  },
+  {
+    file: '9.1.0+driver/x86_64/falco_debian_6.1.0-50-amd64_1.o',
+    kernel: '6.1.0-50-amd64',
+    arch: 'x86_64',
+    bytes: Buffer.from('\x7fELF probe for 6.1 '.repeat(40)),
+  },
+  {
+    file: '9.1.0+driver/aarch64/falco_debian_6.1.0-50-arm64_1.o',
+    kernel: '6.1.0-50-arm64',
+    arch: 'aarch64',
+    bytes: Buffer.from('\x7fELF arm probe '.repeat(30)),
+  },
 ];
 
 function entry(p: (typeof PROBES)[number]): ProbeEntry {
-  return { file: p.file, key: sha256Hex(p.file), sha256: sha256Hex(p.bytes), size: p.bytes.length, os: 'debian12', kernel: p.kernel, driver: 'falco', driverVersion: '9.1.0+driver', arch: p.arch, kind: 'bpf' };
+  return {
+    file: p.file,
+    key: sha256Hex(p.file),
+    sha256: sha256Hex(p.bytes),
+    size: p.bytes.length,
+    os: 'debian12',
+    kernel: p.kernel,
+    driver: 'falco',
+    driverVersion: '9.1.0+driver',
+    arch: p.arch,
+    kind: 'bpf',
+  };
 }
 
 /** A signed, published repository at dir/site (built by the real publish), keys at dir/k.{key,pub} and dir/other.{key,pub}. */
@@ -61,10 +87,17 @@ test('verify over HTTP: a good repository passes; the signature also checks with
       const sig = JSON.parse(await readFile(join(site, 'index.json.sig'), 'utf8')) as { statement: string; signature: string };
       const index = await readFile(join(site, 'index.json'));
       const sums = await readFile(join(site, 'SHA256SUMS'));
-      assert.equal(sig.statement, `falco-probes repository signature v1\nindex.json ${sha256Hex(index)} ${index.length}\nSHA256SUMS ${sha256Hex(sums)} ${sums.length}\n`);
+      assert.equal(
+        sig.statement,
+        `falco-probes repository signature v1\nindex.json ${sha256Hex(index)} ${index.length}\nSHA256SUMS ${sha256Hex(sums)} ${sums.length}\n`,
+      );
       await writeFile(join(dir, 'statement'), sig.statement);
       await writeFile(join(dir, 'sig.bin'), Buffer.from(sig.signature, 'base64'));
-      const out = execFileSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', 'k.pub', '-rawin', '-in', 'statement', '-sigfile', 'sig.bin'], { cwd: dir, encoding: 'utf8' });
+      const out = execFileSync(
+        'openssl',
+        ['pkeyutl', '-verify', '-pubin', '-inkey', 'k.pub', '-rawin', '-in', 'statement', '-sigfile', 'sig.bin'],
+        { cwd: dir, encoding: 'utf8' },
+      );
       assert.match(out, /Signature Verified Successfully/);
     } finally {
       await mirror.close();
@@ -85,7 +118,10 @@ test('verify over HTTP: a flipped byte, a missing file and a wrong size each fai
       const r = await runCli(['verify', '--repository', mirror.url, '--public-key', 'k.pub'], { cwd: dir });
       assert.equal(r.code, 1);
       const url = (f: string) => repositoryFileUrl(mirror.url, f);
-      assert.ok(r.stderr.includes(`${url(PROBES[0]!.file)}: sha256 ${sha256Hex(flipped)} differs from the index's ${sha256Hex(PROBES[0]!.bytes)}`), r.stderr);
+      assert.ok(
+        r.stderr.includes(`${url(PROBES[0]!.file)}: sha256 ${sha256Hex(flipped)} differs from the index's ${sha256Hex(PROBES[0]!.bytes)}`),
+        r.stderr,
+      );
       assert.ok(r.stderr.includes(`${url(PROBES[1]!.file)}: missing (the index lists it)`), r.stderr);
       assert.ok(r.stderr.includes(url('9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o')), r.stderr);
       assert.match(r.stderr, /%2Bdriver\/x86_64\/falco_debian_6\.12\.117%2Bdeb12-amd64_1\.o/);
@@ -155,11 +191,26 @@ test('verifyRepository reports every problem at once (library level, no CLI)', a
   await withTempDir(async (dir) => {
     const site = await published(dir);
     await writeFile(join(site, PROBES[2]!.file), 'short');
-    await writeFile(join(site, 'SHA256SUMS'), (await readFile(join(site, 'SHA256SUMS'), 'utf8')).replace(/^([0-9a-f]{64})  9\.1\.0\+driver\/falco_debian_6\.1\.0-50-amd64_1\.o$/m, `${'0'.repeat(64)}  9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o`));
+    await writeFile(
+      join(site, 'SHA256SUMS'),
+      (await readFile(join(site, 'SHA256SUMS'), 'utf8')).replace(
+        /^([0-9a-f]{64}) {2}9\.1\.0\+driver\/falco_debian_6\.1\.0-50-amd64_1\.o$/m,
+        `${'0'.repeat(64)}  9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o`,
+      ),
+    );
     const report = await verifyRepository(openRepository(site, dir), { publicKey: await loadPublicKey(join(dir, 'k.pub')) });
     assert.equal(report.signature, 'failed');
-    assert.ok(report.problems.some((p) => p.includes('SHA256SUMS changed after it was signed')), report.problems.join('\n'));
-    assert.ok(report.problems.some((p) => p.includes(`${join(site, PROBES[2]!.file)}: 5 bytes, the index says ${PROBES[2]!.bytes.length}`)), report.problems.join('\n'));
-    assert.ok(report.problems.some((p) => p.includes('lists 9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o with sha256 0000')), report.problems.join('\n'));
+    assert.ok(
+      report.problems.some((p) => p.includes('SHA256SUMS changed after it was signed')),
+      report.problems.join('\n'),
+    );
+    assert.ok(
+      report.problems.some((p) => p.includes(`${join(site, PROBES[2]!.file)}: 5 bytes, the index says ${PROBES[2]!.bytes.length}`)),
+      report.problems.join('\n'),
+    );
+    assert.ok(
+      report.problems.some((p) => p.includes('lists 9.1.0+driver/falco_debian_6.1.0-50-amd64_1.o with sha256 0000')),
+      report.problems.join('\n'),
+    );
   });
 });

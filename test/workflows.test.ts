@@ -45,7 +45,8 @@ test('every workflow parses and every job has runs-on and steps', () => {
     for (const [name, job] of Object.entries(w.jobs)) {
       assert.equal(typeof job['runs-on'], 'string', `${file} ${name}: runs-on`);
       assert.ok(Array.isArray(job.steps) && job.steps.length > 0, `${file} ${name}: steps`);
-      for (const s of job.steps) assert.ok((typeof s.uses === 'string') !== (typeof s.run === 'string'), `${file} ${name}: a step has uses or run`);
+      for (const s of job.steps)
+        assert.ok((typeof s.uses === 'string') !== (typeof s.run === 'string'), `${file} ${name}: a step has uses or run`);
     }
   }
 });
@@ -53,8 +54,10 @@ test('every workflow parses and every job has runs-on and steps', () => {
 test('the commands and scripts the workflows run exist', () => {
   for (const [file, w] of workflows) {
     for (const script of runs(w)) {
-      for (const m of script.matchAll(/npx falco-probes ([a-z-]+)/g)) assert.ok(commandLoaders[m[1]!], `${file}: falco-probes ${m[1]} is not a command`);
-      for (const m of script.matchAll(/\b(scripts\/[\w.-]+)/g)) assert.ok(existsSync(join(PROJECT_ROOT, m[1]!)), `${file}: ${m[1]} does not exist`);
+      for (const m of script.matchAll(/npx falco-probes ([a-z-]+)/g))
+        assert.ok(commandLoaders[m[1]!], `${file}: falco-probes ${m[1]} is not a command`);
+      for (const m of script.matchAll(/\b(scripts\/[\w.-]+)/g))
+        assert.ok(existsSync(join(PROJECT_ROOT, m[1]!)), `${file}: ${m[1]} does not exist`);
     }
   }
 });

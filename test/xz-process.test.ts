@@ -11,7 +11,12 @@ import { createXzDecompressor, findSystemXz } from '../src/util/xz-process.js';
 // the same bytes, both fail on corrupt or truncated data, and a reader that
 // stops early (a decompression bomb) stops xz too.
 
-const plain = Buffer.from(Array.from({ length: 40_000 }, (_, i) => `Package: p${i}\nVersion: 1.${i}\nSHA256: ${createHash('sha256').update(String(i)).digest('hex')}\n\n`).join(''));
+const plain = Buffer.from(
+  Array.from(
+    { length: 40_000 },
+    (_, i) => `Package: p${i}\nVersion: 1.${i}\nSHA256: ${createHash('sha256').update(String(i)).digest('hex')}\n\n`,
+  ).join(''),
+);
 const xz = execFileSync('xz', ['-6', '-c'], { input: plain, maxBuffer: 1 << 28 });
 
 async function decode(input: Buffer, env?: string): Promise<Buffer> {
@@ -21,9 +26,13 @@ async function decode(input: Buffer, env?: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
     // Fed in pieces, as a download arrives.
     const pieces = Array.from({ length: Math.ceil(input.length / 7000) }, (_, i) => input.subarray(i * 7000, (i + 1) * 7000));
-    await pipeline(Readable.from(pieces), env === 'native' ? (await import('../src/util/decompress.js')).createDecompressor('xz') : createXzDecompressor(), async (source: AsyncIterable<Buffer>) => {
-      for await (const c of source) chunks.push(c);
-    });
+    await pipeline(
+      Readable.from(pieces),
+      env === 'native' ? (await import('../src/util/decompress.js')).createDecompressor('xz') : createXzDecompressor(),
+      async (source: AsyncIterable<Buffer>) => {
+        for await (const c of source) chunks.push(c);
+      },
+    );
     return Buffer.concat(chunks);
   } finally {
     if (before === undefined) delete process.env['FALCO_PROBES_XZ'];
@@ -69,7 +78,8 @@ test('a reader that stops early destroys the stream, and the xz process with it'
     if (got > 100_000) break; // as the index reader does past its size limit
   }
   assert.ok(d.destroyed);
-  const child = (d as unknown as { child: { exitCode: number | null; signalCode: string | null; once(e: string, f: () => void): void } }).child;
+  const child = (d as unknown as { child: { exitCode: number | null; signalCode: string | null; once(e: string, f: () => void): void } })
+    .child;
   if (child.exitCode === null && child.signalCode === null) await new Promise<void>((resolve) => child.once('exit', resolve));
   assert.ok(child.signalCode === 'SIGKILL' || child.exitCode !== null);
 });

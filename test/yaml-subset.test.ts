@@ -35,7 +35,7 @@ test('plain, quoted and nested forms of the subset', () => {
   same('list:\n- a\n- b\nnested:\n  - k: v\n    l: w\n  -   k: v2\n  -\n    k: v3\n');
   same('- a\n- b\n');
   same('# comment\n\na:\n  # inner comment\n  b: c\n\nd:\n');
-  same('a: back\\slash\nb: \'q"uote\'\nc: 6.12.117+deb12-amd64\nd: 1:6.1-1~deb12u1\n');
+  same("a: back\\slash\nb: 'q\"uote'\nc: 6.12.117+deb12-amd64\nd: 1:6.1-1~deb12u1\n");
   // Flow sequences of plain words, as drivers.yaml writes kinds.
   same('kinds: [bpf]\nboth: [kmod, bpf]\nnums: [1, 22, 0123]\npaths: [a/b, x.y+z~1]\n');
 });

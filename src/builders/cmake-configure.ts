@@ -24,13 +24,23 @@ export interface ConfigureOptions {
 function isCmakeFalse(value: string | undefined): boolean {
   if (value === undefined) return true;
   const v = value.toUpperCase();
-  return v === '' || v === '0' || v === 'OFF' || v === 'NO' || v === 'FALSE' || v === 'N' || v === 'IGNORE' || v === 'NOTFOUND' || v.endsWith('-NOTFOUND');
+  return (
+    v === '' ||
+    v === '0' ||
+    v === 'OFF' ||
+    v === 'NO' ||
+    v === 'FALSE' ||
+    v === 'N' ||
+    v === 'IGNORE' ||
+    v === 'NOTFOUND' ||
+    v.endsWith('-NOTFOUND')
+  );
 }
 
 export function configureFile(template: string, vars: Record<string, string>, opts: ConfigureOptions): string {
   const lines = template.split('\n');
   const lookup = (name: string, line: number, column: number): string => {
-    const value = Object.prototype.hasOwnProperty.call(vars, name) ? vars[name] : undefined;
+    const value = Object.hasOwn(vars, name) ? vars[name] : undefined;
     if (value === undefined) {
       if (opts.strict)
         throw new FalcoProbesError('input', `the template uses \${${name}}, which the recipe does not define`, {
@@ -47,7 +57,7 @@ export function configureFile(template: string, vars: Record<string, string>, op
       const define = CMAKEDEFINE_RE.exec(text);
       if (define) {
         const [, indent, space, is01, name, rest] = define as unknown as [string, string, string, string | undefined, string, string];
-        const value = Object.prototype.hasOwnProperty.call(vars, name) ? vars[name] : undefined;
+        const value = Object.hasOwn(vars, name) ? vars[name] : undefined;
         if (is01) return `${indent}#${space}define ${name} ${isCmakeFalse(value) ? 0 : 1}`;
         if (isCmakeFalse(value)) return `${indent}/* #${space}undef ${name} */`;
         text = `${indent}#${space}define ${name}${rest}`;

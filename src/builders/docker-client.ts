@@ -56,13 +56,17 @@ export function explainDockerError(err: unknown, endpoint: string, timedOut = fa
   const status = (err as { statusCode?: number } | undefined)?.statusCode;
   const location = { url: endpoint };
   if (timedOut)
-    return new FalcoProbesError('docker', `the Docker daemon did not answer within ${PING_TIMEOUT_MS / 1000} s`, { location, hint: START_HINT, cause: err });
+    return new FalcoProbesError('docker', `the Docker daemon did not answer within ${PING_TIMEOUT_MS / 1000} s`, {
+      location,
+      hint: START_HINT,
+      cause: err,
+    });
   if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH')
     return new FalcoProbesError('docker', `no Docker daemon answers (${code})`, { location, hint: START_HINT, cause: err });
   if (code === 'EACCES' || code === 'EPERM' || status === 401 || status === 403)
     return new FalcoProbesError('docker', `the Docker daemon refuses this user (${code ?? `HTTP ${status}`})`, {
       location,
-      hint: 'run as root or as a member of the socket\'s group (see: ls -l on the socket), point DOCKER_HOST at a daemon you may use, or use --builder host',
+      hint: "run as root or as a member of the socket's group (see: ls -l on the socket), point DOCKER_HOST at a daemon you may use, or use --builder host",
       cause: err,
     });
   return new FalcoProbesError('docker', `the Docker daemon failed: ${(err as Error)?.message ?? String(err)}`, { location, cause: err });

@@ -164,7 +164,12 @@ async function runRegistered(docker: Docker, spec: ContainerSpec, opts: RunConta
     (stopping ??= container
       .stop({ t: opts.stopGraceSeconds ?? 2 })
       .then(() => undefined)
-      .catch(() => container.kill().then(() => undefined).catch(() => undefined)));
+      .catch(() =>
+        container
+          .kill()
+          .then(() => undefined)
+          .catch(() => undefined),
+      ));
   const onAbort = () => {
     aborted = true;
     void stop();
@@ -201,7 +206,13 @@ async function runRegistered(docker: Docker, spec: ContainerSpec, opts: RunConta
     // The attach stream ends with the container; bounded, so a stuck stream cannot hang the build.
     await Promise.race([ended, new Promise((r) => setTimeout(r, 2_000))]);
     const state = ((await container.inspect()) as { State: { OOMKilled?: boolean } }).State;
-    return { exitCode: waited.StatusCode, oomKilled: state.OOMKilled === true, timedOut, aborted: aborted || interrupted !== undefined, durationMs: Date.now() - started };
+    return {
+      exitCode: waited.StatusCode,
+      oomKilled: state.OOMKilled === true,
+      timedOut,
+      aborted: aborted || interrupted !== undefined,
+      durationMs: Date.now() - started,
+    };
   } catch (err) {
     throw explainDockerError(err, `docker run (image ${spec.image})`);
   } finally {
@@ -249,7 +260,10 @@ export async function schedulingParent(docker: Docker): Promise<string | undefin
  * Returns how many were removed.
  */
 export async function removeOrphanedContainers(docker: Docker): Promise<number> {
-  const list = await docker.listContainers({ all: true, filters: { label: [`${CONTAINER_LABEL}=1`, `${OWNER_HOST_LABEL}=${hostname()}`] } });
+  const list = await docker.listContainers({
+    all: true,
+    filters: { label: [`${CONTAINER_LABEL}=1`, `${OWNER_HOST_LABEL}=${hostname()}`] },
+  });
   let removed = 0;
   for (const c of list) {
     const pid = Number(c.Labels[OWNER_PID_LABEL]);

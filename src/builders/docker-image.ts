@@ -126,7 +126,12 @@ interface BuildEvent {
   aux?: { ID?: string };
 }
 
-async function buildImage(docker: Docker, def: ImageDefinition, tag: string, opts: { logger?: Logger; signal?: AbortSignal }): Promise<void> {
+async function buildImage(
+  docker: Docker,
+  def: ImageDefinition,
+  tag: string,
+  opts: { logger?: Logger; signal?: AbortSignal },
+): Promise<void> {
   const dockerfile = resolve(def.contextDir, def.files[0]!);
   const abort = new AbortController();
   const onAbort = () => abort.abort();
@@ -165,10 +170,16 @@ async function buildImage(docker: Docker, def: ImageDefinition, tag: string, opt
     });
   } catch (err) {
     if (abort.signal.aborted)
-      throw new FalcoProbesError('docker', opts.signal?.aborted ? `image build of ${tag} interrupted` : `image build of ${tag} took more than ${BUILD_TIMEOUT_MS / 60_000} minutes`, {
-        location: { file: dockerfile },
-        details: lines.slice(-LOG_TAIL_LINES).join('\n'),
-      });
+      throw new FalcoProbesError(
+        'docker',
+        opts.signal?.aborted
+          ? `image build of ${tag} interrupted`
+          : `image build of ${tag} took more than ${BUILD_TIMEOUT_MS / 60_000} minutes`,
+        {
+          location: { file: dockerfile },
+          details: lines.slice(-LOG_TAIL_LINES).join('\n'),
+        },
+      );
     if (err instanceof FalcoProbesError) throw err;
     failure ??= (err as Error).message;
   } finally {

@@ -51,7 +51,7 @@ async function isDir(path: string): Promise<boolean> {
 }
 
 function virtualPath(root: string, real: string): string {
-  return '/' + relative(root, real).split('\\').join('/');
+  return `/${relative(root, real).split('\\').join('/')}`;
 }
 
 // A kernel package must not put a tree where the container keeps its own.
@@ -73,11 +73,17 @@ export async function kernelMounts(kernelRoot: string, release: string): Promise
 
   const add = (target: string, real: string, origin: string) => {
     if (!MOUNT_PATH_RE.test(target) || target.split('/').includes('..'))
-      throw new FalcoProbesError('input', `refusing kernel tree path ${JSON.stringify(target)}: only letters, digits and . _ + ~ @ , - / are allowed`, {
+      throw new FalcoProbesError(
+        'input',
+        `refusing kernel tree path ${JSON.stringify(target)}: only letters, digits and . _ + ~ @ , - / are allowed`,
+        {
+          location: { file: origin },
+        },
+      );
+    if (RESERVED_TARGETS.some((r) => target === r || target.startsWith(`${r}/`)))
+      throw new FalcoProbesError('input', `the kernel's packages hold ${target}, a path the build container reserves`, {
         location: { file: origin },
       });
-    if (RESERVED_TARGETS.some((r) => target === r || target.startsWith(`${r}/`)))
-      throw new FalcoProbesError('input', `the kernel's packages hold ${target}, a path the build container reserves`, { location: { file: origin } });
     for (const have of trees.keys()) if (target === have || target.startsWith(`${have}/`)) return; // already inside a mounted tree
     for (const have of [...trees.keys()]) if (have.startsWith(`${target}/`)) trees.delete(have);
     trees.set(target, real);

@@ -13,7 +13,13 @@ import { findKernelDir } from './kernel-tree.js';
 import type { Logger } from '../util/log.js';
 import { checkRelease, checkVersion } from '../util/names.js';
 import { connectDocker, explainDockerError } from './docker-client.js';
-import { removeOrphanedContainers, runContainer, schedulingParent, type ContainerMount, type ContainerOutcome } from './docker-container.js';
+import {
+  removeOrphanedContainers,
+  runContainer,
+  schedulingParent,
+  type ContainerMount,
+  type ContainerOutcome,
+} from './docker-container.js';
 import { BUILDER_DIR, builderImageDefinition, ensureImage } from './docker-image.js';
 import { DockerPinMemo, dockerPinMemoDir } from './docker-pin-memo.js';
 import {
@@ -156,7 +162,9 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
 
   /** The image id to run: the builder image (found or built), or the named image (found, never pulled). */
   const resolveImage = async (d: Docker): Promise<string> => {
-    if (options.image === undefined) return (await ensureImage(d, builderImageDefinition(builderDir, options.release), options.logger ? { logger: options.logger } : {})).id;
+    if (options.image === undefined)
+      return (await ensureImage(d, builderImageDefinition(builderDir, options.release), options.logger ? { logger: options.logger } : {}))
+        .id;
     try {
       return ((await d.getImage(options.image).inspect()) as { Id: string }).Id;
     } catch (err) {
@@ -168,7 +176,8 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     }
   };
 
-  const withRelease = (pin: BuilderPin): BuilderPin => (pin.kind === 'docker' && options.release !== undefined ? { ...pin, release: options.release } : pin);
+  const withRelease = (pin: BuilderPin): BuilderPin =>
+    pin.kind === 'docker' && options.release !== undefined ? { ...pin, release: options.release } : pin;
   const pinMemo = options.pinMemoDir === false ? undefined : new DockerPinMemo(options.pinMemoDir ?? dockerPinMemoDir(), options.logger);
 
   // The id of the image the pin was read from: what containers run. The pin itself names the
@@ -235,8 +244,16 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     await makeWritableFor(buildDir, runAs);
     const sourceTarget = driverSourceTarget(target.driver.version);
     if (kernel.mounts.some((m) => m.target === sourceTarget || m.target.startsWith(`${sourceTarget}/`)))
-      throw new FalcoProbesError('input', `the kernel's packages hold ${sourceTarget}, where the driver's source goes`, { location: { file: request.kernelRoot } });
-    const mocks = await mockMounts({ workDir, kernel: target.kernel, osRelease: target.osRelease, kernelDir: kernel.kernelDir, origin: target.label });
+      throw new FalcoProbesError('input', `the kernel's packages hold ${sourceTarget}, where the driver's source goes`, {
+        location: { file: request.kernelRoot },
+      });
+    const mocks = await mockMounts({
+      workDir,
+      kernel: target.kernel,
+      osRelease: target.osRelease,
+      kernelDir: kernel.kernelDir,
+      origin: target.label,
+    });
 
     const moduleDir = posix.join(CONTAINER_BUILD_DIR, ...relative(source.rootDir, source.moduleDir).split(/[\\/]/).filter(Boolean));
     const mounts: ContainerMount[] = [
@@ -257,7 +274,8 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
       if (target.kind === 'kmod') {
         // The kernel's compiler, read from its headers on this side; the image's gcc must be that compiler.
         const kernelCc = await readKernelCompiler((await findKernelDir(request.kernelRoot, release)).dir);
-        if (own.kind !== 'docker' || own.gcc === undefined || !sameCompiler(own.gcc, kernelCc.text)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
+        if (own.kind !== 'docker' || own.gcc === undefined || !sameCompiler(own.gcc, kernelCc.text))
+          throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
         if (!isPlainProgram(kernelCc.program)) throw noCompilerError(kernelCc, own.gcc, `kernel ${release}`);
         argv = kmodArgv({ kernelDir: kernel.kernelDir, moduleDir, cc: kernelCc.program, make: 'make', prefixMaps });
       } else {
@@ -328,7 +346,7 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
         location: { file: request.logFile },
         details: await readLogTail(request.logFile, LOG_TAIL_LINES),
         hint: outcome.oomKilled
-          ? 'raise the Docker builder\'s memory limit'
+          ? "raise the Docker builder's memory limit"
           : outcome.timedOut
             ? 'raise the build timeout if this kernel is just slow'
             : `the whole log is ${request.logFile}`,
@@ -343,11 +361,15 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
     try {
       bytes = await readFile(objectPath);
     } catch {
-      throw new FalcoProbesError('build', `the container succeeded but left no ${source.objectFile} in ${target.kind === 'kmod' ? target.driver.kmodDir : target.driver.bpfDir}`, {
-        location: { file: request.logFile },
-        details: await readLogTail(request.logFile, LOG_TAIL_LINES),
-        hint: `the driver's Makefile must build ${source.objectFile}`,
-      });
+      throw new FalcoProbesError(
+        'build',
+        `the container succeeded but left no ${source.objectFile} in ${target.kind === 'kmod' ? target.driver.kmodDir : target.driver.bpfDir}`,
+        {
+          location: { file: request.logFile },
+          details: await readLogTail(request.logFile, LOG_TAIL_LINES),
+          hint: `the driver's Makefile must build ${source.objectFile}`,
+        },
+      );
     }
     if (target.kind === 'kmod') checkKernelModule(bytes, objectPath, release);
     else checkBpfObject(bytes, objectPath);
@@ -364,14 +386,24 @@ export function createDockerBuilder(options: DockerBuilderOptions = {}): Builder
  * loader computed another name than the target's, i.e. a mock did not hold.
  */
 async function loaderOutput(outDir: string, target: Target, logFile: string): Promise<string> {
-  const candidates = [join(outDir, target.driver.version, target.arch, target.probeFile), join(outDir, target.driver.version, target.probeFile)];
+  const candidates = [
+    join(outDir, target.driver.version, target.arch, target.probeFile),
+    join(outDir, target.driver.version, target.probeFile),
+  ];
   for (const c of candidates) if (await pathExists(c)) return c;
   const found = await listFiles(outDir);
-  throw new FalcoProbesError('build', `the driver loader did not write ${target.driver.version}/${target.arch}/${target.probeFile} under ~/.falco`, {
-    location: { file: logFile },
-    details: found.length > 0 ? `it wrote: ${found.join(', ')}` : await readLogTail(logFile, LOG_TAIL_LINES),
-    hint: found.length > 0 ? 'the loader computed another probe name: check the uname and os-release it saw (the log shows them)' : `the whole log is ${logFile}`,
-  });
+  throw new FalcoProbesError(
+    'build',
+    `the driver loader did not write ${target.driver.version}/${target.arch}/${target.probeFile} under ~/.falco`,
+    {
+      location: { file: logFile },
+      details: found.length > 0 ? `it wrote: ${found.join(', ')}` : await readLogTail(logFile, LOG_TAIL_LINES),
+      hint:
+        found.length > 0
+          ? 'the loader computed another probe name: check the uname and os-release it saw (the log shows them)'
+          : `the whole log is ${logFile}`,
+    },
+  );
 }
 
 async function listFiles(dir: string, prefix = ''): Promise<string[]> {
@@ -404,28 +436,54 @@ export function pinFromProbe(image: string, output: string): BuilderPin {
   const a = /(\d+\.\d+\.\d+)/.exec(clang)?.[1];
   const b = /LLVM version (\d+\.\d+\.\d+)/.exec(llcOut)?.[1];
   if (a !== undefined && b !== undefined && a !== b)
-    throw new FalcoProbesError('docker', `image ${image}: clang is ${a} but llc is LLVM ${b}`, { hint: 'install clang and llvm of the same release in the image' });
-  const list = packages.split('\n').map((l) => l.trim()).filter(Boolean);
-  if (list.length === 0) throw new FalcoProbesError('docker', `image ${image} lists no Debian packages (dpkg-query)`, { hint: 'the builder image must be a Debian image (builder/Dockerfile)' });
-  const gccLine = gccOut.split('\n').find((l) => /^\S+ \(.*\) \d/.test(l.trim()))?.trim().replace(/\s+/g, ' ');
-  return { kind: 'docker', image: `sha256:${sha256Hex(`${list.join('\n')}\n`)}`, clang, ...(gccLine !== undefined ? { gcc: gccLine } : {}) };
+    throw new FalcoProbesError('docker', `image ${image}: clang is ${a} but llc is LLVM ${b}`, {
+      hint: 'install clang and llvm of the same release in the image',
+    });
+  const list = packages
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  if (list.length === 0)
+    throw new FalcoProbesError('docker', `image ${image} lists no Debian packages (dpkg-query)`, {
+      hint: 'the builder image must be a Debian image (builder/Dockerfile)',
+    });
+  const gccLine = gccOut
+    .split('\n')
+    .find((l) => /^\S+ \(.*\) \d/.test(l.trim()))
+    ?.trim()
+    .replace(/\s+/g, ' ');
+  return {
+    kind: 'docker',
+    image: `sha256:${sha256Hex(`${list.join('\n')}\n`)}`,
+    clang,
+    ...(gccLine !== undefined ? { gcc: gccLine } : {}),
+  };
 }
 
 function checkTargetFitsBuilder(target: Target, own: BuilderPin): void {
   const b = target.builder;
-  const compilerDiffers = target.kind === 'kmod' ? b.gcc === undefined || own.gcc === undefined || !sameCompiler(b.gcc, own.gcc) : b.clang !== own.clang;
+  const compilerDiffers =
+    target.kind === 'kmod' ? b.gcc === undefined || own.gcc === undefined || !sameCompiler(b.gcc, own.gcc) : b.clang !== own.clang;
   if (b.kind !== 'docker' || own.kind !== 'docker' || b.image !== own.image || compilerDiffers)
-    throw new FalcoProbesError('build', `target ${target.label} was keyed for builder ${JSON.stringify(b)}, but this Docker builder is ${JSON.stringify(own)}`, {
-      hint:
-        b.kind === 'docker' && b.release !== undefined
-          ? `the ${b.release} compiler image holds other packages than kernels/drivers.yaml pins: run \`falco-probes builder-image --release ${b.release}\` and put what it prints under compilerImages, then generate`
-          : 'regenerate the build graph with --builder docker on this machine, so that keys name the image that builds them',
-    });
+    throw new FalcoProbesError(
+      'build',
+      `target ${target.label} was keyed for builder ${JSON.stringify(b)}, but this Docker builder is ${JSON.stringify(own)}`,
+      {
+        hint:
+          b.kind === 'docker' && b.release !== undefined
+            ? `the ${b.release} compiler image holds other packages than kernels/drivers.yaml pins: run \`falco-probes builder-image --release ${b.release}\` and put what it prints under compilerImages, then generate`
+            : 'regenerate the build graph with --builder docker on this machine, so that keys name the image that builds them',
+      },
+    );
   const arch = hostArch();
   if (target.arch !== arch)
-    throw new FalcoProbesError('build', `target ${target.label} is for ${target.arch}, but the Docker builder runs ${arch ?? process.arch} images`, {
-      hint: 'build it on a machine of that architecture',
-    });
-  if (target.kind !== 'bpf' && target.kind !== 'kmod') throw new FalcoProbesError('build', `target ${target.label}: the Docker builder cannot build ${String(target.kind)}`);
+    throw new FalcoProbesError(
+      'build',
+      `target ${target.label} is for ${target.arch}, but the Docker builder runs ${arch ?? process.arch} images`,
+      {
+        hint: 'build it on a machine of that architecture',
+      },
+    );
+  if (target.kind !== 'bpf' && target.kind !== 'kmod')
+    throw new FalcoProbesError('build', `target ${target.label}: the Docker builder cannot build ${String(target.kind)}`);
 }
-

@@ -54,8 +54,14 @@ function parseElf(buf: Uint8Array): ElfInfo {
   const bits = elfClass === 2 ? 64 : 32;
   const le = data === 1;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const u16 = (o: number) => (need(buf, o, 2, 'u16'), view.getUint16(o, le));
-  const u32 = (o: number) => (need(buf, o, 4, 'u32'), view.getUint32(o, le));
+  const u16 = (o: number) => {
+    need(buf, o, 2, 'u16');
+    return view.getUint16(o, le);
+  };
+  const u32 = (o: number) => {
+    need(buf, o, 4, 'u32');
+    return view.getUint32(o, le);
+  };
   const addr = (o: number): number => {
     if (bits === 32) return u32(o);
     need(buf, o, 8, 'u64');
@@ -112,8 +118,7 @@ export function readElf(buf: Uint8Array, file: string): ElfInfo {
   try {
     return parseElf(buf);
   } catch (err) {
-    if (err instanceof ElfFormatError)
-      throw new FalcoProbesError('input', `not a valid ELF file: ${err.message}`, { location: { file } });
+    if (err instanceof ElfFormatError) throw new FalcoProbesError('input', `not a valid ELF file: ${err.message}`, { location: { file } });
     throw err;
   }
 }
@@ -132,7 +137,9 @@ export function checkBpfObject(buf: Uint8Array, file: string): ElfInfo {
     throw err;
   }
   if (info.type !== ET_REL)
-    throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable object (1)`, { location: { file } });
+    throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable object (1)`, {
+      location: { file },
+    });
   if (info.machine !== EM_BPF)
     throw new FalcoProbesError('build', `the build's output is for ELF machine ${info.machine}, not BPF (${EM_BPF})`, {
       location: { file },
@@ -167,15 +174,24 @@ export function checkKernelModule(buf: Uint8Array, file: string, release: string
   try {
     info = parseElf(buf);
   } catch (err) {
-    if (err instanceof ElfFormatError) throw new FalcoProbesError('build', `the build's output is not an ELF file: ${err.message}`, { location: { file } });
+    if (err instanceof ElfFormatError)
+      throw new FalcoProbesError('build', `the build's output is not an ELF file: ${err.message}`, { location: { file } });
     throw err;
   }
-  if (info.type !== ET_REL) throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable module (1)`, { location: { file } });
+  if (info.type !== ET_REL)
+    throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable module (1)`, {
+      location: { file },
+    });
   if (MODULE_MACHINES[info.machine] === undefined)
-    throw new FalcoProbesError('build', `the build's output is for ELF machine ${info.machine}, not x86_64 or aarch64`, { location: { file } });
+    throw new FalcoProbesError('build', `the build's output is for ELF machine ${info.machine}, not x86_64 or aarch64`, {
+      location: { file },
+    });
   const vermagic = moduleInfo(buf, info).get('vermagic')?.[0];
-  if (vermagic === undefined) throw new FalcoProbesError('build', "the build's output has no vermagic in .modinfo: not a kernel module", { location: { file } });
+  if (vermagic === undefined)
+    throw new FalcoProbesError('build', "the build's output has no vermagic in .modinfo: not a kernel module", { location: { file } });
   if (!vermagic.startsWith(`${release} `))
-    throw new FalcoProbesError('build', `the module's vermagic is ${JSON.stringify(vermagic)}, not for kernel ${release}`, { location: { file } });
+    throw new FalcoProbesError('build', `the module's vermagic is ${JSON.stringify(vermagic)}, not for kernel ${release}`, {
+      location: { file },
+    });
   return info;
 }

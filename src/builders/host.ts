@@ -47,7 +47,8 @@ const WORK_ENTRIES = [DRIVER_COPY, TMP, OBJTREE_VIEW, SRCTREE_VIEW] as const;
 const COMMAND_RE = /^(\/)?[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/;
 
 function checkCommand(command: string, what: string): string {
-  if (!COMMAND_RE.test(command)) throw new FalcoProbesError('usage', `${what} command ${JSON.stringify(command)} must be a plain name or path`);
+  if (!COMMAND_RE.test(command))
+    throw new FalcoProbesError('usage', `${what} command ${JSON.stringify(command)} must be a plain name or path`);
   return command;
 }
 
@@ -55,7 +56,10 @@ export { hostArch, clangSatisfies } from './host-facts.js';
 
 async function firstLine(command: string, args: string[], what: string): Promise<string> {
   try {
-    const { stdout } = await execFileAsync(command, args, { timeout: 15_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } });
+    const { stdout } = await execFileAsync(command, args, {
+      timeout: 15_000,
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' },
+    });
     return stdout;
   } catch (err) {
     throw new FalcoProbesError('build', `cannot run ${command} ${args.join(' ')}: ${(err as Error).message.split('\n')[0]}`, {
@@ -126,12 +130,16 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
       const driver = await prepareDriverBuild(target.driver, await realpath(request.driverDir), join(workDir, DRIVER_COPY), target.kind);
       ({ moduleDir, objectFile } = driver);
       // The views stand for the kernel's own paths; both are recorded where nothing can be read (kbuild.ts).
-      const prefixMaps = [{ from: driver.rootDir, to: DRIVER_STABLE_DIR }, ...view.prefixMaps.map((m) => ({ from: m.from, to: recordedKernelPath(m.to) }))];
+      const prefixMaps = [
+        { from: driver.rootDir, to: DRIVER_STABLE_DIR },
+        ...view.prefixMaps.map((m) => ({ from: m.from, to: recordedKernelPath(m.to) })),
+      ];
       if (target.kind === 'kmod') {
         const kernelCc = await readKernelCompiler(view.headersDir);
         // The key names the builder's gcc: a kernel of another compiler is never built under it.
         const pinned = target.builder.gcc;
-        if (pinned === undefined || !sameCompiler(pinned, kernelCc.text)) throw noCompilerError(kernelCc, pinned ?? (own.kind === 'host' ? own.gcc : undefined), `kernel ${release}`);
+        if (pinned === undefined || !sameCompiler(pinned, kernelCc.text))
+          throw noCompilerError(kernelCc, pinned ?? (own.kind === 'host' ? own.gcc : undefined), `kernel ${release}`);
         const cc = await kernelCompilerProgram(kernelCc, { program: gcc, line: own.gcc }, path, `kernel ${release}`);
         argv = kmodArgv({ kernelDir: view.kernelDir, moduleDir, cc, make, prefixMaps });
         await appendFile(request.logFile, `# kernel compiler: ${kernelCc.text} (CC=${cc})\n`);
@@ -170,7 +178,10 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
       throw new FalcoProbesError('build', `make succeeded but left no ${objectFile} in ${dir}`, {
         location: { file: request.logFile },
         details: await readLogTail(request.logFile, LOG_TAIL_LINES),
-        hint: target.kind === 'kmod' ? `the driver's Makefile must build ${objectFile} (obj-m += ${objectFile.replace(/\.ko$/, '.o')})` : `the driver's Makefile must build ${objectFile} (always-y += ${objectFile})`,
+        hint:
+          target.kind === 'kmod'
+            ? `the driver's Makefile must build ${objectFile} (obj-m += ${objectFile.replace(/\.ko$/, '.o')})`
+            : `the driver's Makefile must build ${objectFile} (always-y += ${objectFile})`,
       });
     }
     if (target.kind === 'kmod') checkKernelModule(bytes, objectPath, release);
@@ -183,19 +194,36 @@ export function createHostBuilder(opts: HostBuilderOptions = {}): Builder {
 }
 
 function checkTargetFitsHost(target: Target, own: BuilderPin): void {
-  if (target.kind !== 'bpf' && target.kind !== 'kmod') throw new FalcoProbesError('build', `target ${target.label}: the host builder cannot build ${String(target.kind)}`);
-  if (target.kind === 'kmod' && target.builder.kind === 'host' && own.kind === 'host' && (target.builder.gcc === undefined || own.gcc === undefined || !sameCompiler(target.builder.gcc, own.gcc)))
-    throw new FalcoProbesError('build', `target ${target.label} was keyed for gcc ${JSON.stringify(target.builder.gcc ?? '(none)')}, but this host's gcc is ${JSON.stringify(own.gcc ?? '(none)')}`, {
-      hint: 'set builder.gcc in kernels/drivers.yaml to this host\'s `gcc --version` (first line) and regenerate, or build on a host with that gcc',
-    });
+  if (target.kind !== 'bpf' && target.kind !== 'kmod')
+    throw new FalcoProbesError('build', `target ${target.label}: the host builder cannot build ${String(target.kind)}`);
+  if (
+    target.kind === 'kmod' &&
+    target.builder.kind === 'host' &&
+    own.kind === 'host' &&
+    (target.builder.gcc === undefined || own.gcc === undefined || !sameCompiler(target.builder.gcc, own.gcc))
+  )
+    throw new FalcoProbesError(
+      'build',
+      `target ${target.label} was keyed for gcc ${JSON.stringify(target.builder.gcc ?? '(none)')}, but this host's gcc is ${JSON.stringify(own.gcc ?? '(none)')}`,
+      {
+        hint: "set builder.gcc in kernels/drivers.yaml to this host's `gcc --version` (first line) and regenerate, or build on a host with that gcc",
+      },
+    );
   if (target.builder.kind !== 'host' || (target.kind === 'bpf' && own.kind === 'host' && !clangSatisfies(target.builder.clang, own.clang)))
-    throw new FalcoProbesError('build', `target ${target.label} was keyed for builder ${JSON.stringify(target.builder)}, but this host builder is ${JSON.stringify(own)}`, {
-      hint: 'regenerate the build graph on this machine (falco-probes generate), so that keys name the toolchain that builds them',
-    });
+    throw new FalcoProbesError(
+      'build',
+      `target ${target.label} was keyed for builder ${JSON.stringify(target.builder)}, but this host builder is ${JSON.stringify(own)}`,
+      {
+        hint: 'regenerate the build graph on this machine (falco-probes generate), so that keys name the toolchain that builds them',
+      },
+    );
   const arch = hostArch();
   if (target.arch !== arch)
-    throw new FalcoProbesError('build', `target ${target.label} is for ${target.arch}, but the host builder compiles for ${arch ?? process.arch}`, {
-      hint: 'build it on a machine of that architecture',
-    });
+    throw new FalcoProbesError(
+      'build',
+      `target ${target.label} is for ${target.arch}, but the host builder compiles for ${arch ?? process.arch}`,
+      {
+        hint: 'build it on a machine of that architecture',
+      },
+    );
 }
-

@@ -26,7 +26,7 @@ export function isPlainProgram(name: string): boolean {
   return PROGRAM_RE.test(name);
 }
 /** What a version line may hold before it is written to a log, a key or an error. */
-const VERSION_TEXT_RE = /^[A-Za-z0-9 ._+~(),:\/-]{1,200}$/;
+const VERSION_TEXT_RE = /^[A-Za-z0-9 ._+~(),:/-]{1,200}$/;
 
 export interface CompilerText {
   /** The whole first line: `gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0`. */
@@ -39,9 +39,11 @@ export interface CompilerText {
 
 export function parseCompilerText(line: string, where: string): CompilerText {
   const text = line.trim().replace(/\s+/g, ' ');
-  if (!VERSION_TEXT_RE.test(text)) throw new FalcoProbesError('build', `unexpected compiler version text ${JSON.stringify(text)}`, { location: { file: where } });
+  if (!VERSION_TEXT_RE.test(text))
+    throw new FalcoProbesError('build', `unexpected compiler version text ${JSON.stringify(text)}`, { location: { file: where } });
   const space = text.indexOf(' ');
-  if (space < 0) throw new FalcoProbesError('build', `compiler version text ${JSON.stringify(text)} names no version`, { location: { file: where } });
+  if (space < 0)
+    throw new FalcoProbesError('build', `compiler version text ${JSON.stringify(text)} names no version`, { location: { file: where } });
   return { text, program: text.slice(0, space), identity: text.slice(space + 1) };
 }
 
@@ -64,15 +66,19 @@ export async function readKernelCompiler(headersDir: string): Promise<CompilerTe
     if (!m) continue;
     return parseCompilerText(m[1]!, file);
   }
-  throw new FalcoProbesError('build', `the kernel headers in ${headersDir} do not say which compiler built the kernel (no CONFIG_CC_VERSION_TEXT in .config or include/config/auto.conf)`, {
-    location: { file: headersDir },
-    hint: 'kernels older than 5.8 do not record it; such kernels need a builder pin that names their compiler',
-  });
+  throw new FalcoProbesError(
+    'build',
+    `the kernel headers in ${headersDir} do not say which compiler built the kernel (no CONFIG_CC_VERSION_TEXT in .config or include/config/auto.conf)`,
+    {
+      location: { file: headersDir },
+      hint: 'kernels older than 5.8 do not record it; such kernels need a builder pin that names their compiler',
+    },
+  );
 }
 
 /** The first line of `<program> --version`, or undefined when it cannot be run. */
 export async function compilerVersionLine(program: string, path: string): Promise<string | undefined> {
-  if (!PROGRAM_RE.test(program) && !/^\/[A-Za-z0-9._+\/-]+$/.test(program)) return undefined;
+  if (!PROGRAM_RE.test(program) && !/^\/[A-Za-z0-9._+/-]+$/.test(program)) return undefined;
   try {
     const { stdout } = await execFileAsync(program, ['--version'], { timeout: 15_000, env: { PATH: path, LC_ALL: 'C' } });
     const line = stdout.split('\n').find((l) => l.trim() !== '');
@@ -88,17 +94,27 @@ export async function compilerVersionLine(program: string, path: string): Promis
  * `fallback` (the builder's own gcc) when it is the same compiler. Anything
  * else is refused with the compiler the kernel needs.
  */
-export async function kernelCompilerProgram(kernel: CompilerText, fallback: { program: string; line: string | undefined }, path: string, what: string): Promise<string> {
+export async function kernelCompilerProgram(
+  kernel: CompilerText,
+  fallback: { program: string; line: string | undefined },
+  path: string,
+  what: string,
+): Promise<string> {
   if (PROGRAM_RE.test(kernel.program)) {
     const line = await compilerVersionLine(kernel.program, path);
     if (line === kernel.text) return kernel.program;
   }
-  if (fallback.line !== undefined && parseCompilerText(fallback.line, fallback.program).identity === kernel.identity) return fallback.program;
+  if (fallback.line !== undefined && parseCompilerText(fallback.line, fallback.program).identity === kernel.identity)
+    return fallback.program;
   throw noCompilerError(kernel, fallback.line, what);
 }
 
 export function noCompilerError(kernel: CompilerText, have: string | undefined, what: string): FalcoProbesError {
-  return new FalcoProbesError('build', `${what} was built with \`${kernel.text}\`, and no builder here has that compiler (${have ? `this one has \`${have}\`` : 'this one has no gcc'})`, {
-    hint: `a kernel module must be built with its kernel's compiler: build this target on a machine or in an image whose gcc says \`${kernel.identity}\``,
-  });
+  return new FalcoProbesError(
+    'build',
+    `${what} was built with \`${kernel.text}\`, and no builder here has that compiler (${have ? `this one has \`${have}\`` : 'this one has no gcc'})`,
+    {
+      hint: `a kernel module must be built with its kernel's compiler: build this target on a machine or in an image whose gcc says \`${kernel.identity}\``,
+    },
+  );
 }

@@ -101,10 +101,7 @@ async function isDirectory(path: string | undefined): Promise<boolean> {
  * kernelRoot: Debian's usr/src/linux-headers-<release>, RPM's
  * usr/src/kernels/<release>, else whatever lib/modules/<release>/build names.
  */
-export async function findKernelDir(
-  kernelRoot: string,
-  release: string,
-): Promise<{ dir: string; layout: KernelTreeView['layout'] }> {
+export async function findKernelDir(kernelRoot: string, release: string): Promise<{ dir: string; layout: KernelTreeView['layout'] }> {
   checkRelease(release);
   const root = await realpath(kernelRoot);
   const candidates: [string, KernelTreeView['layout']][] = [
@@ -152,7 +149,7 @@ export function checkMakeSafePath(path: string, what: string): string {
  * `include /usr/src/linux-headers-<abi>-common/Makefile`, and older Debian
  * releases' `$(MAKE) -C /usr/src/linux-headers-<abi>-common O=$(CURDIR)`.
  */
-const TREE_REFERENCE_RE = /(^|[\s=:'"])(\/usr\/src\/[A-Za-z0-9._+~-]+)(?=[\/\s'"]|$)/g;
+const TREE_REFERENCE_RE = /(^|[\s=:'"])(\/usr\/src\/[A-Za-z0-9._+~-]+)(?=[/\s'"]|$)/g;
 
 interface ViewContext {
   root: string;
@@ -170,7 +167,7 @@ interface ViewContext {
  */
 async function fillView(ctx: ViewContext, realDir: string, viewDir: string, depth: number): Promise<void> {
   await mkdir(viewDir, { recursive: true });
-  const virtualDir = '/' + relative(ctx.root, realDir);
+  const virtualDir = `/${relative(ctx.root, realDir)}`;
   for (const name of await listOrEmpty(realDir)) {
     const entryVirtual = posix.join(virtualDir, name);
     const resolved = await resolveInRoot(ctx.root, entryVirtual);
@@ -185,7 +182,7 @@ async function fillView(ctx: ViewContext, realDir: string, viewDir: string, dept
         const target = await readlink(join(realDir, name)).catch(() => '?');
         throw new FalcoProbesError('build', `${entryVirtual} -> ${target} points at nothing in the kernel's packages`, {
           location: { file: join(realDir, name) },
-          hint: 'the kbuild package (linux-kbuild-* on Debian) must be among the kernel\'s packages in its lockfile',
+          hint: "the kbuild package (linux-kbuild-* on Debian) must be among the kernel's packages in its lockfile",
         });
       }
       continue; // a link nothing in a module build uses (lib/modules/*/source and the like)
@@ -215,13 +212,17 @@ async function rewriteMakefile(ctx: ViewContext, makefile: string, depth: number
       let view = ctx.views.get(realDir);
       if (view === undefined) {
         if (depth > 0 || ctx.srcTree !== undefined)
-          throw new FalcoProbesError('build', `the kernel Makefile refers to a third kernel tree (${tree}); only the headers and one source tree are supported`, {
-            location: where,
-          });
+          throw new FalcoProbesError(
+            'build',
+            `the kernel Makefile refers to a third kernel tree (${tree}); only the headers and one source tree are supported`,
+            {
+              location: where,
+            },
+          );
         view = join(ctx.workDir, SRCTREE_VIEW);
         ctx.views.set(realDir, view);
         ctx.srcTree = { real: realDir, view };
-        ctx.prefixMaps.push({ from: view, to: '/' + relative(ctx.root, realDir) });
+        ctx.prefixMaps.push({ from: view, to: `/${relative(ctx.root, realDir)}` });
         await fillView(ctx, realDir, view, depth + 1);
       }
       rewritten += line.slice(last, at) + view;
@@ -246,7 +247,7 @@ export async function prepareKernelView(opts: { kernelRoot: string; release: str
   const ctx: ViewContext = {
     root,
     workDir,
-    prefixMaps: [{ from: kernelDir, to: '/' + relative(root, headersDir) }],
+    prefixMaps: [{ from: kernelDir, to: `/${relative(root, headersDir)}` }],
     views: new Map([[headersDir, kernelDir]]),
   };
   await fillView(ctx, headersDir, kernelDir, 0);

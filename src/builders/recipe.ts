@@ -57,7 +57,10 @@ export function checkBpfDir(bpfDir: string): string[] {
   if (bpfDir === '.' || bpfDir === '') return [];
   const parts = bpfDir.split('/');
   if (parts.some((p) => !SEGMENT_RE.test(p) || p === '.' || p === '..'))
-    throw new FalcoProbesError('config', `driver bpfDir ${JSON.stringify(bpfDir)} must be "." or a relative path without "." or ".." segments`);
+    throw new FalcoProbesError(
+      'config',
+      `driver bpfDir ${JSON.stringify(bpfDir)} must be "." or a relative path without "." or ".." segments`,
+    );
   return parts;
 }
 
@@ -74,10 +77,16 @@ export function checkModuleName(module: string): string {
 }
 
 /** The kbuild directory and the file kbuild leaves there, for one kind of a driver. */
-function kindLayout(driver: Pick<DriverPin, 'name' | 'bpfDir' | 'object' | 'kmodDir' | 'module'>, buildKind: DriverKind): { dirKey: 'bpfDir' | 'kmodDir'; dir: string; parts: string[]; file: string } {
+function kindLayout(
+  driver: Pick<DriverPin, 'name' | 'bpfDir' | 'object' | 'kmodDir' | 'module'>,
+  buildKind: DriverKind,
+): { dirKey: 'bpfDir' | 'kmodDir'; dir: string; parts: string[]; file: string } {
   if (buildKind === 'kmod') {
     if (driver.kmodDir === undefined || driver.module === undefined)
-      throw new FalcoProbesError('config', `driver ${driver.name} builds kind kmod but names no kmodDir and module in kernels/drivers.yaml`);
+      throw new FalcoProbesError(
+        'config',
+        `driver ${driver.name} builds kind kmod but names no kmodDir and module in kernels/drivers.yaml`,
+      );
     return { dirKey: 'kmodDir', dir: driver.kmodDir, parts: checkBpfDir(driver.kmodDir), file: checkModuleName(driver.module) };
   }
   if (driver.bpfDir === undefined || driver.object === undefined)
@@ -118,7 +127,10 @@ export async function prepareDriverBuild(
   } else if (driver.recipe === 'falco-libs') {
     await prepareFalcoLibs(driver, driverDir, destDir, layout.parts, buildKind);
   } else {
-    throw new FalcoProbesError('config', `unknown recipe ${JSON.stringify((driver as { recipe: string }).recipe)} for driver ${driver.name}`);
+    throw new FalcoProbesError(
+      'config',
+      `unknown recipe ${JSON.stringify((driver as { recipe: string }).recipe)} for driver ${driver.name}`,
+    );
   }
 
   if ((await kind(join(moduleDir, 'Makefile'))) !== 'file')
@@ -132,7 +144,10 @@ export async function prepareDriverBuild(
   // A source directory that was built in place would leave an object newer
   // than its sources, and make would then keep it instead of compiling.
   const stem = objectFile.replace(/\.k?o$/, '');
-  const stale = buildKind === 'kmod' ? [objectFile, `${stem}.o`, `${stem}.mod`, `${stem}.mod.c`, `${stem}.mod.o`, 'modules.order', 'Module.symvers'] : [objectFile, `${stem}.ll`, `.${objectFile}.cmd`];
+  const stale =
+    buildKind === 'kmod'
+      ? [objectFile, `${stem}.o`, `${stem}.mod`, `${stem}.mod.c`, `${stem}.mod.o`, 'modules.order', 'Module.symvers']
+      : [objectFile, `${stem}.ll`, `.${objectFile}.cmd`];
   for (const name of stale) await rm(join(moduleDir, name), { force: true });
   return { rootDir: destDir, moduleDir, objectFile };
 }
@@ -145,18 +160,32 @@ async function prepareFalcoLibs(
   buildKind: DriverKind,
 ): Promise<void> {
   const srcDriver = join(driverDir, 'driver');
-  await requireDir(srcDriver, 'driver/ of falcosecurity/libs', 'the falco-libs recipe expects the libs source tree (driver/, driver/bpf/) at the root of the unpacked source');
+  await requireDir(
+    srcDriver,
+    'driver/ of falcosecurity/libs',
+    'the falco-libs recipe expects the libs source tree (driver/, driver/bpf/) at the root of the unpacked source',
+  );
   if (buildKind === 'kmod') {
     if (parts.length !== 1 || parts[0] !== 'driver')
-      throw new FalcoProbesError('config', `driver ${driver.name}: the falco-libs recipe builds the kernel module in driver/ (kmodDir: driver), not ${parts.join('/') || '.'}`);
+      throw new FalcoProbesError(
+        'config',
+        `driver ${driver.name}: the falco-libs recipe builds the kernel module in driver/ (kmodDir: driver), not ${parts.join('/') || '.'}`,
+      );
   } else {
     if (parts[0] !== 'driver' || parts.length < 2)
-      throw new FalcoProbesError('config', `driver ${driver.name}: the falco-libs recipe needs bpfDir inside driver/ (driver/bpf), not ${parts.join('/') || '.'}`);
+      throw new FalcoProbesError(
+        'config',
+        `driver ${driver.name}: the falco-libs recipe needs bpfDir inside driver/ (driver/bpf), not ${parts.join('/') || '.'}`,
+      );
     if ((await kind(join(driverDir, ...parts))) !== 'dir')
-      throw new FalcoProbesError('config', `driver ${driver.name} ${driver.version} has no legacy eBPF probe: ${parts.join('/')} is not in its source`, {
-        location: { file: join(driverDir, ...parts) },
-        hint: 'driver/bpf was dropped after 9.1.0+driver (Falco 0.44 loads only the kernel module): remove bpf from this driver\'s kinds in kernels/drivers.yaml',
-      });
+      throw new FalcoProbesError(
+        'config',
+        `driver ${driver.name} ${driver.version} has no legacy eBPF probe: ${parts.join('/')} is not in its source`,
+        {
+          location: { file: join(driverDir, ...parts) },
+          hint: "driver/bpf was dropped after 9.1.0+driver (Falco 0.44 loads only the kernel module): remove bpf from this driver's kinds in kernels/drivers.yaml",
+        },
+      );
   }
 
   const destDriver = join(destDir, 'driver');
@@ -166,7 +195,9 @@ async function prepareFalcoLibs(
   const vars = await falcoConfigureVars(driver, srcDriver);
   const templatePath = join(destDriver, 'driver_config.h.in');
   if ((await kind(templatePath)) !== 'file')
-    throw new FalcoProbesError('build', 'driver/driver_config.h.in not found', { location: { file: join(srcDriver, 'driver_config.h.in') } });
+    throw new FalcoProbesError('build', 'driver/driver_config.h.in not found', {
+      location: { file: join(srcDriver, 'driver_config.h.in') },
+    });
   const config = configureFile(await readFile(templatePath, 'utf8'), vars, { file: join(srcDriver, 'driver_config.h.in'), strict: true });
   await writeNew(join(destDriver, 'driver_config.h'), config);
 
@@ -175,8 +206,15 @@ async function prepareFalcoLibs(
     // driver/CMakeLists.txt: configure_file(Makefile.in src/Makefile). KBUILD_FLAGS holds only debug flags, empty in a release build.
     const makefileIn = join(destDriver, 'Makefile.in');
     if ((await kind(makefileIn)) !== 'file')
-      throw new FalcoProbesError('build', 'driver/Makefile.in not found', { location: { file: join(srcDriver, 'Makefile.in') }, hint: 'this libs version has no kernel module Makefile template' });
-    const makefile = configureFile(await readFile(makefileIn, 'utf8'), { ...vars, KBUILD_FLAGS: '' }, { file: join(srcDriver, 'Makefile.in'), strict: true });
+      throw new FalcoProbesError('build', 'driver/Makefile.in not found', {
+        location: { file: join(srcDriver, 'Makefile.in') },
+        hint: 'this libs version has no kernel module Makefile template',
+      });
+    const makefile = configureFile(
+      await readFile(makefileIn, 'utf8'),
+      { ...vars, KBUILD_FLAGS: '' },
+      { file: join(srcDriver, 'Makefile.in'), strict: true },
+    );
     await writeNew(join(destDriver, 'Makefile'), makefile);
   } else {
     // CMake's flat source directory: the driver's headers beside the probe's.
@@ -193,11 +231,13 @@ async function prepareFalcoLibs(
     const moduleDir = join(configureDir, module);
     if ((await kind(moduleDir)) !== 'dir') continue;
     const ownTemplate = join(moduleDir, 'Makefile.inc.in');
-    const template = (await kind(ownTemplate)) === 'file' ? ownTemplate : (await kind(sharedTemplate)) === 'file' ? sharedTemplate : undefined;
+    const template =
+      (await kind(ownTemplate)) === 'file' ? ownTemplate : (await kind(sharedTemplate)) === 'file' ? sharedTemplate : undefined;
     if (template === undefined) continue;
     for (const shared of ['Makefile', 'build.sh']) {
       const from = join(configureDir, shared);
-      if ((await kind(from)) === 'file' && (await kind(join(moduleDir, shared))) === 'missing') await copyFile(from, join(moduleDir, shared));
+      if ((await kind(from)) === 'file' && (await kind(join(moduleDir, shared))) === 'missing')
+        await copyFile(from, join(moduleDir, shared));
     }
     const text = configureFile(await readFile(template, 'utf8'), { ...vars, CONFIGURE_MODULE: module }, { file: template });
     await writeNew(join(moduleDir, 'Makefile.inc'), text);
@@ -212,7 +252,10 @@ async function falcoConfigureVars(driver: Pick<DriverPin, 'name' | 'version'>, d
       return parseVersionTriple(await readFile(file, 'utf8'), file);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-        throw new FalcoProbesError('build', `driver/${name} not found`, { location: { file }, hint: 'the falco-libs recipe reads the driver API and schema versions from driver/API_VERSION and driver/SCHEMA_VERSION' });
+        throw new FalcoProbesError('build', `driver/${name} not found`, {
+          location: { file },
+          hint: 'the falco-libs recipe reads the driver API and schema versions from driver/API_VERSION and driver/SCHEMA_VERSION',
+        });
       throw err;
     }
   };

@@ -31,9 +31,15 @@ export function routeCompilerImages(base: Builder, makeFor: CompilerImageBuilder
 }
 
 /** The Docker builder of a compiler image, with the daemon of DOCKER_HOST (loaded on first use). */
-export function dockerCompilerImages(options: { logger?: import('../util/log.js').Logger; pinMemoDir?: string } = {}): CompilerImageBuilder {
+export function dockerCompilerImages(
+  options: { logger?: import('../util/log.js').Logger; pinMemoDir?: string } = {},
+): CompilerImageBuilder {
   return async (release) => {
     const { createDockerBuilder } = await import('./docker.js');
-    return createDockerBuilder({ release, ...(options.logger ? { logger: options.logger } : {}), ...(options.pinMemoDir !== undefined ? { pinMemoDir: options.pinMemoDir } : {}) });
+    return createDockerBuilder({
+      release,
+      ...(options.logger ? { logger: options.logger } : {}),
+      ...(options.pinMemoDir !== undefined ? { pinMemoDir: options.pinMemoDir } : {}),
+    });
   };
 }

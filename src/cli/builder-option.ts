@@ -29,9 +29,7 @@ const DOCKER_ONLY = ['docker-recipe', 'docker-image', 'docker-memory', 'docker-c
 const DEFAULT_MEMORY_MIB = 4096;
 const DEFAULT_CPUS = 1;
 
-export type BuilderChoice =
-  | { kind: 'host' }
-  | { kind: 'docker'; recipe: DockerRecipe; image?: string; memoryBytes: number; cpus: number };
+export type BuilderChoice = { kind: 'host' } | { kind: 'docker'; recipe: DockerRecipe; image?: string; memoryBytes: number; cpus: number };
 
 /**
  * The help lines of these options, aligned with a command's own: `indent`
@@ -45,7 +43,7 @@ export function builderOptionsUsage(indent: string, column: number): string {
     more(`(default: $${BUILDER_ENV} when set, else host); with docker,`),
     more('keys name the image (DOCKER_HOST selects the daemon)'),
     line('--docker-recipe R', 'kbuild (default) or driver-loader'),
-    line('--docker-image IMAGE', 'image for the recipe (driver-loader: the loader\'s image; never pulled)'),
+    line('--docker-image IMAGE', "image for the recipe (driver-loader: the loader's image; never pulled)"),
     line('--docker-memory MIB', `memory limit per container (default ${DEFAULT_MEMORY_MIB})`),
     line('--docker-cpus N', `CPU limit per container (default ${DEFAULT_CPUS})`),
   ].join('\n');
@@ -58,23 +56,34 @@ export function builderOptionsUsage(indent: string, column: number): string {
  */
 export function parseBuilderOptions(values: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): BuilderChoice {
   const fromEnv = env[BUILDER_ENV];
-  const given = values['builder'] !== undefined ? { value: values['builder'], source: '--builder' } : fromEnv ? { value: fromEnv, source: BUILDER_ENV } : { value: 'host', source: '' };
+  const given =
+    values['builder'] !== undefined
+      ? { value: values['builder'], source: '--builder' }
+      : fromEnv
+        ? { value: fromEnv, source: BUILDER_ENV }
+        : { value: 'host', source: '' };
   if (given.value !== 'host' && given.value !== 'docker')
     throw new FalcoProbesError('usage', `${given.source} expects host or docker, got ${JSON.stringify(given.value)}`, {
       ...(given.source === BUILDER_ENV ? { hint: `set ${BUILDER_ENV} to host or docker, or unset it` } : {}),
     });
   const recipe = values['docker-recipe'] ?? 'kbuild';
-  if (recipe !== 'kbuild' && recipe !== 'driver-loader') throw new FalcoProbesError('usage', `--docker-recipe expects kbuild or driver-loader, got ${JSON.stringify(recipe)}`);
+  if (recipe !== 'kbuild' && recipe !== 'driver-loader')
+    throw new FalcoProbesError('usage', `--docker-recipe expects kbuild or driver-loader, got ${JSON.stringify(recipe)}`);
   const memoryMiB = parsePositiveInt(values['docker-memory'], '--docker-memory', DEFAULT_MEMORY_MIB);
   const cpus = parsePositiveInt(values['docker-cpus'], '--docker-cpus', DEFAULT_CPUS);
   const image = values['docker-image'];
-  if (image !== undefined && (typeof image !== 'string' || image === '')) throw new FalcoProbesError('usage', '--docker-image expects an image name or id');
+  if (image !== undefined && (typeof image !== 'string' || image === ''))
+    throw new FalcoProbesError('usage', '--docker-image expects an image name or id');
   if (given.value === 'host') {
     const stray = DOCKER_ONLY.filter((k) => values[k] !== undefined);
     if (stray.length)
-      throw new FalcoProbesError('usage', `${stray.map((k) => `--${k}`).join(', ')} need${stray.length === 1 ? 's' : ''} --builder docker`, {
-        ...(given.source === BUILDER_ENV ? { hint: `${BUILDER_ENV} is host here` } : {}),
-      });
+      throw new FalcoProbesError(
+        'usage',
+        `${stray.map((k) => `--${k}`).join(', ')} need${stray.length === 1 ? 's' : ''} --builder docker`,
+        {
+          ...(given.source === BUILDER_ENV ? { hint: `${BUILDER_ENV} is host here` } : {}),
+        },
+      );
     return { kind: 'host' };
   }
   return { kind: 'docker', recipe, memoryBytes: memoryMiB * 1024 * 1024, cpus, ...(typeof image === 'string' ? { image } : {}) };

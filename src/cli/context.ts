@@ -58,6 +58,7 @@ export function parseMirrorOverrides(values: unknown): Map<string, string[]> {
 export function parsePositiveInt(value: unknown, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new FalcoProbesError('usage', `${flag} expects a positive whole number, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new FalcoProbesError('usage', `${flag} expects a positive whole number, got ${JSON.stringify(value)}`);
   return n;
 }

@@ -51,6 +51,10 @@ export function parseDriverMirrors(values: Record<string, unknown>, env: NodeJS.
   const rewrites = list.map((item) => parsePair(item, '--driver-mirror'));
   const fromEnv = env[DRIVER_MIRROR_ENV];
   if (fromEnv)
-    for (const item of fromEnv.split(';').map((s) => s.trim()).filter(Boolean)) rewrites.push(parsePair(item, DRIVER_MIRROR_ENV));
+    for (const item of fromEnv
+      .split(';')
+      .map((s) => s.trim())
+      .filter(Boolean))
+      rewrites.push(parsePair(item, DRIVER_MIRROR_ENV));
   return rewrites;
 }

@@ -58,7 +58,8 @@ export function parseDriversText(text: string, file: string): LoadedDrivers {
   }
   if (quick && valid) {
     let full: LoadedYaml<DriversFile> | undefined;
-    const positionOf = (path: readonly (string | number)[]) => (full ??= parseYamlText<DriversFile>(text, file, driversSchema)).positionOf(path);
+    const positionOf = (path: readonly (string | number)[]) =>
+      (full ??= parseYamlText<DriversFile>(text, file, driversSchema)).positionOf(path);
     return checkDrivers({ value: quick.value as DriversFile, positionOf, text }, file);
   }
   return checkDrivers(parseYamlText<DriversFile>(text, file, driversSchema), file);
@@ -90,7 +91,10 @@ function checkDrivers(loaded: LoadedYaml<DriversFile>, file: string): LoadedDriv
   const releases = new Map<string, number>();
   (compilerImages ?? []).forEach((c, i) => {
     const clash = releases.get(c.release);
-    if (clash !== undefined) throw new FalcoProbesError('config', `compiler image "${c.release}" is listed twice (also compilerImages[${clash}])`, { location: where(['compilerImages', i, 'release']) });
+    if (clash !== undefined)
+      throw new FalcoProbesError('config', `compiler image "${c.release}" is listed twice (also compilerImages[${clash}])`, {
+        location: where(['compilerImages', i, 'release']),
+      });
     releases.set(c.release, i);
   });
   const versions = new Map<string, number>();
@@ -111,57 +115,77 @@ function checkDrivers(loaded: LoadedYaml<DriversFile>, file: string): LoadedDriv
       );
     }
     versions.set(d.version, i);
-    if (d.version.includes('..')) throw new FalcoProbesError('config', `driver version "${d.version}" must not contain ".."`, { location: at('version') });
+    if (d.version.includes('..'))
+      throw new FalcoProbesError('config', `driver version "${d.version}" must not contain ".."`, { location: at('version') });
     const { min, max } = d.kernels ?? {};
     if (min !== undefined && max !== undefined && compareNatural(min, max) >= 0)
-      throw new FalcoProbesError('config', `kernels.min ${min} must be lower than kernels.max ${max} (max is exclusive)`, { location: at('kernels') });
+      throw new FalcoProbesError('config', `kernels.min ${min} must be lower than kernels.max ${max} (max is exclusive)`, {
+        location: at('kernels'),
+      });
     const inside = (value: string, path: (string | number)[], what: string) => {
       if (value === '.') return;
       try {
         checkRelativePath(value);
       } catch {
-        throw new FalcoProbesError('config', `${what} "${value}" must be a relative path without "." or ".." segments`, { location: at(...path) });
+        throw new FalcoProbesError('config', `${what} "${value}" must be a relative path without "." or ".." segments`, {
+          location: at(...path),
+        });
       }
     };
     // Each kind names where kbuild runs and what it produces; a field of a kind the driver does not build is a mistake.
     const perKind = [
-      { kind: 'bpf', fields: ['bpfDir', 'object'], what: 'the folder of the probe\'s kbuild Makefile and the object it makes' },
-      { kind: 'kmod', fields: ['kmodDir', 'module'], what: 'the folder of the module\'s kbuild Makefile and the module it makes' },
+      { kind: 'bpf', fields: ['bpfDir', 'object'], what: "the folder of the probe's kbuild Makefile and the object it makes" },
+      { kind: 'kmod', fields: ['kmodDir', 'module'], what: "the folder of the module's kbuild Makefile and the module it makes" },
     ] as const;
     for (const { kind, fields, what } of perKind) {
       const builds = d.kinds.includes(kind);
       for (const field of fields) {
         const value = d[field];
         if (builds && value === undefined)
-          throw new FalcoProbesError('config', `driver ${d.name} ${d.version} builds kind ${kind}, so it needs ${fields.join(' and ')} (${what}); ${field} is missing`, {
-            location: at('kinds'),
-          });
+          throw new FalcoProbesError(
+            'config',
+            `driver ${d.name} ${d.version} builds kind ${kind}, so it needs ${fields.join(' and ')} (${what}); ${field} is missing`,
+            {
+              location: at('kinds'),
+            },
+          );
         if (!builds && value !== undefined)
-          throw new FalcoProbesError('config', `driver ${d.name} ${d.version} has ${field} but does not build kind ${kind} (kinds: [${d.kinds.join(', ')}])`, {
-            location: at(field),
-            hint: `add ${kind} to kinds, or remove ${field}`,
-          });
+          throw new FalcoProbesError(
+            'config',
+            `driver ${d.name} ${d.version} has ${field} but does not build kind ${kind} (kinds: [${d.kinds.join(', ')}])`,
+            {
+              location: at(field),
+              hint: `add ${kind} to kinds, or remove ${field}`,
+            },
+          );
       }
     }
     if (d.bpfDir !== undefined) inside(d.bpfDir, ['bpfDir'], 'bpfDir');
     if (d.kmodDir !== undefined) inside(d.kmodDir, ['kmodDir'], 'kmodDir');
     const source = d.source;
     if ('path' in source) {
-      if (source.path === '.') throw new FalcoProbesError('config', 'source.path must name a directory below the project root, not the root itself', { location: at('source', 'path') });
+      if (source.path === '.')
+        throw new FalcoProbesError('config', 'source.path must name a directory below the project root, not the root itself', {
+          location: at('source', 'path'),
+        });
       inside(source.path, ['source', 'path'], 'source.path');
     } else if ('url' in source) {
       if (source.sha256 !== undefined && source.tree !== undefined)
         throw new FalcoProbesError('config', `driver ${d.name} ${d.version}: source has both sha256 and tree; pin it one way`, {
           location: at('source', 'tree'),
-          hint: 'tree (the hash of the unpacked content) for archives whose bytes may change, such as GitHub\'s; sha256 for fixed bytes',
+          hint: "tree (the hash of the unpacked content) for archives whose bytes may change, such as GitHub's; sha256 for fixed bytes",
         });
     } else {
       try {
         checkRelativePath(source.deb.path);
       } catch {
-        throw new FalcoProbesError('config', `source.deb.path "${source.deb.path}" must be a path relative to the archive root without "." or ".." segments`, {
-          location: at('source', 'deb', 'path'),
-        });
+        throw new FalcoProbesError(
+          'config',
+          `source.deb.path "${source.deb.path}" must be a path relative to the archive root without "." or ".." segments`,
+          {
+            location: at('source', 'deb', 'path'),
+          },
+        );
       }
       inside(source.dir, ['source', 'dir'], 'source.dir');
     }
@@ -195,22 +219,32 @@ export function setDriverSha256(text: string, file: string, driver: string | { n
  * (replace the old value, or add one line under `url:` at its indentation),
  * so every comment, blank line and quoting style elsewhere stays byte for byte.
  */
-export function setDriverPin(text: string, file: string, driver: string | { name: string; version: string }, field: 'sha256' | 'tree', value: string): string {
+export function setDriverPin(
+  text: string,
+  file: string,
+  driver: string | { name: string; version: string },
+  field: 'sha256' | 'tree',
+  value: string,
+): string {
   checkSha256(value);
   const { isMap, isScalar, isSeq, parseDocument, Scalar } = lazyYaml();
   const doc = parseDocument(text);
-  if (doc.errors.length) throw new FalcoProbesError('config', `invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, { location: { file } });
+  if (doc.errors.length)
+    throw new FalcoProbesError('config', `invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`, { location: { file } });
   const drivers = doc.get('drivers');
   if (!isSeq(drivers)) throw new FalcoProbesError('config', 'no "drivers" list', { location: { file } });
   const wanted = typeof driver === 'string' ? { name: driver } : driver;
   const shown = 'version' in wanted ? `${wanted.name} ${wanted.version}` : wanted.name;
   const entries = drivers.items.filter(
-    (item): item is YAMLMap => isMap(item) && item.get('name') === wanted.name && (!('version' in wanted) || String(item.get('version')) === wanted.version),
+    (item): item is YAMLMap =>
+      isMap(item) && item.get('name') === wanted.name && (!('version' in wanted) || String(item.get('version')) === wanted.version),
   );
   if (entries.length === 0) throw new FalcoProbesError('usage', `no driver ${shown} in ${file}`);
-  if (entries.length > 1) throw new FalcoProbesError('usage', `${entries.length} drivers are named ${shown} in ${file}; name the version too`);
+  if (entries.length > 1)
+    throw new FalcoProbesError('usage', `${entries.length} drivers are named ${shown} in ${file}; name the version too`);
   const source = entries[0]!.get('source');
-  if (!isMap(source) || !source.has('url')) throw new FalcoProbesError('usage', `driver ${shown} has no tarball source (source.url) to pin`, { location: { file } });
+  if (!isMap(source) || !source.has('url'))
+    throw new FalcoProbesError('usage', `driver ${shown} has no tarball source (source.url) to pin`, { location: { file } });
   const existing = source.get(field, true);
   if (isScalar(existing) && existing.range) return text.slice(0, existing.range[0]) + value + text.slice(existing.range[1]);
   const urlPair = source.items.find((p) => isScalar(p.key) && p.key.value === 'url');

@@ -24,11 +24,16 @@ export async function loadSourceDefinition(file: string, projectRoot = process.c
 
   const expectedId = basename(abs).replace(/\.ya?ml$/, '');
   if (def.id !== expectedId)
-    throw new FalcoProbesError('config', `id "${def.id}" does not match the file name; expected "${expectedId}"`, { location: where(['id']) });
+    throw new FalcoProbesError('config', `id "${def.id}" does not match the file name; expected "${expectedId}"`, {
+      location: where(['id']),
+    });
 
   const names = new Set<string>();
   def.repositories.forEach((repo, i) => {
-    if (names.has(repo.name)) throw new FalcoProbesError('config', `repository name "${repo.name}" is used twice`, { location: where(['repositories', i, 'name']) });
+    if (names.has(repo.name))
+      throw new FalcoProbesError('config', `repository name "${repo.name}" is used twice`, {
+        location: where(['repositories', i, 'name']),
+      });
     names.add(repo.name);
     if (def.type === 'apt' && !repo.suite)
       throw new FalcoProbesError('config', `apt repository "${repo.name}" needs a "suite"`, { location: where(['repositories', i]) });
@@ -45,9 +50,11 @@ export async function loadSourceDefinition(file: string, projectRoot = process.c
   def.apt?.headers.forEach((h, i) => {
     checkRegex(h.pattern, ['apt', 'headers', i, 'pattern']);
     if (!/\(\?<release>/.test(h.pattern))
-      throw new FalcoProbesError('config', 'a headers pattern needs a named group (?<release>...)', { location: where(['apt', 'headers', i, 'pattern']) });
+      throw new FalcoProbesError('config', 'a headers pattern needs a named group (?<release>...)', {
+        location: where(['apt', 'headers', i, 'pattern']),
+      });
   });
-  def.apt?.follow.forEach((p, i) => checkRegex(p, ['apt', 'follow', i]));
+  for (const [i, p] of (def.apt?.follow ?? []).entries()) checkRegex(p, ['apt', 'follow', i]);
   if (def.apt?.versionPattern) checkRegex(def.apt.versionPattern, ['apt', 'versionPattern']);
 
   const relativePath = relative(projectRoot, abs).split('\\').join('/');
@@ -60,7 +67,11 @@ export async function findSourceDefinitionFiles(kernelsDir: string): Promise<str
   return files.filter((f) => !f.endsWith('.lock.yaml') && !basename(f).startsWith('drivers')).sort();
 }
 
-export async function loadSourceDefinitionById(id: string, kernelsDir: string, projectRoot = process.cwd()): Promise<LoadedSourceDefinition> {
+export async function loadSourceDefinitionById(
+  id: string,
+  kernelsDir: string,
+  projectRoot = process.cwd(),
+): Promise<LoadedSourceDefinition> {
   const files = await findSourceDefinitionFiles(kernelsDir);
   const match = files.find((f) => basename(f) === `${id}.yaml`);
   if (!match) {

@@ -197,7 +197,12 @@ export type DriverKind = 'bpf' | 'kmod';
  * - a directory of this repository (`path`), identified by its tree hash.
  */
 export type DriverSource =
-  | { url: string; sha256?: string; tree?: string; /** leading path components to drop when unpacking (GitHub archives: 1) */ strip?: number }
+  | {
+      url: string;
+      sha256?: string;
+      tree?: string /** leading path components to drop when unpacking (GitHub archives: 1) */;
+      strip?: number;
+    }
   | { deb: DriverPackage; dir: string }
   | { path: string };
 
@@ -251,7 +256,13 @@ export interface DriverPin {
  */
 export type BuilderPin =
   | { kind: 'host'; clang: string; gcc?: string }
-  | { kind: 'docker'; image: string; clang: string; gcc?: string; /** A compiler image's Debian release (`trixie`); absent for the default builder image. */ release?: string };
+  | {
+      kind: 'docker';
+      image: string;
+      clang: string;
+      gcc?: string /** A compiler image's Debian release (`trixie`); absent for the default builder image. */;
+      release?: string;
+    };
 
 /**
  * A compiler image (kernels/drivers.yaml `compilerImages`): the builder image

@@ -45,7 +45,9 @@ export async function loadYamlFile<T>(file: string, schema: object): Promise<Loa
     text = await readFile(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new FalcoProbesError('config', code === 'ENOENT' ? 'file not found' : `cannot read: ${(err as Error).message}`, { location: { file } });
+    throw new FalcoProbesError('config', code === 'ENOENT' ? 'file not found' : `cannot read: ${(err as Error).message}`, {
+      location: { file },
+    });
   }
   return parseYamlText<T>(text, file, schema);
 }
@@ -57,7 +59,9 @@ export function parseYamlText<T>(text: string, file: string, schema: object): Lo
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const pos = lineCounter.linePos(e.pos[0]);
-    throw new FalcoProbesError('config', `invalid YAML: ${e.message.split('\n')[0]}`, { location: { file, line: pos.line, column: pos.col } });
+    throw new FalcoProbesError('config', `invalid YAML: ${e.message.split('\n')[0]}`, {
+      location: { file, line: pos.line, column: pos.col },
+    });
   }
   let value: unknown;
   try {
@@ -89,7 +93,10 @@ export function parseYamlText<T>(text: string, file: string, schema: object): Lo
       const p = positionOf(d.path);
       return `  ${file}:${p?.line ?? 1}:${p?.column ?? 1}: ${d.message}`;
     });
-    throw new FalcoProbesError('config', message, { location: { file, line: pos.line, column: pos.column }, ...(more.length ? { details: more.join('\n') } : {}) });
+    throw new FalcoProbesError('config', message, {
+      location: { file, line: pos.line, column: pos.column },
+      ...(more.length ? { details: more.join('\n') } : {}),
+    });
   }
   return { value: value as T, positionOf, text };
 }
@@ -123,7 +130,10 @@ function describeAjvError(e: ErrorObject): { path: (string | number)[]; message:
     case 'required':
       return { path, message: `${at} is missing the required key "${(e.params as { missingProperty: string }).missingProperty}"` };
     case 'enum':
-      return { path, message: `${at} must be one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}` };
+      return {
+        path,
+        message: `${at} must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
+      };
     case 'pattern':
       return { path, message: `${at} must match ${(e.params as { pattern: string }).pattern}` };
     case 'type':

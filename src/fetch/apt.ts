@@ -136,7 +136,11 @@ function runAptGet(program: string, args: string[], cwd: string, what: string, o
         }
         const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string };
         const why =
-          e.code === 'ENOENT' ? `${program} is not installed` : e.killed ? `timed out after ${opts.timeoutMs ?? 600_000} ms` : `exit code ${String(e.code)}`;
+          e.code === 'ENOENT'
+            ? `${program} is not installed`
+            : e.killed
+              ? `timed out after ${opts.timeoutMs ?? 600_000} ms`
+              : `exit code ${String(e.code)}`;
         const tail = String(stderr).trim().split('\n').slice(-5).join('\n');
         reject(
           new FalcoProbesError('network', `${what} failed: ${why}`, {

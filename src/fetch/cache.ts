@@ -24,7 +24,7 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   const override = env['FALCO_PROBES_CACHE'];
   if (override) return override;
   const xdg = env['XDG_CACHE_HOME'];
-  const base = xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache');
+  const base = xdg?.startsWith('/') ? xdg : join(homedir(), '.cache');
   return join(base, 'falco-probes', 'packages');
 }
 
@@ -38,7 +38,11 @@ export function cachePath(cacheDir: string, sha256: string): string {
  * The cached file for `pkg` if it is there and its size (and, with `verify`,
  * its sha256) matches. A file that fails is removed so it is fetched again.
  */
-export async function lookupCached(cacheDir: string, pkg: PackageRef, opts: { verify?: boolean; logger?: Logger } = {}): Promise<string | undefined> {
+export async function lookupCached(
+  cacheDir: string,
+  pkg: PackageRef,
+  opts: { verify?: boolean; logger?: Logger } = {},
+): Promise<string | undefined> {
   const path = cachePath(cacheDir, pkg.sha256);
   let size: number;
   try {
@@ -74,7 +78,12 @@ export interface StoreContext {
  * rename it to its content address. Anything else leaves no file behind.
  * Stops reading as soon as more bytes than the lockfile's size arrive.
  */
-export async function storeVerified(cacheDir: string, pkg: PackageRef, chunks: AsyncIterable<Uint8Array>, ctx: StoreContext): Promise<string> {
+export async function storeVerified(
+  cacheDir: string,
+  pkg: PackageRef,
+  chunks: AsyncIterable<Uint8Array>,
+  ctx: StoreContext,
+): Promise<string> {
   const finalPath = cachePath(cacheDir, pkg.sha256);
   const dir = join(cacheDir, 'sha256', pkg.sha256.slice(0, 2));
   await mkdir(dir, { recursive: true });

@@ -57,7 +57,19 @@ function parseHeader(raw: Buffer): Header {
     fields.push(parseInt(f, 16));
   }
   const [ino, mode, , , nlink, mtime, size, devmajor, devminor, , , nameSize, check] = fields as [
-    number, number, number, number, number, number, number, number, number, number, number, number, number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
   ];
   return { ino, mode, nlink, mtime, size, devmajor, devminor, nameSize, check };
 }
@@ -110,7 +122,8 @@ export async function extractCpio(source: AsyncIterable<Uint8Array>, writer: Tre
         await writer.add({ ...base, type: 'file', size: h.size }, data);
       }
     } else if (typeName === 'symlink') {
-      if (h.size === 0 || h.size > MAX_SYMLINK) throw new Error(`symlink ${JSON.stringify(name)} has a target of ${h.size} bytes (corrupt payload?)`);
+      if (h.size === 0 || h.size > MAX_SYMLINK)
+        throw new Error(`symlink ${JSON.stringify(name)} has a target of ${h.size} bytes (corrupt payload?)`);
       const target = await reader.read(h.size, what);
       await writer.add({ ...base, type: 'symlink', size: 0, linkTarget: target.toString('utf8') });
     } else if (typeName === 'directory') {
@@ -139,5 +152,6 @@ async function* checkedData(chunks: AsyncGenerator<Buffer>, expected: number | u
     if (expected !== undefined) for (let i = 0; i < chunk.length; i++) sum = (sum + chunk[i]!) >>> 0;
     yield chunk;
   }
-  if (expected !== undefined && sum !== expected) throw new Error(`the data of ${JSON.stringify(name)} fails its cpio checksum (corrupt payload)`);
+  if (expected !== undefined && sum !== expected)
+    throw new Error(`the data of ${JSON.stringify(name)} fails its cpio checksum (corrupt payload)`);
 }

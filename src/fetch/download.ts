@@ -136,7 +136,10 @@ function fetchShared(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions, 
 async function fetchOne(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions, signal: AbortSignal): Promise<string> {
   const address = cachePath(opts.cacheDir, pkg.sha256);
   const verify = opts.verify === true || !verifiedThisProcess.has(address);
-  const cached = await lookupCached(opts.cacheDir, pkg, { ...(verify ? { verify: true } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
+  const cached = await lookupCached(opts.cacheDir, pkg, {
+    ...(verify ? { verify: true } : {}),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  });
   if (cached) {
     if (verify) verifiedThisProcess.add(address);
     opts.onHit?.();
@@ -196,7 +199,11 @@ async function acquire(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions
       opts.logger?.info(`${line} (said once per repository)`);
     }
     try {
-      return await downloadFromMirrors(pkg, fallbacks.map((f) => f.url), { ...common, ...(opts.http ? { http: opts.http } : {}) });
+      return await downloadFromMirrors(
+        pkg,
+        fallbacks.map((f) => f.url),
+        { ...common, ...(opts.http ? { http: opts.http } : {}) },
+      );
     } catch (err) {
       note(err);
     }
@@ -210,8 +217,12 @@ async function acquire(pkg: PackageRef, mirrors: string[], opts: FetchOneOptions
     }
   }
   if (failures.length === 1) throw failures[0];
-  throw new FalcoProbesError('network', `${pkg.name} ${pkg.version}: ${['no mirror delivered it', ...(fallbacks.length ? ["nor did apt's mirrors"] : []), ...(aptCanHelp ? ['and apt could not fetch it'] : [])].join(', ')}`, {
-    details: failures.map((e) => e.format().replace(/^/gm, '  ')).join('\n'),
-    hint: `check the mirrors of repository ${pkg.repository} (or pass --mirror ${pkg.repository}=URL) and apt's sources`,
-  });
+  throw new FalcoProbesError(
+    'network',
+    `${pkg.name} ${pkg.version}: ${['no mirror delivered it', ...(fallbacks.length ? ["nor did apt's mirrors"] : []), ...(aptCanHelp ? ['and apt could not fetch it'] : [])].join(', ')}`,
+    {
+      details: failures.map((e) => e.format().replace(/^/gm, '  ')).join('\n'),
+      hint: `check the mirrors of repository ${pkg.repository} (or pass --mirror ${pkg.repository}=URL) and apt's sources`,
+    },
+  );
 }

@@ -38,12 +38,13 @@ export async function extractDeb(file: string, writer: TreeWriter): Promise<void
   try {
     members = await readMembers(fh, writer);
     const first = members[0];
-    if (!first || first.name !== 'debian-binary') throw writer.archiveError('not a Debian package: the first member is not debian-binary');
+    if (first?.name !== 'debian-binary') throw writer.archiveError('not a Debian package: the first member is not debian-binary');
     version = (await readAt(fh, first.start, Math.min(first.size, 16))).toString('latin1');
   } finally {
     await fh.close();
   }
-  if (!/^2\.\d+\n/.test(version)) throw writer.archiveError(`unsupported Debian package format ${JSON.stringify(version.trim())} (expected 2.x)`);
+  if (!/^2\.\d+\n/.test(version))
+    throw writer.archiveError(`unsupported Debian package format ${JSON.stringify(version.trim())} (expected 2.x)`);
   const data = members.find((m) => m.name.startsWith('data.tar'));
   if (!data) throw writer.archiveError(`no data.tar member (members: ${members.map((m) => m.name).join(', ')})`);
   const compression = DATA_COMPRESSION[data.name];
@@ -67,11 +68,14 @@ async function readMembers(fh: FileHandle, writer: TreeWriter): Promise<Member[]
     // GNU ar ends names with `/`; BSD long names (`#1/...`) do not occur in .deb files.
     const name = h.slice(0, 16).trimEnd().replace(/\/$/, '');
     const sizeText = h.slice(48, 58).trimEnd();
-    if (!/^\d{1,10}$/.test(sizeText)) throw writer.archiveError(`bad size ${JSON.stringify(sizeText)} in ar member ${JSON.stringify(name)}`);
+    if (!/^\d{1,10}$/.test(sizeText))
+      throw writer.archiveError(`bad size ${JSON.stringify(sizeText)} in ar member ${JSON.stringify(name)}`);
     const size = Number(sizeText);
     const start = offset + MEMBER_HEADER;
     if (start + size > fileSize) {
-      throw writer.archiveError(`ar member ${JSON.stringify(name)} needs ${size} bytes but only ${fileSize - start} remain (truncated archive)`);
+      throw writer.archiveError(
+        `ar member ${JSON.stringify(name)} needs ${size} bytes but only ${fileSize - start} remain (truncated archive)`,
+      );
     }
     members.push({ name, start, size });
     offset = start + size + (size % 2);

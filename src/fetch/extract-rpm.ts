@@ -54,7 +54,8 @@ export async function extractRpm(file: string, writer: TreeWriter): Promise<void
     const main = await readHeader(fh, mainStart, fileSize, 'main header', writer);
     payloadStart = main.end;
     const format = main.strings.get(TAG_PAYLOADFORMAT);
-    if (format !== undefined && format !== 'cpio') throw writer.archiveError(`unsupported payload format ${JSON.stringify(format)} (expected cpio)`);
+    if (format !== undefined && format !== 'cpio')
+      throw writer.archiveError(`unsupported payload format ${JSON.stringify(format)} (expected cpio)`);
     const named = main.strings.get(TAG_PAYLOADCOMPRESSOR) ?? 'gzip';
     const head = await readAt(fh, payloadStart, 6);
     if (head.length === 0) throw writer.archiveError('the payload is missing (truncated archive)');
@@ -84,11 +85,15 @@ export async function extractRpm(file: string, writer: TreeWriter): Promise<void
   }
   let pipeError = await piping;
   // Destroying the stream after our own failure makes the pipeline report a premature close: not news.
-  if ((pipeError as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE' && failure !== undefined) pipeError = undefined;
+  if ((pipeError as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE' && failure !== undefined)
+    pipeError = undefined;
   if (failure instanceof FalcoProbesError || (failure instanceof Error && failure.name === 'AbortError')) throw failure;
   if (pipeError !== undefined) {
     const msg = pipeError instanceof Error ? pipeError.message : String(pipeError);
-    throw writer.archiveError(compression === 'none' ? `cannot read the payload: ${msg}` : `corrupt or truncated ${compression} data: ${msg}`, pipeError);
+    throw writer.archiveError(
+      compression === 'none' ? `cannot read the payload: ${msg}` : `corrupt or truncated ${compression} data: ${msg}`,
+      pipeError,
+    );
   }
   if (failure !== undefined) throw writer.archiveError(failure instanceof Error ? failure.message : String(failure), failure);
 }
@@ -99,7 +104,8 @@ async function readHeader(fh: FileHandle, start: number, fileSize: number, what:
   if (intro.readUInt32BE(0) !== HEADER_MAGIC) throw writer.archiveError(`bad ${what} magic at byte ${start} (corrupt archive)`);
   const count = intro.readUInt32BE(8);
   const storeSize = intro.readUInt32BE(12);
-  if (count > MAX_INDEX_ENTRIES || storeSize > MAX_STORE) throw writer.archiveError(`the ${what} claims ${count} entries and ${storeSize} bytes (corrupt archive)`);
+  if (count > MAX_INDEX_ENTRIES || storeSize > MAX_STORE)
+    throw writer.archiveError(`the ${what} claims ${count} entries and ${storeSize} bytes (corrupt archive)`);
   const end = start + 16 + count * 16 + storeSize;
   if (end > fileSize) throw writer.archiveError(`the ${what} needs ${end - start} bytes but the file ends first (truncated archive)`);
   const body = await readAt(fh, start + 16, count * 16 + storeSize);

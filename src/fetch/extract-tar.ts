@@ -36,7 +36,13 @@ export async function extractTarball(file: string, writer: TreeWriter): Promise<
 export async function extractTarStream(source: Readable, compression: Compression, writer: TreeWriter): Promise<void> {
   const extract = tar.extract();
   const endCheck = new EndOfArchiveCheck();
-  const piping = pipeline(source, createDecompressor(compression), endCheck, new PassThrough({ highWaterMark: 8 * 1024 * 1024 }), extract).then(
+  const piping = pipeline(
+    source,
+    createDecompressor(compression),
+    endCheck,
+    new PassThrough({ highWaterMark: 8 * 1024 * 1024 }),
+    extract,
+  ).then(
     () => undefined,
     (err: unknown) => err,
   );
@@ -65,7 +71,8 @@ export async function extractTarStream(source: Readable, compression: Compressio
   }
   let pipeError = await piping;
   // Destroying the streams after our own failure makes the pipeline report a premature close: not news.
-  if ((pipeError as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE' && failure !== undefined) pipeError = undefined;
+  if ((pipeError as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE' && failure !== undefined)
+    pipeError = undefined;
   // Our own refusal explains more than the errors it causes upstream.
   if (failure instanceof FalcoProbesError || (failure instanceof Error && failure.name === 'AbortError')) throw failure;
   // A stream failure reaches the entry being read as "destroyed": the pipeline holds its cause.

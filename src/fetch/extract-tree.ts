@@ -135,11 +135,20 @@ export class TreeWriter {
       if (err instanceof Error && 'syscall' in err && !(err instanceof FalcoProbesError)) {
         // A full disk is the machine's, not a bug: named by the file it failed on.
         const noSpace = isNoSpace(err);
-        throw new FalcoProbesError(noSpace ? 'io' : 'internal', `${this.where()}cannot write entry ${JSON.stringify(entry.name)}: ${err.message}`, {
-          location: { file: this.archivePath },
-          cause: err,
-          ...(noSpace ? { details: `  writing ${this.root}/${entry.name.replace(/^(\.\/|\/)+/, '')}`, hint: 'free space on that file system (the package cache, $FALCO_PROBES_CACHE, can be removed at will), then run again' } : {}),
-        });
+        throw new FalcoProbesError(
+          noSpace ? 'io' : 'internal',
+          `${this.where()}cannot write entry ${JSON.stringify(entry.name)}: ${err.message}`,
+          {
+            location: { file: this.archivePath },
+            cause: err,
+            ...(noSpace
+              ? {
+                  details: `  writing ${this.root}/${entry.name.replace(/^(\.\/|\/)+/, '')}`,
+                  hint: 'free space on that file system (the package cache, $FALCO_PROBES_CACHE, can be removed at will), then run again',
+                }
+              : {}),
+          },
+        );
       }
       throw err;
     }
@@ -163,7 +172,8 @@ export class TreeWriter {
     const existing = this.kinds.get(rel);
     switch (entry.type) {
       case 'directory': {
-        if (existing !== undefined && existing !== 'directory') throw this.refuse(entry.name, `a ${existing} of this name was already extracted`);
+        if (existing !== undefined && existing !== 'directory')
+          throw this.refuse(entry.name, `a ${existing} of this name was already extracted`);
         if (existing === undefined) mkdirSync(full);
         chmodSync(full, dirMode(entry.mode));
         this.kinds.set(rel, 'directory');
@@ -188,7 +198,10 @@ export class TreeWriter {
         const targetSegments = this.entrySegments(entry.name, entry.linkTarget);
         const targetRel = targetSegments?.join('/');
         if (targetRel === undefined || this.kinds.get(targetRel) !== 'file') {
-          throw this.refuse(entry.name, `hard link to ${JSON.stringify(entry.linkTarget)}, which is not a regular file extracted before it`);
+          throw this.refuse(
+            entry.name,
+            `hard link to ${JSON.stringify(entry.linkTarget)}, which is not a regular file extracted before it`,
+          );
         }
         if (targetRel === rel) return;
         this.replaceable(entry.name, rel, full, existing);
@@ -206,7 +219,8 @@ export class TreeWriter {
     if (path.length > MAX_PATH) throw this.refuse(entryName, `path longer than ${MAX_PATH} bytes`);
     const segments = path.split('/').filter((s) => s !== '' && s !== '.');
     if (segments.includes('..')) throw this.refuse(entryName, `".." in ${JSON.stringify(path)}`);
-    if (segments.some((s) => Buffer.byteLength(s) > MAX_SEGMENT)) throw this.refuse(entryName, `a path segment longer than ${MAX_SEGMENT} bytes`);
+    if (segments.some((s) => Buffer.byteLength(s) > MAX_SEGMENT))
+      throw this.refuse(entryName, `a path segment longer than ${MAX_SEGMENT} bytes`);
     const kept = segments.slice(this.opts.strip);
     return kept.length === 0 ? undefined : kept;
   }
@@ -218,7 +232,8 @@ export class TreeWriter {
       rel = rel === '' ? segments[i]! : `${rel}/${segments[i]!}`;
       const kind = this.kinds.get(rel);
       if (kind === 'directory') continue;
-      if (kind === 'symlink') throw this.refuse(entryName, `its parent ${JSON.stringify(rel)} is a symlink (writing through links is not allowed)`);
+      if (kind === 'symlink')
+        throw this.refuse(entryName, `its parent ${JSON.stringify(rel)} is a symlink (writing through links is not allowed)`);
       if (kind === 'file') throw this.refuse(entryName, `its parent ${JSON.stringify(rel)} is a file`);
       mkdirSync(join(this.root, rel), { mode: 0o755 });
       this.kinds.set(rel, 'directory');
@@ -250,7 +265,10 @@ export class TreeWriter {
     let ups = 0;
     while (ups < parts.length && parts[ups] === '..') ups++;
     if (parts.slice(ups).includes('..')) {
-      throw this.refuse(entry.name, `symlink target ${JSON.stringify(target)} uses ".." after a name (it could leave the tree through another link)`);
+      throw this.refuse(
+        entry.name,
+        `symlink target ${JSON.stringify(target)} uses ".." after a name (it could leave the tree through another link)`,
+      );
     }
     if (ups > depth) throw this.refuse(entry.name, `symlink target ${JSON.stringify(target)} points outside the tree`);
     return target;
@@ -258,7 +276,10 @@ export class TreeWriter {
 
   private async writeFile(entry: ArchiveEntry, full: string, data: AsyncIterable<Uint8Array> | undefined): Promise<void> {
     if (this.bytes + entry.size > this.opts.maxBytes) {
-      throw this.refuse(entry.name, `the files would exceed ${this.opts.maxBytes} bytes in all (raise the byte limit if this is a genuine archive)`);
+      throw this.refuse(
+        entry.name,
+        `the files would exceed ${this.opts.maxBytes} bytes in all (raise the byte limit if this is a genuine archive)`,
+      );
     }
     const mode = fileMode(entry.mode);
     const mtime = entry.mtime && !Number.isNaN(entry.mtime.getTime()) ? entry.mtime : undefined;

@@ -68,7 +68,11 @@ export function extractPackage(file: string, format: ArchiveFormat, destRoot: st
  * and kbuild packages form one `/`-like root; their relative links point at
  * each other). The tree appears at `destRoot` only when all are done.
  */
-export async function extractPackages(archives: readonly ArchiveInput[], destRoot: string, opts: ExtractOptions = {}): Promise<ExtractSummary> {
+export async function extractPackages(
+  archives: readonly ArchiveInput[],
+  destRoot: string,
+  opts: ExtractOptions = {},
+): Promise<ExtractSummary> {
   const root = resolve(destRoot);
   const parent = dirname(root);
   const name = basename(root);

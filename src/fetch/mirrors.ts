@@ -49,12 +49,20 @@ async function downloadFromMirror(pkg: PackageRef, url: string, opts: MirrorDown
       stream.on('error', () => {});
       if (size !== undefined && size !== pkg.size) {
         stream.destroy();
-        throw new FalcoProbesError('checksum', `${pkg.name} ${pkg.version} (${pkg.path}): size mismatch: expected ${pkg.size} bytes, the server announces ${size}`, {
-          location: { url },
-          hint: 'the mirror serves another file than the lockfile names: check the mirror, or re-resolve the lockfile if the repository changed',
-        });
+        throw new FalcoProbesError(
+          'checksum',
+          `${pkg.name} ${pkg.version} (${pkg.path}): size mismatch: expected ${pkg.size} bytes, the server announces ${size}`,
+          {
+            location: { url },
+            hint: 'the mirror serves another file than the lockfile names: check the mirror, or re-resolve the lockfile if the repository changed',
+          },
+        );
       }
-      const path = await storeVerified(opts.cacheDir, pkg, stream, { source: url, location: { url }, ...(opts.signal ? { signal: opts.signal } : {}) });
+      const path = await storeVerified(opts.cacheDir, pkg, stream, {
+        source: url,
+        location: { url },
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
       opts.logger?.debug(`fetched ${pkg.name} ${pkg.version} (${pkg.size} bytes) from ${url}`);
       return path;
     } catch (err) {
@@ -63,7 +71,8 @@ async function downloadFromMirror(pkg: PackageRef, url: string, opts: MirrorDown
       if (!(err instanceof FalcoProbesError) || err.kind !== 'network') throw err;
       if (err instanceof HttpStatusError && err.status < 500) throw err;
       opts.logger?.debug(`attempt ${attempt}/${attempts} for ${url} failed: ${err.message}`);
-      if (attempt < attempts) await sleep(http.backoffMs * 2 ** (attempt - 1), undefined, opts.signal ? { signal: opts.signal } : undefined);
+      if (attempt < attempts)
+        await sleep(http.backoffMs * 2 ** (attempt - 1), undefined, opts.signal ? { signal: opts.signal } : undefined);
     }
   }
   const cause = last as FalcoProbesError;

@@ -24,27 +24,42 @@ export interface PinnedSource {
 
 export async function downloadDriverTarball(driver: DriverPin, http: HttpOptions = {}): Promise<PinnedSource> {
   const source = driver.source;
-  if (!('url' in source)) throw new FalcoProbesError('usage', `driver ${driver.name} has a local source; its identity is its tree hash and there is nothing to pin`);
+  if (!('url' in source))
+    throw new FalcoProbesError(
+      'usage',
+      `driver ${driver.name} has a local source; its identity is its tree hash and there is nothing to pin`,
+    );
   const body = await httpGetBuffer(source.url, { maxBytes: MAX_DRIVER_TARBALL_BYTES, ...http });
   const entries = await listTarball(body, source.url);
   const strip = source.strip ?? 0;
   const stripped = entries
-    .map((name) => name.replace(/^\.\//, '').split('/').filter((s) => s !== '' && s !== '.'))
+    .map((name) =>
+      name
+        .replace(/^\.\//, '')
+        .split('/')
+        .filter((s) => s !== '' && s !== '.'),
+    )
     .filter((parts) => parts.length > strip)
     .map((parts) => parts.slice(strip).join('/'));
   const dir = driver.bpfDir === '.' ? '' : `${driver.bpfDir}/`;
   if (!stripped.some((p) => dir === '' || p.startsWith(dir) || `${p}/` === dir))
-    throw new FalcoProbesError('input', `driver ${driver.name}: the tarball has no ${driver.bpfDir}/ after dropping ${strip} leading path component(s); not pinning it`, {
-      location: { url: source.url },
-      hint: 'check the URL, `strip` and `bpfDir` in kernels/drivers.yaml',
-    });
+    throw new FalcoProbesError(
+      'input',
+      `driver ${driver.name}: the tarball has no ${driver.bpfDir}/ after dropping ${strip} leading path component(s); not pinning it`,
+      {
+        location: { url: source.url },
+        hint: 'check the URL, `strip` and `bpfDir` in kernels/drivers.yaml',
+      },
+    );
   return { sha256: sha256Hex(body), size: body.length, entries: entries.length };
 }
 
 async function listTarball(body: Buffer, url: string): Promise<string[]> {
   const names: string[] = [];
   const extract = tar.extract();
-  const done = pipeline(Readable.from([body]), createDecompressor(sniffCompression(body.subarray(0, 6))), extract).catch((err: unknown) => err);
+  const done = pipeline(Readable.from([body]), createDecompressor(sniffCompression(body.subarray(0, 6))), extract).catch(
+    (err: unknown) => err,
+  );
   try {
     for await (const entry of extract) {
       names.push(entry.header.name);

@@ -13,7 +13,11 @@ import { processAlive } from '../util/process.js';
 // processes in other pid namespaces are not supported: their pids are not
 // visible here.)
 
-const FORMS: readonly RegExp[] = [/^\..+\.extract-(\d+)-[A-Za-z0-9]{6}$/, /^\..+\.old-(\d+)-[0-9a-f]{8}$/, /^.+\.(\d+)\.[0-9a-f]{8}\.(?:tmp|part)$/];
+const FORMS: readonly RegExp[] = [
+  /^\..+\.extract-(\d+)-[A-Za-z0-9]{6}$/,
+  /^\..+\.old-(\d+)-[0-9a-f]{8}$/,
+  /^.+\.(\d+)\.[0-9a-f]{8}\.(?:tmp|part)$/,
+];
 
 /** The pid that owns a temporary name of this tool, or undefined when `name` is not one. */
 export function temporaryOwner(name: string): number | undefined {
@@ -42,7 +46,14 @@ export async function sweepTemporaries(dir: string): Promise<string[]> {
  * kernel roots, their manifests, driver sources. A few hundred readdirs.
  */
 export async function sweepCacheTemporaries(cacheDir: string): Promise<string[]> {
-  const dirs = [cacheDir, join(cacheDir, 'trees'), join(cacheDir, 'kernel-roots'), join(cacheDir, 'trees-manifests'), join(cacheDir, 'kernel-roots-manifests'), join(cacheDir, 'drivers')];
+  const dirs = [
+    cacheDir,
+    join(cacheDir, 'trees'),
+    join(cacheDir, 'kernel-roots'),
+    join(cacheDir, 'trees-manifests'),
+    join(cacheDir, 'kernel-roots-manifests'),
+    join(cacheDir, 'drivers'),
+  ];
   const shards = await readdir(join(cacheDir, 'sha256')).catch(() => [] as string[]);
   dirs.push(...shards.filter((s) => /^[0-9a-f]{2}$/.test(s)).map((s) => join(cacheDir, 'sha256', s)));
   const removed: string[] = [];

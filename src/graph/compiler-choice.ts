@@ -30,7 +30,12 @@ export function gccMajor(line: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-export function builderForTarget(kernel: Pick<KernelDescriptor, 'packages'>, kind: DriverKind, builder: BuilderPin, compilerImages: readonly CompilerImagePin[] = []): BuilderPin {
+export function builderForTarget(
+  kernel: Pick<KernelDescriptor, 'packages'>,
+  kind: DriverKind,
+  builder: BuilderPin,
+  compilerImages: readonly CompilerImagePin[] = [],
+): BuilderPin {
   if (kind !== 'kmod') return builder;
   const need = kernelGccMajor(kernel);
   if (need === undefined || (builder.gcc !== undefined && gccMajor(builder.gcc) === need)) return builder;

@@ -106,7 +106,7 @@ export async function generate(projectRoot: string, options: GenerateOptions = {
   if (options.check) {
     for (const [path, text] of rendered) {
       const current = await readFileOrUndefined(join(root, path));
-      files.push({ path, change: current !== undefined && current.equals(Buffer.from(text)) ? 'unchanged' : 'written' });
+      files.push({ path, change: current?.equals(Buffer.from(text)) ? 'unchanged' : 'written' });
     }
     for (const path of orphans) files.push({ path, change: 'removed' });
     return { graph, files };

@@ -149,7 +149,13 @@ export interface StoredTarget {
 const sha256Of = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
 /** The memo's bytes (exported for tests that plant a memo: a planted memo is sealed like a real one). */
-export function sealGraphMemo(stored: { key: string; driversYamlSha256: string; drivers: DriversFile; targets: readonly StoredTarget[]; shadowed?: readonly ShadowedName[] }): string {
+export function sealGraphMemo(stored: {
+  key: string;
+  driversYamlSha256: string;
+  drivers: DriversFile;
+  targets: readonly StoredTarget[];
+  shadowed?: readonly ShadowedName[];
+}): string {
   const driversText = JSON.stringify(stored.drivers);
   const lines: string[] = new Array(stored.targets.length);
   for (let i = 0; i < stored.targets.length; i++) {
@@ -170,7 +176,13 @@ export function sealGraphMemo(stored: { key: string; driversYamlSha256: string; 
 }
 
 /** A memo's content read back without any check (for tests that plant a changed memo with sealGraphMemo). */
-export function unsealGraphMemo(text: string): { key: string; driversYamlSha256: string; drivers: DriversFile; targets: StoredTarget[]; shadowed: ShadowedName[] } {
+export function unsealGraphMemo(text: string): {
+  key: string;
+  driversYamlSha256: string;
+  drivers: DriversFile;
+  targets: StoredTarget[];
+  shadowed: ShadowedName[];
+} {
   const memo = parseMemo(Buffer.from(text));
   if (!memo) throw new Error('not a graph memo');
   const section = (s: Section) => memo.bytes.toString('utf8', s.start, s.start + s.length);
@@ -238,7 +250,16 @@ function parseTargetLines(text: string): StoredTarget[] {
     const name = m[6]!;
     // isValidTargetName's rules beyond the pattern.
     if (name === 'all' || name.includes('..')) throw new Error('target name');
-    out.push({ lockfile: Number(m[1]), kernel: Number(m[2]), driver: Number(m[3]), kind: m[4] as DriverKind, arch: m[5]!, name, key: m[7]!, probeFile: m[8]! });
+    out.push({
+      lockfile: Number(m[1]),
+      kernel: Number(m[2]),
+      driver: Number(m[3]),
+      kind: m[4] as DriverKind,
+      arch: m[5]!,
+      name,
+      key: m[7]!,
+      probeFile: m[8]!,
+    });
   }
   return out;
 }
@@ -346,8 +367,20 @@ class MemoTarget {
   private constructor(stored: StoredTarget, context: MemoContext, os: string, driver: ResolvedDriver, output: string) {
     this.#lazy = { stored, context };
     const d = (MemoTarget.#descriptors ??= {
-      kernel: { get: function (this: MemoTarget) { return this.#kernel(); }, enumerable: true, configurable: true },
-      osRelease: { get: function (this: MemoTarget) { return this.#lazy.context.lockfile(this.#lazy.stored.lockfile).lock.osRelease; }, enumerable: true, configurable: true },
+      kernel: {
+        get: function (this: MemoTarget) {
+          return this.#kernel();
+        },
+        enumerable: true,
+        configurable: true,
+      },
+      osRelease: {
+        get: function (this: MemoTarget) {
+          return this.#lazy.context.lockfile(this.#lazy.stored.lockfile).lock.osRelease;
+        },
+        enumerable: true,
+        configurable: true,
+      },
       builder: {
         get: function (this: MemoTarget) {
           const lazy = this.#lazy;
@@ -379,7 +412,8 @@ class MemoTarget {
     const loaded = lazy.context.lockfile(lazy.stored.lockfile);
     const k = loaded.lock.kernels[lazy.stored.kernel];
     // The memo was written from these bytes: a kernel that is not there, or of another machine, is a bug, never a guess.
-    if (!k || k.machine !== lazy.stored.arch) throw new Error(`the graph memo does not match ${loaded.relativePath}; remove .falco-probes/cache/ and run again`);
+    if (!k || k.machine !== lazy.stored.arch)
+      throw new Error(`the graph memo does not match ${loaded.relativePath}; remove .falco-probes/cache/ and run again`);
     return (lazy.kernel = k);
   }
 }
@@ -403,23 +437,40 @@ export async function writeGraphCache(
   root: string,
   key: string,
   drivers: { yamlSha256: string; value: DriversFile },
-  graph: { lockfiles: readonly LoadedLockfile[]; drivers: readonly ResolvedDriver[]; targets: readonly Target[]; shadowed: readonly ShadowedName[] },
+  graph: {
+    lockfiles: readonly LoadedLockfile[];
+    drivers: readonly ResolvedDriver[];
+    targets: readonly Target[];
+    shadowed: readonly ShadowedName[];
+  },
   logger?: Logger,
 ): Promise<void> {
   const where = new Map<object, [number, number]>();
-  graph.lockfiles.forEach((l, li) => l.lock.kernels.forEach((k, ki) => where.set(k, [li, ki])));
+  for (const [li, l] of graph.lockfiles.entries()) for (const [ki, k] of l.lock.kernels.entries()) where.set(k, [li, ki]);
   const driverIndex = new Map<ResolvedDriver, number>(graph.drivers.map((d, i) => [d, i]));
   const targets: StoredTarget[] = [];
   for (const t of graph.targets) {
     const at = where.get(t.kernel);
     const di = driverIndex.get(t.driver);
     if (!at || di === undefined) return; // not a graph this memo can describe: leave it unwritten
-    targets.push({ lockfile: at[0], kernel: at[1], driver: di, kind: t.kind, arch: t.arch, name: t.name, key: t.key, probeFile: t.probeFile });
+    targets.push({
+      lockfile: at[0],
+      kernel: at[1],
+      driver: di,
+      kind: t.kind,
+      arch: t.arch,
+      name: t.name,
+      key: t.key,
+      probeFile: t.probeFile,
+    });
   }
   const path = graphCachePath(root);
   try {
     await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, sealGraphMemo({ key, driversYamlSha256: drivers.yamlSha256, drivers: drivers.value, targets, shadowed: graph.shadowed }));
+    await writeFileAtomic(
+      path,
+      sealGraphMemo({ key, driversYamlSha256: drivers.yamlSha256, drivers: drivers.value, targets, shadowed: graph.shadowed }),
+    );
     // The JSON memo of format 2 (graph.json) is not read any more.
     await rm(join(dirname(path), 'graph.json'), { force: true });
   } catch (err) {

@@ -22,7 +22,16 @@ export interface KeyInputs {
   recipeVersion: number;
   kernel: KernelDescriptor;
   osRelease: Record<string, string>;
-  driver: { name: string; version: string; recipe: DriverPin['recipe']; bpfDir?: string; object?: string; kmodDir?: string; module?: string; sourceSha256: string };
+  driver: {
+    name: string;
+    version: string;
+    recipe: DriverPin['recipe'];
+    bpfDir?: string;
+    object?: string;
+    kmodDir?: string;
+    module?: string;
+    sourceSha256: string;
+  };
   builder: Record<string, string | undefined>;
   kind: DriverKind;
   arch: Arch;
@@ -58,15 +67,17 @@ function kernelForKey(k: KernelDescriptor): KernelDescriptor {
     kernelVersion: k.kernelVersion,
     targetId: k.targetId,
     ...(k.flavour !== undefined ? { flavour: k.flavour } : {}),
-    packages: packagesForKey(k).sort(comparePackages).map((p) => ({
-      name: p.name,
-      version: p.version,
-      repository: p.repository,
-      path: p.path,
-      sha256: p.sha256,
-      size: p.size,
-      ...(p.role !== undefined ? { role: p.role } : {}),
-    })),
+    packages: packagesForKey(k)
+      .sort(comparePackages)
+      .map((p) => ({
+        name: p.name,
+        version: p.version,
+        repository: p.repository,
+        path: p.path,
+        sha256: p.sha256,
+        size: p.size,
+        ...(p.role !== undefined ? { role: p.role } : {}),
+      })),
   };
 }
 
@@ -87,7 +98,9 @@ function driverForKey(driver: ResolvedDriver, kind: DriverKind): KeyInputs['driv
 // A probe is compiled by clang, a module by gcc: each key names only its compiler.
 function builderForKey(builder: BuilderPin, kind: DriverKind): Record<string, string | undefined> {
   const compiler = kind === 'bpf' ? { clang: builder.clang } : { gcc: builder.gcc ?? '' };
-  return builder.kind === 'host' ? { kind: 'host', ...compiler } : { kind: 'docker', image: builder.image, ...compiler, ...(builder.release !== undefined ? { release: builder.release } : {}) };
+  return builder.kind === 'host'
+    ? { kind: 'host', ...compiler }
+    : { kind: 'docker', image: builder.image, ...compiler, ...(builder.release !== undefined ? { release: builder.release } : {}) };
 }
 
 export interface KeyArgs {

@@ -1,12 +1,18 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, relative, resolve as resolvePath } from 'node:path';
 import { driversFileOf, driversPathFor, loadDrivers, parseDriversText, rememberedDrivers, type LoadedDrivers } from '../config/drivers.js';
 import { sha256Hex } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import { resolveDriverIdentities, type DriverIdentities } from './driver-identity.js';
 import { graphCacheEnabled, graphCacheKey, readGraphMemo, writeGraphCache, type GraphMemo } from './graph-cache.js';
-import { checkLockfileFresh, checkLockfileFreshSync, findLockfiles, loadLockfile, parseLoadedLockfile, type LoadedLockfile } from './lockfiles.js';
+import {
+  checkLockfileFresh,
+  checkLockfileFreshSync,
+  findLockfiles,
+  loadLockfile,
+  parseLoadedLockfile,
+  type LoadedLockfile,
+} from './lockfiles.js';
 import type { BuilderPin, CompilerImagePin, DriverPin, ResolvedDriver, Target } from './types.js';
 import type { ShadowedName } from './loader-name-clash.js';
 
@@ -86,9 +92,17 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
     identities = await resolveDriverIdentities(pins, root);
   }
   for (const d of identities.unpinned)
-    options.logger?.info(`notice: driver ${d.name} ${d.version} has no sha256 pin; it gets no targets (run \`falco-probes pin ${d.name}\`)`);
+    options.logger?.info(
+      `notice: driver ${d.name} ${d.version} has no sha256 pin; it gets no targets (run \`falco-probes pin ${d.name}\`)`,
+    );
   const compilerImages = pins.compilerImages ?? [];
-  const base = { drivers: identities.resolved, unpinned: identities.unpinned, builder: pins.builder, compilerImages, driversFile: pins.file };
+  const base = {
+    drivers: identities.resolved,
+    unpinned: identities.unpinned,
+    builder: pins.builder,
+    compilerImages,
+    driversFile: pins.file,
+  };
 
   // Every input's bytes, read once: for the memo's key, then for the load itself (on a miss, or when a memo's kernels are asked for).
   const files = await findLockfiles(kernelsDir);
@@ -110,7 +124,11 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
         compilerImages,
         drivers: identities.resolved,
         unpinned: identities.unpinned,
-        lockfiles: read.map((r) => ({ relativePath: r.relativePath, sha256: sha256Hex(r.bytes!), definitionSha256: r.definition ? sha256Hex(r.definition) : null })),
+        lockfiles: read.map((r) => ({
+          relativePath: r.relativePath,
+          sha256: sha256Hex(r.bytes!),
+          definitionSha256: r.definition ? sha256Hex(r.definition) : null,
+        })),
       })
     : undefined;
   if (key && memo && memoServes) {
@@ -126,12 +144,28 @@ export async function loadBuildGraph(projectRoot: string, options: LoadOptions =
     lockfiles.push(loaded);
   }
   // Loaded only on a miss (keys, names, the loaders' rules): a graph from the memo needs none of it.
-  const [{ buildTargets }, { shadowedKernels, shadowedNames }] = await Promise.all([import('./targets.js'), import('./loader-name-clash.js')]);
+  const [{ buildTargets }, { shadowedKernels, shadowedNames }] = await Promise.all([
+    import('./targets.js'),
+    import('./loader-name-clash.js'),
+  ]);
   const shadowedFull = shadowedKernels(lockfiles);
-  const targets = buildTargets({ lockfiles, drivers: identities.resolved, allDrivers: pins.drivers, builder: pins.builder, compilerImages, shadowed: shadowedFull });
+  const targets = buildTargets({
+    lockfiles,
+    drivers: identities.resolved,
+    allDrivers: pins.drivers,
+    builder: pins.builder,
+    compilerImages,
+    shadowed: shadowedFull,
+  });
   const shadowed = shadowedNames(shadowedFull);
   if (key && options.remember !== false)
-    await writeGraphCache(root, key, { yamlSha256: driversSha256!, value: driversFileOf(pins) }, { lockfiles, drivers: identities.resolved, targets, shadowed }, options.logger);
+    await writeGraphCache(
+      root,
+      key,
+      { yamlSha256: driversSha256!, value: driversFileOf(pins) },
+      { lockfiles, drivers: identities.resolved, targets, shadowed },
+      options.logger,
+    );
   return { ...base, targets, lockfiles, oses, shadowed, ...(key ? { memoKey: key } : {}) };
 }
 
@@ -144,7 +178,13 @@ function readOrUndefined(path: string): Buffer | undefined {
 }
 
 /** The graph the memo holds for `key`, its lockfiles parsed (from the bytes the key was computed from) only when first asked for. */
-function fromMemo(memo: GraphMemo, key: string, root: string, read: readonly InputFile[], base: Omit<BuildGraph, 'targets' | 'lockfiles' | 'oses' | 'shadowed'>): BuildGraph | undefined {
+function fromMemo(
+  memo: GraphMemo,
+  key: string,
+  root: string,
+  read: readonly InputFile[],
+  base: Omit<BuildGraph, 'targets' | 'lockfiles' | 'oses' | 'shadowed'>,
+): BuildGraph | undefined {
   const parsed: (LoadedLockfile | undefined)[] = new Array(read.length);
   const lockfile = (i: number): LoadedLockfile => {
     let loaded = parsed[i];

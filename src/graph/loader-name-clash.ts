@@ -36,7 +36,11 @@ export interface ShadowedName {
 
 /** The names of each shadowed kernel. */
 export function shadowedNames(shadowed: readonly ShadowedKernel[]): ShadowedName[] {
-  return shadowed.map((s) => ({ os: s.os, kernel: { name: s.kernel.name, machine: s.kernel.machine }, by: { os: s.by.os, kernel: { name: s.by.kernel.name } } }));
+  return shadowed.map((s) => ({
+    os: s.os,
+    kernel: { name: s.kernel.name, machine: s.kernel.machine },
+    by: { os: s.by.os, kernel: { name: s.by.kernel.name } },
+  }));
 }
 
 /** Every kernel that yields its loader file name to another OS's kernel, in lockfile order. */

@@ -109,14 +109,18 @@ export function parseLoadedLockfile(file: string, projectRoot: string, text: str
   let lock: Lockfile;
   if (parsed) {
     checkKernelNames(parsed.value, where);
-    if (!validateLockfileShape(parsed.value)) lock = readLockfileText(text, abs); // throws with file:line:col
+    if (!validateLockfileShape(parsed.value))
+      lock = readLockfileText(text, abs); // throws with file:line:col
     else lock = parsed.value as Lockfile;
     checkLockfileRules(lock, where);
   } else {
     lock = readLockfileText(text, abs);
   }
   const expected = basename(abs, '.lock.yaml');
-  if (lock.os !== expected) throw new FalcoProbesError('config', `os "${lock.os}" does not match the file name; expected "${expected}"`, { location: where(['os']) });
+  if (lock.os !== expected)
+    throw new FalcoProbesError('config', `os "${lock.os}" does not match the file name; expected "${expected}"`, {
+      location: where(['os']),
+    });
   return { lock, file: abs, relativePath, where };
 }
 
@@ -156,7 +160,8 @@ function checkLockfileRules(lock: Lockfile, where: (p: YamlPath) => ErrorLocatio
       checkKernelFields(k); // not reached unless the checks disagree
     }
     const id = `${k.name}/${k.machine}`;
-    if (seen.has(id)) throw new FalcoProbesError('config', `kernel "${k.name}" (${k.machine}) appears twice`, { location: where(['kernels', i, 'name']) });
+    if (seen.has(id))
+      throw new FalcoProbesError('config', `kernel "${k.name}" (${k.machine}) appears twice`, { location: where(['kernels', i, 'name']) });
     seen.add(id);
   });
 }
@@ -210,8 +215,12 @@ export function checkLockfileFreshSync(loaded: LoadedLockfile, definitionBytes: 
   }
   const now = sha256Hex(bytes);
   if (now !== lock.source.sha256)
-    throw new FalcoProbesError('stale', `${loaded.relativePath} is stale: it was resolved from a kernels/${lock.os}.yaml whose sha256 was ${lock.source.sha256.slice(0, 12)}, the file's is now ${now.slice(0, 12)}`, {
-      location: loaded.where(['source', 'sha256']),
-      hint: `run \`falco-probes resolve ${lock.os}\`, then generate again`,
-    });
+    throw new FalcoProbesError(
+      'stale',
+      `${loaded.relativePath} is stale: it was resolved from a kernels/${lock.os}.yaml whose sha256 was ${lock.source.sha256.slice(0, 12)}, the file's is now ${now.slice(0, 12)}`,
+      {
+        location: loaded.where(['source', 'sha256']),
+        hint: `run \`falco-probes resolve ${lock.os}\`, then generate again`,
+      },
+    );
 }

@@ -57,7 +57,8 @@ function checkMakeWords(targets: readonly Target[]): void {
     seen.add(t.os).add(t.driver.name);
     makeWord(t.name, 'target name', t);
     makeWord(t.output, 'probe path', t);
-    if (t.key.length !== 64 || !HEX_RE.test(t.key)) throw new FalcoProbesError('internal', `${t.label}: malformed key ${JSON.stringify(t.key)}`);
+    if (t.key.length !== 64 || !HEX_RE.test(t.key))
+      throw new FalcoProbesError('internal', `${t.label}: malformed key ${JSON.stringify(t.key)}`);
   }
 }
 
@@ -72,7 +73,7 @@ export function renderMakefile(targets: readonly Target[], osIds: readonly strin
     '#\n',
     '# Run from the project root:  make -f generated/Makefile [all | <os> | repository/<probe path>] [-j N]\n',
     '# Make decides by key: each probe depends on .falco-probes/keys/<its key>, which its recipe\n',
-    '# creates with the probe\'s own time. A new key names a stamp that does not exist yet, so\n',
+    "# creates with the probe's own time. A new key names a stamp that does not exist yet, so\n",
     '# exactly the probes whose key changed are rebuilt, whatever the times of the lockfiles.\n',
     '# Probes built another way (falco-probes build) count once generate has run again.\n',
     '\n',

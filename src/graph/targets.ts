@@ -40,7 +40,8 @@ export interface GraphInputs {
   shadowed?: readonly ShadowedKernel[];
 }
 
-const byName = (a: { name: string; version: string }, b: { name: string; version: string }) => compareNatural(a.name, b.name) || compareNatural(a.version, b.version);
+const byName = (a: { name: string; version: string }, b: { name: string; version: string }) =>
+  compareNatural(a.name, b.name) || compareNatural(a.version, b.version);
 
 /** The file Falco's loader asks for: `<driver>_<target id>_<release>_<kernelversion>.<o|ko>`, by the loader's own per-OS rules. */
 export function probeFileOf(kernel: KernelDescriptor, driverName = 'falco', kind: DriverKind = 'bpf'): string {
@@ -67,7 +68,10 @@ export function buildTargets(inputs: GraphInputs): Target[] {
   for (const d of drivers) sortedKinds.set(d, [...d.kinds].sort() as DriverKind[]);
   for (const loaded of [...inputs.lockfiles].sort((a, b) => compareNatural(a.lock.os, b.lock.os))) {
     const { lock } = loaded;
-    if (lock.os === 'all') throw new FalcoProbesError('config', 'an OS cannot be called "all" (a reserved Make and Please name)', { location: loaded.where(['os']) });
+    if (lock.os === 'all')
+      throw new FalcoProbesError('config', 'an OS cannot be called "all" (a reserved Make and Please name)', {
+        location: loaded.where(['os']),
+      });
     const kinds = (d: DriverPin) => sortedKinds.get(d) ?? ([...d.kinds].sort() as DriverKind[]);
     const applying = inputs.allDrivers.filter((d) => lock.kernels.some((k) => kinds(d).some((kind) => driverApplies(d, k.release, kind))));
     const withDriverName = applying.length > 1;
@@ -88,22 +92,32 @@ export function buildTargets(inputs: GraphInputs): Target[] {
           try {
             probeFile = checkRelativePath(probeFileOf(kernel, driver.name, kind));
           } catch (err) {
-            throw new FalcoProbesError('config', `${entry()}: no safe artifact file name: ${(err as Error).message}`, { location: loaded.where(['kernels', i]) });
+            throw new FalcoProbesError('config', `${entry()}: no safe artifact file name: ${(err as Error).message}`, {
+              location: loaded.where(['kernels', i]),
+            });
           }
           let name = kernel.name;
           if (withDriverName) name += `-${driver.name}-${driver.version}`;
           if (driver.kinds.length > 1) name += `-${kind}`;
           if (severalMachines) name += `-${kernel.machine}`;
           if (!isValidTargetName(name))
-            throw new FalcoProbesError('config', `${entry()}: target name ${JSON.stringify(name)} is not one Please and Make can take literally`, {
-              location: loaded.where(['kernels', i, 'name']),
-              hint: 'names may hold letters, digits and . _ + ~ -, start with a letter or digit, and have no "..", at most 255 characters, not "all"',
-            });
+            throw new FalcoProbesError(
+              'config',
+              `${entry()}: target name ${JSON.stringify(name)} is not one Please and Make can take literally`,
+              {
+                location: loaded.where(['kernels', i, 'name']),
+                hint: 'names may hold letters, digits and . _ + ~ -, start with a letter or digit, and have no "..", at most 255 characters, not "all"',
+              },
+            );
           const clash = names.get(name);
           if (clash !== undefined)
-            throw new FalcoProbesError('config', `${entry()}: target name "${name}" is also the name of kernel "${lock.kernels[clash]!.name}"'s target`, {
-              location: loaded.where(['kernels', i, 'name']),
-            });
+            throw new FalcoProbesError(
+              'config',
+              `${entry()}: target name "${name}" is also the name of kernel "${lock.kernels[clash]!.name}"'s target`,
+              {
+                location: loaded.where(['kernels', i, 'name']),
+              },
+            );
           names.set(name, i);
           // driver.version and the machine are held to safe patterns by their schemas; the file name is checked above.
           const output = `${driver.version}/${kernel.machine}/${probeFile}`;

@@ -68,7 +68,10 @@ async function walk(root: string, rel: string, out: Entry[], describe: string): 
   for (const name of names) {
     if (isIgnored(name)) continue;
     if (name.includes('\n') || name.includes('\\'))
-      throw new FalcoProbesError('config', `source ${describe} holds a file name with a newline or backslash: ${JSON.stringify(posix.join(rel, name))}`);
+      throw new FalcoProbesError(
+        'config',
+        `source ${describe} holds a file name with a newline or backslash: ${JSON.stringify(posix.join(rel, name))}`,
+      );
     const relPath = rel ? `${rel}/${name}` : name;
     const full = join(root, relPath);
     const st = await lstat(full);

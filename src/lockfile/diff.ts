@@ -21,7 +21,9 @@ export function diffLockfiles(before: Lockfile | undefined, after: Lockfile): Lo
     const o = old.get(id(k));
     if (!o) continue;
     const fields = [...new Set([...Object.keys(o), ...Object.keys(k)])].filter(
-      (f) => canonicalJson((o as unknown as Record<string, unknown>)[f] ?? null) !== canonicalJson((k as unknown as Record<string, unknown>)[f] ?? null),
+      (f) =>
+        canonicalJson((o as unknown as Record<string, unknown>)[f] ?? null) !==
+        canonicalJson((k as unknown as Record<string, unknown>)[f] ?? null),
     );
     if (fields.length) changed.push({ before: o, after: k, fields: fields.sort() });
   }
@@ -39,10 +41,7 @@ export function formatLockfileDiff(os: string, d: LockfileDiff): string {
   for (const k of d.added) lines.push(`  + ${k.name} (${k.machine})`);
   for (const k of d.removed) lines.push(`  - ${k.name} (${k.machine})`);
   for (const c of d.changed) {
-    const pkgs =
-      c.fields.includes('packages')
-        ? ` [${diffPackages(c.before, c.after).join(', ')}]`
-        : '';
+    const pkgs = c.fields.includes('packages') ? ` [${diffPackages(c.before, c.after).join(', ')}]` : '';
     lines.push(`  ~ ${c.after.name} (${c.after.machine}): ${c.fields.join(', ')}${pkgs}`);
   }
   if (!lines.length) return `${os}: up to date`;

@@ -89,7 +89,10 @@ const DRIVER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const DRIVER_VERSION = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$/;
 
 function refuse(k: LoaderKernel, loader: Loader, why: string): never {
-  throw new FalcoProbesError('config', `cannot name the ${loader} artifact of kernel ${JSON.stringify(k.release)} (${JSON.stringify(k.version)}, target ${JSON.stringify(k.targetId)}): ${why}`);
+  throw new FalcoProbesError(
+    'config',
+    `cannot name the ${loader} artifact of kernel ${JSON.stringify(k.release)} (${JSON.stringify(k.version)}, target ${JSON.stringify(k.targetId)}): ${why}`,
+  );
 }
 
 /** driverkit's `FromString(r).String()` and its extraversion part; falcoctl names files from these, never from `uname -r` itself. */
@@ -125,7 +128,11 @@ function scriptHashNumber(k: LoaderKernel): string {
 /** The kernelversion a node takes from os-release (Talos, Bottlerocket) or /etc/VERSION (minikube): only the recorded one can say it. */
 function osReleaseKernelVersion(k: LoaderKernel, loader: Loader): string {
   if (!OS_RELEASE_KERNEL_VERSION.test(k.kernelVersion))
-    refuse(k, loader, `a ${k.targetId} kernelversion is "1_<VERSION_ID>" from os-release (Bottlerocket: "1_<VERSION_ID>-<variant>"), recorded as kernelVersion; got ${JSON.stringify(k.kernelVersion)}`);
+    refuse(
+      k,
+      loader,
+      `a ${k.targetId} kernelversion is "1_<VERSION_ID>" from os-release (Bottlerocket: "1_<VERSION_ID>-<variant>"), recorded as kernelVersion; got ${JSON.stringify(k.kernelVersion)}`,
+    );
   return k.kernelVersion;
 }
 
@@ -181,7 +188,11 @@ const ubuntu: NamingRule = (k, loader) => {
   if (loader === 'falcoctl') {
     if (!/^#+[^\s#]/.test(k.version)) refuse(k, loader, 'uname -v does not start with "#<number>"');
     const word = k.version.replace(/^#+/, '').split(' ')[0]!;
-    return { targetId, release: driverkitRelease(k, k.release).release, kernelVersion: word.endsWith('-Ubuntu') ? word.slice(0, -'-Ubuntu'.length) : word };
+    return {
+      targetId,
+      release: driverkitRelease(k, k.release).release,
+      kernelVersion: word.endsWith('-Ubuntu') ? word.slice(0, -'-Ubuntu'.length) : word,
+    };
   }
   const kernelVersion = SCRIPT_UBUNTU_TILDE_VERSION.test(k.version) ? k.version.replace(SCRIPT_UBUNTU_KEEP, '$1') : scriptHashNumber(k);
   return { targetId, release: k.release, kernelVersion };
@@ -195,10 +206,12 @@ const osReleaseVersioned: NamingRule = (k, loader) => ({
 });
 
 /** Flatcar: the release is os-release's VERSION_ID, not `uname -r` (flatcar.go `FixupKernel`, the script's `("flatcar")`); a descriptor does not carry it. */
-const flatcar: NamingRule = (k, loader) => refuse(k, loader, "Flatcar's release is os-release VERSION_ID, which a kernel descriptor does not record");
+const flatcar: NamingRule = (k, loader) =>
+  refuse(k, loader, "Flatcar's release is os-release VERSION_ID, which a kernel descriptor does not record");
 
 /** `amzn` is never a target id: amzn.go and the script's `("amzn")` turn it into amazonlinux, amazonlinux2, amazonlinux2022 or amazonlinux2023 by VERSION_ID. */
-const amzn: NamingRule = (k, loader) => refuse(k, loader, 'no loader asks for target "amzn"; record amazonlinux<VERSION_ID> (amazonlinux2, amazonlinux2023...)');
+const amzn: NamingRule = (k, loader) =>
+  refuse(k, loader, 'no loader asks for target "amzn"; record amazonlinux<VERSION_ID> (amazonlinux2, amazonlinux2023...)');
 
 /** Rules by recorded target id; anything else is `generic`. The same table serves both loaders: their cases are the same distributions. */
 const RULES: Readonly<Record<string, NamingRule>> = {
@@ -246,7 +259,8 @@ export function legacyScriptParts(k: LoaderKernel): LoaderParts {
 }
 
 function fileName(driverName: string, kind: 'bpf' | 'kmod', parts: LoaderParts): string {
-  if (!DRIVER_NAME.test(driverName)) throw new FalcoProbesError('config', `refusing driver name ${JSON.stringify(driverName)}: letters, digits and . _ - only`);
+  if (!DRIVER_NAME.test(driverName))
+    throw new FalcoProbesError('config', `refusing driver name ${JSON.stringify(driverName)}: letters, digits and . _ - only`);
   // drivertype bpf.go / kmod.go `Extension()`; the script's BPF_PROBE_FILENAME and FALCO_KERNEL_MODULE_FILENAME.
   const extension = kind === 'bpf' ? '.o' : '.ko';
   return `${driverName}_${parts.targetId}_${parts.release}_${parts.kernelVersion}${extension}`;
@@ -296,9 +310,19 @@ function goQueryEscape(s: string): string {
  * with every `+` as `%2B`. (Scripts before 0.33.0 sent no arch folder:
  * `<driver version>/<file>`, with `uname -r`-based Debian names; not returned here.)
  */
-export function loaderRequestPaths(driverVersion: string, k: LoaderKernel, driverName: string, kind: 'bpf' | 'kmod'): { falcoctl: string; legacyScript: string } {
-  if (!DRIVER_VERSION.test(driverVersion)) throw new FalcoProbesError('config', `refusing driver version ${JSON.stringify(driverVersion)}: letters, digits and . _ + ~ - only`);
-  if (k.machine !== 'x86_64' && k.machine !== 'aarch64') throw new FalcoProbesError('config', `refusing machine ${JSON.stringify(k.machine)}: Falco's repositories have x86_64 and aarch64 folders`);
+export function loaderRequestPaths(
+  driverVersion: string,
+  k: LoaderKernel,
+  driverName: string,
+  kind: 'bpf' | 'kmod',
+): { falcoctl: string; legacyScript: string } {
+  if (!DRIVER_VERSION.test(driverVersion))
+    throw new FalcoProbesError('config', `refusing driver version ${JSON.stringify(driverVersion)}: letters, digits and . _ + ~ - only`);
+  if (k.machine !== 'x86_64' && k.machine !== 'aarch64')
+    throw new FalcoProbesError(
+      'config',
+      `refusing machine ${JSON.stringify(k.machine)}: Falco's repositories have x86_64 and aarch64 folders`,
+    );
   // falcoctl: runtime.GOARCH through driverkit's ToNonDeb (amd64 -> x86_64, arm64 -> aarch64), which is `uname -m`.
   const falcoctl = `${goQueryEscape(driverVersion)}/${k.machine}/${artifactFileName(driverName, kind, k)}`;
   const legacyScript = `${driverVersion}/${k.machine}/${legacyArtifactFileName(driverName, kind, k)}`.replaceAll('+', '%2B');

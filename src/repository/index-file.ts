@@ -96,7 +96,10 @@ export function parseIndexText(source: string, file: string): RepositoryIndex {
       parseYamlText(source, file, indexSchema);
     } catch (err) {
       if (err instanceof FalcoProbesError) {
-        throw new FalcoProbesError('config', `malformed repository index: ${err.message}`, { location: err.location, ...(err.details ? { details: err.details } : {}) });
+        throw new FalcoProbesError('config', `malformed repository index: ${err.message}`, {
+          location: err.location,
+          ...(err.details ? { details: err.details } : {}),
+        });
       }
       throw err;
     }
@@ -110,11 +113,16 @@ export function parseIndexText(source: string, file: string): RepositoryIndex {
     try {
       checkRelativePath(p.file);
     } catch (err) {
-      throw new FalcoProbesError('config', `malformed repository index: probes[${i}].file: ${(err as Error).message}`, { location: where() });
+      throw new FalcoProbesError('config', `malformed repository index: probes[${i}].file: ${(err as Error).message}`, {
+        location: where(),
+      });
     }
     if (p.file === INDEX_FILE || p.file === SUMS_FILE || p.file.startsWith('.'))
-      throw new FalcoProbesError('config', `malformed repository index: probes[${i}].file names a reserved file "${p.file}"`, { location: where() });
-    if (seen.has(p.file)) throw new FalcoProbesError('config', `malformed repository index: "${p.file}" is listed twice`, { location: where() });
+      throw new FalcoProbesError('config', `malformed repository index: probes[${i}].file names a reserved file "${p.file}"`, {
+        location: where(),
+      });
+    if (seen.has(p.file))
+      throw new FalcoProbesError('config', `malformed repository index: "${p.file}" is listed twice`, { location: where() });
     seen.add(p.file);
   });
   return index;

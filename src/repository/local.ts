@@ -203,7 +203,8 @@ export class LocalRepository {
     const recorded = this.verifyAll ? undefined : this.stats.get(file);
     if (recorded !== undefined && this.memoWrittenNs !== undefined) {
       const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-      if (st && st.isFile() && statKey(st) === recorded && !isRacy(st, this.memoWrittenNs)) return { sha256: expected.sha256, size: Number(st.size) };
+      if (st?.isFile() && statKey(st) === recorded && !isRacy(st, this.memoWrittenNs))
+        return { sha256: expected.sha256, size: Number(st.size) };
     }
     const found = hashFile(path, expected.size);
     const good = found !== undefined && found.sha256 === expected.sha256 && found.size === expected.size && !this.touched.has(file);
@@ -222,7 +223,8 @@ export class LocalRepository {
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new FalcoProbesError('config', `cannot read the repository index: ${(err as Error).message}`, { location: { file } });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new FalcoProbesError('config', `cannot read the repository index: ${(err as Error).message}`, { location: { file } });
       text = '';
     }
     const index = text === '' && !existsSync(file) ? emptyIndex() : parseIndexText(text, file);
@@ -351,7 +353,10 @@ export class LocalRepository {
     }
     try {
       await mkdir(dirname(this.memoFile), { recursive: true });
-      await writeFileAtomic(this.memoFile, serializeRepositoryMemo({ indexSha256, ...(indexStat !== undefined ? { indexStat } : {}), entries }));
+      await writeFileAtomic(
+        this.memoFile,
+        serializeRepositoryMemo({ indexSha256, ...(indexStat !== undefined ? { indexStat } : {}), entries }),
+      );
       this.memoDirty = false;
     } catch {
       // Not written (a full disk, a read-only repository): every file is read again next time.
@@ -399,8 +404,17 @@ function openState(root: string, options: RepositoryOptions): OpenedState {
   try {
     fd = openSync(file, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new FalcoProbesError('config', `cannot read the repository index: ${(err as Error).message}`, { location: { file } });
-    return { full: new Map(), indexed: new Map(), indexSha256: undefined, indexStat: undefined, stats: new Map(), memoWrittenNs: memo?.writtenNs, memoDirty: memo !== undefined };
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new FalcoProbesError('config', `cannot read the repository index: ${(err as Error).message}`, { location: { file } });
+    return {
+      full: new Map(),
+      indexed: new Map(),
+      indexSha256: undefined,
+      indexStat: undefined,
+      stats: new Map(),
+      memoWrittenNs: memo?.writtenNs,
+      memoDirty: memo !== undefined,
+    };
   }
   let bytes: Buffer | undefined;
   let stat: string;
@@ -416,12 +430,28 @@ function openState(root: string, options: RepositoryOptions): OpenedState {
   const stats = new Map<string, string>();
   if (memo && bytes === undefined) {
     for (const e of memo.entries.values()) if (e.stat !== undefined) stats.set(e.file, e.stat);
-    return { full: undefined, indexed: memo.entries, indexSha256: memo.indexSha256, indexStat: stat, stats, memoWrittenNs: memo.writtenNs, memoDirty: false };
+    return {
+      full: undefined,
+      indexed: memo.entries,
+      indexSha256: memo.indexSha256,
+      indexStat: stat,
+      stats,
+      memoWrittenNs: memo.writtenNs,
+      memoDirty: false,
+    };
   }
   const sha256 = createHash('sha256').update(bytes!).digest('hex');
   if (memo && sha256 === memo.indexSha256) {
     for (const e of memo.entries.values()) if (e.stat !== undefined) stats.set(e.file, e.stat);
-    return { full: undefined, indexed: memo.entries, indexSha256: sha256, indexStat: stat, stats, memoWrittenNs: memo.writtenNs, memoDirty: true };
+    return {
+      full: undefined,
+      indexed: memo.entries,
+      indexSha256: sha256,
+      indexStat: stat,
+      stats,
+      memoWrittenNs: memo.writtenNs,
+      memoDirty: true,
+    };
   }
   const index = parseIndexText(bytes!.toString('utf8'), file);
   const full = new Map(index.probes.map((p) => [p.file, p]));

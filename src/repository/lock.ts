@@ -106,7 +106,12 @@ async function removeDeadTemporaries(file: string): Promise<void> {
 
 export async function acquireLock(file: string, options: LockOptions = {}): Promise<HeldLock> {
   await mkdir(dirname(file), { recursive: true });
-  const holder: LockHolder = { pid: process.pid, host: hostname(), since: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
+  const holder: LockHolder = {
+    pid: process.pid,
+    host: hostname(),
+    since: new Date().toISOString(),
+    ...(options.command ? { command: options.command } : {}),
+  };
   const body = `${JSON.stringify(holder)}\n`;
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   await writeFile(tmp, body);
@@ -153,7 +158,8 @@ export async function acquireLock(file: string, options: LockOptions = {}): Prom
       released = true;
       const now = await readHolder(file);
       // Remove only our own lock: a stale-breaker may have replaced it (it should not, but be sure).
-      if (now && now.pid === holder.pid && now.host === holder.host && now.since === holder.since) await unlink(file).catch(() => undefined);
+      if (now && now.pid === holder.pid && now.host === holder.host && now.since === holder.since)
+        await unlink(file).catch(() => undefined);
     },
   };
 }

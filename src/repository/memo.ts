@@ -70,7 +70,8 @@ export function isRacy(st: BigIntStats, writtenNs: bigint): boolean {
   return st.mtimeNs >= writtenNs || st.ctimeNs >= writtenNs;
 }
 
-const HEADER_RE = /^falco-probes repository memo 1\nindex ([0-9a-f]{64}) (-|\d{1,20} \d{1,20} \d{1,20} \d{1,20} \d{1,20})\nfiles (\d{1,12}) (\d{1,12}) ([0-9a-f]{64})\n\n/;
+const HEADER_RE =
+  /^falco-probes repository memo 1\nindex ([0-9a-f]{64}) (-|\d{1,20} \d{1,20} \d{1,20} \d{1,20} \d{1,20})\nfiles (\d{1,12}) (\d{1,12}) ([0-9a-f]{64})\n\n/;
 const STAT_RE = /^\d{1,20} \d{1,20} \d{1,20} \d{1,20} \d{1,20}$/;
 const SIZE_RE = /^(0|[1-9][0-9]{0,15})$/;
 
@@ -126,8 +127,18 @@ export function readRepositoryMemo(file: string): RepositoryMemo | undefined {
     const sha256 = line.slice(s2 + 1, s3);
     const sizeText = s4 < 0 ? line.slice(s3 + 1) : line.slice(s3 + 1, s4);
     const stat = s4 < 0 ? undefined : line.slice(s4 + 1);
-    if (!SHA256_RE.test(key) || !SHA256_RE.test(sha256) || !SIZE_RE.test(sizeText) || (stat !== undefined && !STAT_RE.test(stat)) || entries.has(file)) return undefined;
-    entries.set(file, stat === undefined ? { file, key, sha256, size: Number(sizeText) } : { file, key, sha256, size: Number(sizeText), stat });
+    if (
+      !SHA256_RE.test(key) ||
+      !SHA256_RE.test(sha256) ||
+      !SIZE_RE.test(sizeText) ||
+      (stat !== undefined && !STAT_RE.test(stat)) ||
+      entries.has(file)
+    )
+      return undefined;
+    entries.set(
+      file,
+      stat === undefined ? { file, key, sha256, size: Number(sizeText) } : { file, key, sha256, size: Number(sizeText), stat },
+    );
   }
   if (entries.size !== Number(m[3])) return undefined;
   return { indexSha256: m[1]!, ...(m[2] !== '-' ? { indexStat: m[2]! } : {}), entries, writtenNs };

@@ -36,13 +36,19 @@ export function checkBaseUrl(base: string): string {
   }
   const text = url.toString().replace(/\/+$/, '');
   if (!/^https?:$/.test(url.protocol) || url.search || url.hash || url.username || url.password || !SAFE_URL_RE.test(text))
-    throw new FalcoProbesError('usage', `the base URL must be a plain http(s) URL without query, fragment or credentials: ${JSON.stringify(base)}`);
+    throw new FalcoProbesError(
+      'usage',
+      `the base URL must be a plain http(s) URL without query, fragment or credentials: ${JSON.stringify(base)}`,
+    );
   return text;
 }
 
 /** Make a Please target name: characters outside the allowed set become `-`; no leading `.` or `_`, no `..`. */
 export function sanitizeTargetName(raw: string): string {
-  let name = raw.replace(/[^A-Za-z0-9._+~-]/g, '-').replace(/\.{2,}/g, '.').replace(/^[._]+/, '');
+  let name = raw
+    .replace(/[^A-Za-z0-9._+~-]/g, '-')
+    .replace(/\.{2,}/g, '.')
+    .replace(/^[._]+/, '');
   if (name.length > 200) name = `${name.slice(0, 183)}-${sha256Hex(raw).slice(0, 16)}`;
   if (!name || name === 'all') name = `probe-${sha256Hex(raw).slice(0, 16)}`;
   return name;
@@ -79,7 +85,9 @@ export function pinsOf(index: RepositoryIndex, baseUrl: string, indexWhere: stri
     p.name = `${p.name}-${sha256Hex(p.entry.file).slice(0, 12)}`;
   }
   pins.sort((a, b) => compareNatural(a.name, b.name) || compareNatural(a.entry.file, b.entry.file));
-  for (const p of pins) if (!isValidTargetName(p.name)) throw new FalcoProbesError('internal', `pins: produced an invalid target name ${JSON.stringify(p.name)}`);
+  for (const p of pins)
+    if (!isValidTargetName(p.name))
+      throw new FalcoProbesError('internal', `pins: produced an invalid target name ${JSON.stringify(p.name)}`);
   return pins;
 }
 

@@ -137,12 +137,19 @@ async function takeLock(to: string, waitMs: number, logger: Logger): Promise<Hel
     });
   } catch (err) {
     if (err instanceof FalcoProbesError && err.kind === 'lock' && waitMs === 0)
-      throw new FalcoProbesError('lock', `${err.message}; nothing changed`, { location: err.location, hint: 'run again when it has finished, or wait for it with --lock-wait SECONDS' });
-    if (signal?.aborted && !(err instanceof FalcoProbesError)) {
-      throw new FalcoProbesError('lock', `gave up after ${Math.round(waitMs / 1000)} s waiting for another publish or build to release the repository${holder ? ` (pid ${holder.pid} on ${holder.host})` : ''}; nothing changed`, {
-        location: { file: join(to, LOCK_FILE) },
-        hint: 'run again when it has finished, or raise --lock-wait',
+      throw new FalcoProbesError('lock', `${err.message}; nothing changed`, {
+        location: err.location,
+        hint: 'run again when it has finished, or wait for it with --lock-wait SECONDS',
       });
+    if (signal?.aborted && !(err instanceof FalcoProbesError)) {
+      throw new FalcoProbesError(
+        'lock',
+        `gave up after ${Math.round(waitMs / 1000)} s waiting for another publish or build to release the repository${holder ? ` (pid ${holder.pid} on ${holder.host})` : ''}; nothing changed`,
+        {
+          location: { file: join(to, LOCK_FILE) },
+          hint: 'run again when it has finished, or raise --lock-wait',
+        },
+      );
     }
     throw err;
   }
@@ -160,21 +167,28 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
   const { logger } = options;
 
   const fromStat = await statOrUndefined(from);
-  if (!fromStat?.isDirectory()) throw new FalcoProbesError('usage', 'the repository to publish from is not a directory', { location: { file: from } });
+  if (!fromStat?.isDirectory())
+    throw new FalcoProbesError('usage', 'the repository to publish from is not a directory', { location: { file: from } });
   const sourceIndexBytes = await readFileOrUndefined(join(from, INDEX_FILE));
   if (!sourceIndexBytes)
-    throw new FalcoProbesError('usage', 'not found: nothing to publish', { location: { file: join(from, INDEX_FILE) }, hint: 'build first (falco-probes build), or point --from at a local repository' });
+    throw new FalcoProbesError('usage', 'not found: nothing to publish', {
+      location: { file: join(from, INDEX_FILE) },
+      hint: 'build first (falco-probes build), or point --from at a local repository',
+    });
   const source = parseIndexText(sourceIndexBytes.toString('utf8'), join(from, INDEX_FILE));
 
   await mkdir(to, { recursive: true });
-  if ((await realpath(from)) === (await realpath(to))) throw new FalcoProbesError('usage', '--from and --to are the same directory', { location: { file: to } });
+  if ((await realpath(from)) === (await realpath(to)))
+    throw new FalcoProbesError('usage', '--from and --to are the same directory', { location: { file: to } });
 
   const lock = await takeLock(to, options.lockWaitMs ?? 60_000, logger);
   try {
     await removeStaleStaging(to);
     const target = await readIndex(to);
     const existingSums = await readFileOrUndefined(join(to, SUMS_FILE));
-    const existingSumsMap = existingSums ? safeParseSums(existingSums.toString('utf8'), join(to, SUMS_FILE), logger) : new Map<string, string>();
+    const existingSumsMap = existingSums
+      ? safeParseSums(existingSums.toString('utf8'), join(to, SUMS_FILE), logger)
+      : new Map<string, string>();
     const existingSig = await readFileOrUndefined(join(to, SIGNATURE_FILE));
 
     const merged = new Map<string, ProbeEntry>(target.probes.map((p) => [p.file, p]));
@@ -188,7 +202,9 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
       const verdict = entry.load?.verdict;
       if (verdict !== undefined && refuse.has(verdict) && !merged.has(entry.file)) {
         (report.held ??= []).push({ file: entry.file, verdict });
-        logger.warn(`${entry.file}: not published, its load test says ${verdict}${entry.load?.message ? ` (${entry.load.message.split('\n')[0]})` : ''}`);
+        logger.warn(
+          `${entry.file}: not published, its load test says ${verdict}${entry.load?.message ? ` (${entry.load.message.split('\n')[0]})` : ''}`,
+        );
         continue;
       }
       const published = merged.get(entry.file);
@@ -214,7 +230,7 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
       } else {
         const found = await hashOrUndefined(destAbs);
         if (found && found.sha256 !== entry.sha256) {
-          conflicts.push(conflictLine(entry.file, found.sha256, entry.sha256) + ' (a file without an index entry)');
+          conflicts.push(`${conflictLine(entry.file, found.sha256, entry.sha256)} (a file without an index entry)`);
           continue;
         }
         present = found !== undefined;
@@ -230,18 +246,23 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
         if (!st) jobs.push({ source: sourceAbs, dest: legacy, sha256: entry.sha256, size: entry.size });
         else if (!(listed && st.isFile() && st.size === entry.size)) {
           const found = await hashOrUndefined(legacyAbs);
-          if (found && found.sha256 !== entry.sha256) conflicts.push(conflictLine(legacy, found.sha256, entry.sha256) + ` (the no-arch copy of ${entry.file})`);
+          if (found && found.sha256 !== entry.sha256)
+            conflicts.push(`${conflictLine(legacy, found.sha256, entry.sha256)} (the no-arch copy of ${entry.file})`);
         }
       }
       merged.set(entry.file, published?.load !== undefined && entry.load === undefined ? { ...entry, load: published.load } : entry);
     }
 
     if (conflicts.length) {
-      throw new FalcoProbesError('checksum', `refusing to replace ${conflicts.length} published file(s) with different bytes; nothing changed`, {
-        location: { file: to },
-        details: conflicts.join('\n'),
-        hint: 'a published probe never changes; if an input changed without changing the file name, bump the driver version or remove the old probe and its index entry by hand',
-      });
+      throw new FalcoProbesError(
+        'checksum',
+        `refusing to replace ${conflicts.length} published file(s) with different bytes; nothing changed`,
+        {
+          location: { file: to },
+          details: conflicts.join('\n'),
+          hint: 'a published probe never changes; if an input changed without changing the file name, bump the driver version or remove the old probe and its index entry by hand',
+        },
+      );
     }
 
     const mergedIndex: RepositoryIndex = { version: INDEX_VERSION, probes: [...merged.values()] };
@@ -257,10 +278,14 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
     if (options.signingKey) {
       signatureText = signRepository(options.signingKey, indexBytes, sumsBytes);
     } else if (existingSig && (metadataChanges || !signatureStillValid(existingSig, indexBytes, sumsBytes))) {
-      throw new FalcoProbesError('usage', `the target repository is signed (${SIGNATURE_FILE}); publishing without --key would leave a stale signature. Nothing changed`, {
-        location: { file: join(to, SIGNATURE_FILE) },
-        hint: 'pass --key PREFIX.key (the key that signed it, or a new one: clients then need the new public key)',
-      });
+      throw new FalcoProbesError(
+        'usage',
+        `the target repository is signed (${SIGNATURE_FILE}); publishing without --key would leave a stale signature. Nothing changed`,
+        {
+          location: { file: join(to, SIGNATURE_FILE) },
+          hint: 'pass --key PREFIX.key (the key that signed it, or a new one: clients then need the new public key)',
+        },
+      );
     }
 
     await copyAll(jobs, to, report, logger);
@@ -287,10 +312,20 @@ export async function publishRepository(options: PublishOptions): Promise<Publis
 function checkFalcoLayout(entry: ProbeEntry, indexFile: string): void {
   const parts = entry.file.split('/');
   const name = parts[2] ?? '';
-  if (parts.length !== 3 || parts[0] !== entry.driverVersion || parts[1] !== entry.arch || !name.startsWith(`${entry.driver}_`) || !/\.k?o$/.test(name))
-    throw new FalcoProbesError('input', `index entry "${entry.file}" is not in Falco's layout <driver version>/<arch>/<driver>_<target>_<release>_<kernelversion>.<o|ko> (driver ${entry.driver}, version ${entry.driverVersion}, arch ${entry.arch}); nothing changed`, {
-      location: { file: indexFile },
-    });
+  if (
+    parts.length !== 3 ||
+    parts[0] !== entry.driverVersion ||
+    parts[1] !== entry.arch ||
+    !name.startsWith(`${entry.driver}_`) ||
+    !/\.k?o$/.test(name)
+  )
+    throw new FalcoProbesError(
+      'input',
+      `index entry "${entry.file}" is not in Falco's layout <driver version>/<arch>/<driver>_<target>_<release>_<kernelversion>.<o|ko> (driver ${entry.driver}, version ${entry.driverVersion}, arch ${entry.arch}); nothing changed`,
+      {
+        location: { file: indexFile },
+      },
+    );
 }
 
 function safeParseSums(text: string, file: string, logger: Logger): Map<string, string> {
@@ -329,14 +364,20 @@ async function copyAll(jobs: CopyJob[], to: string, report: PublishReport, logge
             got = await copyHashing(job.source, file);
           } catch (err) {
             if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-              throw new FalcoProbesError('input', `the source repository's index names a file that is not there; nothing changed`, { location: { file: job.source } });
+              throw new FalcoProbesError('input', `the source repository's index names a file that is not there; nothing changed`, {
+                location: { file: job.source },
+              });
             throw err;
           }
           if (got.sha256 !== job.sha256 || got.size !== job.size)
-            throw new FalcoProbesError('checksum', `sha256 ${got.sha256} (${got.size} bytes) differs from the source index (sha256 ${job.sha256}, ${job.size} bytes); nothing changed`, {
-              location: { file: job.source },
-              hint: 'the local repository is damaged: rebuild that probe (falco-probes build) before publishing',
-            });
+            throw new FalcoProbesError(
+              'checksum',
+              `sha256 ${got.sha256} (${got.size} bytes) differs from the source index (sha256 ${job.sha256}, ${job.size} bytes); nothing changed`,
+              {
+                location: { file: job.source },
+                hint: 'the local repository is damaged: rebuild that probe (falco-probes build) before publishing',
+              },
+            );
           return { file, dest: job.dest };
         }),
       ),
@@ -356,4 +397,3 @@ async function copyAll(jobs: CopyJob[], to: string, report: PublishReport, logge
     await rm(staging, { recursive: true, force: true });
   }
 }
-

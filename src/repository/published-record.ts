@@ -32,17 +32,23 @@ export async function readPublishedRecord(file: string): Promise<PublishedRecord
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
     throw err;
   }
-  const bad = (why: string) => new FalcoProbesError('config', `not a record of published artifacts: ${why}`, { location: { file }, hint: 'it is written by falco-probes publish --record; restore it from version control' });
+  const bad = (why: string) =>
+    new FalcoProbesError('config', `not a record of published artifacts: ${why}`, {
+      location: { file },
+      hint: 'it is written by falco-probes publish --record; restore it from version control',
+    });
   let stored: Stored;
   try {
     stored = JSON.parse(text) as Stored;
   } catch (err) {
     throw bad((err as Error).message);
   }
-  if (stored?.version !== FORMAT || typeof stored.artifacts !== 'object' || stored.artifacts === null) throw bad(`expected {"version":${FORMAT},"artifacts":{...}}`);
+  if (stored?.version !== FORMAT || typeof stored.artifacts !== 'object' || stored.artifacts === null)
+    throw bad(`expected {"version":${FORMAT},"artifacts":{...}}`);
   const out: PublishedRecord = new Map();
   for (const [key, entry] of Object.entries(stored.artifacts)) {
-    if (!KEY_RE.test(key) || typeof entry?.file !== 'string' || typeof entry.sha256 !== 'string' || !SHA256_RE.test(entry.sha256)) throw bad(`entry ${JSON.stringify(key)}`);
+    if (!KEY_RE.test(key) || typeof entry?.file !== 'string' || typeof entry.sha256 !== 'string' || !SHA256_RE.test(entry.sha256))
+      throw bad(`entry ${JSON.stringify(key)}`);
     try {
       checkRelativePath(entry.file);
     } catch {

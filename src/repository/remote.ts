@@ -64,12 +64,15 @@ export function openRepository(location: string, cwd: string, options: Repositor
     } catch {
       throw new FalcoProbesError('usage', `not a URL: ${JSON.stringify(location)}`);
     }
-    if (url.search || url.hash) throw new FalcoProbesError('usage', `a repository URL takes no query or fragment: ${JSON.stringify(location)}`);
+    if (url.search || url.hash)
+      throw new FalcoProbesError('usage', `a repository URL takes no query or fragment: ${JSON.stringify(location)}`);
     return new HttpRepository(url.toString().replace(/\/+$/, ''), options);
   }
   if (/^file:/i.test(location)) return new DirectoryRepository(fileURLToPath(location), options);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location))
-    throw new FalcoProbesError('usage', `unsupported repository URL scheme: ${JSON.stringify(location)}`, { hint: 'use a directory, or an http(s) URL' });
+    throw new FalcoProbesError('usage', `unsupported repository URL scheme: ${JSON.stringify(location)}`, {
+      hint: 'use a directory, or an http(s) URL',
+    });
   return new DirectoryRepository(resolve(cwd, location), options);
 }
 
@@ -89,7 +92,8 @@ class DirectoryRepository implements RepositorySource {
 
   private async requireRoot(): Promise<void> {
     const st = await stat(this.location).catch(() => undefined);
-    if (!st?.isDirectory()) throw new FalcoProbesError('usage', 'no repository here: not a directory', { location: { file: this.location } });
+    if (!st?.isDirectory())
+      throw new FalcoProbesError('usage', 'no repository here: not a directory', { location: { file: this.location } });
   }
 
   async readIndex(): Promise<LoadedIndex | undefined> {
@@ -98,7 +102,9 @@ class DirectoryRepository implements RepositorySource {
     const st = await stat(file).catch(() => undefined);
     if (!st) return undefined;
     if (st.size > this.maxIndexBytes)
-      throw new FalcoProbesError('input', `the index is ${st.size} bytes, more than the limit of ${this.maxIndexBytes}`, { location: { file } });
+      throw new FalcoProbesError('input', `the index is ${st.size} bytes, more than the limit of ${this.maxIndexBytes}`, {
+        location: { file },
+      });
     const bytes = await readFile(file);
     return { index: parseIndexText(bytes.toString('utf8'), file), bytes };
   }
@@ -107,7 +113,8 @@ class DirectoryRepository implements RepositorySource {
     const file = this.where(checkRelativePath(name));
     const st = await stat(file).catch(() => undefined);
     if (!st) return undefined;
-    if (st.size > MAX_METADATA_BYTES) throw new FalcoProbesError('input', `${st.size} bytes, more than the limit of ${MAX_METADATA_BYTES}`, { location: { file } });
+    if (st.size > MAX_METADATA_BYTES)
+      throw new FalcoProbesError('input', `${st.size} bytes, more than the limit of ${MAX_METADATA_BYTES}`, { location: { file } });
     return readFile(file);
   }
 
@@ -206,7 +213,10 @@ export async function requireIndex(source: RepositorySource): Promise<LoadedInde
   if (!loaded)
     throw new FalcoProbesError('input', 'not found: not a published probe repository', {
       location: source.kind === 'http' ? { url: source.where(INDEX_FILE) } : { file: source.where(INDEX_FILE) },
-      hint: source.kind === 'http' ? 'check the URL: it should be the folder that holds index.json (the DRIVERS_REPO base)' : 'publish into it first: falco-probes publish --to DIR',
+      hint:
+        source.kind === 'http'
+          ? 'check the URL: it should be the folder that holds index.json (the DRIVERS_REPO base)'
+          : 'publish into it first: falco-probes publish --to DIR',
     });
   return loaded;
 }

@@ -25,8 +25,7 @@ export function parseShard(text: string, flag = '--shard'): Shard {
   if (!m) throw new FalcoProbesError('usage', `${flag} expects i/N (for example 3/8), got ${JSON.stringify(text)}`);
   const index = Number(m[1]);
   const count = parseShardCount(m[2]!, flag);
-  if (index < 1 || index > count)
-    throw new FalcoProbesError('usage', `${flag} ${text}: the shard number must be between 1 and ${count}`);
+  if (index < 1 || index > count) throw new FalcoProbesError('usage', `${flag} ${text}: the shard number must be between 1 and ${count}`);
   return { index, count };
 }
 

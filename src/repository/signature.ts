@@ -52,7 +52,9 @@ async function readKeyFile(file: string, what: string): Promise<Buffer> {
     return await readFile(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new FalcoProbesError('usage', code === 'ENOENT' ? `${what} not found` : `cannot read the ${what}: ${(err as Error).message}`, { location: { file } });
+    throw new FalcoProbesError('usage', code === 'ENOENT' ? `${what} not found` : `cannot read the ${what}: ${(err as Error).message}`, {
+      location: { file },
+    });
   }
 }
 
@@ -62,7 +64,10 @@ export async function loadPrivateKey(file: string): Promise<{ key: KeyObject; gr
   try {
     key = createPrivateKey(pem);
   } catch (err) {
-    throw new FalcoProbesError('config', `not a PEM private key: ${(err as Error).message}`, { location: { file }, hint: 'expected PREFIX.key as written by falco-probes keygen' });
+    throw new FalcoProbesError('config', `not a PEM private key: ${(err as Error).message}`, {
+      location: { file },
+      hint: 'expected PREFIX.key as written by falco-probes keygen',
+    });
   }
   const mode = (await stat(file)).mode;
   return { key: requireEd25519(key, file), groupOrWorldReadable: (mode & 0o077) !== 0 };
@@ -74,7 +79,10 @@ export async function loadPublicKey(file: string): Promise<KeyObject> {
   try {
     key = createPublicKey(pem);
   } catch (err) {
-    throw new FalcoProbesError('config', `not a PEM public key: ${(err as Error).message}`, { location: { file }, hint: 'expected PREFIX.pub as written by falco-probes keygen' });
+    throw new FalcoProbesError('config', `not a PEM public key: ${(err as Error).message}`, {
+      location: { file },
+      hint: 'expected PREFIX.pub as written by falco-probes keygen',
+    });
   }
   if (key.type !== 'public')
     throw new FalcoProbesError('usage', 'this is a private key; verify takes the public one (PREFIX.pub)', { location: { file } });
@@ -86,7 +94,11 @@ export async function generateKeyFiles(prefix: string): Promise<{ privateFile: s
   const privateFile = `${prefix}.key`;
   const publicFile = `${prefix}.pub`;
   for (const f of [privateFile, publicFile])
-    if (await pathExists(f)) throw new FalcoProbesError('usage', 'already exists; refusing to replace a key', { location: { file: f }, hint: 'choose another --out prefix, or remove the old pair first' });
+    if (await pathExists(f))
+      throw new FalcoProbesError('usage', 'already exists; refusing to replace a key', {
+        location: { file: f },
+        hint: 'choose another --out prefix, or remove the old pair first',
+      });
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   await writeFileAtomic(privateFile, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
   await writeFileAtomic(publicFile, publicKey.export({ type: 'spki', format: 'pem' }) as string, 0o644);
@@ -126,7 +138,12 @@ export function parseSignatureFile(text: string, where: string): SignatureFile {
     v.statement.length < 4096 &&
     typeof v.signature === 'string' &&
     /^[A-Za-z0-9+/]{86}==$/.test(v.signature);
-  if (!ok) throw new FalcoProbesError('config', `malformed signature file: expected ${SIGNATURE_FORMAT} with keyId, statement and a base64 ed25519 signature`, { location });
+  if (!ok)
+    throw new FalcoProbesError(
+      'config',
+      `malformed signature file: expected ${SIGNATURE_FORMAT} with keyId, statement and a base64 ed25519 signature`,
+      { location },
+    );
   return v as SignatureFile;
 }
 
@@ -134,18 +151,30 @@ export function parseSignatureFile(text: string, where: string): SignatureFile {
  * Check a signature file against the bytes of index.json and SHA256SUMS and a
  * public key. Throws a 'checksum' error that says which part failed.
  */
-export function verifyRepositorySignature(sig: SignatureFile, publicKey: KeyObject, indexBytes: Uint8Array, sumsBytes: Uint8Array, where: string): void {
+export function verifyRepositorySignature(
+  sig: SignatureFile,
+  publicKey: KeyObject,
+  indexBytes: Uint8Array,
+  sumsBytes: Uint8Array,
+  where: string,
+): void {
   const location = /^[a-z]+:\/\//.test(where) ? { url: where } : { file: where };
   const expected = signatureStatement(indexBytes, sumsBytes);
   const signatureOk = verify(null, Buffer.from(sig.statement, 'utf8'), publicKey, Buffer.from(sig.signature, 'base64'));
   const wantedId = keyIdOf(publicKey);
   if (!signatureOk) {
     if (sig.keyId !== wantedId)
-      throw new FalcoProbesError('checksum', `signed by another key (key id ${sig.keyId.slice(0, 16)}), not by the public key given (key id ${wantedId.slice(0, 16)})`, {
-        location,
-        hint: 'check --public-key; a repository signed by an unknown key must not be trusted',
-      });
-    throw new FalcoProbesError('checksum', 'the signature does not verify with the public key given: the signature file was altered', { location });
+      throw new FalcoProbesError(
+        'checksum',
+        `signed by another key (key id ${sig.keyId.slice(0, 16)}), not by the public key given (key id ${wantedId.slice(0, 16)})`,
+        {
+          location,
+          hint: 'check --public-key; a repository signed by an unknown key must not be trusted',
+        },
+      );
+    throw new FalcoProbesError('checksum', 'the signature does not verify with the public key given: the signature file was altered', {
+      location,
+    });
   }
   if (sig.statement !== expected) {
     const mismatch = diffStatement(sig.statement, expected);

@@ -60,7 +60,13 @@ export async function verifyRepository(source: RepositorySource, options: Verify
       problem(source.where(SIGNATURE_FILE), `cannot be checked without ${SUMS_FILE}`);
     } else {
       try {
-        verifyRepositorySignature(parseSignatureFile(sigBytes.toString('utf8'), source.where(SIGNATURE_FILE)), options.publicKey, indexBytes, sumsBytes, source.where(SIGNATURE_FILE));
+        verifyRepositorySignature(
+          parseSignatureFile(sigBytes.toString('utf8'), source.where(SIGNATURE_FILE)),
+          options.publicKey,
+          indexBytes,
+          sumsBytes,
+          source.where(SIGNATURE_FILE),
+        );
         report.signature = 'verified';
       } catch (err) {
         report.signature = 'failed';
@@ -69,7 +75,11 @@ export async function verifyRepository(source: RepositorySource, options: Verify
     }
   } else {
     report.signature = sigBytes ? 'not-checked' : 'absent';
-    report.warnings.push(sigBytes ? `${source.where(SIGNATURE_FILE)}: signature not checked (pass --public-key)` : `${source.where(INDEX_FILE)}: the repository is not signed`);
+    report.warnings.push(
+      sigBytes
+        ? `${source.where(SIGNATURE_FILE)}: signature not checked (pass --public-key)`
+        : `${source.where(INDEX_FILE)}: the repository is not signed`,
+    );
   }
 
   // What must be downloadable: every indexed probe, plus the no-arch copies SHA256SUMS lists.
@@ -91,7 +101,11 @@ export async function verifyRepository(source: RepositorySource, options: Verify
       const of = aliases.get(path);
       const primary = of !== undefined ? index.probes.find((p) => p.file === of) : undefined;
       if (!primary) problem(source.where(SUMS_FILE), `lists ${path}, which the index does not know`);
-      else if (primary.sha256 !== sha256) problem(source.where(SUMS_FILE), `lists ${path} with sha256 ${sha256}, but it is the no-arch copy of ${of} (sha256 ${primary.sha256})`);
+      else if (primary.sha256 !== sha256)
+        problem(
+          source.where(SUMS_FILE),
+          `lists ${path} with sha256 ${sha256}, but it is the no-arch copy of ${of} (sha256 ${primary.sha256})`,
+        );
       else expected.set(path, { sha256, size: primary.size });
     }
   }
@@ -122,12 +136,14 @@ export async function verifyRepository(source: RepositorySource, options: Verify
     report.filesChecked++;
     report.bytesChecked += r.got.size;
     if (r.got.size !== r.want.size) problem(where, `${r.got.size} bytes, the index says ${r.want.size}`);
-    else if (r.got.sha256 !== r.want.sha256) problem(where, `sha256 ${r.got.sha256} differs from the index's ${r.want.sha256}: the file was altered or damaged`);
+    else if (r.got.sha256 !== r.want.sha256)
+      problem(where, `sha256 ${r.got.sha256} differs from the index's ${r.want.sha256}: the file was altered or damaged`);
   }
 
   if (source.listFiles) {
     for (const path of await source.listFiles()) {
-      if (!expected.has(path) && looksLikeProbe(path)) report.warnings.push(`${source.where(path)}: not in the index (an unpublished or stray file)`);
+      if (!expected.has(path) && looksLikeProbe(path))
+        report.warnings.push(`${source.where(path)}: not in the index (an unpublished or stray file)`);
     }
   }
   return report;

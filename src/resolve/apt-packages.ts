@@ -118,7 +118,9 @@ async function readIndexOnce(
 ): Promise<PackagesIndex> {
   const cap = opts.http?.maxBytes ?? DEFAULT_HTTP.maxBytes;
   if (entry.size > cap)
-    throw new FalcoProbesError('input', `the Release file lists ${entry.size} bytes for this index, more than the limit of ${cap}`, { location: { url } });
+    throw new FalcoProbesError('input', `the Release file lists ${entry.size} bytes for this index, more than the limit of ${cap}`, {
+      location: { url },
+    });
   const { stream } = await httpGetStream(url, { ...opts.http, maxBytes: cap });
   state.bodyStarted = true;
 
@@ -142,27 +144,40 @@ async function readIndexOnce(
   // is one, which decodes about three times as fast as lzma-native's liblzma and on another core
   // while this one hashes and parses (util/xz-process.ts).
   const decompressor =
-    compression === 'gz' ? createGunzip({ chunkSize: 64 * 1024 }) : compression === 'xz' ? createXzDecompressor() : createDecompressor(compression);
+    compression === 'gz'
+      ? createGunzip({ chunkSize: 64 * 1024 })
+      : compression === 'xz'
+        ? createXzDecompressor()
+        : createDecompressor(compression);
   const consumer = (async () => {
     // Leaving this loop by an error destroys the decompressor: a decompression bomb is not inflated further.
     for await (const chunk of decompressor as AsyncIterable<Buffer>) {
       decompressed += chunk.length;
       if (decompressed > plainCap)
-        throw new FalcoProbesError('input', `the index decompresses to more than ${plainCap} bytes${plain && plainCap === plain.size ? ' (the size the Release file lists for the plain index)' : ''}`, {
-          location: { url },
-        });
+        throw new FalcoProbesError(
+          'input',
+          `the index decompresses to more than ${plainCap} bytes${plain && plainCap === plain.size ? ' (the size the Release file lists for the plain index)' : ''}`,
+          {
+            location: { url },
+          },
+        );
       parser.push(chunk.toString('latin1'));
     }
     parser.end();
   })().catch((err: unknown) => {
-    dataError ??= err instanceof FalcoProbesError ? err : new FalcoProbesError('input', `corrupt ${compression} data: ${(err as Error).message}`, { location: { url }, cause: err });
+    dataError ??=
+      err instanceof FalcoProbesError
+        ? err
+        : new FalcoProbesError('input', `corrupt ${compression} data: ${(err as Error).message}`, { location: { url }, cause: err });
   });
 
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       received += chunk.length;
       if (received > entry.size)
-        throw new FalcoProbesError('checksum', `the mirror sent more than the ${entry.size} bytes the Release file lists for this index`, { location: { url } });
+        throw new FalcoProbesError('checksum', `the mirror sent more than the ${entry.size} bytes the Release file lists for this index`, {
+          location: { url },
+        });
       hash.update(chunk);
       if (dataError !== undefined || decompressor.destroyed) continue;
       if (!decompressor.write(chunk)) await drained(decompressor);
@@ -176,7 +191,11 @@ async function readIndexOnce(
 
   const sha256 = hash.digest('hex');
   if (received !== entry.size)
-    throw new FalcoProbesError('checksum', `the index is ${received} bytes, the Release file lists ${entry.size} (truncated or wrong file)`, { location: { url } });
+    throw new FalcoProbesError(
+      'checksum',
+      `the index is ${received} bytes, the Release file lists ${entry.size} (truncated or wrong file)`,
+      { location: { url } },
+    );
   if (sha256 !== entry.sha256)
     throw new FalcoProbesError('checksum', 'checksum mismatch against the Release file', {
       location: { url },
@@ -185,9 +204,13 @@ async function readIndexOnce(
     });
   if (dataError !== undefined) throw dataError;
   if (plain && compression !== 'none' && decompressed !== plain.size)
-    throw new FalcoProbesError('checksum', `the index decompresses to ${decompressed} bytes, the Release file lists ${plain.size} for the plain index`, {
-      location: { url },
-    });
+    throw new FalcoProbesError(
+      'checksum',
+      `the index decompresses to ${decompressed} bytes, the Release file lists ${plain.size} for the plain index`,
+      {
+        location: { url },
+      },
+    );
   return { url, stanzas: parser.count, packages };
 }
 
@@ -252,11 +275,13 @@ function checkStanza(s: RawStanza, url: string, keep: (name: string) => boolean)
 function refuseStanza(s: RawStanza, url: string, why: unknown): never {
   if (why instanceof FalcoProbesError || typeof why === 'string') {
     const message = typeof why === 'string' ? why : why.message;
-    throw new FalcoProbesError('input', `package ${JSON.stringify(s.package)} (stanza at line ${s.line}): ${message}`, { location: { url } });
+    throw new FalcoProbesError('input', `package ${JSON.stringify(s.package)} (stanza at line ${s.line}): ${message}`, {
+      location: { url },
+    });
   }
   throw why;
 }
 
 function detach(s: string): string {
-  return (' ' + s).slice(1);
+  return ` ${s}`.slice(1);
 }

@@ -79,16 +79,19 @@ export async function fetchAptRelease(opts: FetchReleaseOptions): Promise<AptRel
       const sigUrl = `${dist}/Release.gpg`;
       const sig = await getOrUndefinedOn404(sigUrl, http);
       if (!sig)
-        throw new FalcoProbesError('input', 'no InRelease and no Release.gpg: the Release file is unsigned, but the source definition names a keyring', {
-          location: { url: sigUrl },
-        });
+        throw new FalcoProbesError(
+          'input',
+          'no InRelease and no Release.gpg: the Release file is unsigned, but the source definition names a keyring',
+          {
+            location: { url: sigUrl },
+          },
+        );
       await gpgvVerify(opts.keyring, url, release, sig);
       signatureChecked = true;
     }
     text = release.toString('utf8');
   }
-  if (!signatureChecked)
-    opts.logger?.info(`${url}: signature not checked (the source definition names no keyring for this repository)`);
+  if (!signatureChecked) opts.logger?.info(`${url}: signature not checked (the source definition names no keyring for this repository)`);
   else opts.logger?.debug(`${url}: signature verified with ${opts.keyring}`);
   const release = parseReleaseText(text, url);
   checkSuite(release, opts.suite);
@@ -106,12 +109,19 @@ export function checkValidUntil(release: Pick<AptRelease, 'url' | 'validUntil'>,
   const until = Date.parse(release.validUntil);
   const optOut = `set \`checkValidUntil: false\` on repository ${repository ? `"${repository}" ` : ''}in the source definition (as apt's Check-Valid-Until=no)`;
   if (Number.isNaN(until))
-    throw new FalcoProbesError('input', `the Release file's Valid-Until ${JSON.stringify(release.validUntil)} is not a date`, { location: { url: release.url }, hint: `if the mirror is a deliberate snapshot, ${optOut}` });
-  if (until < now.getTime())
-    throw new FalcoProbesError('input', `the Release file expired: Valid-Until ${release.validUntil} has passed (it is ${now.toUTCString()}); refusing it as apt does (a replayed or frozen mirror?)`, {
+    throw new FalcoProbesError('input', `the Release file's Valid-Until ${JSON.stringify(release.validUntil)} is not a date`, {
       location: { url: release.url },
-      hint: `use an up-to-date mirror; if this one is a deliberate snapshot, ${optOut}`,
+      hint: `if the mirror is a deliberate snapshot, ${optOut}`,
     });
+  if (until < now.getTime())
+    throw new FalcoProbesError(
+      'input',
+      `the Release file expired: Valid-Until ${release.validUntil} has passed (it is ${now.toUTCString()}); refusing it as apt does (a replayed or frozen mirror?)`,
+      {
+        location: { url: release.url },
+        hint: `use an up-to-date mirror; if this one is a deliberate snapshot, ${optOut}`,
+      },
+    );
 }
 
 /** A captive portal or a mirror's error page answers 200 with HTML: say so, rather than fail on its signature or syntax. */
@@ -254,7 +264,11 @@ export async function gpgvVerify(keyring: string, url: string, data: Buffer, det
     if (!valid || bad || (code !== 0 && !onlyMissingKeys)) {
       throw new FalcoProbesError('checksum', `OpenPGP signature check failed with keyring ${keyring}; refusing this repository`, {
         location: { url },
-        details: stderr.trim().split('\n').map((l) => `  ${l}`).join('\n'),
+        details: stderr
+          .trim()
+          .split('\n')
+          .map((l) => `  ${l}`)
+          .join('\n'),
         hint: 'the mirror may be tampered with or stale, or the keyring does not hold the archive key',
       });
     }

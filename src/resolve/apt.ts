@@ -78,9 +78,11 @@ interface RuleUse {
 
 export const resolveAptSource: Resolver = async (source, options) => {
   const def = source.definition;
-  if (!def.apt) throw new FalcoProbesError('config', 'an apt source definition needs an "apt" section', { location: { file: source.file } });
+  if (!def.apt)
+    throw new FalcoProbesError('config', 'an apt source definition needs an "apt" section', { location: { file: source.file } });
   const rules = compileRules(def.apt, def.targetId, source);
-  const keep = (name: string) => rules.headers.some((h) => h.re.test(name)) || rules.follow.some((f) => f.re.test(name)) || rules.imageRes.some((r) => r.test(name));
+  const keep = (name: string) =>
+    rules.headers.some((h) => h.re.test(name)) || rules.follow.some((f) => f.re.test(name)) || rules.imageRes.some((r) => r.test(name));
 
   const pools = new Map<Arch, Pool>(def.architectures.map((a) => [a, new Map()]));
   const servedBy = new Map<Arch, string[]>(def.architectures.map((a) => [a, []]));
@@ -98,10 +100,14 @@ export const resolveAptSource: Resolver = async (source, options) => {
   }
   for (const [arch, repos] of servedBy) {
     if (repos.length === 0)
-      throw new FalcoProbesError('config', `no repository of ${def.id} serves ${arch} (${DEBIAN_ARCH[arch]}): no Release file lists it in its Architectures`, {
-        location: definitionLocation(source, ['architectures']),
-        hint: `add a repository for ${DEBIAN_ARCH[arch]} (Ubuntu keeps arm64 on its ports archive) or remove ${arch} from architectures`,
-      });
+      throw new FalcoProbesError(
+        'config',
+        `no repository of ${def.id} serves ${arch} (${DEBIAN_ARCH[arch]}): no Release file lists it in its Architectures`,
+        {
+          location: definitionLocation(source, ['architectures']),
+          hint: `add a repository for ${DEBIAN_ARCH[arch]} (Ubuntu keeps arm64 on its ports archive) or remove ${arch} from architectures`,
+        },
+      );
   }
 
   const kernels: KernelDescriptor[] = [];
@@ -114,11 +120,15 @@ export const resolveAptSource: Resolver = async (source, options) => {
   }
   checkEveryRuleMatched(rules, uses, source);
   if (problems.length)
-    throw new FalcoProbesError('input', `${problems.length} kernel(s) of ${def.id} lack dependencies that the source definition says to follow`, {
-      location: { file: source.file },
-      details: problems.join('\n'),
-      hint: 'a repository may be missing from the definition, or a mirror may serve an incomplete index; the lockfile is unchanged',
-    });
+    throw new FalcoProbesError(
+      'input',
+      `${problems.length} kernel(s) of ${def.id} lack dependencies that the source definition says to follow`,
+      {
+        location: { file: source.file },
+        details: problems.join('\n'),
+        hint: 'a repository may be missing from the definition, or a mirror may serve an incomplete index; the lockfile is unchanged',
+      },
+    );
   options.logger?.info(`${def.id}: ${kernels.length} kernels from ${def.repositories.length} apt repositories`);
   return kernels;
 };
@@ -128,14 +138,25 @@ function compileRules(apt: AptKernelSelection, defaultTargetId: string, source: 
     try {
       return new RegExp(pattern, 'u');
     } catch (err) {
-      throw new FalcoProbesError('config', `invalid regular expression: ${(err as Error).message}`, { location: definitionLocation(source, path) });
+      throw new FalcoProbesError('config', `invalid regular expression: ${(err as Error).message}`, {
+        location: definitionLocation(source, path),
+      });
     }
   };
   if (apt.followRoles && apt.followRoles.length !== apt.follow.length)
-    throw new FalcoProbesError('config', `apt.followRoles has ${apt.followRoles.length} entries but apt.follow has ${apt.follow.length}; give one role per follow pattern`, {
-      location: definitionLocation(source, ['apt', 'followRoles']),
-    });
-  const image = (apt.image ?? []).map((entry) => entry.split('|').map((t) => t.trim()).filter((t) => t !== ''));
+    throw new FalcoProbesError(
+      'config',
+      `apt.followRoles has ${apt.followRoles.length} entries but apt.follow has ${apt.follow.length}; give one role per follow pattern`,
+      {
+        location: definitionLocation(source, ['apt', 'followRoles']),
+      },
+    );
+  const image = (apt.image ?? []).map((entry) =>
+    entry
+      .split('|')
+      .map((t) => t.trim())
+      .filter((t) => t !== ''),
+  );
   return {
     headers: apt.headers.map((h, index) => ({
       index,
@@ -166,7 +187,14 @@ function checkEveryRuleMatched(rules: Rules, uses: RuleUse[], source: LoadedSour
       : `the headers pattern ${rule.pattern} of flavour "${rule.flavour}" matched no package in any repository`;
     throw new FalcoProbesError('config', what, {
       location: definitionLocation(source, path),
-      ...(use.wrongFolder.length ? { details: use.wrongFolder.slice(0, 5).map((f) => `  ${f}`).join('\n') } : {}),
+      ...(use.wrongFolder.length
+        ? {
+            details: use.wrongFolder
+              .slice(0, 5)
+              .map((f) => `  ${f}`)
+              .join('\n'),
+          }
+        : {}),
       hint: 'a pattern that matches nothing is a typo or a flavour the distribution no longer ships; fix or remove it (the lockfile is unchanged)',
     });
   }
@@ -185,7 +213,8 @@ async function readRepository(
   options: ResolveOptions,
 ): Promise<{ arch: Arch; packages: AptPackage[] }[]> {
   const def = source.definition;
-  const keyring = repo.keyring === undefined ? undefined : isAbsolute(repo.keyring) ? repo.keyring : resolvePath(dirname(source.file), repo.keyring);
+  const keyring =
+    repo.keyring === undefined ? undefined : isAbsolute(repo.keyring) ? repo.keyring : resolvePath(dirname(source.file), repo.keyring);
   if (keyring) {
     try {
       await access(keyring);
@@ -200,11 +229,21 @@ async function readRepository(
   const components = repo.components ?? ['main'];
   const mirrors = mirrorsFor(source, repo.name, options);
   const read = async (base: string) => {
-    const release = await fetchAptRelease({ base, suite, ...(keyring ? { keyring } : {}), ...(repo.checkValidUntil === false ? { checkValidUntil: false } : {}), repository: repo.name, http: options.http ?? {}, ...(options.logger ? { logger: options.logger } : {}) });
+    const release = await fetchAptRelease({
+      base,
+      suite,
+      ...(keyring ? { keyring } : {}),
+      ...(repo.checkValidUntil === false ? { checkValidUntil: false } : {}),
+      repository: repo.name,
+      http: options.http ?? {},
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
     const out: { arch: Arch; packages: AptPackage[] }[] = [];
     for (const arch of def.architectures) {
       if (release.architectures && !release.architectures.includes(DEBIAN_ARCH[arch])) {
-        options.logger?.debug(`${repo.name}: ${release.url} lists no ${DEBIAN_ARCH[arch]} (Architectures: ${release.architectures.join(' ')}); not read for ${arch}`);
+        options.logger?.debug(
+          `${repo.name}: ${release.url} lists no ${DEBIAN_ARCH[arch]} (Architectures: ${release.architectures.join(' ')}); not read for ${arch}`,
+        );
         continue;
       }
       const packages: AptPackage[] = [];
@@ -237,16 +276,25 @@ async function readRepository(
     if (fallbacks.length === 0) throw err;
     options.logger?.debug(err.format());
     for (const f of fallbacks)
-      options.logger?.warn(`${repo.name}: no mirror of ${source.relativePath} answered; trying ${f.url}, apt's mirror of ${f.path} (${f.file})`);
+      options.logger?.warn(
+        `${repo.name}: no mirror of ${source.relativePath} answered; trying ${f.url}, apt's mirror of ${f.path} (${f.file})`,
+      );
     try {
-      return await tryMirrors(fallbacks.map((f) => f.url), read);
+      return await tryMirrors(
+        fallbacks.map((f) => f.url),
+        read,
+      );
     } catch (fallbackErr) {
       if (!(fallbackErr instanceof FalcoProbesError) || fallbackErr.kind !== 'network') throw fallbackErr;
-      throw new FalcoProbesError('network', `repository "${repo.name}": neither the mirrors of ${source.relativePath} nor apt's mirrors of the same archive answered`, {
-        location: { file: source.file },
-        details: [err.format(), fallbackErr.format()].map((t) => t.replace(/^/gm, '  ')).join('\n'),
-        hint: `check the network, or pass --mirror ${repo.name}=URL`,
-      });
+      throw new FalcoProbesError(
+        'network',
+        `repository "${repo.name}": neither the mirrors of ${source.relativePath} nor apt's mirrors of the same archive answered`,
+        {
+          location: { file: source.file },
+          details: [err.format(), fallbackErr.format()].map((t) => t.replace(/^/gm, '  ')).join('\n'),
+          hint: `check the network, or pass --mirror ${repo.name}=URL`,
+        },
+      );
     }
   }
 }
@@ -287,9 +335,7 @@ function ruleFor(name: string, filename: string, rules: Rules, uses: RuleUse[], 
     uses[rule.index]!.matched++;
     return rule;
   }
-  if (named)
-    for (const rule of rules.headers)
-      if (rule.re.test(name)) uses[rule.index]!.wrongFolder.push(`${filename} (${arch})`);
+  if (named) for (const rule of rules.headers) if (rule.re.test(name)) uses[rule.index]!.wrongFolder.push(`${filename} (${arch})`);
   return undefined;
 }
 
@@ -310,25 +356,35 @@ function kernelsOfArch(
     const headers = newest(pool.get(name)!);
     const rule = ruleFor(name, headers.filename, rules, uses, arch);
     if (!rule) {
-      options.logger?.debug(`${name} ${headers.version} (${arch}): ${headers.filename} is in no folder a headers rule of its name accepts; not a kernel`);
+      options.logger?.debug(
+        `${name} ${headers.version} (${arch}): ${headers.filename} is in no folder a headers rule of its name accepts; not a kernel`,
+      );
       continue;
     }
     const where = { url: headers.indexUrl };
     const about = `package ${JSON.stringify(headers.name)} ${headers.version} (stanza at line ${headers.line})`;
     const release = rule.re.exec(name)?.groups?.['release'];
     if (release === undefined || release === '')
-      throw new FalcoProbesError('config', `headers pattern of flavour "${rule.flavour}" matched ${name} but its group (?<release>...) is empty`, {
-        location: { file: source.file },
-      });
+      throw new FalcoProbesError(
+        'config',
+        `headers pattern of flavour "${rule.flavour}" matched ${name} but its group (?<release>...) is empty`,
+        {
+          location: { file: source.file },
+        },
+      );
     withContext(about, where, () => {
       checkRelease(release, where);
       checkTargetName(release, where);
     });
     const other = releases.get(release);
     if (other !== undefined)
-      throw new FalcoProbesError('config', `headers packages ${other} and ${name} both give release ${release} (${arch}); make the headers patterns exclusive`, {
-        location: { file: source.file },
-      });
+      throw new FalcoProbesError(
+        'config',
+        `headers packages ${other} and ${name} both give release ${release} (${arch}); make the headers patterns exclusive`,
+        {
+          location: { file: source.file },
+        },
+      );
     releases.set(release, name);
 
     const vars: Record<string, string> = {
@@ -340,7 +396,9 @@ function kernelsOfArch(
     if (rules.versionPattern) {
       const m = rules.versionPattern.exec(headers.version);
       if (!m)
-        throw new FalcoProbesError('input', `${about}: version does not match apt.versionPattern ${rules.versionPattern.source}`, { location: where });
+        throw new FalcoProbesError('input', `${about}: version does not match apt.versionPattern ${rules.versionPattern.source}`, {
+          location: where,
+        });
       for (const [k, v] of Object.entries(m.groups ?? {})) if (v !== undefined) vars[k] = v;
     }
     for (const [k, v] of Object.entries(rule.filenameRe?.exec(headers.filename)?.groups ?? {})) if (v !== undefined) vars[k] = v;
@@ -348,7 +406,9 @@ function kernelsOfArch(
     const packages: PackageRef[] = [refFor(headers, 'headers')];
     const followed = followDependencies(headers, pool, rules);
     if (followed.missing.length) {
-      problems.push(`  ${release} (${arch}, ${headers.name} ${headers.version} from ${headers.indexUrl}): missing ${followed.missing.join('; ')}`);
+      problems.push(
+        `  ${release} (${arch}, ${headers.name} ${headers.version} from ${headers.indexUrl}): missing ${followed.missing.join('; ')}`,
+      );
       continue;
     }
     packages.push(...followed.found.map(({ pkg, role }) => refFor(pkg, role)));
@@ -364,7 +424,10 @@ function kernelsOfArch(
         if (found) break;
       }
       if (found) packages.push(refFor(found, 'image'));
-      else options.logger?.debug(`${release} (${arch}): no image package ${alternatives.map((t) => fillTemplate(t, vars)).join(' | ')} at version ${headers.version}`);
+      else
+        options.logger?.debug(
+          `${release} (${arch}): no image package ${alternatives.map((t) => fillTemplate(t, vars)).join(' | ')} at version ${headers.version}`,
+        );
     }
 
     const version = fillTemplate(rule.unameVersion, vars);
@@ -421,7 +484,9 @@ function followDependencies(root: Candidate, pool: Pool, rules: Rules): { found:
       if (!relevant.length) continue;
       let chosen: { pkg: Candidate; role: string } | undefined;
       for (const { alt, role } of relevant) {
-        const satisfying = (pool.get(alt.name) ?? []).filter((c) => alt.relation === undefined || satisfiesRelation(c.version, alt.relation, alt.version!));
+        const satisfying = (pool.get(alt.name) ?? []).filter(
+          (c) => alt.relation === undefined || satisfiesRelation(c.version, alt.relation, alt.version!),
+        );
         const c = pick(satisfying, root.version);
         if (c) {
           chosen = { pkg: c, role };
@@ -430,7 +495,9 @@ function followDependencies(root: Candidate, pool: Pool, rules: Rules): { found:
       }
       if (!chosen) {
         const present = relevant.flatMap(({ alt }) => (pool.get(alt.name) ?? []).map((c) => `${c.name} ${c.version}`));
-        missing.push(`${relevant.map(({ alt }) => formatAlternative(alt)).join(' | ')}${present.length ? ` (found only ${present.join(', ')})` : ' (in no repository)'}`);
+        missing.push(
+          `${relevant.map(({ alt }) => formatAlternative(alt)).join(' | ')}${present.length ? ` (found only ${present.join(', ')})` : ' (in no repository)'}`,
+        );
         continue;
       }
       if (seen.has(chosen.pkg.name)) continue;
@@ -447,7 +514,8 @@ function withContext(about: string, location: { url: string }, fn: () => void): 
   try {
     fn();
   } catch (err) {
-    if (err instanceof FalcoProbesError && err.kind === 'input') throw new FalcoProbesError('input', `${about}: ${err.message}`, { location });
+    if (err instanceof FalcoProbesError && err.kind === 'input')
+      throw new FalcoProbesError('input', `${about}: ${err.message}`, { location });
     throw err;
   }
 }

@@ -43,10 +43,14 @@ const GENERATED_RE = /^(?:\.\/)?usr\/src\/linux-headers-[^/]+\/include\/generate
 /** Download and read one headers tarball, checked against the listing's size and MD5. */
 export async function readCosHeaders(url: string, expected: ExpectedObject, http: HttpOptions, maxBytes: number): Promise<CosHeadersInfo> {
   if (expected.size > maxBytes)
-    throw new FalcoProbesError('input', `the listing gives ${expected.size} bytes for this headers tarball, more than the limit of ${maxBytes}`, {
-      location: { url },
-      hint: 'raise cos.maxHeadersBytes in the definition if COS headers really grew that large',
-    });
+    throw new FalcoProbesError(
+      'input',
+      `the listing gives ${expected.size} bytes for this headers tarball, more than the limit of ${maxBytes}`,
+      {
+        location: { url },
+        hint: 'raise cos.maxHeadersBytes in the definition if COS headers really grew that large',
+      },
+    );
   const { stream } = await httpGetStream(url, { ...http, maxBytes: Math.min(maxBytes, expected.size) });
   const sha256 = createHash('sha256');
   const md5 = createHash('md5');
@@ -63,13 +67,17 @@ export async function readCosHeaders(url: string, expected: ExpectedObject, http
   const cap = new Transform({
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
       unpacked += chunk.length;
-      if (unpacked > MAX_UNPACKED_BYTES) cb(new FalcoProbesError('input', `the tarball unpacks to more than ${MAX_UNPACKED_BYTES} bytes`, { location: { url } }));
+      if (unpacked > MAX_UNPACKED_BYTES)
+        cb(new FalcoProbesError('input', `the tarball unpacks to more than ${MAX_UNPACKED_BYTES} bytes`, { location: { url } }));
       else cb(null, chunk);
     },
   });
   const found = { dirs: new Set<string>(), files: new Map<string, string>() };
   const extract = tar.extract();
-  const [piped, read] = await Promise.allSettled([pipeline(stream, tap, createDecompressor(compressionOf(url)), cap, extract), readEntries(extract, found, url)]);
+  const [piped, read] = await Promise.allSettled([
+    pipeline(stream, tap, createDecompressor(compressionOf(url)), cap, extract),
+    readEntries(extract, found, url),
+  ]);
   // Our own refusal explains more than the premature close it causes in the pipeline.
   const reasons = [read, piped].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
   if (reasons.length) {
@@ -85,7 +93,9 @@ export async function readCosHeaders(url: string, expected: ExpectedObject, http
   }
   const digest = { sha256: sha256.digest('hex'), md5: md5.digest('hex') };
   if (size !== expected.size)
-    throw new FalcoProbesError('checksum', `the headers tarball is ${size} bytes, the bucket listing gives ${expected.size}`, { location: { url } });
+    throw new FalcoProbesError('checksum', `the headers tarball is ${size} bytes, the bucket listing gives ${expected.size}`, {
+      location: { url },
+    });
   if (expected.md5 !== undefined && digest.md5 !== expected.md5)
     throw new FalcoProbesError('checksum', 'MD5 mismatch against the bucket listing', {
       location: { url },
@@ -106,7 +116,9 @@ async function readEntries(extract: tar.Extract, found: { dirs: Set<string>; fil
       continue;
     }
     if ((entry.header.size ?? 0) > HEADER_MAX_BYTES)
-      throw new FalcoProbesError('input', `${name} is ${entry.header.size} bytes; a generated kernel header is far smaller`, { location: { url } });
+      throw new FalcoProbesError('input', `${name} is ${entry.header.size} bytes; a generated kernel header is far smaller`, {
+        location: { url },
+      });
     const chunks: Buffer[] = [];
     for await (const chunk of entry as AsyncIterable<Buffer>) chunks.push(chunk);
     found.files.set(generated, Buffer.concat(chunks).toString('latin1'));

@@ -40,9 +40,15 @@ export async function listBucketObjects(listingUrl: string, prefix: string, http
     pages++;
     token = page.nextPageToken;
     if (token !== undefined) {
-      if (tokens.has(token)) throw new FalcoProbesError('input', `the listing hands out page token ${JSON.stringify(token.slice(0, 80))} twice (a loop)`, { location: { url } });
+      if (tokens.has(token))
+        throw new FalcoProbesError('input', `the listing hands out page token ${JSON.stringify(token.slice(0, 80))} twice (a loop)`, {
+          location: { url },
+        });
       tokens.add(token);
-      if (pages >= MAX_PAGES) throw new FalcoProbesError('input', `more than ${MAX_PAGES} pages for prefix ${JSON.stringify(prefix)}; refusing to list further`, { location: { url } });
+      if (pages >= MAX_PAGES)
+        throw new FalcoProbesError('input', `more than ${MAX_PAGES} pages for prefix ${JSON.stringify(prefix)}; refusing to list further`, {
+          location: { url },
+        });
     }
   } while (token !== undefined);
   return { objects, pages };
@@ -63,7 +69,10 @@ interface Page {
 /** Parse one page; anything that is not a GCS object listing is refused with the URL. */
 export function parsePage(body: Buffer, url: string): Page {
   const fail = (message: string): never => {
-    throw new FalcoProbesError('input', message, { location: { url }, hint: 'the mirror may have answered with an error page instead of a GCS JSON object listing' });
+    throw new FalcoProbesError('input', message, {
+      location: { url },
+      hint: 'the mirror may have answered with an error page instead of a GCS JSON object listing',
+    });
   };
   let value: unknown;
   try {
@@ -71,14 +80,17 @@ export function parsePage(body: Buffer, url: string): Page {
   } catch (err) {
     return fail(`not a JSON object listing: ${(err as Error).message.split('\n')[0]}`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('not a JSON object listing: the document is not an object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return fail('not a JSON object listing: the document is not an object');
   const doc = value as Record<string, unknown>;
-  if (doc['kind'] !== 'storage#objects') return fail(`not a GCS object listing: "kind" is ${JSON.stringify(doc['kind'] ?? null)}, expected "storage#objects"`);
+  if (doc['kind'] !== 'storage#objects')
+    return fail(`not a GCS object listing: "kind" is ${JSON.stringify(doc['kind'] ?? null)}, expected "storage#objects"`);
   const items = doc['items'] ?? [];
   if (!Array.isArray(items)) return fail('"items" is not a list');
   const objects = items.map((item, i) => parseItem(item, i, fail));
   const next = doc['nextPageToken'];
-  if (next !== undefined && (typeof next !== 'string' || next === '' || next.length > 4096)) return fail('"nextPageToken" is not a short string');
+  if (next !== undefined && (typeof next !== 'string' || next === '' || next.length > 4096))
+    return fail('"nextPageToken" is not a short string');
   return { objects, ...(next !== undefined ? { nextPageToken: next as string } : {}) };
 }
 
@@ -86,15 +98,18 @@ function parseItem(item: unknown, i: number, fail: (m: string) => never): Bucket
   if (typeof item !== 'object' || item === null) return fail(`items[${i}] is not an object`);
   const o = item as Record<string, unknown>;
   const name = o['name'];
-  if (typeof name !== 'string' || name === '' || name.length > 1024) return fail(`items[${i}].name is not a string of 1 to 1024 characters`);
+  if (typeof name !== 'string' || name === '' || name.length > 1024)
+    return fail(`items[${i}].name is not a string of 1 to 1024 characters`);
   // The JSON API writes 64-bit numbers as strings.
   const size = o['size'];
-  if (typeof size !== 'string' || !/^[0-9]{1,15}$/.test(size)) return fail(`items[${i}] (${JSON.stringify(name.slice(0, 100))}): size ${JSON.stringify(size ?? null)} is not a whole number`);
+  if (typeof size !== 'string' || !/^[0-9]{1,15}$/.test(size))
+    return fail(`items[${i}] (${JSON.stringify(name.slice(0, 100))}): size ${JSON.stringify(size ?? null)} is not a whole number`);
   const md5Hash = o['md5Hash'];
   let md5: string | undefined;
   if (md5Hash !== undefined) {
     const bytes = typeof md5Hash === 'string' && /^[A-Za-z0-9+/]{22}==$/.test(md5Hash) ? Buffer.from(md5Hash, 'base64') : undefined;
-    if (!bytes || bytes.length !== 16) return fail(`items[${i}] (${JSON.stringify(name.slice(0, 100))}): md5Hash ${JSON.stringify(md5Hash)} is not a base64 MD5`);
+    if (bytes?.length !== 16)
+      return fail(`items[${i}] (${JSON.stringify(name.slice(0, 100))}): md5Hash ${JSON.stringify(md5Hash)} is not a base64 MD5`);
     md5 = bytes.toString('hex');
   }
   return { name, size: Number(size), ...(md5 !== undefined ? { md5 } : {}) };

@@ -54,7 +54,10 @@ interface ReadBuild extends CosBuild {
 export const resolveCosSource: Resolver = async (source, options) => {
   const def = source.definition;
   const cos = def.cos;
-  if (!cos) throw new FalcoProbesError('config', 'a cos source definition needs a "cos" section', { location: definitionLocation(source, ['type']) });
+  if (!cos)
+    throw new FalcoProbesError('config', 'a cos source definition needs a "cos" section', {
+      location: definitionLocation(source, ['type']),
+    });
   for (const key of ['listing', 'headers'] as const) {
     if (!def.repositories.some((r) => r.name === cos[key]))
       throw new FalcoProbesError('config', `cos.${key} names repository "${cos[key]}", which the definition does not define`, {
@@ -66,7 +69,9 @@ export const resolveCosSource: Resolver = async (source, options) => {
   try {
     buildIdRe = cos.buildIdPattern === undefined ? undefined : new RegExp(cos.buildIdPattern, 'u');
   } catch (err) {
-    throw new FalcoProbesError('config', `invalid regular expression: ${(err as Error).message}`, { location: definitionLocation(source, ['cos', 'buildIdPattern']) });
+    throw new FalcoProbesError('config', `invalid regular expression: ${(err as Error).message}`, {
+      location: definitionLocation(source, ['cos', 'buildIdPattern']),
+    });
   }
 
   const builds = await listBuilds(source, cos, buildIdRe, options);
@@ -96,7 +101,12 @@ export const resolveCosSource: Resolver = async (source, options) => {
 };
 
 /** Every build id of every milestone with a headers tarball, in build order. */
-async function listBuilds(source: LoadedSourceDefinition, cos: CosKernelSelection, buildIdRe: RegExp | undefined, options: ResolveOptions): Promise<CosBuild[]> {
+async function listBuilds(
+  source: LoadedSourceDefinition,
+  cos: CosKernelSelection,
+  buildIdRe: RegExp | undefined,
+  options: ResolveOptions,
+): Promise<CosBuild[]> {
   const builds: CosBuild[] = [];
   for (const [i, m] of cos.milestones.entries()) {
     const prefix = `${m.build}.`;
@@ -113,18 +123,30 @@ async function listBuilds(source: LoadedSourceDefinition, cos: CosKernelSelectio
       builds.push({ buildId, milestone: m.milestone, object });
       found++;
     }
-    options.logger?.info(`${source.definition.id}: milestone ${m.milestone}: ${found} build(s) with kernel headers among ${listing.objects.length} objects (${listing.pages} pages) under ${prefix}`);
+    options.logger?.info(
+      `${source.definition.id}: milestone ${m.milestone}: ${found} build(s) with kernel headers among ${listing.objects.length} objects (${listing.pages} pages) under ${prefix}`,
+    );
     if (found === 0)
-      throw new FalcoProbesError('config', `milestone ${m.milestone}: the listing has no <build id>/kernel-headers.tgz under prefix "${prefix}"`, {
-        location: definitionLocation(source, ['cos', 'milestones', i]),
-        hint: 'a milestone whose build number is wrong (or which Google has removed) matches nothing; fix or remove it (the lockfile is unchanged)',
-      });
+      throw new FalcoProbesError(
+        'config',
+        `milestone ${m.milestone}: the listing has no <build id>/kernel-headers.tgz under prefix "${prefix}"`,
+        {
+          location: definitionLocation(source, ['cos', 'milestones', i]),
+          hint: 'a milestone whose build number is wrong (or which Google has removed) matches nothing; fix or remove it (the lockfile is unchanged)',
+        },
+      );
   }
   return builds.sort((a, b) => compareNatural(a.buildId, b.buildId));
 }
 
 /** One build's headers: from the memo when this content was read before, else downloaded (network failures retried). */
-async function readBuild(source: LoadedSourceDefinition, cos: CosKernelSelection, build: CosBuild, memo: CosHeadersMemo, options: ResolveOptions): Promise<ReadBuild> {
+async function readBuild(
+  source: LoadedSourceDefinition,
+  cos: CosKernelSelection,
+  build: CosBuild,
+  memo: CosHeadersMemo,
+  options: ResolveOptions,
+): Promise<ReadBuild> {
   const path = `${build.buildId}/kernel-headers.tgz`;
   let info = await memo.get(build.object.md5, build.object.size);
   if (info) options.logger?.debug(`${path}: known content (md5 ${info.md5}); not downloaded again`);
@@ -148,7 +170,8 @@ async function readBuild(source: LoadedSourceDefinition, cos: CosKernelSelection
   const url = `${cos.headers}:${path}`;
   const where = { url };
   const fail = (err: unknown): never => {
-    if (err instanceof FalcoProbesError && err.kind === 'input') throw new FalcoProbesError('input', `build ${build.buildId}: ${err.message}`, { location: where });
+    if (err instanceof FalcoProbesError && err.kind === 'input')
+      throw new FalcoProbesError('input', `build ${build.buildId}: ${err.message}`, { location: where });
     throw err;
   };
   try {
@@ -159,10 +182,12 @@ async function readBuild(source: LoadedSourceDefinition, cos: CosKernelSelection
     fail(err);
   }
   const machine = info.machine === undefined ? source.definition.architectures[0]! : MACHINES[info.machine];
-  if (machine === undefined) fail(new FalcoProbesError('input', `UTS_MACHINE "${info.machine}" is not an architecture falco-probes knows (x86_64, aarch64)`));
+  if (machine === undefined)
+    fail(new FalcoProbesError('input', `UTS_MACHINE "${info.machine}" is not an architecture falco-probes knows (x86_64, aarch64)`));
   // Falco's loader: the digits after `#` at the start of uname -v.
   const kernelVersion = /^#([0-9]+)/.exec(info.version)?.[1];
-  if (kernelVersion === undefined) fail(new FalcoProbesError('input', `uname -v ${JSON.stringify(info.version)} does not start with #<number>`));
+  if (kernelVersion === undefined)
+    fail(new FalcoProbesError('input', `uname -v ${JSON.stringify(info.version)} does not start with #<number>`));
   checkKernelVersion(kernelVersion!, where);
   return { ...build, info, machine: machine!, kernelVersion: kernelVersion! };
 }
@@ -186,7 +211,9 @@ function groupIntoKernels(source: LoadedSourceDefinition, builds: ReadBuild[], o
     const name = `cos-${first.milestone}-${first.buildId.split('.').join('-')}`;
     checkTargetName(name);
     if (others.length)
-      options.logger?.info(`${def.id}: ${first.info.release} (${first.machine}): ${others.length} later build(s) share the kernel of ${name}: ${others.map((b) => b.buildId).join(', ')}`);
+      options.logger?.info(
+        `${def.id}: ${first.info.release} (${first.machine}): ${others.length} later build(s) share the kernel of ${name}: ${others.map((b) => b.buildId).join(', ')}`,
+      );
     const differing = others.filter((b) => b.info.version !== first.info.version);
     if (differing.length)
       options.logger?.warn(

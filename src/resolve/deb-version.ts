@@ -15,9 +15,7 @@ export function parseDebVersion(v: string): DebVersion {
   const epoch = colon >= 0 ? v.slice(0, colon) : '0';
   const rest = colon >= 0 ? v.slice(colon + 1) : v;
   const dash = rest.lastIndexOf('-');
-  return dash >= 0
-    ? { epoch, upstream: rest.slice(0, dash), revision: rest.slice(dash + 1) }
-    : { epoch, upstream: rest, revision: '' };
+  return dash >= 0 ? { epoch, upstream: rest.slice(0, dash), revision: rest.slice(dash + 1) } : { epoch, upstream: rest, revision: '' };
 }
 
 /** The upstream part: no epoch, no Debian revision (`1:6.12.117-1~deb12u1` -> `6.12.117`). */

@@ -12,7 +12,9 @@ export const RPM_EPOCH_RE = /^[0-9]{1,10}$/;
 /** Refuse an arch value that is not a plain word (it names a file and a folder later). */
 export function checkRpmArch(value: string, location?: ErrorLocation): string {
   if (!RPM_ARCH_RE.test(value))
-    throw new FalcoProbesError('input', `refusing arch ${JSON.stringify(value)}: allowed are letters, digits and _`, { location: location ?? {} });
+    throw new FalcoProbesError('input', `refusing arch ${JSON.stringify(value)}: allowed are letters, digits and _`, {
+      location: location ?? {},
+    });
   return value;
 }
 

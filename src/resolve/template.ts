@@ -6,7 +6,10 @@ export function fillTemplate(template: string, vars: Record<string, string | und
     const v = vars[name];
     if (v === undefined)
       throw new FalcoProbesError('config', `template ${JSON.stringify(template)} uses {${name}}, which is not known here`, {
-        hint: `known placeholders: ${Object.keys(vars).filter((k) => vars[k] !== undefined).sort().join(', ')}`,
+        hint: `known placeholders: ${Object.keys(vars)
+          .filter((k) => vars[k] !== undefined)
+          .sort()
+          .join(', ')}`,
       });
     return v;
   });

@@ -30,7 +30,7 @@ export function resolveCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   const override = env['FALCO_PROBES_RESOLVE_CACHE'];
   if (override) return override;
   const xdg = env['XDG_CACHE_HOME'];
-  const base = xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache');
+  const base = xdg?.startsWith('/') ? xdg : join(homedir(), '.cache');
   return join(base, 'falco-probes', 'resolve');
 }
 
@@ -39,7 +39,7 @@ export type Resolver = (source: LoadedSourceDefinition, options: ResolveOptions)
 
 export function mirrorsFor(source: LoadedSourceDefinition, repoName: string, options: ResolveOptions): string[] {
   const override = options.mirrorOverrides?.get(repoName);
-  if (override && override.length) return override;
+  if (override?.length) return override;
   const repo = source.definition.repositories.find((r) => r.name === repoName);
   return repo ? repo.mirrors : [];
 }

@@ -58,7 +58,9 @@ export async function readMirrorList(listUrl: string, arch: Arch, http: HttpOpti
       });
     bases.push(withSlash(url));
     if (bases.length > MIRROR_LIST_MAX_LINES)
-      throw new FalcoProbesError('input', `more than ${MIRROR_LIST_MAX_LINES} URLs; this is not a mirror list`, { location: { url: listUrl } });
+      throw new FalcoProbesError('input', `more than ${MIRROR_LIST_MAX_LINES} URLs; this is not a mirror list`, {
+        location: { url: listUrl },
+      });
   }
   if (bases.length === 0) throw new FalcoProbesError('input', 'mirror list names no repository URL', { location: { url: listUrl } });
   return bases;
@@ -109,6 +111,9 @@ export function packagePath(href: string, base: string, root: YumPackageRoot = '
   checkRelativePath(rest);
   const baseSegments = new URL(withSlash(base)).pathname.split('/').filter((s) => s !== '');
   if (up > baseSegments.length)
-    throw new FalcoProbesError('input', `refusing repository path ${JSON.stringify(href)}: it climbs ${up} folders above a base only ${baseSegments.length} deep`);
+    throw new FalcoProbesError(
+      'input',
+      `refusing repository path ${JSON.stringify(href)}: it climbs ${up} folders above a base only ${baseSegments.length} deep`,
+    );
   return checkRelativePath([...baseSegments.slice(0, baseSegments.length - up), rest].join('/'));
 }

@@ -122,7 +122,10 @@ export class PackageRecordFilter {
   }
 
   private process(chunk: Buffer): void {
-    if (this.pending.length === 0) return this.scan(chunk, 0);
+    if (this.pending.length === 0) {
+      this.scan(chunk, 0);
+      return;
+    }
     // The undecided tail is joined only with the chunk's head, up to just past
     // its first `</package>` (which ends the unfinished record in the common
     // case); the rest of the chunk is then searched where it lies instead of
@@ -132,7 +135,10 @@ export class PackageRecordFilter {
     this.scan(Buffer.concat([this.pending, chunk.subarray(0, cut)]), this.pending.length);
     if (cut === chunk.length) return;
     const rest = chunk.subarray(cut);
-    if (this.passthrough) return this.write(rest);
+    if (this.passthrough) {
+      this.write(rest);
+      return;
+    }
     const left = this.pending.length;
     if (left <= cut) {
       // What is still undecided lies in the chunk's head: go on from there in place.
@@ -146,7 +152,10 @@ export class PackageRecordFilter {
   /** Search `buf` (an undecided tail and what follows it); `checked` bytes at its start were searched for declarations already, but for the last. */
   private scan(buf: Buffer, checked: number): void {
     // Anything saxes must interpret itself (comments, CDATA, PIs) ends skipping for good.
-    if (this.inRecords && hasDeclaration(buf, Math.max(0, checked - 1))) return this.stopSkipping(buf, 0, this.line);
+    if (this.inRecords && hasDeclaration(buf, Math.max(0, checked - 1))) {
+      this.stopSkipping(buf, 0, this.line);
+      return;
+    }
     let resume = this.resume;
     let pos = 0;
     let line = this.line;
@@ -167,25 +176,40 @@ export class PackageRecordFilter {
         break;
       }
       advance(open.at, true);
-      if (open.kind !== 'open') return this.stopSkipping(buf, pos, line);
+      if (open.kind !== 'open') {
+        this.stopSkipping(buf, pos, line);
+        return;
+      }
       const start = open.at;
       if (!this.inRecords) {
         this.inRecords = true;
-        if (hasDeclaration(buf, start)) return this.stopSkipping(buf, pos, line);
+        if (hasDeclaration(buf, start)) {
+          this.stopSkipping(buf, pos, line);
+          return;
+        }
       }
       const close = nextTag(buf, start + Math.max(1, resume), start);
       resume = 0;
       if (!close || close.kind === 'undecided') {
-        if (buf.length - start > MAX_RECORD_BYTES) return this.stopSkipping(buf, pos, line);
+        if (buf.length - start > MAX_RECORD_BYTES) {
+          this.stopSkipping(buf, pos, line);
+          return;
+        }
         // The record continues in the next chunk; resume where a tag could still begin.
         resume = close ? close.at - start : Math.max(1, buf.length - start - LOOKAHEAD - 1);
         break;
       }
-      if (close.kind !== 'close') return this.stopSkipping(buf, pos, line);
+      if (close.kind !== 'close') {
+        this.stopSkipping(buf, pos, line);
+        return;
+      }
       const end = close.at + WORD.length + 3;
       const nameStart = buf.indexOf(NAME_OPEN, start);
       const nameEnd = nameStart === -1 || nameStart > end ? -1 : buf.indexOf(NAME_CLOSE, nameStart);
-      if (nameEnd === -1 || nameEnd > end) return this.stopSkipping(buf, pos, line);
+      if (nameEnd === -1 || nameEnd > end) {
+        this.stopSkipping(buf, pos, line);
+        return;
+      }
       const name = buf.toString('latin1', nameStart + NAME_OPEN.length, nameEnd);
       const skip = PACKAGE_NAME_RE.test(name) && !this.wanted(name);
       if (skip) this.skipped++;

@@ -56,7 +56,12 @@ export interface PrimaryListing {
  * whose name is in `wanted`. A transfer that fails part way is retried (up to
  * `http.attempts` in all); bad data is not.
  */
-export async function readPrimary(url: string, ref: PrimaryRef, wanted: ReadonlySet<string>, http: HttpOptions = {}): Promise<PrimaryListing> {
+export async function readPrimary(
+  url: string,
+  ref: PrimaryRef,
+  wanted: ReadonlySet<string>,
+  http: HttpOptions = {},
+): Promise<PrimaryListing> {
   const attempts = Math.max(1, http.attempts ?? DEFAULT_HTTP.attempts);
   const backoffMs = http.backoffMs ?? DEFAULT_HTTP.backoffMs;
   let last: unknown;
@@ -136,7 +141,11 @@ async function readPrimaryOnce(url: string, ref: PrimaryRef, wanted: ReadonlySet
   if (ref.size !== undefined && served !== ref.size)
     throw new FalcoProbesError('checksum', `${served} bytes served, but repomd.xml gives a size of ${ref.size}`, { location: { url } });
   if (ref.openSize !== undefined && parse.openBytes !== ref.openSize)
-    throw new FalcoProbesError('checksum', `decompresses to ${parse.openBytes} bytes, but repomd.xml gives an open-size of ${ref.openSize}`, { location: { url } });
+    throw new FalcoProbesError(
+      'checksum',
+      `decompresses to ${parse.openBytes} bytes, but repomd.xml gives an open-size of ${ref.openSize}`,
+      { location: { url } },
+    );
   return { url, packageCount: parse.packageCount, packages: parse.packages };
 }
 
@@ -173,9 +182,15 @@ class PrimaryParser {
     private readonly wanted: ReadonlySet<string>,
     private readonly maxOpenBytes: number,
   ) {
-    this.filter = new PackageRecordFilter((name) => wanted.has(name), (bytes, line) => this.feed(bytes, line));
+    this.filter = new PackageRecordFilter(
+      (name) => wanted.has(name),
+      (bytes, line) => this.feed(bytes, line),
+    );
     this.parser.on('error', (err) => {
-      throw this.error(`malformed XML at line ${this.line()}: ${err.message}`, 'the mirror may have answered with an error page or a damaged file');
+      throw this.error(
+        `malformed XML at line ${this.line()}: ${err.message}`,
+        'the mirror may have answered with an error page or a damaged file',
+      );
     });
     this.parser.on('opentag', (tag) => this.open(tag));
     this.parser.on('closetag', (tag) => this.close(tag));
@@ -188,7 +203,10 @@ class PrimaryParser {
   write(bytes: Buffer): void {
     this.openBytes += bytes.length;
     if (this.openBytes > this.maxOpenBytes)
-      throw this.error(`decompresses to more than ${this.maxOpenBytes} bytes`, 'repomd.xml gives the open-size; without one the limit is 4 GiB');
+      throw this.error(
+        `decompresses to more than ${this.maxOpenBytes} bytes`,
+        'repomd.xml gives the open-size; without one the limit is 4 GiB',
+      );
     this.filter.write(bytes);
   }
 
@@ -206,7 +224,10 @@ class PrimaryParser {
     this.parser.close();
     if (!this.sawRoot) throw this.error('empty document: no <metadata> element');
     if (this.declaredCount !== undefined && this.declaredCount !== this.packageCount)
-      throw this.error(`<metadata packages="${this.declaredCount}"> but ${this.packageCount} <package> elements`, 'the file is incomplete or damaged');
+      throw this.error(
+        `<metadata packages="${this.declaredCount}"> but ${this.packageCount} <package> elements`,
+        'the file is incomplete or damaged',
+      );
   }
 
   private feed(bytes: Buffer, line: number): void {
@@ -237,7 +258,8 @@ class PrimaryParser {
     const name = tag.name;
     if (!this.sawRoot) {
       this.sawRoot = true;
-      if (name !== 'metadata') throw this.error(`not primary metadata: its root element is <${name}>`, 'the mirror may have answered with an error page');
+      if (name !== 'metadata')
+        throw this.error(`not primary metadata: its root element is <${name}>`, 'the mirror may have answered with an error page');
       const count = tag.attributes['packages'];
       if (count !== undefined && /^[0-9]{1,9}$/.test(count)) this.declaredCount = Number(count);
       return;

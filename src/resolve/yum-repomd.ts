@@ -61,7 +61,9 @@ export function parseRepomd(body: Uint8Array, url: string): PrimaryRef {
   let inPrimary = false;
   let field: keyof RawPrimary | undefined;
   let buffer = '';
-  parser.on('error', (err) => fail(`malformed XML: ${err.message}`, 'the mirror may have answered with an error page instead of repomd.xml'));
+  parser.on('error', (err) =>
+    fail(`malformed XML: ${err.message}`, 'the mirror may have answered with an error page instead of repomd.xml'),
+  );
   parser.on('opentag', (tag) => {
     if (root === undefined) {
       root = tag.name;
@@ -109,11 +111,15 @@ export function parseRepomd(body: Uint8Array, url: string): PrimaryRef {
 
   if (!primary) return fail('repomd.xml lists no primary metadata (<data type="primary">)');
   if (primary.checksumType !== 'sha256')
-    fail(`the primary metadata's checksum type is ${JSON.stringify(primary.checksumType ?? '')}; only sha256 is accepted`, 'sha1 and md5 do not protect against a tampered mirror; regenerate the repository with sha256');
+    fail(
+      `the primary metadata's checksum type is ${JSON.stringify(primary.checksumType ?? '')}; only sha256 is accepted`,
+      'sha1 and md5 do not protect against a tampered mirror; regenerate the repository with sha256',
+    );
   const sha256 = (primary.checksum ?? '').toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`the primary metadata's sha256 ${JSON.stringify(primary.checksum ?? '')} is not 64 hex digits`);
   if (!primary.href) return fail('the primary metadata has no <location href>');
-  if (primary.xmlBase !== undefined) fail(`the primary metadata's location has an xml:base (${JSON.stringify(primary.xmlBase)}), which is not supported`);
+  if (primary.xmlBase !== undefined)
+    fail(`the primary metadata's location has an xml:base (${JSON.stringify(primary.xmlBase)}), which is not supported`);
   try {
     checkRelativePath(primary.href, { url });
   } catch (err) {

@@ -64,7 +64,8 @@ interface DevelRule {
 export const resolveYumSource: Resolver = async (source, options) => {
   const def = source.definition;
   const selection = def.yum;
-  if (!selection) throw new FalcoProbesError('config', 'a yum source definition needs a "yum" section', { location: { file: source.file } });
+  if (!selection)
+    throw new FalcoProbesError('config', 'a yum source definition needs a "yum" section', { location: { file: source.file } });
   const rules = develRules(selection, def.targetId);
   const wanted = new Set(rules.flatMap((r) => [r.name, ...r.images]));
   const byArch = new Map<Arch, RpmPackage[]>(def.architectures.map((a) => [a, []]));
@@ -84,7 +85,9 @@ export const resolveYumSource: Resolver = async (source, options) => {
       const packages = listing.packages.map((record) => validatePackage(record, repo.name, order, listing, selection));
       byArch.get(arch)!.push(...packages.filter((p) => p.arch === arch));
       const devel = packages.filter((p) => p.arch === arch && rules.some((r) => r.name === p.name)).length;
-      options.logger?.info(`${def.id}: ${repo.name} ${arch}: ${devel} devel packages among ${listing.packageCount} packages from ${listing.base}`);
+      options.logger?.info(
+        `${def.id}: ${repo.name} ${arch}: ${devel} devel packages among ${listing.packageCount} packages from ${listing.base}`,
+      );
     }
   }
 
@@ -118,7 +121,13 @@ async function readRepository(base: string, wanted: ReadonlySet<string>, options
 }
 
 /** The kernels of one architecture, from the devel packages of every repository (first repository first). */
-function kernelsOfArch(source: LoadedSourceDefinition, rules: DevelRule[], arch: Arch, packages: RpmPackage[], options: ResolveOptions): KernelDescriptor[] {
+function kernelsOfArch(
+  source: LoadedSourceDefinition,
+  rules: DevelRule[],
+  arch: Arch,
+  packages: RpmPackage[],
+  options: ResolveOptions,
+): KernelDescriptor[] {
   const byRelease = new Map<string, { kernel: KernelDescriptor; pkg: RpmPackage }>();
   const ordered = [...packages].sort((a, b) => a.repositoryOrder - b.repositoryOrder);
   for (const pkg of ordered) {
@@ -156,7 +165,8 @@ function kernelsOfArch(source: LoadedSourceDefinition, rules: DevelRule[], arch:
 function imageOf(devel: RpmPackage, rule: DevelRule, packages: RpmPackage[]): RpmPackage | undefined {
   for (const name of rule.images) {
     const image = packages.find(
-      (p) => p.name === name && p.arch === devel.arch && p.epoch === devel.epoch && p.version === devel.version && p.release === devel.release,
+      (p) =>
+        p.name === name && p.arch === devel.arch && p.epoch === devel.epoch && p.version === devel.version && p.release === devel.release,
     );
     if (image) return image;
   }
@@ -168,10 +178,17 @@ function checkEveryRuleMatched(source: LoadedSourceDefinition, rules: DevelRule[
   for (const rule of rules) {
     if ([...byArch.values()].some((list) => list.some((p) => p.name === rule.name))) continue;
     const entry = source.definition.yum!.devel[rule.index];
-    throw new FalcoProbesError('config', `yum.devel names package "${rule.name}", which no repository lists for ${source.definition.architectures.join(' or ')}`, {
-      location: definitionLocation(source, typeof entry === 'string' ? ['yum', 'devel', rule.index] : ['yum', 'devel', rule.index, 'name']),
-      hint: 'a name that matches nothing is a typo or a package the distribution no longer ships; fix or remove it (the lockfile is unchanged)',
-    });
+    throw new FalcoProbesError(
+      'config',
+      `yum.devel names package "${rule.name}", which no repository lists for ${source.definition.architectures.join(' or ')}`,
+      {
+        location: definitionLocation(
+          source,
+          typeof entry === 'string' ? ['yum', 'devel', rule.index] : ['yum', 'devel', rule.index, 'name'],
+        ),
+        hint: 'a name that matches nothing is a typo or a package the distribution no longer ships; fix or remove it (the lockfile is unchanged)',
+      },
+    );
   }
 }
 
@@ -190,7 +207,10 @@ function describeKernel(
       return fillTemplate(template, vars);
     } catch (err) {
       if (err instanceof FalcoProbesError)
-        throw new FalcoProbesError('config', `yum.${what}: ${err.message}`, { location: { file: source.file }, ...(err.hint ? { hint: err.hint } : {}) });
+        throw new FalcoProbesError('config', `yum.${what}: ${err.message}`, {
+          location: { file: source.file },
+          ...(err.hint ? { hint: err.hint } : {}),
+        });
       throw err;
     }
   };
@@ -213,7 +233,13 @@ function describeKernel(
 }
 
 /** Check every value of a kept package before any of it is used; errors name the URL, the package and its line. */
-function validatePackage(record: RpmPackageRecord, repository: string, repositoryOrder: number, listing: RepositoryListing, selection: YumKernelSelection): RpmPackage {
+function validatePackage(
+  record: RpmPackageRecord,
+  repository: string,
+  repositoryOrder: number,
+  listing: RepositoryListing,
+  selection: YumKernelSelection,
+): RpmPackage {
   const where = { url: listing.url, what: `package ${record.name} (line ${record.line})` };
   return guarded(where, () => {
     const name = checkPackageName(record.name);
@@ -225,11 +251,24 @@ function validatePackage(record: RpmPackageRecord, repository: string, repositor
     if (record.checksumType !== 'sha256')
       throw new FalcoProbesError('input', `its checksum type is ${JSON.stringify(record.checksumType)}; only sha256 is accepted`);
     const sha256 = checkSha256(record.checksum.trim().toLowerCase());
-    if (!/^[0-9]{1,15}$/.test(record.size)) throw new FalcoProbesError('input', `its <size package> ${JSON.stringify(record.size)} is not a whole number`);
+    if (!/^[0-9]{1,15}$/.test(record.size))
+      throw new FalcoProbesError('input', `its <size package> ${JSON.stringify(record.size)} is not a whole number`);
     if (record.xmlBase !== undefined)
-      throw new FalcoProbesError('input', `its location has an xml:base (${JSON.stringify(record.xmlBase)}): packages outside the repository are not supported`);
+      throw new FalcoProbesError(
+        'input',
+        `its location has an xml:base (${JSON.stringify(record.xmlBase)}): packages outside the repository are not supported`,
+      );
     const path = packagePath(record.href, listing.base, selection.packageRoot);
-    return { name, arch, epoch, version, release, repositoryOrder, url: listing.url, ref: { name, version: evr, repository, path, sha256, size: Number(record.size) } };
+    return {
+      name,
+      arch,
+      epoch,
+      version,
+      release,
+      repositoryOrder,
+      url: listing.url,
+      ref: { name, version: evr, repository, path, sha256, size: Number(record.size) },
+    };
   });
 }
 
@@ -244,7 +283,10 @@ function guarded<T>(where: Where, check: () => T): T {
     return check();
   } catch (err) {
     if (err instanceof FalcoProbesError && err.kind === 'input')
-      throw new FalcoProbesError('input', `${where.what}: ${err.message}`, { location: { url: where.url }, ...(err.hint ? { hint: err.hint } : {}) });
+      throw new FalcoProbesError('input', `${where.what}: ${err.message}`, {
+        location: { url: where.url },
+        ...(err.hint ? { hint: err.hint } : {}),
+      });
     throw err;
   }
 }

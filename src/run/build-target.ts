@@ -108,7 +108,11 @@ export async function buildTarget(target: Target, pipeline: TargetPipeline, opti
   // The builder starts the log afresh; what came before it is added at the end.
   await log(logFile, files.map((f) => `# package ${f.pkg.name} ${f.pkg.version} sha256 ${f.pkg.sha256}`).join('\n'));
   await log(logFile, `# fetch ${ms(t1 - t0)}, extract ${ms(t2 - t1)}, build ${ms(t3 - t2)}; object sha256 ${result.sha256}`);
-  return { file: outFile, ...result, phases: { fetchMs: Math.round(t1 - t0), extractMs: Math.round(t2 - t1), buildMs: Math.round(t3 - t2) } };
+  return {
+    file: outFile,
+    ...result,
+    phases: { fetchMs: Math.round(t1 - t0), extractMs: Math.round(t2 - t1), buildMs: Math.round(t3 - t2) },
+  };
 }
 
 /** The last lines of a target's log, to show under its failure. */

@@ -23,10 +23,12 @@ export function buildableHere(): BuildableHere {
   return {
     arch: hostArch(),
     dockerAnswers: () =>
-      (answer ??= import('../builders/docker-client.js').then(
-        (m) => m.connectDocker().then(() => true),
-        () => false,
-      ).catch(() => false)),
+      (answer ??= import('../builders/docker-client.js')
+        .then(
+          (m) => m.connectDocker().then(() => true),
+          () => false,
+        )
+        .catch(() => false)),
   };
 }
 
@@ -50,7 +52,9 @@ export function unbuildableLines(reasons: ReadonlyMap<Target, string>, skipping:
   for (const [why, targets] of byReason) {
     const shown = targets.slice(0, 3).map((t) => t.label);
     const more = targets.length > shown.length ? ` and ${targets.length - shown.length} more` : '';
-    lines.push(`${targets.length} target${targets.length === 1 ? '' : 's'} ${skipping ? 'not built' : 'cannot be built'} here: ${why} (${shown.join(', ')}${more})`);
+    lines.push(
+      `${targets.length} target${targets.length === 1 ? '' : 's'} ${skipping ? 'not built' : 'cannot be built'} here: ${why} (${shown.join(', ')}${more})`,
+    );
   }
   return lines;
 }

@@ -64,9 +64,13 @@ export interface DriverSourceOptions {
 }
 
 export function unpinnedDriverError(driver: ResolvedDriver): FalcoProbesError {
-  return new FalcoProbesError('config', `driver ${driver.name} ${driver.version} is a remote tarball without a sha256 pin (nor a tree pin); refusing to build from unverified source`, {
-    hint: `run \`falco-probes pin ${driver.name}\` on a machine that can download it, or point its source at a local checkout`,
-  });
+  return new FalcoProbesError(
+    'config',
+    `driver ${driver.name} ${driver.version} is a remote tarball without a sha256 pin (nor a tree pin); refusing to build from unverified source`,
+    {
+      hint: `run \`falco-probes pin ${driver.name}\` on a machine that can download it, or point its source at a local checkout`,
+    },
+  );
 }
 
 /**
@@ -84,7 +88,10 @@ export class DriverSourceUnreachableError extends FalcoProbesError {
   readonly driver: DriverPin;
   constructor(driver: DriverPin, what: string, cause: unknown, serveWith: string) {
     const reason = oneLineReason(cause);
-    super('network', `driver ${driver.name} ${driver.version}: source ${what} is unreachable (${reason})`, { cause, hint: `serve it with ${serveWith}` });
+    super('network', `driver ${driver.name} ${driver.version}: source ${what} is unreachable (${reason})`, {
+      cause,
+      hint: `serve it with ${serveWith}`,
+    });
     this.what = what;
     this.reason = reason;
     this.serveWith = serveWith;
@@ -122,7 +129,10 @@ export function driverSourceUrls(url: string, rewrites: readonly UrlRewrite[] = 
 }
 
 /** The mirrors a Debian package of a driver is fetched from, in order (see the top of this file). */
-export async function driverPackageMirrors(deb: DriverPackage, o: Pick<DriverSourceOptions, 'archiveMirrors' | 'apt'> = {}): Promise<string[]> {
+export async function driverPackageMirrors(
+  deb: DriverPackage,
+  o: Pick<DriverSourceOptions, 'archiveMirrors' | 'apt'> = {},
+): Promise<string[]> {
   const listed = o.archiveMirrors?.get(deb.archive) ?? deb.mirrors ?? [];
   const apt = await aptMirrorsForPath(deb.aptPath ?? `/${deb.archive}`, o.apt ?? {});
   const seen = new Set<string>();
@@ -178,7 +188,10 @@ export interface UnreachableDriver {
  * not be downloaded; any other failure (a checksum, a missing folder) is
  * thrown: it is never a reason to go on without the driver.
  */
-export async function obtainDriverSources(targets: readonly Target[], driverDir: (driver: ResolvedDriver) => Promise<string>): Promise<UnreachableDriver[]> {
+export async function obtainDriverSources(
+  targets: readonly Target[],
+  driverDir: (driver: ResolvedDriver) => Promise<string>,
+): Promise<UnreachableDriver[]> {
   const byDriver = new Map<string, { driver: ResolvedDriver; targets: Target[] }>();
   for (const t of targets) {
     const id = `${t.driver.name}\0${t.driver.version}`;
@@ -236,7 +249,13 @@ function urlFolder(url: string): string {
 }
 
 /** Download a tarball from the first of its URLs that answers; a network failure on all of them is "unreachable". */
-async function downloadTarball(driver: DriverPin, url: string, dest: string, o: DriverSourceOptions, check?: (sha256: string, from: string) => void): Promise<string> {
+async function downloadTarball(
+  driver: DriverPin,
+  url: string,
+  dest: string,
+  o: DriverSourceOptions,
+  check?: (sha256: string, from: string) => void,
+): Promise<string> {
   const urls = driverSourceUrls(url, o.urlRewrites);
   try {
     return await tryMirrors(urls, async (from) => {
@@ -253,7 +272,12 @@ async function downloadTarball(driver: DriverPin, url: string, dest: string, o: 
 }
 
 /** One URL into `dest` (written under a temporary name, renamed when complete); `check` sees the sha256 first. */
-async function downloadOne(url: string, dest: string, o: DriverSourceOptions, check?: (sha256: string, from: string) => void): Promise<void> {
+async function downloadOne(
+  url: string,
+  dest: string,
+  o: DriverSourceOptions,
+  check?: (sha256: string, from: string) => void,
+): Promise<void> {
   await mkdir(dirname(dest), { recursive: true });
   const tmp = temporaryBeside(dest, 'part');
   const hash = createHash('sha256');
@@ -284,7 +308,13 @@ async function openSource(url: string, o: DriverSourceOptions): Promise<Readable
   return openFileUrl(url);
 }
 
-async function sha256DriverDir(driver: ResolvedDriver, url: string, sha256: string, strip: number, o: DriverSourceOptions): Promise<string> {
+async function sha256DriverDir(
+  driver: ResolvedDriver,
+  url: string,
+  sha256: string,
+  strip: number,
+  o: DriverSourceOptions,
+): Promise<string> {
   const tree = join(driversDir(o), sha256);
   if ((await stat(join(tree, '.complete')).catch(() => undefined))?.isFile()) return tree;
   const tarball = join(driversDir(o), `${sha256}.tar`);
@@ -292,10 +322,14 @@ async function sha256DriverDir(driver: ResolvedDriver, url: string, sha256: stri
   if (cached?.sha256 !== sha256)
     await downloadTarball(driver, url, tarball, o, (got, from) => {
       if (got !== sha256)
-        throw new FalcoProbesError('checksum', `driver ${driver.name} ${driver.version}: sha256 mismatch: the pin says ${sha256}, the download is ${got}`, {
-          location: { url: from },
-          hint: 'the tarball changed upstream or the pin is wrong; check it, then `falco-probes pin --update`',
-        });
+        throw new FalcoProbesError(
+          'checksum',
+          `driver ${driver.name} ${driver.version}: sha256 mismatch: the pin says ${sha256}, the download is ${got}`,
+          {
+            location: { url: from },
+            hint: 'the tarball changed upstream or the pin is wrong; check it, then `falco-probes pin --update`',
+          },
+        );
     });
   // Unpack beside the final name and rename: a kill leaves a temporary folder, never a half tree at the address.
   const tmp = temporaryBeside(tree, 'tmp');
@@ -339,7 +373,13 @@ export interface UnpackedTree {
  * anything else leaves nothing in the cache. `falco-probes pin` calls this
  * without `expected` to learn the hash.
  */
-export async function unpackTarballTree(driver: ResolvedDriver | DriverPin, url: string, strip: number, o: DriverSourceOptions, expected?: string): Promise<UnpackedTree> {
+export async function unpackTarballTree(
+  driver: ResolvedDriver | DriverPin,
+  url: string,
+  strip: number,
+  o: DriverSourceOptions,
+  expected?: string,
+): Promise<UnpackedTree> {
   await mkdir(driversDir(o), { recursive: true });
   await sweepStaleTemporaries(driversDir(o));
   const name = `tree-${expected ?? 'unknown'}`;
@@ -350,10 +390,14 @@ export async function unpackTarballTree(driver: ResolvedDriver | DriverPin, url:
     await o.extract(tarball, tmp, { strip, ...(o.signal ? { signal: o.signal } : {}) });
     const got = await treeHash(tmp, from);
     if (expected !== undefined && got !== expected)
-      throw new FalcoProbesError('checksum', `driver ${driver.name} ${driver.version}: tree hash mismatch for ${url}: the pin says ${expected}, the unpacked tarball (strip ${strip}) is ${got}`, {
-        location: { url: from },
-        hint: 'the archive\'s content changed upstream, the mirror serves another tarball, or the pin (or strip) is wrong; check it, then `falco-probes pin --update`',
-      });
+      throw new FalcoProbesError(
+        'checksum',
+        `driver ${driver.name} ${driver.version}: tree hash mismatch for ${url}: the pin says ${expected}, the unpacked tarball (strip ${strip}) is ${got}`,
+        {
+          location: { url: from },
+          hint: "the archive's content changed upstream, the mirror serves another tarball, or the pin (or strip) is wrong; check it, then `falco-probes pin --update`",
+        },
+      );
     const dir = join(driversDir(o), `tree-${got}`);
     try {
       await rename(tmp, dir);
@@ -372,7 +416,14 @@ export async function unpackTarballTree(driver: ResolvedDriver | DriverPin, url:
 async function debPackageTree(driver: ResolvedDriver, deb: DriverPackage, o: DriverSourceOptions): Promise<string> {
   const tree = join(driversDir(o), `deb-${deb.sha256}`);
   if (await isDir(tree)) return tree;
-  const pkg: PackageRef = { name: deb.name, version: deb.version, repository: deb.archive, path: deb.path, sha256: deb.sha256, size: deb.size };
+  const pkg: PackageRef = {
+    name: deb.name,
+    version: deb.version,
+    repository: deb.archive,
+    path: deb.path,
+    sha256: deb.sha256,
+    size: deb.size,
+  };
   let file = await lookupCached(o.cacheDir, pkg, o.logger ? { logger: o.logger } : {});
   if (!file) {
     const what = `${deb.archive} package ${deb.name} ${deb.version} (${deb.path})`;
@@ -382,7 +433,10 @@ async function debPackageTree(driver: ResolvedDriver, deb: DriverPackage, o: Dri
       throw new DriverSourceUnreachableError(
         driver,
         what,
-        new FalcoProbesError('network', `no mirror: none is listed for archive ${deb.archive}, and apt's sources name none for ${deb.aptPath ?? `/${deb.archive}`}`),
+        new FalcoProbesError(
+          'network',
+          `no mirror: none is listed for archive ${deb.archive}, and apt's sources name none for ${deb.aptPath ?? `/${deb.archive}`}`,
+        ),
         serveWith,
       );
     try {
@@ -416,10 +470,14 @@ async function driverFolderIn(tree: string, dir: string, driver: ResolvedDriver)
   const folder = dir === '.' ? tree : join(tree, dir);
   if (!(await isDir(folder))) {
     const deb = (driver.source as { deb: DriverPackage }).deb;
-    throw new FalcoProbesError('config', `driver ${driver.name} ${driver.version}: the package ${deb.name} ${deb.version} has no folder ${dir}`, {
-      location: { file: folder },
-      hint: 'fix `source.dir` in kernels/drivers.yaml: the folder of the package\'s tree that holds the driver (for example usr/src/<name>-<version>)',
-    });
+    throw new FalcoProbesError(
+      'config',
+      `driver ${driver.name} ${driver.version}: the package ${deb.name} ${deb.version} has no folder ${dir}`,
+      {
+        location: { file: folder },
+        hint: "fix `source.dir` in kernels/drivers.yaml: the folder of the package's tree that holds the driver (for example usr/src/<name>-<version>)",
+      },
+    );
   }
   return folder;
 }

@@ -79,7 +79,10 @@ export function createKernelRoots(treesDir: string, options: KernelRootOptions =
 }
 
 /** Compose a root into `dest` from checked trees; returns the root's manifest (its files' stat fields, the trees' sha256s). */
-function composeWithManifest(treesDir: string, options: KernelRootOptions): (archives: readonly KernelArchive[], dest: string, signal: AbortSignal | undefined) => Promise<Manifest> {
+function composeWithManifest(
+  treesDir: string,
+  options: KernelRootOptions,
+): (archives: readonly KernelArchive[], dest: string, signal: AbortSignal | undefined) => Promise<Manifest> {
   const inFlight = new Map<string, Promise<{ tree: string; manifest: Manifest }>>();
   const treeOf = (a: KernelArchive, signal: AbortSignal | undefined) => {
     const sha = checkSha256(a.sha256);
@@ -110,7 +113,12 @@ function composeWithManifest(treesDir: string, options: KernelRootOptions): (arc
         bytes += st.size;
       }
     }
-    return { format: trees[0]?.manifest.format ?? 'falco-probes-manifest-v1', files: entries.filter((e) => e[1] === 'f').length, bytes, entries };
+    return {
+      format: trees[0]?.manifest.format ?? 'falco-probes-manifest-v1',
+      files: entries.filter((e) => e[1] === 'f').length,
+      bytes,
+      entries,
+    };
   };
 }
 
@@ -209,7 +217,12 @@ async function isDirectory(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined))?.isDirectory() === true;
 }
 
-async function unpackOnce(treesDir: string, a: KernelArchive, signal: AbortSignal | undefined, logger: Logger | undefined): Promise<{ tree: string; manifest: Manifest }> {
+async function unpackOnce(
+  treesDir: string,
+  a: KernelArchive,
+  signal: AbortSignal | undefined,
+  logger: Logger | undefined,
+): Promise<{ tree: string; manifest: Manifest }> {
   const tree = join(treesDir, a.sha256);
   const mfile = manifestFile(treesDir, a.sha256);
   if (await isDirectory(tree)) {

@@ -34,10 +34,14 @@ export function createMirrorTable(
       const source = os === undefined ? undefined : sources.get(os);
       const repo = source?.definition.repositories.find((r) => r.name === pkg.repository);
       if (!repo)
-        throw new FalcoProbesError('config', `package ${pkg.name} names repository "${pkg.repository}", which ${source ? `${source.relativePath} does not define` : 'no loaded source definition defines'}`, {
-          ...(source ? { location: { file: source.file } } : {}),
-          hint: 'the lockfile and its source definition disagree: run falco-probes resolve',
-        });
+        throw new FalcoProbesError(
+          'config',
+          `package ${pkg.name} names repository "${pkg.repository}", which ${source ? `${source.relativePath} does not define` : 'no loaded source definition defines'}`,
+          {
+            ...(source ? { location: { file: source.file } } : {}),
+            hint: 'the lockfile and its source definition disagree: run falco-probes resolve',
+          },
+        );
       return repo.mirrors;
     },
   };

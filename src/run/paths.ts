@@ -31,7 +31,8 @@ export function runPaths(projectRoot: string): RunPaths {
     root,
     state,
     // Names were checked when the lockfile was read; checked again here because they become paths.
-    workDir: (t, purpose) => join(state, 'work', `${checkSha256(t.key)}-${purpose ? `${checkIdent(purpose, 'work purpose')}-` : ''}${process.pid}`),
+    workDir: (t, purpose) =>
+      join(state, 'work', `${checkSha256(t.key)}-${purpose ? `${checkIdent(purpose, 'work purpose')}-` : ''}${process.pid}`),
     logFile: (t) => join(state, 'logs', checkIdent(t.os, 'OS id'), `${checkTargetName(t.name)}.log`),
   };
 }

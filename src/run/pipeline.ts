@@ -74,7 +74,10 @@ export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
   });
   // Temporaries that killed runs left in the cache (any process's, once it is gone).
   const swept = await sweepCacheTemporaries(fetcher.cacheDir);
-  if (swept.length) o.logger.info(`removed ${swept.length} temporar${swept.length === 1 ? 'y' : 'ies'} of processes that are gone from ${fetcher.cacheDir}`);
+  if (swept.length)
+    o.logger.info(
+      `removed ${swept.length} temporar${swept.length === 1 ? 'y' : 'ies'} of processes that are gone from ${fetcher.cacheDir}`,
+    );
   const roots = createSharedKernelRoots(join(fetcher.cacheDir, 'trees'), join(fetcher.cacheDir, 'kernel-roots'), { logger: o.logger });
   return {
     fetcher,
@@ -84,6 +87,9 @@ export async function createPipeline(o: PipelineOptions): Promise<RunPipeline> {
     checkKernelRoot: (root) => roots.checkFully(root),
     driverDir,
     // Modules keyed for a compiler image (another Debian release's gcc) go to that image's Docker builder.
-    builder: routeCompilerImages(o.builder ?? createHostBuilder(), dockerCompilerImages({ logger: o.logger, pinMemoDir: join(dirname(fetcher.cacheDir), 'docker-pins') })),
+    builder: routeCompilerImages(
+      o.builder ?? createHostBuilder(),
+      dockerCompilerImages({ logger: o.logger, pinMemoDir: join(dirname(fetcher.cacheDir), 'docker-pins') }),
+    ),
   };
 }

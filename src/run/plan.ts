@@ -45,7 +45,8 @@ export async function planTargets(targets: readonly Target[], repo: RepositoryVi
 function planOne(target: Target, repo: RepositoryView): PlannedTarget {
   const entry = repo.indexedProbe(target.output);
   if (!entry) return { target, reason: 'no-probe' };
-  if (entry.key !== target.key) return { target, reason: 'key-changed', detail: `index has key ${entry.key.slice(0, 12)}, target has ${target.key.slice(0, 12)}` };
+  if (entry.key !== target.key)
+    return { target, reason: 'key-changed', detail: `index has key ${entry.key.slice(0, 12)}, target has ${target.key.slice(0, 12)}` };
   const found = repo.fileState(entry);
   if (!found) return { target, reason: 'file-missing', detail: target.output };
   if (found.sha256 !== entry.sha256 || found.size !== entry.size)

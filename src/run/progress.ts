@@ -67,7 +67,8 @@ export function createProgress(logger: Logger, total: number, jobs: number, now:
       doneMsSum += result.ms;
       doneBuilt++;
       if (result.ok) {
-        if (!logger.interactive) logger.info(`${counter()} built ${label}${result.note ? ` (${result.note})` : ''} in ${formatDuration(result.ms)}`);
+        if (!logger.interactive)
+          logger.info(`${counter()} built ${label}${result.note ? ` (${result.note})` : ''} in ${formatDuration(result.ms)}`);
       } else {
         state.failed++;
         // A failure is shown in both forms: it must not scroll away in a live line.

@@ -101,7 +101,8 @@ export interface BuildReport {
 /** Whether a builder that says `actual` builds what a key pinned as `wanted` promises (a bare clang version admits any vendor's build of it). */
 export function builderSatisfies(wanted: BuilderPin, actual: BuilderPin): boolean {
   if (wanted.kind === 'host' && actual.kind === 'host') return clangSatisfies(wanted.clang, actual.clang);
-  if (wanted.kind === 'docker' && actual.kind === 'docker') return wanted.image === actual.image && clangSatisfies(wanted.clang, actual.clang);
+  if (wanted.kind === 'docker' && actual.kind === 'docker')
+    return wanted.image === actual.image && clangSatisfies(wanted.clang, actual.clang);
   return false;
 }
 
@@ -110,13 +111,18 @@ export async function checkBuilderPin(pipeline: TargetPipeline, targets: readonl
   const actual = await pipeline.builder.pin();
   const wanted = new Map<string, BuilderPin>();
   // Modules keyed for a compiler image are checked by that image's builder when they build (builders/route.ts).
-  for (const t of targets) if (!(t.builder.kind === 'docker' && t.builder.release !== undefined)) wanted.set(canonicalJson(t.builder), t.builder);
+  for (const t of targets)
+    if (!(t.builder.kind === 'docker' && t.builder.release !== undefined)) wanted.set(canonicalJson(t.builder), t.builder);
   for (const pin of wanted.values()) {
     if (builderSatisfies(pin, actual)) continue;
-    throw new FalcoProbesError('config', `the builder here is ${describePin(actual)} but the targets' keys are for ${describePin(pin)}: probes built here would carry keys that lie about how they were built`, {
-      location: { file: 'kernels/drivers.yaml' },
-      hint: `set \`builder\` in kernels/drivers.yaml to ${JSON.stringify(actual)} (then run falco-probes generate), or build where that toolchain is installed`,
-    });
+    throw new FalcoProbesError(
+      'config',
+      `the builder here is ${describePin(actual)} but the targets' keys are for ${describePin(pin)}: probes built here would carry keys that lie about how they were built`,
+      {
+        location: { file: 'kernels/drivers.yaml' },
+        hint: `set \`builder\` in kernels/drivers.yaml to ${JSON.stringify(actual)} (then run falco-probes generate), or build where that toolchain is installed`,
+      },
+    );
   }
 }
 
@@ -166,7 +172,10 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
   });
 
   if (o.dryRun) {
-    const repo = await LocalRepository.read(o.repositoryDir, { verifyAll: o.verifyAll === true, memo: repositoryMemoPath(o.paths.state, o.repositoryDir) });
+    const repo = await LocalRepository.read(o.repositoryDir, {
+      verifyAll: o.verifyAll === true,
+      memo: repositoryMemoPath(o.paths.state, o.repositoryDir),
+    });
     const plan = await planTargets(o.targets, repo);
     return finish(plan.map(baseReport), true, repo.root);
   }
@@ -183,7 +192,9 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     const plan = await planTargets(o.targets, repo);
     const results = plan.map(baseReport);
     let stale = plan.flatMap((p, i) => (p.reason ? [{ planned: p, index: i }] : []));
-    if (o.explain) for (const { planned } of stale) o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
+    if (o.explain)
+      for (const { planned } of stale)
+        o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
     // Work directories and memo temporaries of dead runs go on every run, one with nothing to build too (two readdirs);
     // the package cache is swept when the pipeline is made (a run killed with cache work in flight left targets to build).
@@ -240,7 +251,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
         const lines = unreachable.map((u) => unreachableDriverLine(u, skipping));
         if (!skipping)
           throw new FalcoProbesError('network', lines.join('\n'), {
-            hint: 'nothing was built; --skip-unreachable-drivers builds the other drivers\' targets and reports these',
+            hint: "nothing was built; --skip-unreachable-drivers builds the other drivers' targets and reports these",
           });
         for (const line of lines) o.logger.warn(line);
         const dropped = new Map(unreachable.flatMap((u) => u.targets.map((t) => [t, u.error] as const)));

@@ -52,7 +52,10 @@ export function parseLabels(items: readonly string[]): Map<LabelKey, Set<string>
     const eq = item.indexOf('=');
     const key = item.slice(0, eq) as LabelKey;
     if (eq <= 0 || !LABEL_KEYS.includes(key))
-      throw new FalcoProbesError('usage', `--label expects KEY=VALUE with KEY one of ${LABEL_KEYS.join(', ')}, got ${JSON.stringify(item)}`);
+      throw new FalcoProbesError(
+        'usage',
+        `--label expects KEY=VALUE with KEY one of ${LABEL_KEYS.join(', ')}, got ${JSON.stringify(item)}`,
+      );
     const set = labels.get(key) ?? new Set<string>();
     set.add(item.slice(eq + 1));
     labels.set(key, set);

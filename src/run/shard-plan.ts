@@ -52,7 +52,14 @@ export function renderPlanJson(plan: ShardPlan, only?: Shard, notes: PlanNotes =
         shard: s.shard,
         targets: s.targets.map((p) => {
           const note = notes.get(p.target);
-          return { label: p.target.label, key: p.target.key, output: p.target.output, builder: builderLabel(p.target.builder), reason: p.reason, ...(note !== undefined ? { notBuildableHere: note } : {}) };
+          return {
+            label: p.target.label,
+            key: p.target.key,
+            output: p.target.output,
+            builder: builderLabel(p.target.builder),
+            reason: p.reason,
+            ...(note !== undefined ? { notBuildableHere: note } : {}),
+          };
         }),
       })),
   };
@@ -66,7 +73,9 @@ export function renderPlanText(plan: ShardPlan, only?: Shard, notes: PlanNotes =
     lines.push(`shard ${s.shard}: ${s.targets.length} target(s)`);
     for (const p of s.targets) {
       const note = notes.get(p.target);
-      lines.push(`  ${p.target.label}  [${builderLabel(p.target.builder)}]  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'}${note !== undefined ? `; not buildable here: ${note}` : ''})`);
+      lines.push(
+        `  ${p.target.label}  [${builderLabel(p.target.builder)}]  (${p.reason ? REASON_TEXT[p.reason] : 'up to date'}${note !== undefined ? `; not buildable here: ${note}` : ''})`,
+      );
     }
   }
   return `${lines.join('\n')}\n`;

@@ -82,7 +82,8 @@ export function checkTree(dir: string, manifest: Manifest, full: boolean): strin
       const want = expected.get(rel);
       if (!want) return void (problem = `${rel}: not in its manifest`);
       seen++;
-      if (kind !== want[1]) return void (problem = `${rel}: a ${kind === 'f' ? 'file' : kind === 'l' ? 'link' : 'special file'}, made as a ${want[1] === 'f' ? 'file' : 'link'}`);
+      if (kind !== want[1])
+        return void (problem = `${rel}: a ${kind === 'f' ? 'file' : kind === 'l' ? 'link' : 'special file'}, made as a ${want[1] === 'f' ? 'file' : 'link'}`);
       if (want[1] === 'l') {
         if (readlinkSync(abs) !== want[2]) problem = `${rel}: the link leads elsewhere`;
         return;
@@ -90,7 +91,8 @@ export function checkTree(dir: string, manifest: Manifest, full: boolean): strin
       const st = lstatSync(abs);
       if (st.size !== want[2]) return void (problem = `${rel}: ${st.size} bytes, made with ${want[2]}`);
       if (st.mtimeMs !== want[3]) return void (problem = `${rel}: modified since it was made`);
-      if (full && createHash('sha256').update(readFileSync(abs)).digest('hex') !== want[4]) problem = `${rel}: its sha256 differs from the one it was made with`;
+      if (full && createHash('sha256').update(readFileSync(abs)).digest('hex') !== want[4])
+        problem = `${rel}: its sha256 differs from the one it was made with`;
     });
   } catch (err) {
     return `cannot read it (${(err as Error).message})`;

@@ -29,11 +29,7 @@ export class FalcoProbesError extends Error {
   readonly hint: string | undefined;
   readonly details: string | undefined;
 
-  constructor(
-    kind: ErrorKind,
-    message: string,
-    opts: { location?: ErrorLocation; hint?: string; details?: string; cause?: unknown } = {},
-  ) {
+  constructor(kind: ErrorKind, message: string, opts: { location?: ErrorLocation; hint?: string; details?: string; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'FalcoProbesError';
     this.kind = kind;

@@ -29,7 +29,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 export async function writeFileIfChanged(path: string, data: string | Uint8Array): Promise<boolean> {
   const wanted = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
   const current = await readFileOrUndefined(path);
-  if (current !== undefined && current.equals(wanted)) return false;
+  if (current?.equals(wanted)) return false;
   await writeFileAtomic(path, wanted);
   return true;
 }

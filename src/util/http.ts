@@ -98,7 +98,8 @@ function isLoopback(target: URL): boolean {
 export function proxyFor(target: URL, env: ProxyEnv = process.env): URL | undefined {
   if (isLoopback(target)) return undefined;
   const httpProxy = envValue(env, 'http_proxy');
-  const value = target.protocol === 'https:' ? (envValue(env, 'https_proxy') ?? httpProxy) : target.protocol === 'http:' ? httpProxy : undefined;
+  const value =
+    target.protocol === 'https:' ? (envValue(env, 'https_proxy') ?? httpProxy) : target.protocol === 'http:' ? httpProxy : undefined;
   if (value === undefined || bypassesProxy(target, envValue(env, 'no_proxy'))) return undefined;
   let proxy: URL;
   try {
@@ -107,7 +108,9 @@ export function proxyFor(target: URL, env: ProxyEnv = process.env): URL | undefi
     throw new FalcoProbesError('usage', `the proxy ${JSON.stringify(redact(value))} (HTTP_PROXY/HTTPS_PROXY) is not a URL`);
   }
   if (proxy.protocol !== 'http:')
-    throw new FalcoProbesError('usage', `the proxy ${redact(proxy.toString())} is not an http:// URL`, { hint: 'falco-probes speaks plain HTTP to its proxy (https:// targets still go through a CONNECT tunnel, TLS end to end)' });
+    throw new FalcoProbesError('usage', `the proxy ${redact(proxy.toString())} is not an http:// URL`, {
+      hint: 'falco-probes speaks plain HTTP to its proxy (https:// targets still go through a CONNECT tunnel, TLS end to end)',
+    });
   return proxy;
 }
 
@@ -139,7 +142,11 @@ function withoutCredentials(url: URL): string {
  * createConnection (its callback form): the request's own timeout starts once
  * the tunnel is up, so the CONNECT has the same idle limit of its own.
  */
-function tunnel(proxy: URL, target: URL, opts: { idleTimeoutMs: number; signal?: AbortSignal }): (options: unknown, done: (err: Error | null, socket?: Socket) => void) => undefined {
+function tunnel(
+  proxy: URL,
+  target: URL,
+  opts: { idleTimeoutMs: number; signal?: AbortSignal },
+): (options: unknown, done: (err: Error | null, socket?: Socket) => void) => undefined {
   return (_options, done) => {
     const authority = `${target.hostname}:${target.port || 443}`;
     const where = { location: { url: redact(target.toString()) } };
@@ -159,10 +166,16 @@ function tunnel(proxy: URL, target: URL, opts: { idleTimeoutMs: number; signal?:
       done(err, socket);
     };
     connect.setTimeout(opts.idleTimeoutMs, () =>
-      connect.destroy(new FalcoProbesError('network', `the proxy ${shownProxy} did not open a tunnel within ${opts.idleTimeoutMs} ms`, where)),
+      connect.destroy(
+        new FalcoProbesError('network', `the proxy ${shownProxy} did not open a tunnel within ${opts.idleTimeoutMs} ms`, where),
+      ),
     );
     connect.on('error', (err) =>
-      finish(err instanceof FalcoProbesError ? err : new FalcoProbesError('network', `the proxy ${shownProxy} failed: ${err.message}`, { ...where, cause: err })),
+      finish(
+        err instanceof FalcoProbesError
+          ? err
+          : new FalcoProbesError('network', `the proxy ${shownProxy} failed: ${err.message}`, { ...where, cause: err }),
+      ),
     );
     connect.on('connect', (res, socket) => {
       connect.setTimeout(0);
@@ -173,7 +186,9 @@ function tunnel(proxy: URL, target: URL, opts: { idleTimeoutMs: number; signal?:
       }
       const secure = tls.connect({ socket, servername: target.hostname.replace(/^\[|\]$/g, '') });
       secure.once('secureConnect', () => finish(null, secure));
-      secure.once('error', (err) => finish(new FalcoProbesError('network', `TLS through the proxy ${shownProxy} failed: ${err.message}`, { ...where, cause: err })));
+      secure.once('error', (err) =>
+        finish(new FalcoProbesError('network', `TLS through the proxy ${shownProxy} failed: ${err.message}`, { ...where, cause: err })),
+      );
     });
     connect.end();
     return undefined;
@@ -230,7 +245,10 @@ export async function httpGetBuffer(url: string, options: HttpOptions = {}): Pro
   throw withAttempts(lastError, url, opts.attempts);
 }
 
-function openOnce(url: string, opts: Required<Omit<HttpOptions, 'signal'>> & { signal?: AbortSignal }): Promise<{ stream: Readable; size: number | undefined }> {
+function openOnce(
+  url: string,
+  opts: Required<Omit<HttpOptions, 'signal'>> & { signal?: AbortSignal },
+): Promise<{ stream: Readable; size: number | undefined }> {
   const shown = redact(url);
   return new Promise((resolve, reject) => {
     let parsed: URL;
@@ -264,13 +282,24 @@ function openOnce(url: string, opts: Required<Omit<HttpOptions, 'signal'>> & { s
             headers: { ...headers, host: parsed.host, ...basicAuthorization(parsed), ...proxyAuthorization(proxy) },
             signal: opts.signal,
           })
-        : https.get(parsed, { headers, signal: opts.signal, createConnection: tunnel(proxy, parsed, opts) as unknown as https.RequestOptions['createConnection'] });
+        : https.get(parsed, {
+            headers,
+            signal: opts.signal,
+            createConnection: tunnel(proxy, parsed, opts) as unknown as https.RequestOptions['createConnection'],
+          });
     req.setTimeout(opts.idleTimeoutMs, () => {
       req.destroy(new FalcoProbesError('network', `timed out after ${opts.idleTimeoutMs} ms without data`, { location: { url: shown } }));
     });
     req.on('error', (err) => {
       if (err instanceof FalcoProbesError) reject(err);
-      else reject(new FalcoProbesError('network', `request failed${proxy ? ` through the proxy ${redact(proxy.toString())}` : ''}: ${(err as Error).message}`, { location: { url: shown }, cause: err }));
+      else
+        reject(
+          new FalcoProbesError(
+            'network',
+            `request failed${proxy ? ` through the proxy ${redact(proxy.toString())}` : ''}: ${(err as Error).message}`,
+            { location: { url: shown }, cause: err },
+          ),
+        );
     });
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
@@ -289,7 +318,11 @@ function openOnce(url: string, opts: Required<Omit<HttpOptions, 'signal'>> & { s
       const size = lengthHeader !== undefined ? Number(lengthHeader) : undefined;
       if (size !== undefined && size > opts.maxBytes) {
         res.destroy();
-        reject(new FalcoProbesError('input', `response of ${size} bytes is larger than the limit of ${opts.maxBytes}`, { location: { url: shown } }));
+        reject(
+          new FalcoProbesError('input', `response of ${size} bytes is larger than the limit of ${opts.maxBytes}`, {
+            location: { url: shown },
+          }),
+        );
         return;
       }
       let seen = 0;
@@ -310,8 +343,16 @@ function openOnce(url: string, opts: Required<Omit<HttpOptions, 'signal'>> & { s
           cb();
         },
       });
-      res.on('aborted', () => guard.destroy(new FalcoProbesError('network', `connection reset after ${seen} bytes`, { location: { url: shown } })));
-      res.on('error', (err) => guard.destroy(err instanceof FalcoProbesError ? err : new FalcoProbesError('network', `connection failed: ${err.message}`, { location: { url: shown } })));
+      res.on('aborted', () =>
+        guard.destroy(new FalcoProbesError('network', `connection reset after ${seen} bytes`, { location: { url: shown } })),
+      );
+      res.on('error', (err) =>
+        guard.destroy(
+          err instanceof FalcoProbesError
+            ? err
+            : new FalcoProbesError('network', `connection failed: ${err.message}`, { location: { url: shown } }),
+        ),
+      );
       res.pipe(guard);
       resolve({ stream: guard, size });
     });

@@ -114,7 +114,8 @@ function build(schema: Schema): Check {
   const propertyNames = schema['propertyNames'];
   if (properties !== undefined || required !== undefined || additional !== undefined || propertyNames !== undefined) {
     if (properties !== undefined && !isObject(properties)) throw new UnsupportedSchema('properties');
-    if (required !== undefined && !(Array.isArray(required) && required.every((r) => typeof r === 'string'))) throw new UnsupportedSchema('required');
+    if (required !== undefined && !(Array.isArray(required) && required.every((r) => typeof r === 'string')))
+      throw new UnsupportedSchema('required');
     const props = new Map<string, Check>(Object.entries((properties ?? {}) as Record<string, object>).map(([k, s]) => [k, compile(s)]));
     const req = (required ?? []) as string[];
     let extra: Check | 'forbidden' | undefined;
@@ -182,8 +183,13 @@ function build(schema: Schema): Check {
   const minimum = schema['minimum'];
   const maximum = schema['maximum'];
   if (minimum !== undefined || maximum !== undefined) {
-    if ((minimum !== undefined && typeof minimum !== 'number') || (maximum !== undefined && typeof maximum !== 'number')) throw new UnsupportedSchema('minimum/maximum');
-    checks.push((v) => typeof v !== 'number' || ((minimum === undefined || v >= (minimum as number)) && (maximum === undefined || v <= (maximum as number))));
+    if ((minimum !== undefined && typeof minimum !== 'number') || (maximum !== undefined && typeof maximum !== 'number'))
+      throw new UnsupportedSchema('minimum/maximum');
+    checks.push(
+      (v) =>
+        typeof v !== 'number' ||
+        ((minimum === undefined || v >= (minimum as number)) && (maximum === undefined || v <= (maximum as number))),
+    );
   }
 
   if (schema['enum'] !== undefined) {

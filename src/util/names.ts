@@ -73,7 +73,8 @@ export function checkSha256(value: string, location?: ErrorLocation): string {
 }
 
 export function checkIdent(value: string, what: string, location?: ErrorLocation): string {
-  if (!IDENT_RE.test(value)) refuse(what, value, 'allowed are lower-case letters, digits and . _ - (starting with a letter or digit)', location);
+  if (!IDENT_RE.test(value))
+    refuse(what, value, 'allowed are lower-case letters, digits and . _ - (starting with a letter or digit)', location);
   return value;
 }
 
@@ -94,7 +95,8 @@ export function checkRelativePath(value: string, location?: ErrorLocation): stri
  * what a probe file name must be before it is joined into any directory.
  */
 export function checkFileName(value: string, location?: ErrorLocation): string {
-  if (!PATH_SEGMENT_RE.test(value)) refuse('file name', value, 'expected one path segment of letters, digits and . _ + ~ % - (no "/", not starting with ".")', location);
+  if (!PATH_SEGMENT_RE.test(value))
+    refuse('file name', value, 'expected one path segment of letters, digits and . _ + ~ % - (no "/", not starting with ".")', location);
   return value;
 }
 

@@ -30,7 +30,7 @@ function lookup(env: NodeJS.ProcessEnv): string | null {
     if (!dir.startsWith('/')) continue; // a relative PATH entry is not trusted to name a program
     const file = join(dir, 'xz');
     const st = statSync(file, { throwIfNoEntry: false });
-    if (st && st.isFile() && (st.mode & 0o111) !== 0) return file;
+    if (st?.isFile() && (st.mode & 0o111) !== 0) return file;
   }
   return null;
 }
@@ -99,16 +99,27 @@ class XzProcess extends Duplex {
     if (!this.exited || !this.outputEnded || this.destroyed) return;
     const { code, signal } = this.exited;
     if (code === 0) this.push(null);
-    else this.destroy(new Error(`xz: ${this.stderr.trim().replace(/^.*?xz: \(stdin\): /, '') || (signal ? `killed by ${signal}` : `exit status ${code}`)}`));
+    else
+      this.destroy(
+        new Error(
+          `xz: ${this.stderr.trim().replace(/^.*?xz: \(stdin\): /, '') || (signal ? `killed by ${signal}` : `exit status ${code}`)}`,
+        ),
+      );
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.child.stdin.destroyed) return callback();
+    if (this.child.stdin.destroyed) {
+      callback();
+      return;
+    }
     this.child.stdin.write(chunk, () => callback());
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    if (this.child.stdin.destroyed) return callback();
+    if (this.child.stdin.destroyed) {
+      callback();
+      return;
+    }
     this.child.stdin.end(() => callback());
   }
 

@@ -43,7 +43,7 @@ const NON_STRING_RE = new RegExp(`^(?:${NON_STRING_RES.map((re) => re.source.sli
 const looksNonString = (t: string) => NON_STRING_RE.test(t);
 /** First characters that start something other than a plain scalar (YAML indicators), and space. */
 const INDICATOR = new Uint8Array(128);
-for (const ch of " -?:,[]{}#&*!|>'\"%@`") INDICATOR[ch.charCodeAt(0)] = 1;
+for (const ch of ' -?:,[]{}#&*!|>\'"%@`') INDICATOR[ch.charCodeAt(0)] = 1;
 /** First characters of every non-string plain scalar except digits: ~ . + n N t T f F. */
 const MAYBE_NON_STRING = new Uint8Array(128);
 for (const ch of '~.+nNtTfF') MAYBE_NON_STRING[ch.charCodeAt(0)] = 1;
@@ -213,7 +213,7 @@ export function parseYamlSubset(text: string, options: { track?: boolean } = {})
       const colon = keyEnd(s);
       if (colon < 0) fail();
       const key = keyAt(s, colon);
-      if (Object.prototype.hasOwnProperty.call(map, key)) fail();
+      if (Object.hasOwn(map, key)) fail();
       record(map, key, mapIndent);
       if (colon + 2 >= end) map[key] = parseNested(mapIndent);
       else {

@@ -51,7 +51,8 @@ export function chooseAccelerator(o: ChooseAcceleratorOptions): Promise<Accelera
   if (o.requested === 'tcg') return Promise.resolve({ accelerator: 'tcg', reason: 'requested', checkMs: 0 });
   if (o.requested === 'kvm')
     return kvmDeviceUsable().then((dev) => {
-      if (!dev.ok) throw new FalcoProbesError('usage', `--accel kvm: ${dev.reason}`, { hint: 'use --accel tcg (software emulation) or auto' });
+      if (!dev.ok)
+        throw new FalcoProbesError('usage', `--accel kvm: ${dev.reason}`, { hint: 'use --accel tcg (software emulation) or auto' });
       return { accelerator: 'kvm', reason: 'requested', checkMs: 0 };
     });
   const key = o.qemu ?? DEFAULT_QEMU;
@@ -92,7 +93,8 @@ async function checkKvm(o: ChooseAcceleratorOptions): Promise<AcceleratorChoice>
     });
     if (vm.aborted) throw new FalcoProbesError('internal', 'the KVM check was cancelled', { cause: o.signal?.reason });
     const seconds = (vm.ms / 1000).toFixed(1);
-    if (vm.console.includes(MARKERS.alive)) return { accelerator: 'kvm', reason: `a KVM boot reached /init in ${seconds} s`, checkMs: vm.ms };
+    if (vm.console.includes(MARKERS.alive))
+      return { accelerator: 'kvm', reason: `a KVM boot reached /init in ${seconds} s`, checkMs: vm.ms };
     const why = vm.timedOut
       ? `a KVM boot did not reach /init within ${Math.round(timeoutMs / 1000)} s`
       : `a KVM boot ended without reaching /init (${vm.stderr.split('\n')[0] || `qemu exit ${vm.code ?? vm.signal}`})`;

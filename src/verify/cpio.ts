@@ -29,7 +29,15 @@ function pad4(length: number): Buffer {
   return Buffer.alloc((4 - (length % 4)) % 4);
 }
 
-function header(fields: { ino: number; mode: number; nlink: number; size: number; rdevMajor: number; rdevMinor: number; nameSize: number }): string {
+function header(fields: {
+  ino: number;
+  mode: number;
+  nlink: number;
+  size: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  nameSize: number;
+}): string {
   return (
     '070701' +
     hex8(fields.ino) +
@@ -61,8 +69,17 @@ export function cpioNewc(entries: readonly CpioEntry[]): Buffer {
   let previous: string | undefined;
   const push = (name: string, mode: number, nlink: number, data: Uint8Array, rdev: [number, number] = [0, 0]) => {
     const nameBytes = Buffer.from(`${name}\0`, 'utf8');
-    const head = Buffer.from(header({ ino: ++ino, mode, nlink, size: data.length, rdevMajor: rdev[0], rdevMinor: rdev[1], nameSize: nameBytes.length }), 'latin1');
-    parts.push(head, nameBytes, pad4(head.length + nameBytes.length), Buffer.from(data.buffer, data.byteOffset, data.byteLength), pad4(data.length));
+    const head = Buffer.from(
+      header({ ino: ++ino, mode, nlink, size: data.length, rdevMajor: rdev[0], rdevMinor: rdev[1], nameSize: nameBytes.length }),
+      'latin1',
+    );
+    parts.push(
+      head,
+      nameBytes,
+      pad4(head.length + nameBytes.length),
+      Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+      pad4(data.length),
+    );
   };
   for (const e of sorted) {
     checkName(e.name);

@@ -43,7 +43,9 @@ export function isElf64(buf: Uint8Array): boolean {
 export function elfInterpreter(buf: Uint8Array): string | undefined {
   const interp = programHeaders(buf)?.find((h) => h.type === PT_INTERP);
   if (!interp) return undefined;
-  return Buffer.from(buf.buffer, buf.byteOffset + interp.offset, interp.size).toString('latin1').replace(/\0.*$/s, '');
+  return Buffer.from(buf.buffer, buf.byteOffset + interp.offset, interp.size)
+    .toString('latin1')
+    .replace(/\0.*$/s, '');
 }
 
 /** Whether an uncompressed kernel (`vmlinux`) carries the Xen PVH entry note that qemu's `-kernel` needs to boot it. */

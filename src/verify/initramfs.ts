@@ -102,20 +102,30 @@ async function firstExecutable(candidates: string[]): Promise<string | undefined
 
 async function findBusybox(explicit: string | undefined): Promise<GuestFile> {
   const path = explicit ?? (await firstExecutable(['/bin/busybox', '/usr/bin/busybox']));
-  const hint = 'install Debian\'s busybox-static (scripts/setup-debian.sh does): the guest has no libraries for a dynamically linked busybox';
+  const hint =
+    "install Debian's busybox-static (scripts/setup-debian.sh does): the guest has no libraries for a dynamically linked busybox";
   if (!path) throw new FalcoProbesError('usage', 'busybox is not installed', { hint });
   const data = await readFile(path);
   if (!isElf64(data)) throw new FalcoProbesError('usage', `${path} is not a 64-bit ELF program`, { location: { file: path }, hint });
   const interp = elfInterpreter(data);
   if (interp !== undefined)
-    throw new FalcoProbesError('usage', `${path} is dynamically linked (interpreter ${interp}); the guest needs a static busybox`, { location: { file: path }, hint });
+    throw new FalcoProbesError('usage', `${path} is dynamically linked (interpreter ${interp}); the guest needs a static busybox`, {
+      location: { file: path },
+      hint,
+    });
   return { guestPath: '/bin/busybox', hostPath: path, data };
 }
 
 async function findBpftool(explicit: string | undefined): Promise<string> {
-  const fromPath = (process.env['PATH'] ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'bpftool'));
+  const fromPath = (process.env['PATH'] ?? '')
+    .split(delimiter)
+    .filter(Boolean)
+    .map((d) => join(d, 'bpftool'));
   const path = explicit ?? (await firstExecutable(['/usr/sbin/bpftool', '/sbin/bpftool', ...fromPath]));
-  if (!path) throw new FalcoProbesError('usage', 'bpftool is not installed', { hint: 'install Debian\'s bpftool package (scripts/setup-debian.sh does)' });
+  if (!path)
+    throw new FalcoProbesError('usage', 'bpftool is not installed', {
+      hint: "install Debian's bpftool package (scripts/setup-debian.sh does)",
+    });
   return path;
 }
 
@@ -130,7 +140,10 @@ export function parseLdd(output: string, program: string): string[] {
     if (arrow) {
       const target = arrow[2]!;
       if (target === 'not found')
-        throw new FalcoProbesError('usage', `${program} needs ${arrow[1]}, which is not installed`, { location: { file: program }, hint: 'reinstall bpftool with its dependencies' });
+        throw new FalcoProbesError('usage', `${program} needs ${arrow[1]}, which is not installed`, {
+          location: { file: program },
+          hint: 'reinstall bpftool with its dependencies',
+        });
       if (target !== '') paths.push(target);
       continue;
     }
@@ -148,7 +161,10 @@ async function libraryFiles(program: string, data: Buffer): Promise<GuestFile[]>
   if (interp === undefined) return [];
   let stdout: string;
   try {
-    ({ stdout } = await execFileAsync('ldd', [program], { timeout: 15_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }));
+    ({ stdout } = await execFileAsync('ldd', [program], {
+      timeout: 15_000,
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' },
+    }));
   } catch (err) {
     throw new FalcoProbesError('usage', `cannot list the libraries of ${program} with ldd: ${(err as Error).message.split('\n')[0]}`, {
       location: { file: program },
@@ -184,7 +200,11 @@ export function findGuestTools(options: GuestToolOptions = {}): Promise<GuestToo
       const busybox = await findGuestBusybox(options);
       const bpftoolPath = await findBpftool(options.bpftool);
       const data = await readFile(bpftoolPath);
-      return { busybox, bpftool: { guestPath: '/bin/bpftool', hostPath: bpftoolPath, data }, libraries: await libraryFiles(bpftoolPath, data) };
+      return {
+        busybox,
+        bpftool: { guestPath: '/bin/bpftool', hostPath: bpftoolPath, data },
+        libraries: await libraryFiles(bpftoolPath, data),
+      };
     })();
     found.catch(() => toolCache.delete(key));
     toolCache.set(key, found);
@@ -227,7 +247,10 @@ export const GUEST_NAME_RE = /^[A-Za-z0-9_-]{1,55}$/;
 function thisModuleName(buf: Buffer, info: ElfInfo): string | undefined {
   const section = sectionContents(buf, info, '.gnu.linkonce.this_module');
   if (!section || section.length < 24 + 56) return undefined;
-  const raw = section.subarray(24, 24 + 56).toString('latin1').replace(/\0.*$/s, '');
+  const raw = section
+    .subarray(24, 24 + 56)
+    .toString('latin1')
+    .replace(/\0.*$/s, '');
   return GUEST_NAME_RE.test(raw) ? raw : undefined;
 }
 
@@ -241,14 +264,20 @@ export async function readKernelModule(file: string): Promise<KernelModuleObject
   }
   const info = readElf(data, file);
   if (info.machine !== EM_X86_64 || info.type !== ET_REL)
-    throw new FalcoProbesError('input', `not an x86_64 kernel module (ELF type ${info.type}, machine ${info.machine})`, { location: { file } });
+    throw new FalcoProbesError('input', `not an x86_64 kernel module (ELF type ${info.type}, machine ${info.machine})`, {
+      location: { file },
+    });
   const modinfo = moduleInfo(data, info);
   const vermagic = modinfo.get('vermagic')?.[0];
   if (vermagic === undefined) throw new FalcoProbesError('input', 'not a kernel module: no vermagic in .modinfo', { location: { file } });
   // The kernel names a module after the object kbuild linked (KBUILD_MODNAME): `-` becomes `_`.
   const name = modinfo.get('name')?.[0] ?? thisModuleName(data, info);
   if (name === undefined || !GUEST_NAME_RE.test(name))
-    throw new FalcoProbesError('input', `the kernel module's name ${name === undefined ? 'cannot be read' : JSON.stringify(name)} (.modinfo name=, or its struct module) is not one busybox's rmmod can take`, { location: { file } });
+    throw new FalcoProbesError(
+      'input',
+      `the kernel module's name ${name === undefined ? 'cannot be read' : JSON.stringify(name)} (.modinfo name=, or its struct module) is not one busybox's rmmod can take`,
+      { location: { file } },
+    );
   return { data, name, vermagic };
 }
 
@@ -316,7 +345,8 @@ ${recordAndPowerOff()}`;
  * and the programs loaded and refused.
  */
 export function legacyInitScript(opts: { loader: string }): string {
-  if (!GUEST_PATH_RE.test(opts.loader)) throw new FalcoProbesError('internal', `legacy loader path ${JSON.stringify(opts.loader)} cannot go into /init`);
+  if (!GUEST_PATH_RE.test(opts.loader))
+    throw new FalcoProbesError('internal', `legacy loader path ${JSON.stringify(opts.loader)} cannot go into /init`);
   return `#!/bin/busybox sh
 # falco-probes verify-load: load one legacy probe into this kernel with the legacy loader, say what happened, power off.
 B=/bin/busybox
@@ -357,7 +387,8 @@ ${recordAndPowerOff()}`;
 export function kmodInitScript(opts: { moduleName: string; devicePrefixes: readonly string[] }): string {
   const name = opts.moduleName;
   const prefixes = [...new Set(opts.devicePrefixes)];
-  for (const n of [name, ...prefixes]) if (!GUEST_NAME_RE.test(n)) throw new FalcoProbesError('internal', `module or device name ${JSON.stringify(n)} cannot go into /init`);
+  for (const n of [name, ...prefixes])
+    if (!GUEST_NAME_RE.test(n)) throw new FalcoProbesError('internal', `module or device name ${JSON.stringify(n)} cannot go into /init`);
   const part = (p: KmodPart) => `echo "${MARKERS.part} ${p}"`;
   return `#!/bin/busybox sh
 # falco-probes verify-load: load one kernel module into this kernel, say what happened, power off.
@@ -423,15 +454,13 @@ function withParents(files: { guestPath: string; data: Buffer; mode: number }[])
 /** The initramfs (gzip-compressed newc cpio) that loads `probe`. Same inputs, same bytes. */
 export function buildInitramfs(tools: GuestTools, probe: ProbeObject): Buffer {
   return cpioNewcGzip(
-    withParents(
-      [
-        { guestPath: '/init', data: Buffer.from(initScript({ legacyMaps: probe.legacyMaps })), mode: 0o755 },
-        { guestPath: tools.busybox.guestPath, data: tools.busybox.data, mode: 0o755 },
-        { guestPath: tools.bpftool.guestPath, data: tools.bpftool.data, mode: 0o755 },
-        ...tools.libraries.map((l) => ({ guestPath: l.guestPath, data: l.data, mode: 0o755 })),
-        { guestPath: GUEST_PROBE, data: probe.data, mode: 0o644 },
-      ],
-    ),
+    withParents([
+      { guestPath: '/init', data: Buffer.from(initScript({ legacyMaps: probe.legacyMaps })), mode: 0o755 },
+      { guestPath: tools.busybox.guestPath, data: tools.busybox.data, mode: 0o755 },
+      { guestPath: tools.bpftool.guestPath, data: tools.bpftool.data, mode: 0o755 },
+      ...tools.libraries.map((l) => ({ guestPath: l.guestPath, data: l.data, mode: 0o755 })),
+      { guestPath: GUEST_PROBE, data: probe.data, mode: 0o644 },
+    ]),
   );
 }
 
@@ -461,11 +490,9 @@ export function buildKmodInitramfs(busybox: GuestFile, module: KernelModuleObjec
 /** A busybox-only initramfs whose /init prints a marker and powers off (for the KVM check). */
 export function buildAliveInitramfs(tools: Pick<GuestTools, 'busybox'>): Buffer {
   return cpioNewcGzip(
-    withParents(
-      [
-        { guestPath: '/init', data: Buffer.from(aliveScript()), mode: 0o755 },
-        { guestPath: tools.busybox.guestPath, data: tools.busybox.data, mode: 0o755 },
-      ],
-    ),
+    withParents([
+      { guestPath: '/init', data: Buffer.from(aliveScript()), mode: 0o755 },
+      { guestPath: tools.busybox.guestPath, data: tools.busybox.data, mode: 0o755 },
+    ]),
   );
 }

@@ -51,7 +51,10 @@ export function bootFile(image: KernelImage): string {
   return image.vmlinux ?? image.vmlinuz;
 }
 
-const IMAGE_PATHS: RegExp[] = [/^boot\/(?:vmlinuz|vmlinux|bzImage)-(?<release>[^/]+)$/, /^(?:usr\/)?lib\/modules\/(?<release>[^/]+)\/vmlinuz$/];
+const IMAGE_PATHS: RegExp[] = [
+  /^boot\/(?:vmlinuz|vmlinux|bzImage)-(?<release>[^/]+)$/,
+  /^(?:usr\/)?lib\/modules\/(?<release>[^/]+)\/vmlinuz$/,
+];
 
 function imagePath(name: string): { rel: string; release: string } | undefined {
   const rel = name.replace(/^(\.\/|\/)+/, '');
@@ -86,7 +89,12 @@ class ImageOnlyWriter extends TreeWriter {
 }
 
 /** Extract the kernel image of a package into `dir`; returns its path and the release its name gives. */
-export async function extractKernelImage(file: string, format: ArchiveFormat, dir: string, signal?: AbortSignal): Promise<{ path: string; release: string }> {
+export async function extractKernelImage(
+  file: string,
+  format: ArchiveFormat,
+  dir: string,
+  signal?: AbortSignal,
+): Promise<{ path: string; release: string }> {
   await mkdir(dir, { recursive: true });
   const writer = new ImageOnlyWriter(dir, { strip: 0, maxBytes: 512 * 1024 * 1024, maxEntries: 1_000_000, ...(signal ? { signal } : {}) });
   try {
@@ -99,7 +107,7 @@ export async function extractKernelImage(file: string, format: ArchiveFormat, di
   if (!writer.found)
     throw new FalcoProbesError('input', 'the package holds no kernel image (boot/vmlinuz-<release> or lib/modules/<release>/vmlinuz)', {
       location: { file },
-      hint: 'the lockfile\'s `image` package must be the bootable kernel (Debian: linux-image-<release> or -unsigned; yum: kernel or kernel-core)',
+      hint: "the lockfile's `image` package must be the bootable kernel (Debian: linux-image-<release> or -unsigned; yum: kernel or kernel-core)",
     });
   return { path: join(dir, writer.found.rel), release: writer.found.release };
 }
@@ -165,7 +173,12 @@ async function readCached(dir: string): Promise<KernelImage | undefined> {
     // 8 MB: cheap to re-hash, and a damaged cache entry must not boot.
     if ((await sha256File(vmlinuz)).sha256 !== info.vmlinuzSha256) return undefined;
     if (info.vmlinuxSize > 0 && (await stat(join(dir, 'vmlinux'))).size !== info.vmlinuxSize) return undefined;
-    return { vmlinuz, sha256: info.vmlinuzSha256, release: info.release, ...(info.vmlinuxSize > 0 ? { vmlinux: join(dir, 'vmlinux') } : {}) };
+    return {
+      vmlinuz,
+      sha256: info.vmlinuzSha256,
+      release: info.release,
+      ...(info.vmlinuxSize > 0 ? { vmlinux: join(dir, 'vmlinux') } : {}),
+    };
   } catch {
     return undefined;
   }
@@ -197,7 +210,10 @@ export function createKernelImageCache(root: string, logger?: Logger): KernelIma
       const vmlinux = await uncompressBzImage(bz);
       const pvh = vmlinux !== undefined && hasPvhEntryNote(vmlinux);
       if (pvh) await writeFile(join(tmp, 'vmlinux'), vmlinux);
-      else logger?.debug(`${pkg.name}: ${vmlinux ? 'the uncompressed kernel has no PVH entry note' : 'no uncompressed kernel could be made'}; booting the bzImage`);
+      else
+        logger?.debug(
+          `${pkg.name}: ${vmlinux ? 'the uncompressed kernel has no PVH entry note' : 'no uncompressed kernel could be made'}; booting the bzImage`,
+        );
       await rm(join(tmp, 'package'), { recursive: true, force: true });
       const info: CachedImageInfo = { vmlinuzSha256: sha256Hex(bz), release, vmlinuxSize: pvh ? vmlinux.length : 0 };
       await writeFileAtomic(join(tmp, INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);

@@ -85,18 +85,22 @@ async function compile(o: { gcc: string; source: string; dir: string; binary: st
     } catch (err) {
       const e = err as Error & { stderr?: string; code?: string | number };
       const missing = e.code === 'ENOENT';
-      throw new FalcoProbesError('usage', `cannot compile the legacy eBPF loader with ${o.gcc}: ${missing ? `${o.gcc} is not installed` : (e.stderr ?? e.message).trim().split('\n').slice(-5).join('\n')}`, {
-        location: { file: o.source },
-        hint: 'verify-load builds it statically with the host\'s gcc: install gcc and libc6-dev (scripts/setup-debian.sh does)',
-        cause: err,
-      });
+      throw new FalcoProbesError(
+        'usage',
+        `cannot compile the legacy eBPF loader with ${o.gcc}: ${missing ? `${o.gcc} is not installed` : (e.stderr ?? e.message).trim().split('\n').slice(-5).join('\n')}`,
+        {
+          location: { file: o.source },
+          hint: "verify-load builds it statically with the host's gcc: install gcc and libc6-dev (scripts/setup-debian.sh does)",
+          cause: err,
+        },
+      );
     }
     const data = await readFile(tmp);
     const problem = staticX86Problem(data);
     if (problem)
       throw new FalcoProbesError('usage', `${o.gcc} -static made a legacy eBPF loader the guest cannot run: ${problem}`, {
         location: { file: o.source },
-        hint: 'the guest is x86_64 with nothing but busybox: gcc must build static x86_64 programs (Debian\'s gcc with libc6-dev does)',
+        hint: "the guest is x86_64 with nothing but busybox: gcc must build static x86_64 programs (Debian's gcc with libc6-dev does)",
       });
     await rename(tmp, o.binary);
     o.logger?.info(`verify-load: built the legacy eBPF loader in ${Math.round(performance.now() - t0)} ms (${o.binary})`);
@@ -126,7 +130,9 @@ export function obtainLegacyLoader(o: LegacyLoaderOptions = {}): Promise<GuestFi
       try {
         text = await readFile(source);
       } catch (err) {
-        throw new FalcoProbesError('internal', `cannot read the legacy eBPF loader's source: ${(err as Error).message}`, { location: { file: source } });
+        throw new FalcoProbesError('internal', `cannot read the legacy eBPF loader's source: ${(err as Error).message}`, {
+          location: { file: source },
+        });
       }
       const dir = join(cacheRoot, 'legacy-loader', sha256Hex(text));
       const binary = join(dir, LEGACY_LOADER_NAME);

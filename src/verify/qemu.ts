@@ -194,7 +194,10 @@ const execFileAsync = promisify(execFile);
 /** `qemu-system-x86_64 --version`'s first line; a clear error when qemu is not installed. */
 export async function qemuVersion(qemu: string = DEFAULT_QEMU): Promise<string> {
   try {
-    const { stdout } = await execFileAsync(qemu, ['--version'], { timeout: 15_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } });
+    const { stdout } = await execFileAsync(qemu, ['--version'], {
+      timeout: 15_000,
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' },
+    });
     return stdout.split('\n')[0]?.trim() ?? '';
   } catch (err) {
     throw new FalcoProbesError('usage', `cannot run ${qemu}: ${(err as Error).message.split('\n')[0]}`, {

@@ -114,7 +114,8 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       const report: VerifyTargetReport = { label: target.label, file: target.output, status: 'not-built' };
       results.push(report);
       if (!entry) report.message = 'no probe in the repository';
-      else if (entry.key !== target.key) report.message = `the repository's probe was built for another key (${entry.key.slice(0, 12)}...); build it again first`;
+      else if (entry.key !== target.key)
+        report.message = `the repository's probe was built for another key (${entry.key.slice(0, 12)}...); build it again first`;
       // An `unknown` verdict is no verdict (the guest's record never arrived whole): boot it again.
       else if (entry.load && entry.load.verdict !== 'unknown' && !o.force) {
         Object.assign(report, { status: 'recorded', verdict: entry.load.verdict, kernelImageSha256: entry.load.kernelImageSha256 });
@@ -122,7 +123,15 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
         if (entry.load.message !== undefined) report.message = first!;
         // A verdict is recorded for this very build of the probe: it stands until --force.
         if (entry.load.verdict !== 'loaded')
-          problems.set(target.label, unverifiedProbeError(target, { verdict: entry.load.verdict, message: first ?? '', recorded: true, ...(rest.length ? { detail: rest.join('\n') } : {}) }));
+          problems.set(
+            target.label,
+            unverifiedProbeError(target, {
+              verdict: entry.load.verdict,
+              message: first ?? '',
+              recorded: true,
+              ...(rest.length ? { detail: rest.join('\n') } : {}),
+            }),
+          );
       } else {
         const noGuest = noGuestReason(target);
         if (noGuest) {
@@ -183,7 +192,8 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
                 ...(v.consoleLog ? { consoleLog: v.consoleLog } : {}),
                 ...(v.guestRelease ? { guestRelease: v.guestRelease } : {}),
               });
-              if (v.guestRelease && v.guestRelease !== target.kernel.release) o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
+              if (v.guestRelease && v.guestRelease !== target.kernel.release)
+                o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
               if (v.verdict !== 'loaded') problems.set(target.label, unverifiedProbeError(target, v));
               progress.finished(target.label, v.verdict, `${v.message} (${v.accelerator.accelerator})`, outcome.ms);
               return;
@@ -239,10 +249,15 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
  * `plan` (a rebuild gives the same bytes), so they name it instead of
  * rebuilding it.
  */
-export function unloadedProbes(targets: readonly Target[], entryOf: (file: string) => ProbeEntry | undefined): { target: Target; verdict: VerdictKind }[] {
+export function unloadedProbes(
+  targets: readonly Target[],
+  entryOf: (file: string) => ProbeEntry | undefined,
+): { target: Target; verdict: VerdictKind }[] {
   return targets.flatMap((target) => {
     const entry = entryOf(target.output);
-    return entry?.key === target.key && entry.load && entry.load.verdict !== 'loaded' && entry.load.verdict !== 'unknown' ? [{ target, verdict: entry.load.verdict }] : [];
+    return entry?.key === target.key && entry.load && entry.load.verdict !== 'loaded' && entry.load.verdict !== 'unknown'
+      ? [{ target, verdict: entry.load.verdict }]
+      : [];
   });
 }
 
@@ -251,7 +266,10 @@ function verifyProgress(logger: Logger, total: number) {
   const start = performance.now();
   let done = 0;
   let running = 0;
-  const redraw = () => logger.status(`[${done}/${total}] ${running} VM${running === 1 ? '' : 's'} running, ${formatDuration(performance.now() - start)} elapsed`);
+  const redraw = () =>
+    logger.status(
+      `[${done}/${total}] ${running} VM${running === 1 ? '' : 's'} running, ${formatDuration(performance.now() - start)} elapsed`,
+    );
   const timer = logger.interactive ? setInterval(redraw, 1000) : undefined;
   timer?.unref();
   return {

@@ -85,13 +85,17 @@ export function readRecord(console: string): { state: RecordState; text?: string
   if (end < 0) return { state: { state: 'damaged', why: 'the console ends inside the record (no end line)' } };
   end += 1;
   const m = RECORD_END_RE.exec(console.slice(end, console.indexOf('\n', end) >= 0 ? console.indexOf('\n', end) : undefined));
-  if (!m) return { state: { state: 'damaged', why: 'the record\'s end line is cut or malformed' } };
+  if (!m) return { state: { state: 'damaged', why: "the record's end line is cut or malformed" } };
   const text = console.slice(start, end);
   const bytes = Buffer.from(text, 'latin1');
   const length = Number(m[1]);
-  if (bytes.length !== length) return { state: { state: 'damaged', why: `the record has ${bytes.length} bytes, its end line says ${length}` } };
+  if (bytes.length !== length)
+    return { state: { state: 'damaged', why: `the record has ${bytes.length} bytes, its end line says ${length}` } };
   const sha256 = createHash('sha256').update(bytes).digest('hex');
-  if (sha256 !== m[2]) return { state: { state: 'damaged', why: `the record's sha256 is ${sha256.slice(0, 12)}..., its end line says ${m[2]!.slice(0, 12)}...` } };
+  if (sha256 !== m[2])
+    return {
+      state: { state: 'damaged', why: `the record's sha256 is ${sha256.slice(0, 12)}..., its end line says ${m[2]!.slice(0, 12)}...` },
+    };
   return { state: { state: 'complete' }, text };
 }
 
@@ -155,7 +159,11 @@ export function readConsole(console: string): ConsoleReport {
   const lines = record.text.split('\n');
   const logStart = lines.indexOf(MARKERS.logBegin);
   const logEnd = lines.lastIndexOf(MARKERS.logEnd);
-  if (logStart >= 0 && logEnd > logStart) report.log = lines.slice(logStart + 1, logEnd).join('\n').trim();
+  if (logStart >= 0 && logEnd > logStart)
+    report.log = lines
+      .slice(logStart + 1, logEnd)
+      .join('\n')
+      .trim();
   const verdictLine = lines.find((l) => l.startsWith(`${MARKERS.verdict} `));
   const verdict = verdictLine ? parseVerdictLine(verdictLine.slice(MARKERS.verdict.length + 1)) : undefined;
   if (!verdict) {
@@ -201,7 +209,9 @@ export function summarizeRefusal(log: string): RefusalSummary {
     return { summary: `${prog ? `prog '${prog}': ` : ''}${reason}`, verifierLog: body.join('\n').trim() };
   }
   // No verifier log: libbpf or bpftool refused the object before the kernel saw it (or the kernel said why in one line).
-  const libbpf = lines.filter((l) => /^libbpf: /.test(l) && /fail|error|invalid|unsupported|not supported|unknown|deprecated|-E[A-Z]+/i.test(l));
+  const libbpf = lines.filter(
+    (l) => /^libbpf: /.test(l) && /fail|error|invalid|unsupported|not supported|unknown|deprecated|-E[A-Z]+/i.test(l),
+  );
   const error = lines.find((l) => /^Error: /.test(l));
   const reason = [libbpf[0]?.replace(/^libbpf: /, ''), error?.replace(/^Error: /, '')].filter(Boolean).join('; ');
   return { summary: reason || 'bpftool could not load the object' };
@@ -221,7 +231,8 @@ export function summarizeLegacyRefusal(log: string): RefusalSummary {
     const m = /^prog (\S+) refused(?: \(\d+ insns\))?: (.*)$/.exec(lines[first]!);
     const section = m?.[1] ?? lines[first]!.split(' ')[1]!;
     const errno = m?.[2]?.trim();
-    const more = refusedProgs.length > 1 ? ` (and ${refusedProgs.length - 1} more program${refusedProgs.length === 2 ? '' : 's'} refused)` : '';
+    const more =
+      refusedProgs.length > 1 ? ` (and ${refusedProgs.length - 1} more program${refusedProgs.length === 2 ? '' : 's'} refused)` : '';
     const begin = lines.findIndex((l, i) => i > first && l.startsWith(`-- BEGIN PROG LOAD LOG ${section} `));
     if (begin >= 0) {
       const endAt = lines.findIndex((l, i) => i > begin && /^-- END PROG LOAD LOG --/.test(l));
@@ -230,7 +241,10 @@ export function summarizeLegacyRefusal(log: string): RefusalSummary {
       const reason = /this is not its end/.test(lines[begin]!)
         ? `${errno ?? 'refused by the verifier'} (the verifier's log was too long to keep its end)`
         : (verifierReason(body) ?? errno ?? 'refused by the verifier');
-      return { summary: `prog '${section}': ${reason}${more}`, verifierLog: [lines[first]!, ...lines.slice(begin, endAt >= 0 ? endAt + 1 : undefined)].join('\n').trim() };
+      return {
+        summary: `prog '${section}': ${reason}${more}`,
+        verifierLog: [lines[first]!, ...lines.slice(begin, endAt >= 0 ? endAt + 1 : undefined)].join('\n').trim(),
+      };
     }
     return { summary: `prog '${section}': ${errno ?? 'refused by the kernel'}${more}` };
   }
@@ -307,19 +321,28 @@ function classifyLegacy(v: Extract<GuestVerdict, { kind: 'legacy' }>, report: Co
   // The loader's note when the probe names another kernel (libscap would refuse it before loading).
   const note = /^note: (the probe was built for .*)$/m.exec(log)?.[1];
   if (v.loaderExit === 0)
-    return { verdict: 'loaded', message: `loaded ${v.programs} program${v.programs === 1 ? '' : 's'} with the legacy loader${note ? ` (${note})` : ''}` };
+    return {
+      verdict: 'loaded',
+      message: `loaded ${v.programs} program${v.programs === 1 ? '' : 's'} with the legacy loader${note ? ` (${note})` : ''}`,
+    };
   if (v.loaderExit === 1) {
     const refusal = summarizeLegacyRefusal(log);
-    return { verdict: 'refused', message: refusal.summary, ...(refusal.verifierLog !== undefined ? { detail: refusal.verifierLog } : detail) };
+    return {
+      verdict: 'refused',
+      message: refusal.summary,
+      ...(refusal.verifierLog !== undefined ? { detail: refusal.verifierLog } : detail),
+    };
   }
   // 2: the object could not be read or relocated; anything else: the loader itself failed. Neither is the kernel's verdict.
   const errors = log.split('\n').filter((l) => /^error: /.test(l));
-  const why = errors.length ? `${errors[0]!.replace(/^error: /, '')}${errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length === 2 ? '' : 's'})` : ''}` : `exit ${v.loaderExit}`;
+  const why = errors.length
+    ? `${errors[0]!.replace(/^error: /, '')}${errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length === 2 ? '' : 's'})` : ''}`
+    : `exit ${v.loaderExit}`;
   return {
     verdict: 'unknown',
     message: `${v.loaderExit === 2 ? 'the legacy loader could not load the probe' : `the legacy loader failed (exit ${v.loaderExit})`}, so the kernel gave no verdict: ${why}`,
     ...detail,
-    hint: 'the probe\'s legacy object is malformed or uses what the legacy loader (builder/legacy-loader, like Falco\'s libscap) does not support: see the console log',
+    hint: "the probe's legacy object is malformed or uses what the legacy loader (builder/legacy-loader, like Falco's libscap) does not support: see the console log",
   };
 }
 
@@ -328,7 +351,11 @@ function classifyModule(v: Extract<GuestVerdict, { kind: 'kmod' }>, report: Cons
   const name = parts.modules?.split(/\s+/)[0] ?? 'the module';
   const detail = report.log ? { detail: report.log } : {};
   if (v.insmodExit !== 0) {
-    return { verdict: 'refused', message: `insmod failed (exit ${v.insmodExit}): ${summarizeModuleRefusal(parts.insmod ?? '', parts.dmesg ?? '')}`, ...detail };
+    return {
+      verdict: 'refused',
+      message: `insmod failed (exit ${v.insmodExit}): ${summarizeModuleRefusal(parts.insmod ?? '', parts.dmesg ?? '')}`,
+      ...detail,
+    };
   }
   if (!v.listed) return { verdict: 'refused', message: 'insmod exited 0 but the module is not in /proc/modules', ...detail };
   const devices = (parts.devices ?? '').split('\n').filter(Boolean);
@@ -350,7 +377,12 @@ export function classify(vm: VmOutcome, report: ConsoleReport, timeoutMs: number
   if (v && report.record.state === 'complete') {
     if (v.kind === 'kmod') return classifyModule(v, report);
     if (v.kind === 'legacy') return classifyLegacy(v, report);
-    if (!v.bpffs) return { verdict: 'refused', message: 'the kernel could not mount the BPF file system (bpffs), so nothing could be loaded', ...(report.log ? { detail: report.log } : {}) };
+    if (!v.bpffs)
+      return {
+        verdict: 'refused',
+        message: 'the kernel could not mount the BPF file system (bpffs), so nothing could be loaded',
+        ...(report.log ? { detail: report.log } : {}),
+      };
     if (v.bpftoolExit === 0) return { verdict: 'loaded', message: `loaded ${v.programs} program${v.programs === 1 ? '' : 's'}` };
     const refusal = summarizeRefusal(report.log ?? '');
     return {
@@ -365,8 +397,17 @@ export function classify(vm: VmOutcome, report: ConsoleReport, timeoutMs: number
   if (report.record.state === 'damaged')
     return { verdict: 'unknown', message: `the guest's record was not read whole: ${report.record.why}`, detail: console };
   if (vm.timedOut) {
-    if (report.initSeen) return { verdict: 'timeout', message: `the kernel booted but loading the ${subject} did not finish within ${seconds} s`, detail: console };
-    return { verdict: 'no-boot', message: `the kernel did not boot: no output from /init within ${seconds} s${report.panic ? ` (${report.panic})` : ''}`, detail: console };
+    if (report.initSeen)
+      return {
+        verdict: 'timeout',
+        message: `the kernel booted but loading the ${subject} did not finish within ${seconds} s`,
+        detail: console,
+      };
+    return {
+      verdict: 'no-boot',
+      message: `the kernel did not boot: no output from /init within ${seconds} s${report.panic ? ` (${report.panic})` : ''}`,
+      detail: console,
+    };
   }
   if (report.initSeen)
     // The kernel stopped (or the console was cut) after /init started and before its record: no verdict was read.

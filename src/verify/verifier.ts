@@ -39,7 +39,8 @@ export const GUEST_ARCH = 'x86_64';
  * failed): its probe may well load, no VM can tell.
  */
 export function noGuestReason(target: Pick<Target, 'arch' | 'os' | 'kernel'>): string | undefined {
-  if (target.arch !== GUEST_ARCH) return `no ${target.arch} guest: qemu-system-${target.arch} and an ${target.arch} busybox/bpftool are needed`;
+  if (target.arch !== GUEST_ARCH)
+    return `no ${target.arch} guest: qemu-system-${target.arch} and an ${target.arch} busybox/bpftool are needed`;
   if (!target.kernel.packages.some((p) => p.role === IMAGE_ROLE))
     return `no kernel image to boot: kernels/${target.os}.lock.yaml lists no package with role "${IMAGE_ROLE}" for ${target.kernel.name} (add the image to kernels/${target.os}.yaml and resolve again; COS publishes no image package)`;
   return undefined;
@@ -61,10 +62,14 @@ export const IMAGE_ROLE = 'image';
 export function imagePackageOf(target: Target): PackageRef {
   const pkg = target.kernel.packages.find((p) => p.role === IMAGE_ROLE);
   if (!pkg)
-    throw new FalcoProbesError('config', `${target.label}: the lockfile entry of kernel ${target.kernel.name} names no bootable image (a package with role "${IMAGE_ROLE}")`, {
-      location: { file: `kernels/${target.os}.lock.yaml` },
-      hint: `list the image package in kernels/${target.os}.yaml (apt: \`image: [linux-image-{release} | linux-image-{release}-unsigned]\`) and run falco-probes resolve ${target.os}`,
-    });
+    throw new FalcoProbesError(
+      'config',
+      `${target.label}: the lockfile entry of kernel ${target.kernel.name} names no bootable image (a package with role "${IMAGE_ROLE}")`,
+      {
+        location: { file: `kernels/${target.os}.lock.yaml` },
+        hint: `list the image package in kernels/${target.os}.yaml (apt: \`image: [linux-image-{release} | linux-image-{release}-unsigned]\`) and run falco-probes resolve ${target.os}`,
+      },
+    );
   return pkg;
 }
 
@@ -83,9 +88,13 @@ export async function availableMemoryMiB(): Promise<number> {
 export function vmSlots(jobs: number, memoryMiB: number, availableMiB: number): number {
   const fit = Math.floor((availableMiB - HOST_RESERVE_MIB) / (memoryMiB + QEMU_OVERHEAD_MIB));
   if (fit < 1)
-    throw new FalcoProbesError('usage', `not enough free memory for one VM of ${memoryMiB} MiB: ${availableMiB} MiB available, ${HOST_RESERVE_MIB} MiB kept for the host, ${QEMU_OVERHEAD_MIB} MiB for qemu`, {
-      hint: 'free some memory, or give the guests less with --memory',
-    });
+    throw new FalcoProbesError(
+      'usage',
+      `not enough free memory for one VM of ${memoryMiB} MiB: ${availableMiB} MiB available, ${HOST_RESERVE_MIB} MiB kept for the host, ${QEMU_OVERHEAD_MIB} MiB for qemu`,
+      {
+        hint: 'free some memory, or give the guests less with --memory',
+      },
+    );
   return Math.min(jobs, fit);
 }
 
@@ -127,7 +136,10 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
   const jobs = o.jobs ?? availableParallelism();
   const available = await availableMemoryMiB();
   const slots = vmSlots(jobs, memoryMiB, available);
-  if (slots < jobs) o.logger?.info(`verify-load: ${slots} VM${slots === 1 ? '' : 's'} at once, not ${jobs}: ${available} MiB of memory available, ${memoryMiB + QEMU_OVERHEAD_MIB} MiB per VM`);
+  if (slots < jobs)
+    o.logger?.info(
+      `verify-load: ${slots} VM${slots === 1 ? '' : 's'} at once, not ${jobs}: ${available} MiB of memory available, ${memoryMiB + QEMU_OVERHEAD_MIB} MiB per VM`,
+    );
   // Missing tools fail the run here, before any package is fetched.
   await qemuVersion(o.qemu ?? DEFAULT_QEMU);
   await findGuestTools(o.tools);
@@ -147,10 +159,14 @@ export async function createLoadVerifier(o: LoadVerifierOptions): Promise<LoadVe
       const file = await o.fetch(pkg, o.signal ? { signal: o.signal } : {});
       const image = await images.prepare(pkg, file, o.signal ? { signal: o.signal } : {});
       if (image.release !== undefined && image.release !== target.kernel.release)
-        throw new FalcoProbesError('config', `${target.label}: the image package ${pkg.name} holds kernel ${image.release}, not ${target.kernel.release}`, {
-          location: { file: `kernels/${target.os}.lock.yaml` },
-          hint: `the source definition's image template picked the wrong package; fix kernels/${target.os}.yaml and run falco-probes resolve ${target.os}`,
-        });
+        throw new FalcoProbesError(
+          'config',
+          `${target.label}: the image package ${pkg.name} holds kernel ${image.release}, not ${target.kernel.release}`,
+          {
+            location: { file: `kernels/${target.os}.lock.yaml` },
+            hint: `the source definition's image template picked the wrong package; fix kernels/${target.os}.yaml and run falco-probes resolve ${target.os}`,
+          },
+        );
       // The VM slot is held only while the VM runs: fetching and unpacking happen outside it.
       return limit(() =>
         verifyLoad({
@@ -191,22 +207,29 @@ export interface UnloadedVerdict {
  * `build --verify-load` report it for the target (as an error, or as a
  * warning with --allow-unverified) after the verdict is recorded.
  */
-export function unverifiedProbeError(target: Pick<Target, 'label'> & Partial<Pick<Target, 'kind'>>, verdict: UnloadedVerdict): FalcoProbesError {
+export function unverifiedProbeError(
+  target: Pick<Target, 'label'> & Partial<Pick<Target, 'kind'>>,
+  verdict: UnloadedVerdict,
+): FalcoProbesError {
   const recorded = verdict.recorded ? ' (recorded by an earlier verify-load of this build; --force boots it again)' : '';
   const what = target.kind === 'kmod' ? 'kernel module' : 'probe';
-  return new FalcoProbesError('build', `${target.label}: the ${what} did not load into its kernel (${verdict.verdict}): ${verdict.message}${recorded}`, {
-    ...(verdict.consoleLog ? { location: { file: verdict.consoleLog } } : {}),
-    ...(verdict.detail ? { details: verdict.detail.split('\n').slice(-30).join('\n') } : {}),
-    hint:
-      verdict.hint ??
-      (verdict.verdict === 'refused'
-        ? target.kind === 'kmod'
-          ? 'this kernel refuses the module (see its reason): build it against this kernel\'s own headers and compiler, or publish it anyway with --allow-unverified'
-          : 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
-        : verdict.verdict === 'unknown'
-          ? 'the guest\'s record did not arrive whole, twice (see the console log): the next verify-load boots it again; --allow-unverified publishes it unverified'
-          : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified'),
-  });
+  return new FalcoProbesError(
+    'build',
+    `${target.label}: the ${what} did not load into its kernel (${verdict.verdict}): ${verdict.message}${recorded}`,
+    {
+      ...(verdict.consoleLog ? { location: { file: verdict.consoleLog } } : {}),
+      ...(verdict.detail ? { details: verdict.detail.split('\n').slice(-30).join('\n') } : {}),
+      hint:
+        verdict.hint ??
+        (verdict.verdict === 'refused'
+          ? target.kind === 'kmod'
+            ? "this kernel refuses the module (see its reason): build it against this kernel's own headers and compiler, or publish it anyway with --allow-unverified"
+            : 'the verifier of this kernel refuses the probe: fix the driver for this kernel, or publish it anyway with --allow-unverified'
+          : verdict.verdict === 'unknown'
+            ? "the guest's record did not arrive whole, twice (see the console log): the next verify-load boots it again; --allow-unverified publishes it unverified"
+            : 'the kernel could not be checked (it did not boot or timed out): see the console log; --allow-unverified publishes it unverified'),
+    },
+  );
 }
 
 /** A target whose kernel no VM here can boot (see noGuestReason). */

@@ -146,7 +146,8 @@ function consoleText(vms: VmOutcome[]): string {
 export async function verifyLoad(o: VerifyLoadOptions): Promise<LoadVerdict> {
   const kind = o.kind ?? (await kindOf(o.probeFile));
   const guest = await guestFor(o, kind);
-  const image = typeof o.kernelImage === 'string' ? { vmlinuz: o.kernelImage, sha256: (await sha256File(o.kernelImage)).sha256 } : o.kernelImage;
+  const image =
+    typeof o.kernelImage === 'string' ? { vmlinuz: o.kernelImage, sha256: (await sha256File(o.kernelImage)).sha256 } : o.kernelImage;
   const kernel = bootFile(image);
   const timeoutMs = o.timeoutMs ?? DEFAULT_VERIFY_TIMEOUT_MS;
   const memoryMiB = o.memoryMiB ?? DEFAULT_MEMORY_MIB;

@@ -140,21 +140,20 @@ export async function writeAptSuite(root: string, suite: FixtureSuite): Promise<
       if (listed.includes(format)) releaseLines.push(` ${sha256(data)} ${String(data.length).padStart(8)} ${rel}`);
     }
   }
-  const release =
-    [
-      'Origin: Falco-Probes-Test',
-      'Label: Falco-Probes-Test',
-      `Suite: ${suite.suite}`,
-      `Codename: ${suite.codename ?? suite.suite}`,
-      'Date: Sat, 01 Jan 2000 00:00:00 UTC',
-      `Architectures: ${arch}`,
-      `Components: ${Object.keys(suite.components).join(' ')}`,
-      'Description: a test repository',
-      'MD5Sum:',
-      ...releaseLines.map((l) => l.replace(/^ [0-9a-f]{64}/, ` ${'0'.repeat(32)}`)),
-      'SHA256:',
-      ...releaseLines,
-    ].join('\n') + '\n';
+  const release = `${[
+    'Origin: Falco-Probes-Test',
+    'Label: Falco-Probes-Test',
+    `Suite: ${suite.suite}`,
+    `Codename: ${suite.codename ?? suite.suite}`,
+    'Date: Sat, 01 Jan 2000 00:00:00 UTC',
+    `Architectures: ${arch}`,
+    `Components: ${Object.keys(suite.components).join(' ')}`,
+    'Description: a test repository',
+    'MD5Sum:',
+    ...releaseLines.map((l) => l.replace(/^ [0-9a-f]{64}/, ` ${'0'.repeat(32)}`)),
+    'SHA256:',
+    ...releaseLines,
+  ].join('\n')}\n`;
   await mkdir(dist, { recursive: true });
   await writeFile(join(dist, 'Release'), release);
   if (!suite.noInRelease) await writeFile(join(dist, 'InRelease'), release);
@@ -165,7 +164,12 @@ export async function writeAptSuite(root: string, suite: FixtureSuite): Promise<
 
 const KBUILD_DEPS = 'libc6 (>= 2.34), libelf1 (>= 0.142)';
 
-function headersSet(abi: string, version: string, kbuild: string, opts: { rt?: boolean; imageUnsignedOnly?: boolean; noImage?: boolean } = {}): FixturePackage[] {
+function headersSet(
+  abi: string,
+  version: string,
+  kbuild: string,
+  opts: { rt?: boolean; imageUnsignedOnly?: boolean; noImage?: boolean } = {},
+): FixturePackage[] {
   const out: FixturePackage[] = [
     { name: `linux-headers-${abi}-common`, version, architecture: 'all' },
     {
@@ -182,12 +186,20 @@ function headersSet(abi: string, version: string, kbuild: string, opts: { rt?: b
   if (opts.rt !== false) {
     out.push(
       { name: `linux-headers-${abi}-common-rt`, version, architecture: 'all' },
-      { name: `linux-headers-${abi}-rt-amd64`, version, depends: `linux-headers-${abi}-common-rt (= ${version}), ${kbuild}, linux-compiler-gcc-12-x86` },
+      {
+        name: `linux-headers-${abi}-rt-amd64`,
+        version,
+        depends: `linux-headers-${abi}-common-rt (= ${version}), ${kbuild}, linux-compiler-gcc-12-x86`,
+      },
     );
   }
   if (!opts.noImage) {
     for (const f of ['amd64', 'cloud-amd64', ...(opts.rt !== false ? ['rt-amd64'] : [])]) {
-      out.push({ name: `linux-image-${abi}-${f}-unsigned`, version, depends: 'kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool' });
+      out.push({
+        name: `linux-image-${abi}-${f}-unsigned`,
+        version,
+        depends: 'kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool',
+      });
       if (!opts.imageUnsignedOnly) out.push({ name: `linux-image-${abi}-${f}`, version, depends: 'kmod, linux-base (>= 4.3~)' });
     }
   }

@@ -45,7 +45,14 @@ export function ubuntuKernelPackages(k: UbuntuKernel, arch: string): FixturePack
   const src = { Source: `${k.source} (${k.version})` };
   const signedSource = k.source.replace(/^linux/, 'linux-signed');
   const out: FixturePackage[] = [
-    { name: common, version: k.version, architecture: 'all', filename: pool(k.source, common, k.version, 'all'), depends: 'dpkg', fields: src },
+    {
+      name: common,
+      version: k.version,
+      architecture: 'all',
+      filename: pool(k.source, common, k.version, 'all'),
+      depends: 'dpkg',
+      fields: src,
+    },
     {
       name: `linux-headers-${release}`,
       version: k.version,
@@ -60,9 +67,24 @@ export function ubuntuKernelPackages(k: UbuntuKernel, arch: string): FixturePack
       depends: `linux-modules-${release}`,
       fields: src,
     },
-    { name: `linux-modules-${release}`, version: k.version, filename: pool(k.source, `linux-modules-${release}`, k.version, arch), fields: src },
-    { name: `linux-tools-${release}`, version: k.version, filename: pool(k.source, `linux-tools-${release}`, k.version, arch), fields: src },
-    { name: `linux-buildinfo-${release}`, version: k.version, filename: pool(k.source, `linux-buildinfo-${release}`, k.version, arch), fields: src },
+    {
+      name: `linux-modules-${release}`,
+      version: k.version,
+      filename: pool(k.source, `linux-modules-${release}`, k.version, arch),
+      fields: src,
+    },
+    {
+      name: `linux-tools-${release}`,
+      version: k.version,
+      filename: pool(k.source, `linux-tools-${release}`, k.version, arch),
+      fields: src,
+    },
+    {
+      name: `linux-buildinfo-${release}`,
+      version: k.version,
+      filename: pool(k.source, `linux-buildinfo-${release}`, k.version, arch),
+      fields: src,
+    },
   ];
   if (k.signed !== false)
     out.push({
@@ -141,12 +163,22 @@ export function jammyFixture(fillers = 20): { archive: UbuntuSuiteSpec[]; ports:
     ubuntuMeta('linux-headers-aws', '5.15.0.1019.19', 'linux-headers-5.15.0-1019-aws', 'linux-meta-aws'),
     ubuntuMeta('linux-headers-generic-hwe-22.04', '6.2.0.26.26~22.04.7', 'linux-headers-6.2.0-26-generic', 'linux-meta-hwe-6.2'),
     // A flavour the definition does not build (lowlatency has its own source package).
-    ...ubuntuKernelPackages({ abi: '5.15.0-76', flavour: 'lowlatency', version: '5.15.0-76.83', source: 'linux-lowlatency', arches: ['amd64'] }, 'amd64'),
+    ...ubuntuKernelPackages(
+      { abi: '5.15.0-76', flavour: 'lowlatency', version: '5.15.0-76.83', source: 'linux-lowlatency', arches: ['amd64'] },
+      'amd64',
+    ),
     // A gcp-named kernel from another source package (a FIPS build): not from pool/main/l/linux-gcp/, so not a gcp kernel.
-    ...ubuntuKernelPackages({ abi: '5.15.0-1032', flavour: 'gcp', version: '5.15.0-1032.40', source: 'linux-gcp-fips', arches: ['amd64'] }, 'amd64'),
+    ...ubuntuKernelPackages(
+      { abi: '5.15.0-1032', flavour: 'gcp', version: '5.15.0-1032.40', source: 'linux-gcp-fips', arches: ['amd64'] },
+      'amd64',
+    ),
   ];
-  const ports64k: FixturePackage[] = ubuntuKernelPackages({ abi: '5.15.0-76', flavour: 'generic-64k', version: '5.15.0-76.83', source: 'linux', arches: ['arm64'] }, 'arm64');
-  const split = (kernels: UbuntuKernel[], arch: string) => kernels.filter((k) => k.arches.includes(arch)).map((k) => ({ ...k, arches: [arch] }));
+  const ports64k: FixturePackage[] = ubuntuKernelPackages(
+    { abi: '5.15.0-76', flavour: 'generic-64k', version: '5.15.0-76.83', source: 'linux', arches: ['arm64'] },
+    'arm64',
+  );
+  const split = (kernels: UbuntuKernel[], arch: string) =>
+    kernels.filter((k) => k.arches.includes(arch)).map((k) => ({ ...k, arches: [arch] }));
   const spec = (suite: string, kernels: UbuntuKernel[], arch: string, extra: FixturePackage[] = []): UbuntuSuiteSpec => ({
     suite,
     kernels: split(kernels, arch),
@@ -154,7 +186,11 @@ export function jammyFixture(fillers = 20): { archive: UbuntuSuiteSpec[]; ports:
     fillers,
   });
   return {
-    archive: [spec('jammy', release, 'amd64'), spec('jammy-updates', updates, 'amd64', oddities), spec('jammy-security', security, 'amd64')],
+    archive: [
+      spec('jammy', release, 'amd64'),
+      spec('jammy-updates', updates, 'amd64', oddities),
+      spec('jammy-security', security, 'amd64'),
+    ],
     ports: [spec('jammy', release, 'arm64'), spec('jammy-updates', updates, 'arm64', ports64k), spec('jammy-security', security, 'arm64')],
   };
 }
@@ -178,8 +214,11 @@ export function focalFixture(fillers = 20): { archive: UbuntuSuiteSpec[]; ports:
     { abi: '5.4.0-1060', flavour: 'gke', version: '5.4.0-1060.63', source: 'linux-gke', arches: ['amd64'] },
     { abi: '5.15.0-1038', flavour: 'gke', version: '5.15.0-1038.43~20.04.1', source: 'linux-gke-5.15', arches: ['amd64'] },
   ];
-  const split = (kernels: UbuntuKernel[], arch: string) => kernels.filter((k) => k.arches.includes(arch)).map((k) => ({ ...k, arches: [arch] }));
-  const meta = [ubuntuMeta('linux-headers-generic-hwe-20.04', '5.15.0.76.83~20.04.36', 'linux-headers-5.15.0-76-generic', 'linux-meta-hwe-5.15')];
+  const split = (kernels: UbuntuKernel[], arch: string) =>
+    kernels.filter((k) => k.arches.includes(arch)).map((k) => ({ ...k, arches: [arch] }));
+  const meta = [
+    ubuntuMeta('linux-headers-generic-hwe-20.04', '5.15.0.76.83~20.04.36', 'linux-headers-5.15.0-76-generic', 'linux-meta-hwe-5.15'),
+  ];
   return {
     archive: [
       { suite: 'focal', kernels: split(release, 'amd64'), fillers },
@@ -209,7 +248,8 @@ export function nobleFixture(fillers = 20): { archive: UbuntuSuiteSpec[]; ports:
     { abi: '6.11.0-26', flavour: 'generic', version: '6.11.0-26.26~24.04.1', source: 'linux-hwe-6.11', arches: both },
     { abi: '6.8.0-1029', flavour: 'aws', version: '6.8.0-1029.31', source: 'linux-aws', arches: both },
   ];
-  const split = (kernels: UbuntuKernel[], arch: string) => kernels.filter((k) => k.arches.includes(arch)).map((k) => ({ ...k, arches: [arch] }));
+  const split = (kernels: UbuntuKernel[], arch: string) =>
+    kernels.filter((k) => k.arches.includes(arch)).map((k) => ({ ...k, arches: [arch] }));
   return {
     archive: [
       { suite: 'noble', kernels: split(release, 'amd64'), fillers },
@@ -261,10 +301,19 @@ export function debianKernelPackages(k: DebianKernel, arch: string, opts: { kbui
     out.push(
       p(`linux-headers-${k.abi}-${f}`, { depends: `${common} (= ${k.version}), ${kbuild} (>= ${k.version}), ${TRIXIE_GCC}` }),
       p(`linux-image-${k.abi}-${f}-unsigned`, { depends: 'kmod, linux-base (>= 4.3~)' }),
-      { ...p(`linux-image-${k.abi}-${f}`, { depends: 'kmod, linux-base (>= 4.3~)' }), filename: `pool/main/l/linux-signed-${arch}/linux-image-${k.abi}-${f}_${k.version}_${arch}.deb` },
+      {
+        ...p(`linux-image-${k.abi}-${f}`, { depends: 'kmod, linux-base (>= 4.3~)' }),
+        filename: `pool/main/l/linux-signed-${arch}/linux-image-${k.abi}-${f}_${k.version}_${arch}.deb`,
+      },
     );
   }
-  if (opts.kbuild !== false) out.push({ name: kbuild, version: k.kbuildVersion ?? k.version, filename: `pool/main/l/linux/${kbuild}_${k.kbuildVersion ?? k.version}_${arch}.deb`, depends: 'libc6 (>= 2.38)' });
+  if (opts.kbuild !== false)
+    out.push({
+      name: kbuild,
+      version: k.kbuildVersion ?? k.version,
+      filename: `pool/main/l/linux/${kbuild}_${k.kbuildVersion ?? k.version}_${arch}.deb`,
+      depends: 'libc6 (>= 2.38)',
+    });
   return out;
 }
 
@@ -278,10 +327,25 @@ export function trixieFixture(fillers = 20): { suite: string; arches: Record<str
   return [
     suite('trixie', (a) => [
       ...debianKernelPackages({ abi: '6.12.33+deb13', version: '6.12.33-1', arches }, a),
-      { name: 'linux-kbuild-6.12.43+deb13', version: '6.12.43-1', filename: `pool/main/l/linux/linux-kbuild-6.12.43+deb13_6.12.43-1_${a}.deb`, depends: 'libc6 (>= 2.38)' },
-      { name: TRIXIE_GCC, version: '14.2.0-19', filename: `pool/main/g/gcc-14/gcc-14_14.2.0-19_${a}.deb`, depends: 'cpp-14 (= 14.2.0-19), binutils' },
+      {
+        name: 'linux-kbuild-6.12.43+deb13',
+        version: '6.12.43-1',
+        filename: `pool/main/l/linux/linux-kbuild-6.12.43+deb13_6.12.43-1_${a}.deb`,
+        depends: 'libc6 (>= 2.38)',
+      },
+      {
+        name: TRIXIE_GCC,
+        version: '14.2.0-19',
+        filename: `pool/main/g/gcc-14/gcc-14_14.2.0-19_${a}.deb`,
+        depends: 'cpp-14 (= 14.2.0-19), binutils',
+      },
       // The metapackage: no kernel.
-      { name: `linux-headers-${a}`, version: '6.12.33-1', filename: `pool/main/l/linux-signed-${a}/linux-headers-${a}_6.12.33-1_${a}.deb`, depends: `linux-headers-6.12.33+deb13-${a} (= 6.12.33-1)` },
+      {
+        name: `linux-headers-${a}`,
+        version: '6.12.33-1',
+        filename: `pool/main/l/linux-signed-${a}/linux-headers-${a}_6.12.33-1_${a}.deb`,
+        depends: `linux-headers-6.12.33+deb13-${a} (= 6.12.33-1)`,
+      },
       // A kernel older than minimumKernel 4.14 (not in the real trixie): dropped.
       ...debianKernelPackages({ abi: '4.9.0-13', version: '4.9.228-1', arches }, a),
     ]),
@@ -296,11 +360,24 @@ export function trixieFixture(fillers = 20): { suite: string; arches: Record<str
 // Writing the fixture archives as a mirror lays them out: `ubuntu/` (the amd64
 // archive), `ubuntu-ports/` (arm64), `debian/` and `debian-security/`.
 
-export async function writeUbuntuMirror(root: string, code: keyof typeof UBUNTU_FIXTURES, signer: TestSigner | undefined, fillers = 20): Promise<void> {
+export async function writeUbuntuMirror(
+  root: string,
+  code: keyof typeof UBUNTU_FIXTURES,
+  signer: TestSigner | undefined,
+  fillers = 20,
+): Promise<void> {
   const fixture = UBUNTU_FIXTURES[code](fillers);
-  for (const [folder, specs, arch] of [['ubuntu', fixture.archive, 'amd64'], ['ubuntu-ports', fixture.ports, 'arm64']] as const) {
+  for (const [folder, specs, arch] of [
+    ['ubuntu', fixture.archive, 'amd64'],
+    ['ubuntu-ports', fixture.ports, 'arm64'],
+  ] as const) {
     for (const spec of specs)
-      await writeAptRepository(join(root, folder), { suite: spec.suite, origin: 'Ubuntu', arches: ubuntuSuitePackages(spec, [arch]), ...(signer ? { signer } : {}) });
+      await writeAptRepository(join(root, folder), {
+        suite: spec.suite,
+        origin: 'Ubuntu',
+        arches: ubuntuSuitePackages(spec, [arch]),
+        ...(signer ? { signer } : {}),
+      });
   }
 }
 
@@ -311,7 +388,12 @@ export function ubuntuOverrides(repositories: string[], mirrorUrl: string): Map<
 
 export async function writeTrixieMirror(root: string, signer: TestSigner | undefined, fillers = 20): Promise<void> {
   for (const s of trixieFixture(fillers))
-    await writeAptRepository(join(root, s.suite === 'trixie-security' ? 'debian-security' : 'debian'), { suite: s.suite, origin: 'Debian', arches: s.arches, ...(signer ? { signer } : {}) });
+    await writeAptRepository(join(root, s.suite === 'trixie-security' ? 'debian-security' : 'debian'), {
+      suite: s.suite,
+      origin: 'Debian',
+      arches: s.arches,
+      ...(signer ? { signer } : {}),
+    });
 }
 
 export function debian13Overrides(mirrorUrl: string): Map<string, string[]> {

@@ -17,10 +17,15 @@ const run = promisify(execFile);
 export async function tool(cmd: string, args: string[], opts: { cwd?: string; input?: Buffer; timeoutMs?: number } = {}): Promise<Buffer> {
   if (opts.input !== undefined) {
     return new Promise((resolve, reject) => {
-      const child = execFile(cmd, args, { cwd: opts.cwd, encoding: 'buffer', maxBuffer: 512 * 1024 * 1024, timeout: opts.timeoutMs ?? 60_000 }, (err, stdout, stderr) => {
-        if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr.toString()}`));
-        else resolve(stdout);
-      });
+      const child = execFile(
+        cmd,
+        args,
+        { cwd: opts.cwd, encoding: 'buffer', maxBuffer: 512 * 1024 * 1024, timeout: opts.timeoutMs ?? 60_000 },
+        (err, stdout, stderr) => {
+          if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr.toString()}`));
+          else resolve(stdout);
+        },
+      );
       // A tool that exits before reading all its input closes the pipe: its exit status is the answer, not an EPIPE.
       child.stdin!.on('error', (e: NodeJS.ErrnoException) => {
         if (e.code !== 'EPIPE') reject(e);
@@ -28,7 +33,12 @@ export async function tool(cmd: string, args: string[], opts: { cwd?: string; in
       child.stdin!.end(opts.input);
     });
   }
-  const { stdout } = await run(cmd, args, { cwd: opts.cwd, encoding: 'buffer', maxBuffer: 512 * 1024 * 1024, timeout: opts.timeoutMs ?? 60_000 });
+  const { stdout } = await run(cmd, args, {
+    cwd: opts.cwd,
+    encoding: 'buffer',
+    maxBuffer: 512 * 1024 * 1024,
+    timeout: opts.timeoutMs ?? 60_000,
+  });
   return stdout;
 }
 
@@ -118,16 +128,25 @@ export async function buildRpmWithRpmbuild(tree: string, work: string, payload: 
     ].join('\n'),
   );
   const io = { xz: 'w9.xzdio', zstd: 'w19.zstdio', gzip: 'w9.gzdio' }[payload];
-  await tool('rpmbuild', [
-    '-bb',
-    '--quiet',
-    '--define', `_topdir ${top}`,
-    '--define', `srcroot ${tree}`,
-    '--define', `_binary_payload ${io}`,
-    '--define', '__os_install_post %{nil}',
-    '--define', '_build_id_links none',
-    spec,
-  ], { timeoutMs: 120_000 });
+  await tool(
+    'rpmbuild',
+    [
+      '-bb',
+      '--quiet',
+      '--define',
+      `_topdir ${top}`,
+      '--define',
+      `srcroot ${tree}`,
+      '--define',
+      `_binary_payload ${io}`,
+      '--define',
+      '__os_install_post %{nil}',
+      '--define',
+      '_build_id_links none',
+      spec,
+    ],
+    { timeoutMs: 120_000 },
+  );
   const dir = join(top, 'RPMS/noarch');
   const [file] = (await readdir(dir)).filter((f) => f.endsWith('.rpm'));
   if (!file) throw new Error(`rpmbuild produced no package in ${dir}`);
@@ -242,8 +261,7 @@ export function buildCpio(entries: CpioEntrySpec[], magic: '070701' | '070702' =
     let sum = 0;
     if (magic === '070702') for (const b of data) sum = (sum + b) >>> 0;
     const header =
-      magic +
-      [e.ino ?? ino++, e.mode, 0, 0, e.nlink ?? 1, 1_700_000_000, data.length, 0, 0, 0, 0, name.length, sum].map(hex).join('');
+      magic + [e.ino ?? ino++, e.mode, 0, 0, e.nlink ?? 1, 1_700_000_000, data.length, 0, 0, 0, 0, name.length, sum].map(hex).join('');
     parts.push(Buffer.from(header, 'latin1'), name, pad(110 + name.length), data, pad(data.length));
   };
   for (const e of entries) add(e);
@@ -326,7 +344,14 @@ export async function listTree(root: string, opts: { relativizeAbsoluteLinks?: b
         items.push({ path: p, type: 'symlink', target });
       } else if (st.isFile()) {
         const data = await readFile(join(root, p));
-        items.push({ path: p, type: 'file', mode: st.mode & 0o7777, size: st.size, sha256: createHash('sha256').update(data).digest('hex'), nlink: st.nlink });
+        items.push({
+          path: p,
+          type: 'file',
+          mode: st.mode & 0o7777,
+          size: st.size,
+          sha256: createHash('sha256').update(data).digest('hex'),
+          nlink: st.nlink,
+        });
       } else {
         items.push({ path: p, type: 'file', target: 'SPECIAL' });
       }
@@ -362,7 +387,14 @@ export async function aptShow(name: string): Promise<AptRecord | undefined> {
   }
   const get = (k: string) => fields.get(k) ?? '';
   if (!get('Filename') || !get('SHA256')) return undefined;
-  return { Package: get('Package'), Version: get('Version'), Architecture: get('Architecture'), Filename: get('Filename'), Size: Number(get('Size')), SHA256: get('SHA256') };
+  return {
+    Package: get('Package'),
+    Version: get('Version'),
+    Architecture: get('Architecture'),
+    Filename: get('Filename'),
+    Size: Number(get('Size')),
+    SHA256: get('SHA256'),
+  };
 }
 
 /** Names in the apt index matching a regular expression (`apt-cache search --names-only`), sorted. */

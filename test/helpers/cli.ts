@@ -14,7 +14,7 @@ export interface RunResult {
 }
 
 /** Run the real binary in `cwd` (a project root), bounded in time. */
-export function runCli(args: string[], opts: { cwd: string; env?: Record<string, string>; timeoutMs?: number } ): Promise<RunResult> {
+export function runCli(args: string[], opts: { cwd: string; env?: Record<string, string>; timeoutMs?: number }): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: opts.cwd,

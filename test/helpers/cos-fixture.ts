@@ -33,7 +33,23 @@ export interface CosHeadersSpec {
 
 /** Deterministic C-header-like text of about `size` bytes. */
 function headerText(seed: number, size: number): string {
-  const words = ['struct', 'unsigned', 'long', 'int', 'static', 'inline', 'const', 'void', 'return', 'define', 'ifdef', 'endif', 'u32', 'u64', 'size_t'];
+  const words = [
+    'struct',
+    'unsigned',
+    'long',
+    'int',
+    'static',
+    'inline',
+    'const',
+    'void',
+    'return',
+    'define',
+    'ifdef',
+    'endif',
+    'u32',
+    'u64',
+    'size_t',
+  ];
   let x = seed * 2654435761 + 1;
   const next = () => (x = (x * 1103515245 + 12345) >>> 0);
   const out: string[] = [];
@@ -69,7 +85,10 @@ export async function cosHeadersTarball(spec: CosHeadersSpec): Promise<Buffer> {
   await entry(`${dir}/include`);
   await entry(`${dir}/include/generated`);
   for (let i = 0; i < (spec.fillers ?? 20); i++)
-    await entry(`${dir}/include/linux/filler${i}.h`, spec.fillerBytes ? headerText(i, spec.fillerBytes) : `/* filler ${i} */\n#define FILLER_${i} ${i}\n`.repeat(20));
+    await entry(
+      `${dir}/include/linux/filler${i}.h`,
+      spec.fillerBytes ? headerText(i, spec.fillerBytes) : `/* filler ${i} */\n#define FILLER_${i} ${i}\n`.repeat(20),
+    );
   if (!spec.noUtsRelease) await entry(`${dir}/include/generated/utsrelease.h`, `#define UTS_RELEASE "${spec.release}"\n`);
   const compile = [
     '/* This file is auto generated, version 1 */',
@@ -80,7 +99,8 @@ export async function cosHeadersTarball(spec: CosHeadersSpec): Promise<Buffer> {
     '#define LINUX_COMPILER "Chromium OS 17.0_pre498229-r33 clang version 17.0.0, LLD 17.0.0"',
   ].join('\n');
   await entry(`${dir}/include/generated/compile.h`, `${compile}\n`);
-  if ((spec.versionIn ?? 'utsversion') === 'utsversion') await entry(`${dir}/include/generated/utsversion.h`, `#define UTS_VERSION "${spec.version}"\n`);
+  if ((spec.versionIn ?? 'utsversion') === 'utsversion')
+    await entry(`${dir}/include/generated/utsversion.h`, `#define UTS_VERSION "${spec.version}"\n`);
   pack.finalize();
   await done;
   return gzipSync(Buffer.concat(chunks));
@@ -133,8 +153,21 @@ export async function startCosBucket(opts: { bucket?: string; objects: Map<strin
       const page = names.slice(start, start + pageSize);
       const items = page.map((name) => {
         const data = state.objects.get(name)!;
-        const md5 = createHash('md5').update(state.wrongMd5.has(name) ? Buffer.from('other bytes') : data).digest('base64');
-        return { kind: 'storage#object', id: `${bucket}/${name}/1700000000000000`, name, bucket, generation: '1700000000000000', contentType: 'application/octet-stream', size: String(data.length), md5Hash: md5, crc32c: 'AAAAAA==', etag: 'CAE=' };
+        const md5 = createHash('md5')
+          .update(state.wrongMd5.has(name) ? Buffer.from('other bytes') : data)
+          .digest('base64');
+        return {
+          kind: 'storage#object',
+          id: `${bucket}/${name}/1700000000000000`,
+          name,
+          bucket,
+          generation: '1700000000000000',
+          contentType: 'application/octet-stream',
+          size: String(data.length),
+          md5Hash: md5,
+          crc32c: 'AAAAAA==',
+          etag: 'CAE=',
+        };
       });
       const body: Record<string, unknown> = { kind: 'storage#objects', items };
       if (start + pageSize < names.length) body['nextPageToken'] = Buffer.from(String(start + pageSize)).toString('base64');
@@ -191,9 +224,15 @@ const V = (date: string) => `#1 SMP PREEMPT_DYNAMIC ${date}`;
 export const COS_FIXTURE_BUILDS: CosFixtureBuild[] = [
   { buildId: '18613.0.0', headers: { release: '6.1.55+', version: V('Mon Oct  9 10:00:00 UTC 2023') } },
   { buildId: '18613.0.79', headers: { release: '6.1.58+', version: V('Sat Nov  4 10:17:46 UTC 2023'), dotSlash: true } },
-  { buildId: '18613.263.24', headers: { release: '6.1.85+', version: V('Tue Apr 16 09:12:00 UTC 2024'), mtime: new Date('2024-04-16T09:00:00Z') } },
+  {
+    buildId: '18613.263.24',
+    headers: { release: '6.1.85+', version: V('Tue Apr 16 09:12:00 UTC 2024'), mtime: new Date('2024-04-16T09:00:00Z') },
+  },
   // The same kernel as 18613.263.24 (same release and uname -v), another tarball.
-  { buildId: '18613.263.75', headers: { release: '6.1.85+', version: V('Tue Apr 16 09:12:00 UTC 2024'), mtime: new Date('2024-05-20T09:00:00Z') } },
+  {
+    buildId: '18613.263.75',
+    headers: { release: '6.1.85+', version: V('Tue Apr 16 09:12:00 UTC 2024'), mtime: new Date('2024-05-20T09:00:00Z') },
+  },
   { buildId: '18613.339.26', headers: { release: '6.1.100+', version: V('Fri Aug  2 18:00:00 UTC 2024') } },
   // Rebuilt: the same release, another uname -v. Falco's loader cannot tell the two apart.
   { buildId: '18613.339.52', headers: { release: '6.1.100+', version: V('Thu Sep 12 07:30:00 UTC 2024') } },
@@ -207,7 +246,9 @@ export const COS_FIXTURE_BUILDS: CosFixtureBuild[] = [
 
 export async function cosFixtureObjects(builds: CosFixtureBuild[] = COS_FIXTURE_BUILDS, fillers = 20): Promise<Map<string, Buffer>> {
   const objects = new Map<string, Buffer>();
-  for (const b of builds) for (const [name, data] of cosBuildObjects(b.buildId, b.headers ? await cosHeadersTarball({ fillers, ...b.headers }) : undefined)) objects.set(name, data);
+  for (const b of builds)
+    for (const [name, data] of cosBuildObjects(b.buildId, b.headers ? await cosHeadersTarball({ fillers, ...b.headers }) : undefined))
+      objects.set(name, data);
   // Other things the bucket holds.
   objects.set('scripts/disable_smt.sh', Buffer.from('#!/bin/bash\n'));
   return objects;

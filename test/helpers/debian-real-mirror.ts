@@ -54,7 +54,8 @@ async function findInRelease(suite: string): Promise<string | undefined> {
   }
   for (const name of names.filter((n) => n.endsWith(`_dists_${suite}_InRelease`)).sort()) {
     const text = await readFile(join(LISTS, name), 'utf8');
-    if (/^Origin: Debian$/m.test(text) && new RegExp(`^Codename: ${suite.replace(/[-]/g, '\\-')}$`, 'm').test(text)) return join(LISTS, name);
+    if (/^Origin: Debian$/m.test(text) && new RegExp(`^Codename: ${suite.replace(/[-]/g, '\\-')}$`, 'm').test(text))
+      return join(LISTS, name);
   }
   return undefined;
 }
@@ -98,7 +99,9 @@ async function materializeList(prefix: string, dest: string): Promise<void> {
   for (const [ext, cmd] of decoders) {
     if (!names.includes(base + ext)) continue;
     await new Promise<void>((resolve, reject) => {
-      const child = spawn('sh', ['-c', `${cmd.join(' ')} "$1" > "$2"`, 'sh', join(LISTS, base + ext), dest], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn('sh', ['-c', `${cmd.join(' ')} "$1" > "$2"`, 'sh', join(LISTS, base + ext), dest], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let err = '';
       child.stderr.on('data', (d) => (err += d));
       const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
@@ -121,11 +124,17 @@ export async function startDebianRealMirror(): Promise<DebianRealMirrorResult> {
   let found = await Promise.all(REAL_SUITES.map(findInRelease));
   if (found.some((f) => f === undefined)) {
     if (process.getuid?.() !== 0)
-      return { ok: false, skip: `apt has no lists for ${REAL_SUITES.join(', ')} in ${LISTS} and this is not root: run apt-get update as root first` };
+      return {
+        ok: false,
+        skip: `apt has no lists for ${REAL_SUITES.join(', ')} in ${LISTS} and this is not root: run apt-get update as root first`,
+      };
     runOrThrow('apt-get', ['update', '-qq'], { timeoutMs: 300_000 });
     found = await Promise.all(REAL_SUITES.map(findInRelease));
     const missing = REAL_SUITES.filter((_, i) => found[i] === undefined);
-    if (missing.length) throw new Error(`after apt-get update, apt still has no lists for ${missing.join(', ')}: is the Debian 12 archive in the apt sources?`);
+    if (missing.length)
+      throw new Error(
+        `after apt-get update, apt still has no lists for ${missing.join(', ')}: is the Debian 12 archive in the apt sources?`,
+      );
   }
   const root = await mkdtemp(join(tmpdir(), 'falco-probes-debian-real-'));
   try {
@@ -144,7 +153,9 @@ export async function startDebianRealMirror(): Promise<DebianRealMirrorResult> {
       await materializeList(basename(inRelease).slice(0, -'_InRelease'.length), packagesFile);
       const got = await hashFile(packagesFile);
       if (got.sha256 !== entry.sha256 || got.size !== entry.size)
-        throw new Error(`${packagesFile}: sha256 ${got.sha256} (${got.size} bytes) does not match ${inRelease} (${entry.sha256}, ${entry.size} bytes); run apt-get update`);
+        throw new Error(
+          `${packagesFile}: sha256 ${got.sha256} (${got.size} bytes) does not match ${inRelease} (${entry.sha256}, ${entry.size} bytes); run apt-get update`,
+        );
       suites.push({ suite, packagesFile, inReleaseFile: join(dir, 'InRelease'), ...entry });
     }
     const mirror = await startMirror({ root });

@@ -33,7 +33,11 @@ let acquired = false;
 let memo: Promise<DockerResult> | undefined;
 
 async function script(name: string, args: string[], timeoutMs: number): Promise<void> {
-  await execFileAsync('bash', [join(PROJECT_ROOT, 'scripts', name), ...args], { timeout: timeoutMs, env: process.env, maxBuffer: 16 * 1024 * 1024 });
+  await execFileAsync('bash', [join(PROJECT_ROOT, 'scripts', name), ...args], {
+    timeout: timeoutMs,
+    env: process.env,
+    maxBuffer: 16 * 1024 * 1024,
+  });
 }
 
 /** A connected Docker client, or why the tests cannot have one. Memoized per process. */
@@ -45,7 +49,10 @@ export function obtainDocker(): Promise<DockerResult> {
 async function obtain(): Promise<DockerResult> {
   if (!process.env['DOCKER_HOST']) {
     if (process.getuid?.() !== 0)
-      return { ok: false, skip: 'no DOCKER_HOST and not root: start a daemon (sudo bash scripts/docker-daemon.sh start) and set DOCKER_HOST' };
+      return {
+        ok: false,
+        skip: 'no DOCKER_HOST and not root: start a daemon (sudo bash scripts/docker-daemon.sh start) and set DOCKER_HOST',
+      };
     await script('docker-daemon.sh', ['acquire', String(process.pid)], 120_000);
     acquired = true;
     process.env['DOCKER_HOST'] = `unix://${PRIVATE_DOCKER_SOCKET}`;
@@ -90,7 +97,8 @@ export async function ensureBaseImage(docker: Docker, release = 'bookworm'): Pro
         () => false,
       );
   if (await present()) return { ok: true };
-  if (process.getuid?.() !== 0) return { ok: false, skip: `the daemon has no debian:${release} and making it needs root (scripts/base-image.sh ${release})` };
+  if (process.getuid?.() !== 0)
+    return { ok: false, skip: `the daemon has no debian:${release} and making it needs root (scripts/base-image.sh ${release})` };
   return withImageLock(async () => {
     if (!(await present())) await script('base-image.sh', [release], 15 * 60_000);
     return { ok: true };
@@ -120,7 +128,12 @@ export async function ensureTestLoaderImage(docker: Docker, builderTag: string):
     const def = testLoaderImageDefinition(builderTag);
     const ref = await ensureImage(docker, def);
     for (const image of await docker.listImages({ filters: { reference: [def.repository] } })) {
-      for (const tag of image.RepoTags ?? []) if (tag !== ref.tag) await docker.getImage(tag).remove().catch(() => undefined);
+      for (const tag of image.RepoTags ?? [])
+        if (tag !== ref.tag)
+          await docker
+            .getImage(tag)
+            .remove()
+            .catch(() => undefined);
     }
     return ref;
   });
@@ -140,7 +153,9 @@ function leftBehind(labels: Record<string, string> | undefined): boolean {
 
 /** Containers (as above: not another live process's) and volumes that carry our label: what must be empty after every test. */
 export async function ourLeftovers(docker: Docker): Promise<{ containers: string[]; volumes: string[] }> {
-  const containers = (await docker.listContainers({ all: true, filters: { label: ['falco-probes=1'] } })).filter((c) => leftBehind(c.Labels)).map((c) => `${c.Id.slice(0, 12)} ${c.State}`);
+  const containers = (await docker.listContainers({ all: true, filters: { label: ['falco-probes=1'] } }))
+    .filter((c) => leftBehind(c.Labels))
+    .map((c) => `${c.Id.slice(0, 12)} ${c.State}`);
   const volumes = ((await docker.listVolumes({ filters: { label: ['falco-probes=1'] } })).Volumes ?? []).map((v) => v.Name);
   return { containers, volumes };
 }

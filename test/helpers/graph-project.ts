@@ -75,7 +75,9 @@ export function kernel(release: string, opts: { machine?: Arch; name?: string; f
 export const HOST_BUILDER = '  kind: host\n  clang: "14.0.6"\n';
 
 /** drivers.yaml with the local `example` driver and, optionally, a pinned or unpinned remote one. */
-export function driversText(opts: { remote?: 'pinned' | 'unpinned' | 'none'; remoteUrl?: string; remoteSha256?: string; builder?: string; exampleMax?: string } = {}): string {
+export function driversText(
+  opts: { remote?: 'pinned' | 'unpinned' | 'none'; remoteUrl?: string; remoteSha256?: string; builder?: string; exampleMax?: string } = {},
+): string {
   const remote = opts.remote ?? 'pinned';
   let text = `# drivers for a test project
 builder:

@@ -148,7 +148,11 @@ function packagesOf(abi: string, index: Map<string, IndexedPackage[]>): DebianPa
   for (const group of deps.groups) {
     const alt = group[0];
     if (!alt) continue;
-    const role: PackageRole | undefined = /^linux-headers-.*-common$/.test(alt.name) ? 'common' : /^linux-kbuild-/.test(alt.name) ? 'kbuild' : undefined;
+    const role: PackageRole | undefined = /^linux-headers-.*-common$/.test(alt.name)
+      ? 'common'
+      : /^linux-kbuild-/.test(alt.name)
+        ? 'kbuild'
+        : undefined;
     if (!role) continue;
     const fits = (p: IndexedPackage) => !alt.relation || satisfiesRelation(p.version as string, alt.relation, alt.version as string);
     const candidates = (index.get(alt.name) ?? []).filter(fits).sort(newestFirst);
@@ -204,7 +208,9 @@ async function isCached(p: DebianPackage): Promise<boolean> {
 
 /** The packages that are still not in the cache (another test process may have fetched them meanwhile). */
 async function uncached(packages: DebianPackage[]): Promise<DebianPackage[]> {
-  return (await Promise.all(packages.map(async (p) => ((await isCached(p)) ? undefined : p)))).filter((p): p is DebianPackage => p !== undefined);
+  return (await Promise.all(packages.map(async (p) => ((await isCached(p)) ? undefined : p)))).filter(
+    (p): p is DebianPackage => p !== undefined,
+  );
 }
 
 /** Downloads into the test cache, one test process at a time (files running concurrently want the same packages). */
@@ -227,7 +233,9 @@ async function download(packages: DebianPackage[]): Promise<void> {
       if (!file) throw new Error(`apt-get download left no .deb for ${p.name}=${p.version}`);
       const got = await sha256File(join(tmp, file));
       if (got.sha256 !== p.sha256 || got.size !== p.size)
-        throw new Error(`${p.name}=${p.version}: downloaded sha256 ${got.sha256} (${got.size} bytes), index says ${p.sha256} (${p.size} bytes)`);
+        throw new Error(
+          `${p.name}=${p.version}: downloaded sha256 ${got.sha256} (${got.size} bytes), index says ${p.sha256} (${p.size} bytes)`,
+        );
       await rename(join(tmp, file), p.debPath);
     }
   } finally {
@@ -268,9 +276,9 @@ async function obtain(): Promise<KernelHeadersResult> {
   const isRoot = process.getuid?.() === 0;
   const fromIndex = await chooseFromIndex();
   if (fromIndex) {
-    const missing = (await Promise.all(fromIndex.flatMap((k) => k.packages).map(async (p) => ((await isCached(p)) ? undefined : p)))).filter(
-      (p): p is DebianPackage => p !== undefined,
-    );
+    const missing = (
+      await Promise.all(fromIndex.flatMap((k) => k.packages).map(async (p) => ((await isCached(p)) ? undefined : p)))
+    ).filter((p): p is DebianPackage => p !== undefined);
     if (missing.length === 0 || isRoot) {
       if (missing.length > 0) await withDownloadLock(async () => download(await uncached(missing)));
       try {
@@ -286,7 +294,9 @@ async function obtain(): Promise<KernelHeadersResult> {
   const cached = await readManifests();
   if (cached.length === SERIES.length) return { ok: true, kernels: cached };
   if (isRoot && !fromIndex)
-    throw new Error('apt\'s index lists no complete Debian 6.1 and 6.12 kernel header sets: run `apt-get update` (the Debian 12 archive and bookworm-security must be configured)');
+    throw new Error(
+      "apt's index lists no complete Debian 6.1 and 6.12 kernel header sets: run `apt-get update` (the Debian 12 archive and bookworm-security must be configured)",
+    );
   return {
     ok: false,
     skip: `real Debian kernel headers are not cached in ${TEST_CACHE_DIR} and fetching them needs root (apt-get download); run the tests once as root`,
@@ -312,7 +322,11 @@ export async function sharedKernelRoot(kernel: DebianKernel): Promise<string> {
 async function sharedKernelRootIn(rootsDir: string, kernel: DebianKernel): Promise<string> {
   const id = sha256Hex(kernel.packages.map((p) => p.sha256).join(' ')).slice(0, 16);
   const dir = join(rootsDir, `${kernel.release}-${id}`);
-  const extracted = () => stat(join(dir, 'usr', 'src')).then((s) => s.isDirectory(), () => false);
+  const extracted = () =>
+    stat(join(dir, 'usr', 'src')).then(
+      (s) => s.isDirectory(),
+      () => false,
+    );
   if (await extracted()) return dir;
   await mkdir(rootsDir, { recursive: true });
   // One extraction per root: a second test process waits for it instead of extracting too.

@@ -51,7 +51,12 @@ interface Manifest {
 }
 
 async function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<string> {
-  const { stdout } = await execFileAsync(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } });
+  const { stdout } = await execFileAsync(cmd, args, {
+    cwd: opts.cwd,
+    timeout: opts.timeoutMs ?? 60_000,
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   return stdout;
 }
 
@@ -104,7 +109,10 @@ async function download(m: Manifest, dest: string): Promise<void> {
     const file = (await readdir(tmp)).find((f) => f.startsWith(`${m.name}_`) && f.endsWith('.deb'));
     if (!file) throw new Error(`apt-get download left no .deb for ${m.name}=${m.version}`);
     const got = await sha256File(join(tmp, file));
-    if (got.sha256 !== m.sha256 || got.size !== m.size) throw new Error(`${m.name}=${m.version}: downloaded sha256 ${got.sha256} (${got.size} bytes), index says ${m.sha256} (${m.size} bytes)`);
+    if (got.sha256 !== m.sha256 || got.size !== m.size)
+      throw new Error(
+        `${m.name}=${m.version}: downloaded sha256 ${got.sha256} (${got.size} bytes), index says ${m.sha256} (${m.size} bytes)`,
+      );
     await rename(join(tmp, file), dest);
   } finally {
     await rm(tmp, { recursive: true, force: true });
@@ -143,7 +151,11 @@ async function obtain(repository: string): Promise<KernelImageResult> {
   if (manifest) {
     const debPath = join(DEBS_DIR, basename(manifest.filename));
     if (!(await cachedOk(debPath, manifest))) {
-      if (process.getuid?.() !== 0) return { ok: false, skip: `the kernel image ${manifest.name} is not cached in ${DEBS_DIR} and fetching it needs root (apt-get download)` };
+      if (process.getuid?.() !== 0)
+        return {
+          ok: false,
+          skip: `the kernel image ${manifest.name} is not cached in ${DEBS_DIR} and fetching it needs root (apt-get download)`,
+        };
       const m = manifest;
       await withDownloadLock(async () => {
         if (!(await cachedOk(debPath, m))) await download(m, debPath);
@@ -156,10 +168,14 @@ async function obtain(repository: string): Promise<KernelImageResult> {
   try {
     manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as Manifest;
   } catch {
-    return { ok: false, skip: `apt's index has no linux-image-${kernel.release} (or -unsigned) of version ${kernel.version}; run apt-get update` };
+    return {
+      ok: false,
+      skip: `apt's index has no linux-image-${kernel.release} (or -unsigned) of version ${kernel.version}; run apt-get update`,
+    };
   }
   const image = toImage(kernel, manifest, repository);
-  if (!(await cachedOk(image.debPath, manifest))) return { ok: false, skip: `the cached ${basename(image.debPath)} is missing or damaged and apt's index does not list it` };
+  if (!(await cachedOk(image.debPath, manifest)))
+    return { ok: false, skip: `the cached ${basename(image.debPath)} is missing or damaged and apt's index does not list it` };
   return { ok: true, image };
 }
 
@@ -196,7 +212,11 @@ export async function extractVmlinuzWithDpkg(image: DebianKernelImage, dir: stri
 /** The bootable image package of a real Debian kernel (same version as its headers), in the test cache; fetched with apt-get download once. */
 export async function imagePackage(kernel: DebianKernel): Promise<{ ref: PackageRef; debPath: string } | { skip: string }> {
   const names = [`linux-image-${kernel.release}`, `linux-image-${kernel.release}-unsigned`];
-  const show = spawnSync('apt-cache', ['show', ...names], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 16 * 1024 * 1024 });
+  const show = spawnSync('apt-cache', ['show', ...names], {
+    encoding: 'utf8',
+    env: { ...process.env, LC_ALL: 'C' },
+    maxBuffer: 16 * 1024 * 1024,
+  });
   const stanzas = (show.stdout ?? '').split(/\n\s*\n/);
   for (const name of names) {
     const s = stanzas.find((st) => field(st, 'Package') === name && field(st, 'Version') === kernel.version);

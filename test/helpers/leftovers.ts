@@ -23,7 +23,10 @@ export const TEMPORARY: ReadonlyArray<readonly [RegExp, string]> = [
   [/\.part$/, 'a download (fetch/cache.ts `.<sha256>.<pid>.<hex>.part`, run/driver-source.ts `<name>.<pid>.<hex>.part`)'],
   [/^\.falco-probes-tmp$/, "the repository's copy folder (repository/local.ts)"],
   [/^\.publish-staging-/, 'a publish in progress (repository/publish.ts)'],
-  [/^\.falco-probes\.lock(?:\.break)?$/, "the repository's lock and its breaker's guard (repository/lock.ts): a finished run releases them"],
+  [
+    /^\.falco-probes\.lock(?:\.break)?$/,
+    "the repository's lock and its breaker's guard (repository/lock.ts): a finished run releases them",
+  ],
 ];
 
 export function temporaryForm(name: string): string | undefined {
@@ -90,7 +93,8 @@ export async function processesUnder(dir: string): Promise<{ pid: number; what: 
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     const cmdline = (await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ').trim();
     const cwd = await readlink(`/proc/${name}/cwd`).catch(() => '');
-    if (cmdline.includes(dir) || cwd === dir || cwd.startsWith(`${dir}/`)) out.push({ pid: Number(name), what: `${name} (cwd ${cwd}): ${cmdline.slice(0, 200)}` });
+    if (cmdline.includes(dir) || cwd === dir || cwd.startsWith(`${dir}/`))
+      out.push({ pid: Number(name), what: `${name} (cwd ${cwd}): ${cmdline.slice(0, 200)}` });
   }
   return out;
 }

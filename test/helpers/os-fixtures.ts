@@ -18,7 +18,11 @@ import { artifactFileName, legacyArtifactFileName, type LoaderKernel } from '../
 // - the probe file name Falco's loader asks for.
 
 /** Run a command to its end, bounded in time; reject with its stderr on failure. */
-export function run(cmd: string, args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Buffer> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
     const out: Buffer[] = [];
@@ -56,7 +60,8 @@ export interface TestSigner {
 export async function createTestSigner(): Promise<TestSigner> {
   // Short path: gpg-agent's socket path must fit in 108 bytes.
   const home = await mkdtemp(join(tmpdir(), 'fpgpg-'));
-  const gpg = (args: string[], input?: string) => run('gpg', ['--batch', '--quiet', '--homedir', home, ...args], { ...(input !== undefined ? { input } : {}) });
+  const gpg = (args: string[], input?: string) =>
+    run('gpg', ['--batch', '--quiet', '--homedir', home, ...args], { ...(input !== undefined ? { input } : {}) });
   await gpg(['--passphrase', '', '--quick-gen-key', 'falco-probes test archive <archive@test.invalid>', 'ed25519', 'sign', 'never']);
   const keyring = join(home, 'archive-keyring.gpg');
   await writeFile(keyring, await gpg(['--export']));
@@ -134,19 +139,18 @@ export async function writeAptRepository(root: string, spec: AptRepositorySpec):
       lines.push(` ${sha256Hex(data)} ${String(data.length).padStart(9)} ${rel}.${format}`);
     }
   }
-  const release =
-    [
-      `Origin: ${spec.origin ?? 'Falco-Probes-Test'}`,
-      `Label: ${spec.origin ?? 'Falco-Probes-Test'}`,
-      `Suite: ${spec.suite}`,
-      `Codename: ${spec.codename ?? spec.suite}`,
-      'Date: Sat, 01 Jan 2000 00:00:00 UTC',
-      `Architectures: ${Object.keys(spec.arches).join(' ')}`,
-      `Components: ${component}`,
-      'Description: a test repository',
-      'SHA256:',
-      ...lines,
-    ].join('\n') + '\n';
+  const release = `${[
+    `Origin: ${spec.origin ?? 'Falco-Probes-Test'}`,
+    `Label: ${spec.origin ?? 'Falco-Probes-Test'}`,
+    `Suite: ${spec.suite}`,
+    `Codename: ${spec.codename ?? spec.suite}`,
+    'Date: Sat, 01 Jan 2000 00:00:00 UTC',
+    `Architectures: ${Object.keys(spec.arches).join(' ')}`,
+    `Components: ${component}`,
+    'Description: a test repository',
+    'SHA256:',
+    ...lines,
+  ].join('\n')}\n`;
   await mkdir(dist, { recursive: true });
   await writeFile(join(dist, 'Release'), release);
   await writeFile(join(dist, 'InRelease'), spec.signer ? await spec.signer.clearsign(release) : release);

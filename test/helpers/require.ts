@@ -25,7 +25,8 @@ export const FALCO_LIBS = join(PROJECT_ROOT, '..', 'shared', 'falco-libs');
 
 /** Skip with `reason`, or fail when FALCO_PROBES_REQUIRE_ALL=1 says this machine has everything. */
 export function skipOrFail(t: TestContext, reason: string): void {
-  if (REQUIRE_ALL) assert.fail(`${reason}\n(FALCO_PROBES_REQUIRE_ALL=1: scripts/test.sh installed what the tests need, so this is a failure, not a skip)`);
+  if (REQUIRE_ALL)
+    assert.fail(`${reason}\n(FALCO_PROBES_REQUIRE_ALL=1: scripts/test.sh installed what the tests need, so this is a failure, not a skip)`);
   t.skip(reason);
 }
 

@@ -39,7 +39,14 @@ export function rpmFileName(p: Pick<FixturePackage, 'name' | 'version' | 'releas
 }
 
 /** A package whose file sits in the blobstore, reached from a base URL `depth` folders below the host root. */
-export function blobstorePackage(name: string, version: string, release: string, arch: string, depth: number, extra: Partial<FixturePackage> = {}): FixturePackage {
+export function blobstorePackage(
+  name: string,
+  version: string,
+  release: string,
+  arch: string,
+  depth: number,
+  extra: Partial<FixturePackage> = {},
+): FixturePackage {
   const bytes = fakeRpmBytes(name, version, release, arch);
   const sha256 = sha256Hex(bytes);
   return {
@@ -185,7 +192,12 @@ export async function writeYumRepository(
   root: string,
   base: string,
   packages: FixturePackage[],
-  opts: { compression?: FixtureCompression; primaryXml?: string | Buffer; repomd?: (e: RepomdEntry) => RepomdEntry[]; blobstore?: boolean } = {},
+  opts: {
+    compression?: FixtureCompression;
+    primaryXml?: string | Buffer;
+    repomd?: (e: RepomdEntry) => RepomdEntry[];
+    blobstore?: boolean;
+  } = {},
 ): Promise<WrittenRepository> {
   const kind = opts.compression ?? 'gz';
   const primaryXml = Buffer.from(opts.primaryXml ?? renderPrimary(packages));
@@ -247,7 +259,10 @@ export function fillerPackage(i: number, arch: string, depth: number): FixturePa
   const version = `${1 + (i % 9)}.${i % 31}.${i % 7}`;
   const release = `${1 + (i % 5)}.amzn2.0.${i % 3}`;
   const entries = (tag: string, n: number) =>
-    Array.from({ length: n }, (_, j) => `        <rpm:entry name="${tag}${j}(${name})(64bit)" flags="GE" epoch="0" ver="${version}" rel="${release}"/>\n`).join('');
+    Array.from(
+      { length: n },
+      (_, j) => `        <rpm:entry name="${tag}${j}(${name})(64bit)" flags="GE" epoch="0" ver="${version}" rel="${release}"/>\n`,
+    ).join('');
   const files = Array.from({ length: 1 + (i % 4) }, (_, j) => `      <file>/usr/bin/${name}-tool${j}</file>\n`).join('');
   return blobstorePackage(name, version, release, i % 11 === 0 ? 'noarch' : arch, depth, {
     format:
@@ -283,7 +298,12 @@ export interface WrittenAmazonLinuxRepo extends WrittenRepository {
  * `<mirrorUrl>/<path>/$basearch/<hash>` (yum substitutes the arch), the
  * repository in that folder, and the packages in `/blobstore/`.
  */
-export async function writeAmazonLinuxMirror(root: string, mirrorUrl: string, specs: AmazonLinuxRepoSpec[], arches: string[]): Promise<WrittenAmazonLinuxRepo[]> {
+export async function writeAmazonLinuxMirror(
+  root: string,
+  mirrorUrl: string,
+  specs: AmazonLinuxRepoSpec[],
+  arches: string[],
+): Promise<WrittenAmazonLinuxRepo[]> {
   const out: WrittenAmazonLinuxRepo[] = [];
   for (const spec of specs) {
     const hash = repoHash(spec.path, 'all');

@@ -26,7 +26,16 @@ export interface RpmBuild {
 /** A package whose href is `<prefix><name>-<version>-<release>.<arch>.rpm`. */
 export function rpmAt(prefix: string, name: string, version: string, release: string, arch: string, epoch = '0'): FixturePackage {
   const bytes = Buffer.from(`fake rpm ${name}-${version}-${release}.${arch}\n`);
-  return { name, arch, epoch, version, release, href: `${prefix}${name}-${version}-${release}.${arch}.rpm`, sha256: sha256Hex(bytes), size: bytes.length };
+  return {
+    name,
+    arch,
+    epoch,
+    version,
+    release,
+    href: `${prefix}${name}-${version}-${release}.${arch}.rpm`,
+    sha256: sha256Hex(bytes),
+    size: bytes.length,
+  };
 }
 
 function fillers(n: number, arch: string): FixturePackage[] {
@@ -45,11 +54,19 @@ export interface YumRepoSpec {
 
 export async function writeYumRepos(root: string, specs: YumRepoSpec[], arches: string[]): Promise<void> {
   for (const spec of specs)
-    for (const arch of arches) await writeYumRepository(root, spec.path.split('$basearch').join(arch), spec.packages(arch), { compression: spec.compression, blobstore: false });
+    for (const arch of arches)
+      await writeYumRepository(root, spec.path.split('$basearch').join(arch), spec.packages(arch), {
+        compression: spec.compression,
+        blobstore: false,
+      });
 }
 
 /** RHEL 9's layout: AppStream holds kernel-devel (and debug, 64k variants), BaseOS the kernel itself. */
-export function el9Repos(prefix: string, builds: RpmBuild[], opts: { compression: FixtureCompression; fillers?: number; dist?: string }): YumRepoSpec[] {
+export function el9Repos(
+  prefix: string,
+  builds: RpmBuild[],
+  opts: { compression: FixtureCompression; fillers?: number; dist?: string },
+): YumRepoSpec[] {
   const k = (name: string, b: RpmBuild, arch: string) => rpmAt(`Packages/k/`, name, b.version, b.release, arch);
   const of = (arch: string) => builds.filter((b) => b.arches.includes(arch));
   return [
@@ -72,7 +89,12 @@ export function el9Repos(prefix: string, builds: RpmBuild[], opts: { compression
       compression: opts.compression,
       packages: (arch) => [
         ...fillers(opts.fillers ?? 30, arch),
-        ...of(arch).flatMap((b) => [k('kernel', b, arch), k('kernel-core', b, arch), k('kernel-modules', b, arch), k('kernel-debug-core', b, arch)]),
+        ...of(arch).flatMap((b) => [
+          k('kernel', b, arch),
+          k('kernel-core', b, arch),
+          k('kernel-modules', b, arch),
+          k('kernel-debug-core', b, arch),
+        ]),
       ],
     },
   ];
@@ -87,7 +109,8 @@ export const EL9_BUILDS: RpmBuild[] = [
 /** Fedora: the release's kernel in releases/, newer ones in updates/ (no `os/` folder there), zstd metadata. */
 export function fedoraRepos(release: number, opts: { fillers?: number } = {}): YumRepoSpec[] {
   const k = (name: string, v: string, r: string, arch: string) => rpmAt('Packages/k/', name, v, r, arch);
-  const set = (v: string, r: string, arch: string) => ['kernel', 'kernel-core', 'kernel-devel', 'kernel-devel-matched', 'kernel-debug-devel'].map((n) => k(n, v, r, arch));
+  const set = (v: string, r: string, arch: string) =>
+    ['kernel', 'kernel-core', 'kernel-devel', 'kernel-devel-matched', 'kernel-debug-devel'].map((n) => k(n, v, r, arch));
   return [
     {
       path: `fedora/linux/releases/${release}/Everything/$basearch/os/`,
@@ -97,7 +120,11 @@ export function fedoraRepos(release: number, opts: { fillers?: number } = {}): Y
     {
       path: `fedora/linux/updates/${release}/Everything/$basearch/`,
       compression: 'zst',
-      packages: (arch) => [...fillers(opts.fillers ?? 30, arch), ...set('6.19.10', `300.fc${release}`, arch), ...set('7.0.4', `200.fc${release}`, arch)],
+      packages: (arch) => [
+        ...fillers(opts.fillers ?? 30, arch),
+        ...set('6.19.10', `300.fc${release}`, arch),
+        ...set('7.0.4', `200.fc${release}`, arch),
+      ],
     },
   ];
 }
@@ -109,12 +136,20 @@ export function oracle9Repos(opts: { fillers?: number } = {}): YumRepoSpec[] {
     {
       path: 'repo/OracleLinux/OL9/appstream/$basearch/',
       compression: 'gz',
-      packages: (arch) => [...fillers(opts.fillers ?? 30, arch), g('kernel-devel', '5.14.0', '570.12.1.0.1.el9_6', arch), g('kernel-headers', '5.14.0', '570.12.1.0.1.el9_6', arch)],
+      packages: (arch) => [
+        ...fillers(opts.fillers ?? 30, arch),
+        g('kernel-devel', '5.14.0', '570.12.1.0.1.el9_6', arch),
+        g('kernel-headers', '5.14.0', '570.12.1.0.1.el9_6', arch),
+      ],
     },
     {
       path: 'repo/OracleLinux/OL9/baseos/latest/$basearch/',
       compression: 'gz',
-      packages: (arch) => [...fillers(opts.fillers ?? 30, arch), g('kernel', '5.14.0', '570.12.1.0.1.el9_6', arch), g('kernel-core', '5.14.0', '570.12.1.0.1.el9_6', arch)],
+      packages: (arch) => [
+        ...fillers(opts.fillers ?? 30, arch),
+        g('kernel', '5.14.0', '570.12.1.0.1.el9_6', arch),
+        g('kernel-core', '5.14.0', '570.12.1.0.1.el9_6', arch),
+      ],
     },
     {
       path: 'repo/OracleLinux/OL9/UEKR7/$basearch/',
@@ -136,7 +171,12 @@ export function oracle9Repos(opts: { fillers?: number } = {}): YumRepoSpec[] {
  * Amazon Linux 2023: `al2023/core/mirrors/latest/<arch>/mirror.list` names
  * `<mirror>/al2023/core/guids/<guid>/<arch>/`, whose hrefs climb to `/blobstore/`.
  */
-export async function writeAmazonLinux2023(root: string, mirrorUrl: string, arches: string[], opts: { fillers?: number } = {}): Promise<{ base: string }> {
+export async function writeAmazonLinux2023(
+  root: string,
+  mirrorUrl: string,
+  arches: string[],
+  opts: { fillers?: number } = {},
+): Promise<{ base: string }> {
   const guid = sha256Hex('al2023-core').slice(0, 40);
   for (const arch of arches) {
     const base = `al2023/core/guids/${guid}/${arch}/`;
@@ -144,7 +184,10 @@ export async function writeAmazonLinux2023(root: string, mirrorUrl: string, arch
     const b = (name: string, v: string, r: string) => blobstorePackage(name, v, r, arch, depth);
     const packages = [
       ...Array.from({ length: opts.fillers ?? 30 }, (_, i) => fillerPackage(i, arch, depth)),
-      ...['kernel', 'kernel-devel', 'kernel-headers'].flatMap((n) => [b(n, '6.1.102', '111.182.amzn2023'), b(n, '6.1.158', '178.288.amzn2023')]),
+      ...['kernel', 'kernel-devel', 'kernel-headers'].flatMap((n) => [
+        b(n, '6.1.102', '111.182.amzn2023'),
+        b(n, '6.1.158', '178.288.amzn2023'),
+      ]),
       ...['kernel6.12', 'kernel6.12-devel'].map((n) => b(n, '6.12.46', '66.121.amzn2023')),
     ];
     await writeYumRepository(root, base, packages, { compression: 'zst', blobstore: false });

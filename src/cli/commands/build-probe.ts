@@ -53,14 +53,17 @@ ${builderOptionsUsage('  ', 25)}
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
-    if (positionals.length !== 2) throw new FalcoProbesError('usage', 'build-probe takes an OS and a kernel', { hint: 'see: falco-probes build-probe --help' });
+    if (positionals.length !== 2)
+      throw new FalcoProbesError('usage', 'build-probe takes an OS and a kernel', { hint: 'see: falco-probes build-probe --help' });
     const [os, kernel] = positionals as [string, string];
     if (typeof values['out'] !== 'string' || values['out'] === '') throw new FalcoProbesError('usage', 'build-probe needs --out FILE');
     const out = resolve(values['out']);
     // A file, not a folder: refused before anything is built (writing would fail with EISDIR or EBUSY at the end).
     const outStat = await stat(out).catch(() => undefined);
     if (out === '/' || values['out'].endsWith('/') || outStat?.isDirectory())
-      throw new FalcoProbesError('usage', `--out ${values['out']} names a directory; it must name the probe file to write`, { hint: 'e.g. --out probe.o (or --out DIR/NAME.ko)' });
+      throw new FalcoProbesError('usage', `--out ${values['out']} names a directory; it must name the probe file to write`, {
+        hint: 'e.g. --out probe.o (or --out DIR/NAME.ko)',
+      });
     const { via, cacheDir, mirrorOverrides, downloads } = parseFetchOptions(values);
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     const builderChoice = parseBuilderOptions(values);
@@ -76,12 +79,18 @@ ${builderOptionsUsage('  ', 25)}
       if (!candidates.length) {
         const unpinned = graph.unpinned.find((d) => d.name === driver);
         if (unpinned)
-          throw new FalcoProbesError('config', `driver ${driver} ${unpinned.version} is a remote tarball without a sha256 pin; refusing to build from unverified source`, {
-            location: { file: graph.driversFile },
-            hint: `run \`falco-probes pin ${driver}\` on a machine that can download it`,
-          });
+          throw new FalcoProbesError(
+            'config',
+            `driver ${driver} ${unpinned.version} is a remote tarball without a sha256 pin; refusing to build from unverified source`,
+            {
+              location: { file: graph.driversFile },
+              hint: `run \`falco-probes pin ${driver}\` on a machine that can download it`,
+            },
+          );
         const near = nearMatches(driver, drivers);
-        throw new FalcoProbesError('usage', `no driver "${driver}" applies to ${os} ${kernel}`, { hint: `drivers for it: ${[...new Set(drivers)].join(', ') || 'none'}${near.length ? ` (did you mean ${near[0]}?)` : ''}` });
+        throw new FalcoProbesError('usage', `no driver "${driver}" applies to ${os} ${kernel}`, {
+          hint: `drivers for it: ${[...new Set(drivers)].join(', ') || 'none'}${near.length ? ` (did you mean ${near[0]}?)` : ''}`,
+        });
       }
     }
     if (candidates.length > 1)
@@ -91,11 +100,18 @@ ${builderOptionsUsage('  ', 25)}
     const generated = candidates[0]!;
     const wantedKey = process.env['FALCO_PROBES_KEY'];
     if (wantedKey !== undefined && wantedKey !== '' && wantedKey !== generated.key)
-      throw new FalcoProbesError('stale', `${generated.label}: the build file asks for key ${wantedKey.slice(0, 12)}, but the lockfiles and pins give ${generated.key.slice(0, 12)}`, {
-        hint: 'the generated build files are stale: run falco-probes generate',
-      });
+      throw new FalcoProbesError(
+        'stale',
+        `${generated.label}: the build file asks for key ${wantedKey.slice(0, 12)}, but the lockfiles and pins give ${generated.key.slice(0, 12)}`,
+        {
+          hint: 'the generated build files are stale: run falco-probes generate',
+        },
+      );
     // Docker: the target keyed with the image's pin, which the builder checks it is given.
-    const { builder, targets: [target] } = await prepareBuilder(builderChoice, [generated], ctx.logger, cacheDir);
+    const {
+      builder,
+      targets: [target],
+    } = await prepareBuilder(builderChoice, [generated], ctx.logger, cacheDir);
     if (!target) throw new FalcoProbesError('internal', `${generated.label}: no target after choosing the builder`);
 
     const paths = runPaths(ctx.root);
@@ -131,7 +147,9 @@ ${builderOptionsUsage('  ', 25)}
       const how = builder ? ` with the Docker builder (key ${target.key.slice(0, 12)})` : '';
       ctx.logger.info(`built ${target.label}${how} in ${formatDuration(performance.now() - t0)}: ${out} (sha256 ${built.sha256})`);
       if (values['json'] === true)
-        ctx.stdout.write(`${JSON.stringify({ label: target.label, key: target.key, builder: target.builder, file: out, output: target.output, sha256: built.sha256, size: built.size })}\n`);
+        ctx.stdout.write(
+          `${JSON.stringify({ label: target.label, key: target.key, builder: target.builder, file: out, output: target.output, sha256: built.sha256, size: built.size })}\n`,
+        );
       return 0;
     });
   },

@@ -114,19 +114,30 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     // An unpinned remote driver has no targets: asking for it by label or by a target name that carries it is refused with the way out.
     const selectedDrivers = new Set(labels.filter((l) => l.startsWith('driver=')).map((l) => l.slice('driver='.length)));
     for (const d of graph.unpinned) {
-      if (selectedDrivers.has(d.name) || positionals.some((p) => p.includes(':') && (p.endsWith(`-${d.name}`) || `${p}-`.includes(`-${d.name}-${d.version}-`))))
-        throw new FalcoProbesError('config', `driver ${d.name} ${d.version} is a remote tarball without a sha256 pin; refusing to build from unverified source`, {
-          location: { file: graph.driversFile },
-          hint: `run \`falco-probes pin ${d.name}\` on a machine that can download it, or point its source at a local checkout`,
-        });
+      if (
+        selectedDrivers.has(d.name) ||
+        positionals.some((p) => p.includes(':') && (p.endsWith(`-${d.name}`) || `${p}-`.includes(`-${d.name}-${d.version}-`)))
+      )
+        throw new FalcoProbesError(
+          'config',
+          `driver ${d.name} ${d.version} is a remote tarball without a sha256 pin; refusing to build from unverified source`,
+          {
+            location: { file: graph.driversFile },
+            hint: `run \`falco-probes pin ${d.name}\` on a machine that can download it, or point its source at a local checkout`,
+          },
+        );
     }
     let targets: Target[] = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
     // The generated Makefile's recipes name the key they were generated for: a stale Makefile is refused, not obeyed.
     const wantedKey = process.env['FALCO_PROBES_KEY'];
     if (wantedKey !== undefined && wantedKey !== '' && !(targets.length === 1 && targets[0]!.key === wantedKey))
-      throw new FalcoProbesError('usage', `FALCO_PROBES_KEY is ${wantedKey}, but ${targets.length === 1 ? `${targets[0]!.label}'s key is ${targets[0]!.key}` : `${targets.length} targets are selected`}: the generated files are older than the lockfiles or drivers.yaml`, {
-        hint: 'run falco-probes generate, then make again',
-      });
+      throw new FalcoProbesError(
+        'usage',
+        `FALCO_PROBES_KEY is ${wantedKey}, but ${targets.length === 1 ? `${targets[0]!.label}'s key is ${targets[0]!.key}` : `${targets.length} targets are selected`}: the generated files are older than the lockfiles or drivers.yaml`,
+        {
+          hint: 'run falco-probes generate, then make again',
+        },
+      );
     const paths = runPaths(ctx.root);
 
     // The Docker builder's image id is its pin: every key built with it names the image,
@@ -183,7 +194,9 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         ctx.logger.error(`interrupted: ${summaryLine(report)}`);
         return 130;
       }
-      (report.failed ? ctx.logger.error : report.unreachable || report.unbuildable ? ctx.logger.warn : ctx.logger.info)(summaryLine(report));
+      (report.failed ? ctx.logger.error : report.unreachable || report.unbuildable ? ctx.logger.warn : ctx.logger.info)(
+        summaryLine(report),
+      );
       const buildCode = report.failed || report.skipped ? 1 : 0;
       if (!verifying) return buildCode;
 

@@ -38,7 +38,8 @@ options:
   async run({ values }, ctx) {
     const logger = values['verbose'] === true ? createLogger({ verbose: true }) : ctx.logger;
     const release = typeof values['release'] === 'string' ? values['release'] : 'bookworm';
-    if (!/^[a-z]{2,32}$/.test(release)) throw new FalcoProbesError('usage', `--release expects a Debian codename (bookworm, trixie), got ${JSON.stringify(release)}`);
+    if (!/^[a-z]{2,32}$/.test(release))
+      throw new FalcoProbesError('usage', `--release expects a Debian codename (bookworm, trixie), got ${JSON.stringify(release)}`);
     const docker = await connectDocker();
     const image = await ensureImage(docker, builderImageDefinition(undefined, release), { logger, rebuild: values['rebuild'] === true });
     ctx.logger.info(`${image.built ? 'built' : 'found'} ${image.tag} (${image.id})`);
@@ -49,7 +50,9 @@ options:
     } else if (release === 'bookworm') {
       ctx.stdout.write(`image: ${pin.image}\nclang: ${pin.clang}\ngcc: ${JSON.stringify(pin.gcc ?? '')}\n`);
     } else {
-      ctx.stdout.write(`  - release: ${release}\n    image: ${pin.image}\n    clang: ${pin.clang}\n    gcc: ${JSON.stringify(pin.gcc ?? '')}\n`);
+      ctx.stdout.write(
+        `  - release: ${release}\n    image: ${pin.image}\n    clang: ${pin.clang}\n    gcc: ${JSON.stringify(pin.gcc ?? '')}\n`,
+      );
     }
     return 0;
   },

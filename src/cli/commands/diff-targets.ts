@@ -64,13 +64,17 @@ export function renderMarkdown(d: TargetsDiff, maxRows: number): string {
   const rows: string[] = [];
   for (const t of d.added) rows.push(`| added | \`${t.label}\` | ${t.arch} | ${t.kind} | \`${short(t.key)}\` |`);
   for (const t of d.removed) rows.push(`| removed | \`${t.label}\` | ${t.arch} | ${t.kind} | \`${short(t.key)}\` |`);
-  for (const r of d.rekeyed) rows.push(`| rekeyed | \`${r.after.label}\` | ${r.after.arch} | ${r.after.kind} | \`${short(r.before.key)}\` → \`${short(r.after.key)}\` |`);
+  for (const r of d.rekeyed)
+    rows.push(
+      `| rekeyed | \`${r.after.label}\` | ${r.after.arch} | ${r.after.kind} | \`${short(r.before.key)}\` → \`${short(r.after.key)}\` |`,
+    );
   if (rows.length === 0) {
     lines.push('No target is added, removed or rekeyed: nothing to build.');
     return `${lines.join('\n')}\n`;
   }
   lines.push('| change | target | arch | kind | key |', '|---|---|---|---|---|', ...rows.slice(0, maxRows));
-  if (rows.length > maxRows) lines.push('', `… and ${rows.length - maxRows} more (\`falco-probes diff-targets OLD NEW --format text\` lists them all).`);
+  if (rows.length > maxRows)
+    lines.push('', `… and ${rows.length - maxRows} more (\`falco-probes diff-targets OLD NEW --format text\` lists them all).`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -98,23 +102,27 @@ async function readTargets(path: string): Promise<TargetEntry[]> {
     throw new FalcoProbesError('input', `not JSON: ${(cause as Error).message}`, { location: { file: path } });
   }
   const targets = (parsed as { targets?: unknown } | null)?.targets;
-  if (!Array.isArray(targets) || !targets.every((t) => typeof t === 'object' && t !== null && typeof t.label === 'string' && typeof t.key === 'string'))
-    throw new FalcoProbesError('input', 'not a targets.json: expected {"targets": [{"label": ..., "key": ...}, ...]}', { location: { file: path } });
+  if (
+    !Array.isArray(targets) ||
+    !targets.every((t) => typeof t === 'object' && t !== null && typeof t.label === 'string' && typeof t.key === 'string')
+  )
+    throw new FalcoProbesError('input', 'not a targets.json: expected {"targets": [{"label": ..., "key": ...}, ...]}', {
+      location: { file: path },
+    });
   return targets as TargetEntry[];
 }
 
 /** `--label KEY=VALUE` on targets.json entries: the field KEY (or a `KEY:VALUE` label) equals VALUE. */
 function labelFilter(items: readonly string[]): (t: TargetEntry) => boolean {
   const wanted = parseLabels(items);
-  return (t) =>
-    [...wanted].every(([key, values]) => [...values].some((v) => t[key] === v || (t.labels ?? []).includes(`${key}:${v}`)));
+  return (t) => [...wanted].every(([key, values]) => [...values].some((v) => t[key] === v || (t.labels ?? []).includes(`${key}:${v}`)));
 }
 
 const FORMATS = ['markdown', 'text', 'labels', 'json'] as const;
 
 export const command: Command = {
   name: 'diff-targets',
-  summary: 'compare two generated/targets.json files: targets added, removed and rekeyed (a PR\'s table, the labels to build)',
+  summary: "compare two generated/targets.json files: targets added, removed and rekeyed (a PR's table, the labels to build)",
   usage: `usage: falco-probes diff-targets OLD NEW [--format markdown|text|labels|json] [--label KEY=VALUE]
 
 Compares two generated/targets.json files, such as the base branch's and a
@@ -146,13 +154,18 @@ options:
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
-    if (positionals.length !== 2) throw new FalcoProbesError('usage', 'diff-targets takes OLD and NEW (two targets.json files)', { hint: 'see: falco-probes diff-targets --help' });
+    if (positionals.length !== 2)
+      throw new FalcoProbesError('usage', 'diff-targets takes OLD and NEW (two targets.json files)', {
+        hint: 'see: falco-probes diff-targets --help',
+      });
     if (values['json'] === true && values['format'] !== undefined && values['format'] !== 'json')
       throw new FalcoProbesError('usage', `--json and --format ${String(values['format'])} disagree; give one`);
     const format = (values['format'] ?? (values['json'] === true ? 'json' : 'markdown')) as string;
-    if (!(FORMATS as readonly string[]).includes(format)) throw new FalcoProbesError('usage', `--format expects one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+    if (!(FORMATS as readonly string[]).includes(format))
+      throw new FalcoProbesError('usage', `--format expects one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
     const maxRows = values['max-rows'] === undefined ? 300 : Number(values['max-rows']);
-    if (!Number.isInteger(maxRows) || maxRows < 1) throw new FalcoProbesError('usage', `--max-rows expects a positive whole number, got ${JSON.stringify(values['max-rows'])}`);
+    if (!Number.isInteger(maxRows) || maxRows < 1)
+      throw new FalcoProbesError('usage', `--max-rows expects a positive whole number, got ${JSON.stringify(values['max-rows'])}`);
     const keep = labelFilter((values['label'] as string[] | undefined) ?? []);
     const [before, after] = await Promise.all(positionals.map(readTargets));
     const d = diffTargets(before!.filter(keep), after!.filter(keep));
@@ -162,7 +175,9 @@ options:
         : format === 'text'
           ? renderText(d)
           : format === 'labels'
-            ? changedLabels(d).map((l) => `${l}\n`).join('')
+            ? changedLabels(d)
+                .map((l) => `${l}\n`)
+                .join('')
             : `${JSON.stringify(d, null, 2)}\n`;
     ctx.stdout.write(out);
     return 0;

@@ -41,7 +41,10 @@ options:
     const location = given ?? join(ctx.root, DEFAULT_REPOSITORY_DIR);
     // No local repository yet is normal (nothing built); a named one must exist.
     // Loaded only when there is a repository to read (it brings HTTP with it).
-    const index = given !== undefined || existsSync(location) ? (await (await import('../../repository/remote.js')).openRepository(location, process.cwd()).readIndex())?.index : undefined;
+    const index =
+      given !== undefined || existsSync(location)
+        ? (await (await import('../../repository/remote.js')).openRepository(location, process.cwd()).readIndex())?.index
+        : undefined;
     const built: PublishedProbes = new Map((index?.probes ?? []).map((p) => [p.key, { file: p.file, sha256: p.sha256 }]));
     const published = await readPublishedRecord(join(ctx.root, PUBLISHED_RECORD));
     const result = await generate(ctx.root, { check, published, built, logger: ctx.logger });
@@ -62,7 +65,8 @@ options:
       for (const f of changed) lines.push(`${f.change === 'removed' ? 'removed' : 'wrote'} ${f.path}`);
       const s = result.stamps!;
       lines.push(`${changed.length} file(s) written, ${unchanged} unchanged`);
-      if (s.created || s.removed) lines.push(`make key stamps: ${s.created} created for probes the repository holds, ${s.removed} of old keys removed`);
+      if (s.created || s.removed)
+        lines.push(`make key stamps: ${s.created} created for probes the repository holds, ${s.removed} of old keys removed`);
     }
     if (values['json'] === true) {
       const report = {
@@ -70,7 +74,12 @@ options:
         targets: Object.fromEntries([...perOs].sort(([a], [b]) => (a < b ? -1 : 1))),
         files: result.files.map((f) => ({ path: f.path, change: f.change })),
         outOfDate: changed.length,
-        shadowed: shadowed.map((x) => ({ os: x.os, kernel: x.kernel.name, machine: x.kernel.machine, by: { os: x.by.os, kernel: x.by.kernel.name } })),
+        shadowed: shadowed.map((x) => ({
+          os: x.os,
+          kernel: x.kernel.name,
+          machine: x.kernel.machine,
+          by: { os: x.by.os, kernel: x.by.kernel.name },
+        })),
         ...(result.stamps ? { makeKeyStamps: { created: result.stamps.created, removed: result.stamps.removed } } : {}),
       };
       ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

@@ -10,7 +10,7 @@ import type { Command } from '../context.js';
 
 export const command: Command = {
   name: 'is-uploaded',
-  summary: 'exit 0 when a kernel\'s probe is published for its current key, 1 when not, 2 on error',
+  summary: "exit 0 when a kernel's probe is published for its current key, 1 when not, 2 on error",
   usage: `usage: falco-probes is-uploaded OS KERNEL [--driver D] [--arch A] [--repository URL|DIR] [--json]
 
 Computes the target's probe file and key from kernels/OS.lock.yaml and
@@ -44,7 +44,8 @@ options:
   async run({ values, positionals }, ctx) {
     // This command's contract is its exit status: every failure is 2, never 1.
     try {
-      if (positionals.length !== 2) throw new FalcoProbesError('usage', 'is-uploaded takes OS and KERNEL', { hint: 'see: falco-probes is-uploaded --help' });
+      if (positionals.length !== 2)
+        throw new FalcoProbesError('usage', 'is-uploaded takes OS and KERNEL', { hint: 'see: falco-probes is-uploaded --help' });
       const [os, kernel] = positionals as [string, string];
       const timeoutMs = parseTimeoutSeconds(values['timeout']);
       const location = typeof values['repository'] === 'string' ? values['repository'] : join(ctx.root, DEFAULT_REPOSITORY_DIR);
@@ -55,17 +56,25 @@ options:
         ...(typeof values['driver'] === 'string' ? [`driver=${values['driver']}`] : []),
         ...(typeof values['arch'] === 'string' ? [`arch=${values['arch']}`] : []),
       ];
-      if (/[/:]/.test(os) || /[/:]/.test(kernel)) throw new FalcoProbesError('usage', `not an OS and a kernel name: ${JSON.stringify(os)} ${JSON.stringify(kernel)}`);
+      if (/[/:]/.test(os) || /[/:]/.test(kernel))
+        throw new FalcoProbesError('usage', `not an OS and a kernel name: ${JSON.stringify(os)} ${JSON.stringify(kernel)}`);
       const targets = selectTargets(graph.targets, { patterns: [`//probes/${os}:${kernel}`], labels, knownOs: graph.oses });
       if (targets.length === 0)
-        throw new FalcoProbesError('usage', `no target for ${os} ${kernel}${labels.length ? ` with ${labels.join(', ')}` : ''}`, { hint: 'a driver may not support this kernel (see kernels/drivers.yaml), or is not pinned yet' });
+        throw new FalcoProbesError('usage', `no target for ${os} ${kernel}${labels.length ? ` with ${labels.join(', ')}` : ''}`, {
+          hint: 'a driver may not support this kernel (see kernels/drivers.yaml), or is not pinned yet',
+        });
       if (targets.length > 1)
-        throw new FalcoProbesError('usage', `${os} ${kernel} has ${targets.length} targets; name one with --driver or --arch`, { details: targets.map((t) => `  ${t.label} (driver ${t.driver.name}, ${t.arch})`).join('\n') });
+        throw new FalcoProbesError('usage', `${os} ${kernel} has ${targets.length} targets; name one with --driver or --arch`, {
+          details: targets.map((t) => `  ${t.label} (driver ${t.driver.name}, ${t.arch})`).join('\n'),
+        });
       const target = targets[0]!;
 
       const loaded = await source.readIndex();
       if (!loaded && source.kind === 'http')
-        throw new FalcoProbesError('network', 'not found: not a probe repository', { location: { url: source.where(INDEX_FILE) }, hint: 'the URL should be the folder that holds index.json (the DRIVERS_REPO base)' });
+        throw new FalcoProbesError('network', 'not found: not a probe repository', {
+          location: { url: source.where(INDEX_FILE) },
+          hint: 'the URL should be the folder that holds index.json (the DRIVERS_REPO base)',
+        });
       const state = loaded ? uploadState(loaded.index, target) : ({ state: 'absent' } as const);
       if (values['json'] === true) {
         const report = {
@@ -85,7 +94,9 @@ options:
           ctx.stdout.write(`published ${source.where(target.output)} (key ${target.key}, sha256 ${state.entry.sha256})\n`);
           return 0;
         case 'other-key':
-          ctx.stdout.write(`not published: ${target.label}: ${target.output} is published for key ${state.entry.key}, the target's key is ${target.key} (its inputs changed)\n`);
+          ctx.stdout.write(
+            `not published: ${target.label}: ${target.output} is published for key ${state.entry.key}, the target's key is ${target.key} (its inputs changed)\n`,
+          );
           return 1;
         case 'absent':
           ctx.stdout.write(`not published: ${target.label}: ${target.output} (key ${target.key}) is not in ${source.where(INDEX_FILE)}\n`);

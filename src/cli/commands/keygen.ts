@@ -23,7 +23,8 @@ options:
   allowPositionals: false,
   async run({ values }, ctx) {
     const out = values['out'];
-    if (typeof out !== 'string' || !out) throw new FalcoProbesError('usage', 'keygen needs --out PREFIX', { hint: 'see: falco-probes keygen --help' });
+    if (typeof out !== 'string' || !out)
+      throw new FalcoProbesError('usage', 'keygen needs --out PREFIX', { hint: 'see: falco-probes keygen --help' });
     const { privateFile, publicFile, keyId } = await generateKeyFiles(resolve(process.cwd(), out));
     ctx.logger.info(`wrote ${privateFile} (private, mode 0600) and ${publicFile}`);
     ctx.stdout.write(`${keyId}\n`);

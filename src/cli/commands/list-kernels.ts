@@ -18,7 +18,13 @@ options:
                         kernelVersion and targetId of each kernel
   --timeout SECONDS     with --remote: give up on a request after this long without data (default 30)
 `,
-  options: { remote: { type: 'boolean' }, mirror: { type: 'string', multiple: true }, long: { type: 'boolean' }, json: { type: 'boolean' }, timeout: { type: 'string' } },
+  options: {
+    remote: { type: 'boolean' },
+    mirror: { type: 'string', multiple: true },
+    long: { type: 'boolean' },
+    json: { type: 'boolean' },
+    timeout: { type: 'string' },
+  },
   async run({ values, positionals }, ctx) {
     if (positionals.length !== 1) {
       ctx.logger.error('list-kernels takes exactly one OS; see falco-probes list-kernels --help');
@@ -38,7 +44,14 @@ options:
         : (await readLockfile(lockfilePathFor(ctx.kernelsDir, os))).kernels;
     const sorted = [...kernels].sort(compareKernels);
     if (values['json'] === true) {
-      const rows = sorted.map((k) => ({ name: k.name, release: k.release, machine: k.machine, version: k.version, kernelVersion: k.kernelVersion, targetId: k.targetId }));
+      const rows = sorted.map((k) => ({
+        name: k.name,
+        release: k.release,
+        machine: k.machine,
+        version: k.version,
+        kernelVersion: k.kernelVersion,
+        targetId: k.targetId,
+      }));
       ctx.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return 0;
     }

@@ -44,7 +44,8 @@ ${driverMirrorUsage('  ', 25)}
   options: { update: { type: 'boolean' }, tree: { type: 'boolean' }, cache: { type: 'string' }, ...driverMirrorOptions },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
-    if (positionals.length > 2) throw new FalcoProbesError('usage', 'pin takes at most a DRIVER and a VERSION; see falco-probes pin --help');
+    if (positionals.length > 2)
+      throw new FalcoProbesError('usage', 'pin takes at most a DRIVER and a VERSION; see falco-probes pin --help');
     const update = values['update'] === true;
     const byTree = values['tree'] === true;
     const urlRewrites = parseDriverMirrors(values);
@@ -58,9 +59,13 @@ ${driverMirrorUsage('  ', 25)}
         ? loaded.drivers.filter((d) => 'url' in d.source)
         : loaded.drivers.filter((d) => d.name === wanted && (wantedVersion === undefined || d.version === wantedVersion));
     if (wanted !== undefined && chosen.length === 0)
-      throw new FalcoProbesError('usage', `no driver named "${wanted}"${wantedVersion !== undefined ? ` with version ${wantedVersion}` : ''} in ${shown}`, {
-        hint: `drivers: ${loaded.drivers.map(driverLabel).join(', ') || 'none'}`,
-      });
+      throw new FalcoProbesError(
+        'usage',
+        `no driver named "${wanted}"${wantedVersion !== undefined ? ` with version ${wantedVersion}` : ''} in ${shown}`,
+        {
+          hint: `drivers: ${loaded.drivers.map(driverLabel).join(', ') || 'none'}`,
+        },
+      );
     if (chosen.length === 0) {
       ctx.stdout.write(`no driver in ${shown} has a source.url; nothing to pin\n`);
       return 0;
@@ -76,10 +81,16 @@ ${driverMirrorUsage('  ', 25)}
         const source = driver.source;
         const index = loaded.drivers.indexOf(driver);
         if ('path' in source)
-          throw new FalcoProbesError('usage', `driver ${nameOf(driver)} has a local source (${source.path}); its identity is its tree hash and there is nothing to pin`);
+          throw new FalcoProbesError(
+            'usage',
+            `driver ${nameOf(driver)} has a local source (${source.path}); its identity is its tree hash and there is nothing to pin`,
+          );
         if ('deb' in source) {
           if (wanted === undefined) continue;
-          throw new FalcoProbesError('usage', `driver ${nameOf(driver)} comes from the package ${source.deb.name} ${source.deb.version}, pinned by its sha256 and size; there is nothing to pin`);
+          throw new FalcoProbesError(
+            'usage',
+            `driver ${nameOf(driver)} comes from the package ${source.deb.name} ${source.deb.version}, pinned by its sha256 and size; there is nothing to pin`,
+          );
         }
         const field: 'sha256' | 'tree' = source.tree !== undefined || (source.sha256 === undefined && byTree) ? 'tree' : 'sha256';
         ctx.logger.info(`${nameOf(driver)}: downloading ${source.url}`);
@@ -89,7 +100,10 @@ ${driverMirrorUsage('  ', 25)}
           // The tarball must hold the driver's folder (pin-driver.ts checks bpfDir; a kmod-only driver has kmodDir).
           // A --driver-mirror rewrite says where the bytes come from (the first one that applies).
           const url = driverSourceUrls(source.url, urlRewrites)[0]!;
-          const dl = await downloadDriverTarball({ ...driver, source: { ...source, url }, bpfDir: driver.bpfDir ?? driver.kmodDir ?? '.' }, { signal });
+          const dl = await downloadDriverTarball(
+            { ...driver, source: { ...source, url }, bpfDir: driver.bpfDir ?? driver.kmodDir ?? '.' },
+            { signal },
+          );
           got = dl.sha256;
           note = `${dl.size} bytes, ${dl.entries} entries`;
         } else {
@@ -104,10 +118,14 @@ ${driverMirrorUsage('  ', 25)}
           });
           for (const dir of [driver.bpfDir, driver.kmodDir])
             if (dir !== undefined && !(await stat(join(unpacked.dir, dir)).catch(() => undefined))?.isDirectory())
-              throw new FalcoProbesError('input', `driver ${nameOf(driver)}: the tarball has no ${dir}/ after dropping ${source.strip ?? 0} leading path component(s); not pinning it`, {
-                location: { url: unpacked.from },
-                hint: 'check the URL, `strip`, `bpfDir` and `kmodDir` in kernels/drivers.yaml',
-              });
+              throw new FalcoProbesError(
+                'input',
+                `driver ${nameOf(driver)}: the tarball has no ${dir}/ after dropping ${source.strip ?? 0} leading path component(s); not pinning it`,
+                {
+                  location: { url: unpacked.from },
+                  hint: 'check the URL, `strip`, `bpfDir` and `kmodDir` in kernels/drivers.yaml',
+                },
+              );
           got = unpacked.tree;
           note = `unpacked tree, from ${unpacked.from}`;
         }
@@ -117,10 +135,14 @@ ${driverMirrorUsage('  ', 25)}
           continue;
         }
         if (pinned !== undefined && !update)
-          throw new FalcoProbesError('checksum', `driver ${nameOf(driver)}: the download's ${field === 'tree' ? 'tree hash' : 'sha256'} is ${got}, but ${shown} pins ${pinned}; not changing it`, {
-            location: loaded.where(['drivers', index, 'source', field]),
-            hint: 'the tarball changed upstream or the URL points elsewhere; if the new bytes are right, run again with --update',
-          });
+          throw new FalcoProbesError(
+            'checksum',
+            `driver ${nameOf(driver)}: the download's ${field === 'tree' ? 'tree hash' : 'sha256'} is ${got}, but ${shown} pins ${pinned}; not changing it`,
+            {
+              location: loaded.where(['drivers', index, 'source', field]),
+              hint: 'the tarball changed upstream or the URL points elsewhere; if the new bytes are right, run again with --update',
+            },
+          );
         text = setDriverPin(text, file, { name: driver.name, version: driver.version }, field, got);
         changes++;
         ctx.stdout.write(`${nameOf(driver)}: ${field} ${got} (${pinned === undefined ? 'pinned' : `updated from ${pinned}`}, ${note})\n`);

@@ -43,13 +43,19 @@ options:
       throw new FalcoProbesError('usage', `--json and --format ${String(values['format'])} disagree; give one`);
     const format = values['format'] ?? (values['json'] === true ? 'json' : undefined);
     if (format !== 'please' && format !== 'json')
-      throw new FalcoProbesError('usage', `pins needs --format please or --format json${format === undefined ? '' : `, got ${JSON.stringify(format)}`}`);
+      throw new FalcoProbesError(
+        'usage',
+        `pins needs --format please or --format json${format === undefined ? '' : `, got ${JSON.stringify(format)}`}`,
+      );
     const location = typeof values['repository'] === 'string' ? values['repository'] : join(ctx.root, DEFAULT_REPOSITORY_DIR);
     const timeoutMs = parseTimeoutSeconds(values['timeout']);
     const source = openRepository(location, process.cwd(), { ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
     const baseUrl = typeof values['base-url'] === 'string' ? values['base-url'] : source.kind === 'http' ? source.location : undefined;
     if (baseUrl === undefined)
-      throw new FalcoProbesError('usage', 'pins from a directory needs --base-url URL: the address clients download the published repository from');
+      throw new FalcoProbesError(
+        'usage',
+        'pins from a directory needs --base-url URL: the address clients download the published repository from',
+      );
     const { index } = await requireIndex(source);
     const pins = pinsOf(index, baseUrl, source.where(INDEX_FILE));
     const text = format === 'please' ? renderPleasePins(pins, baseUrl) : renderJsonPins(pins, baseUrl);

@@ -59,8 +59,10 @@ options:
     const only: Shard | undefined = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
     const count = values['shards'] !== undefined ? parseShardCount(values['shards']) : only?.count;
     if (count === undefined) throw new FalcoProbesError('usage', 'plan needs --shards N', { hint: 'see: falco-probes plan --help' });
-    if (only && only.count !== count) throw new FalcoProbesError('usage', `--shard ${values['shard']} does not agree with --shards ${count}`);
-    if (only && format === 'github-matrix') throw new FalcoProbesError('usage', '--shard lists one shard; the github-matrix form is for all of them');
+    if (only && only.count !== count)
+      throw new FalcoProbesError('usage', `--shard ${values['shard']} does not agree with --shards ${count}`);
+    if (only && format === 'github-matrix')
+      throw new FalcoProbesError('usage', '--shard lists one shard; the github-matrix form is for all of them');
     const labels = (values['label'] as string[] | undefined) ?? [];
     parseLabels(labels);
     const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
@@ -70,7 +72,9 @@ options:
     const repo = await LocalRepository.read(repositoryDir);
     const planned = await planTargets(targets, repo);
     const plan = planShards(planned, count);
-    ctx.logger.info(`${plan.outOfDate} of ${plan.total} target(s) out of date; ${plan.shards.filter((s) => s.targets.length).length} of ${count} shard(s) have work`);
+    ctx.logger.info(
+      `${plan.outOfDate} of ${plan.total} target(s) out of date; ${plan.shards.filter((s) => s.targets.length).length} of ${count} shard(s) have work`,
+    );
     // Up to date yet known not to load: no shard rebuilds them (same key, same bytes), so say so here.
     const unloaded = unloadedProbes(
       planned.filter((p) => p.reason === undefined).map((p) => p.target),
@@ -79,7 +83,10 @@ options:
     if (unloaded.length)
       ctx.logger.warn(
         `${unloaded.length} up-to-date probe(s) did not load into their kernel at their last verify-load and are not rebuilt: ` +
-          `${unloaded.slice(0, 10).map((u) => `${u.target.label} (${u.verdict})`).join(', ')}${unloaded.length > 10 ? ', ...' : ''}; fix their driver, or see falco-probes verify-load --force`,
+          `${unloaded
+            .slice(0, 10)
+            .map((u) => `${u.target.label} (${u.verdict})`)
+            .join(', ')}${unloaded.length > 10 ? ', ...' : ''}; fix their driver, or see falco-probes verify-load --force`,
       );
     // Targets no builder of this machine's architecture can build (aarch64 on x86_64): shown, never hidden.
     // Whether Docker answers here is not asked: the shards may build elsewhere.
@@ -91,7 +98,13 @@ options:
       if (why !== undefined) notes.set(p.target, why);
     }
     for (const line of unbuildableLines(notes, false)) ctx.logger.warn(line);
-    ctx.stdout.write(format === 'github-matrix' ? renderGithubMatrix(plan) : format === 'json' ? renderPlanJson(plan, only, notes) : renderPlanText(plan, only, notes));
+    ctx.stdout.write(
+      format === 'github-matrix'
+        ? renderGithubMatrix(plan)
+        : format === 'json'
+          ? renderPlanJson(plan, only, notes)
+          : renderPlanText(plan, only, notes),
+    );
     return 0;
   },
 };

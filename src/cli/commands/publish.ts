@@ -10,7 +10,8 @@ import type { Command } from '../context.js';
 function seconds(value: unknown, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isFinite(n) || n < 0 || n > 86_400) throw new FalcoProbesError('usage', `${flag} expects seconds from 0 to 86400, got ${JSON.stringify(value)}`);
+  if (!Number.isFinite(n) || n < 0 || n > 86_400)
+    throw new FalcoProbesError('usage', `${flag} expects seconds from 0 to 86400, got ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -62,7 +63,8 @@ options:
   allowPositionals: false,
   async run({ values }, ctx) {
     const to = values['to'];
-    if (typeof to !== 'string' || !to) throw new FalcoProbesError('usage', 'publish needs --to DIR', { hint: 'see: falco-probes publish --help' });
+    if (typeof to !== 'string' || !to)
+      throw new FalcoProbesError('usage', 'publish needs --to DIR', { hint: 'see: falco-probes publish --help' });
     const from = typeof values['from'] === 'string' ? resolve(process.cwd(), values['from']) : join(ctx.root, DEFAULT_REPOSITORY_DIR);
     const lockWaitMs = seconds(values['lock-wait'], '--lock-wait', 60) * 1000;
     let signingKey;
@@ -71,9 +73,13 @@ options:
       if (loaded.groupOrWorldReadable) ctx.logger.warn(`${values['key']}: the private key is readable by other users (chmod 600 it)`);
       signingKey = loaded.key;
     }
-    const refuseVerdicts = ((values['refuse'] as string[] | undefined) ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+    const refuseVerdicts = ((values['refuse'] as string[] | undefined) ?? [])
+      .flatMap((v) => v.split(','))
+      .map((v) => v.trim())
+      .filter(Boolean);
     for (const v of refuseVerdicts)
-      if (!['refused', 'no-boot', 'timeout', 'unknown'].includes(v)) throw new FalcoProbesError('usage', `--refuse expects refused, no-boot, timeout or unknown, got ${JSON.stringify(v)}`);
+      if (!['refused', 'no-boot', 'timeout', 'unknown'].includes(v))
+        throw new FalcoProbesError('usage', `--refuse expects refused, no-boot, timeout or unknown, got ${JSON.stringify(v)}`);
     const report = await publishRepository({
       refuseVerdicts,
       from,

@@ -164,19 +164,29 @@ type RequestedDefinition = { source: LoadedSourceDefinition } | OsFailure;
 async function loadRequestedDefinitions(positionals: string[], kernelsDir: string, root: string): Promise<RequestedDefinition[]> {
   if (positionals.length) {
     const settled = await Promise.allSettled(positionals.map((id) => loadSourceDefinitionById(id, kernelsDir, root)));
-    const unknown = settled.flatMap((s) => (s.status === 'rejected' && s.reason instanceof FalcoProbesError && s.reason.kind === 'usage' ? [s.reason] : []));
+    const unknown = settled.flatMap((s) =>
+      s.status === 'rejected' && s.reason instanceof FalcoProbesError && s.reason.kind === 'usage' ? [s.reason] : [],
+    );
     if (unknown.length === 1) throw unknown[0]!;
     if (unknown.length > 1)
-      throw new FalcoProbesError('usage', `unknown OSes: ${unknown.map((e) => e.message).join('; ')}`, { ...(unknown[0]!.hint ? { hint: unknown[0]!.hint } : {}) });
+      throw new FalcoProbesError('usage', `unknown OSes: ${unknown.map((e) => e.message).join('; ')}`, {
+        ...(unknown[0]!.hint ? { hint: unknown[0]!.hint } : {}),
+      });
     return settled.map((s, i) => (s.status === 'fulfilled' ? { source: s.value } : { os: positionals[i]!, error: s.reason }));
   }
   const files = await findSourceDefinitionFiles(kernelsDir);
   const settled = await Promise.allSettled(files.map((file) => loadSourceDefinition(file, root)));
-  return settled.map((s, i) => (s.status === 'fulfilled' ? { source: s.value } : { os: basename(files[i]!).replace(/\.ya?ml$/, ''), error: s.reason }));
+  return settled.map((s, i) =>
+    s.status === 'fulfilled' ? { source: s.value } : { os: basename(files[i]!).replace(/\.ya?ml$/, ''), error: s.reason },
+  );
 }
 
 /** Resolve one OS in memory; undefined when its lockfile already has these bytes. */
-async function resolveOne(source: LoadedSourceDefinition, kernelsDir: string, options: ResolveOptions & { logger: Logger }): Promise<PendingLockfile | undefined> {
+async function resolveOne(
+  source: LoadedSourceDefinition,
+  kernelsDir: string,
+  options: ResolveOptions & { logger: Logger },
+): Promise<PendingLockfile | undefined> {
   const os = source.definition.id;
   const lockPath = lockfilePathFor(kernelsDir, os);
   options.logger.info(`${os}: resolving ${source.definition.repositories.length} repositories`);
@@ -193,10 +203,14 @@ async function resolveOne(source: LoadedSourceDefinition, kernelsDir: string, op
 }
 
 function removalRefused(p: PendingLockfile): FalcoProbesError {
-  return new FalcoProbesError('removal', `this resolve would drop ${p.diff.removed.length} kernel(s) that ${basename(p.lockPath)} has; the lockfile is unchanged`, {
-    details: p.diff.removed.map((k) => `  - ${k.name} (${k.machine})`).join('\n'),
-    hint: 'a mirror may have answered with a partial list; if the kernels really went away, run again with --allow-removals',
-  });
+  return new FalcoProbesError(
+    'removal',
+    `this resolve would drop ${p.diff.removed.length} kernel(s) that ${basename(p.lockPath)} has; the lockfile is unchanged`,
+    {
+      details: p.diff.removed.map((k) => `  - ${k.name} (${k.machine})`).join('\n'),
+      hint: 'a mirror may have answered with a partial list; if the kernels really went away, run again with --allow-removals',
+    },
+  );
 }
 
 /**
@@ -212,13 +226,21 @@ function failureReport(failures: OsFailure[], total: number, check: boolean): Fa
   const exitOf = (k: ErrorKind) => exitCodeFor(new FalcoProbesError(k, ''));
   const kind = kinds.find((k) => exitOf(k) !== 2) ?? kinds[0]!;
   const outcome = check ? 'the check is incomplete' : 'no lockfile was written';
-  return new FalcoProbesError(kind, `resolve failed for ${names.join(', ')} (${failures.length} of ${total} OS${total === 1 ? '' : 'es'}); ${outcome}`, {
-    details,
-  });
+  return new FalcoProbesError(
+    kind,
+    `resolve failed for ${names.join(', ')} (${failures.length} of ${total} OS${total === 1 ? '' : 'es'}); ${outcome}`,
+    {
+      details,
+    },
+  );
 }
 
 /** Write the lockfiles one by one (each atomically); when one write fails, say which ones were written before it. */
-async function writePending(pending: PendingLockfile[], stdout: NodeJS.WritableStream | undefined, logger: Logger): Promise<PendingLockfile[]> {
+async function writePending(
+  pending: PendingLockfile[],
+  stdout: NodeJS.WritableStream | undefined,
+  logger: Logger,
+): Promise<PendingLockfile[]> {
   const written: string[] = [];
   for (const [i, p] of pending.entries()) {
     try {

@@ -17,7 +17,7 @@ import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-opt
 
 export const command: Command = {
   name: 'verify-load',
-  summary: 'boot each probe\'s own kernel in a VM, load the probe, and record the verdict in the repository index',
+  summary: "boot each probe's own kernel in a VM, load the probe, and record the verdict in the repository index",
   usage: `usage: falco-probes verify-load [PATTERN...] [options]
 
 For each selected target whose probe is in the local repository (built for the
@@ -136,7 +136,12 @@ export function parseVerifyOptions(values: Record<string, unknown>, root: string
  * say on stderr why each probe that is not verified is not: the exit code of
  * the step is 0 when it passed, 1 when not, 130 when interrupted.
  */
-export async function runVerifyStep(ctx: CliContext, targets: readonly Target[], o: VerifyStepOptions, signal: AbortSignal): Promise<{ report: VerifyReport; code: number }> {
+export async function runVerifyStep(
+  ctx: CliContext,
+  targets: readonly Target[],
+  o: VerifyStepOptions,
+  signal: AbortSignal,
+): Promise<{ report: VerifyReport; code: number }> {
   const report = await runVerifyLoad({
     targets,
     repositoryDir: o.repositoryDir,
@@ -182,6 +187,8 @@ export async function runVerifyStep(ctx: CliContext, targets: readonly Target[],
     return { report, code: 0 };
   }
   const unverified = report.problems.length;
-  ctx.logger.error(`${verifySummaryLine(report)}${unverified ? `; ${unverified} probe${unverified === 1 ? '' : 's'} remain${unverified === 1 ? 's' : ''} unverified (--allow-unverified accepts them)` : ''}`);
+  ctx.logger.error(
+    `${verifySummaryLine(report)}${unverified ? `; ${unverified} probe${unverified === 1 ? '' : 's'} remain${unverified === 1 ? 's' : ''} unverified (--allow-unverified accepts them)` : ''}`,
+  );
   return { report, code: 1 };
 }

@@ -7,7 +7,7 @@ import type { Command } from '../context.js';
 
 export const command: Command = {
   name: 'verify',
-  summary: 'check a repository: its signature and every file\'s sha256 and size against the index',
+  summary: "check a repository: its signature and every file's sha256 and size against the index",
   usage: `usage: falco-probes verify [--repository DIR|URL] [--public-key FILE] [options]
 
 Checks, as a careful client would: the signature (index.json.sig) over
@@ -34,7 +34,8 @@ options:
     const location = typeof values['repository'] === 'string' ? values['repository'] : join(ctx.root, DEFAULT_REPOSITORY_DIR);
     const timeoutMs = parseTimeoutSeconds(values['timeout']);
     const source = openRepository(location, process.cwd(), { ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
-    const publicKey = typeof values['public-key'] === 'string' ? await loadPublicKey(resolve(process.cwd(), values['public-key'])) : undefined;
+    const publicKey =
+      typeof values['public-key'] === 'string' ? await loadPublicKey(resolve(process.cwd(), values['public-key'])) : undefined;
     const report = await verifyRepository(source, publicKey ? { publicKey } : {});
     if (values['json'] === true) ctx.stdout.write(`${JSON.stringify({ repository: source.location, ...report }, null, 2)}\n`);
     for (const w of report.warnings) ctx.logger.warn(w);

@@ -5,7 +5,11 @@ export const DRIVERS_SCHEMA_ID = 'https://falco-probes.invalid/schemas/drivers.s
 /** A kernel release bound: x.y or x.y.z. */
 const releaseBound = { type: 'string', pattern: '^[0-9]+\\.[0-9]+(\\.[0-9]+)?$' } as const;
 /** A relative path inside this repository or a driver source: letters, digits and . _ + ~ - segments. */
-const relativeDir = { type: 'string', pattern: '^(\\.|[A-Za-z0-9_+~-][A-Za-z0-9._+~-]*(/[A-Za-z0-9_+~-][A-Za-z0-9._+~-]*)*)$', maxLength: 512 } as const;
+const relativeDir = {
+  type: 'string',
+  pattern: '^(\\.|[A-Za-z0-9_+~-][A-Za-z0-9._+~-]*(/[A-Za-z0-9_+~-][A-Za-z0-9._+~-]*)*)$',
+  maxLength: 512,
+} as const;
 /**
  * The toolchain: the first line of `clang --version`, whitespace folded
  * (`Debian clang version 14.0.6`: the vendor matters, vendors patch clang),
