@@ -123,19 +123,23 @@ export function readElf(buf: Uint8Array, file: string): ElfInfo {
   }
 }
 
-/**
- * Check that a compiler's output is what a loader can take: an ELF
- * relocatable object (e_type 1) for the BPF machine (e_machine 247).
- */
-export function checkBpfObject(buf: Uint8Array, file: string): ElfInfo {
-  let info: ElfInfo;
+/** parseElf of a build's output: a file that is not ELF is the build's error, naming the file. */
+function parseBuildOutput(buf: Uint8Array, file: string): ElfInfo {
   try {
-    info = parseElf(buf);
+    return parseElf(buf);
   } catch (err) {
     if (err instanceof ElfFormatError)
       throw new FalcoProbesError('build', `the build's output is not an ELF file: ${err.message}`, { location: { file } });
     throw err;
   }
+}
+
+/**
+ * Check that a compiler's output is what a loader can take: an ELF
+ * relocatable object (e_type 1) for the BPF machine (e_machine 247).
+ */
+export function checkBpfObject(buf: Uint8Array, file: string): ElfInfo {
+  const info = parseBuildOutput(buf, file);
   if (info.type !== ET_REL)
     throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable object (1)`, {
       location: { file },
@@ -170,14 +174,7 @@ export function moduleInfo(buf: Uint8Array, info: ElfInfo): Map<string, string[]
  * with the release (the first thing the kernel checks when loading it).
  */
 export function checkKernelModule(buf: Uint8Array, file: string, release: string): ElfInfo {
-  let info: ElfInfo;
-  try {
-    info = parseElf(buf);
-  } catch (err) {
-    if (err instanceof ElfFormatError)
-      throw new FalcoProbesError('build', `the build's output is not an ELF file: ${err.message}`, { location: { file } });
-    throw err;
-  }
+  const info = parseBuildOutput(buf, file);
   if (info.type !== ET_REL)
     throw new FalcoProbesError('build', `the build's output is ELF type ${info.type}, not a relocatable module (1)`, {
       location: { file },

@@ -96,28 +96,27 @@ function checkLockfileSemantics(
   });
 }
 
-export async function readLockfile(file: string): Promise<Lockfile> {
-  const loaded = await loadYamlFile<Lockfile>(file, lockfileSchema);
+/** checkLockfileSemantics, whose input errors are configuration errors of the lockfile. */
+function checkAsConfig(lock: Lockfile, file: string, positionOf: Parameters<typeof checkLockfileSemantics>[2]): void {
   try {
-    checkLockfileSemantics(loaded.value, file, loaded.positionOf);
+    checkLockfileSemantics(lock, file, positionOf);
   } catch (err) {
     if (err instanceof FalcoProbesError && err.kind === 'input')
       throw new FalcoProbesError('config', err.message, { location: err.location });
     throw err;
   }
+}
+
+export async function readLockfile(file: string): Promise<Lockfile> {
+  const loaded = await loadYamlFile<Lockfile>(file, lockfileSchema);
+  checkAsConfig(loaded.value, file, loaded.positionOf);
   return loaded.value;
 }
 
 /** `readLockfile` of text already read (the same checks and errors), synchronously. */
 export function readLockfileText(text: string, file: string): Lockfile {
   const loaded = parseYamlText<Lockfile>(text, file, lockfileSchema);
-  try {
-    checkLockfileSemantics(loaded.value, file, loaded.positionOf);
-  } catch (err) {
-    if (err instanceof FalcoProbesError && err.kind === 'input')
-      throw new FalcoProbesError('config', err.message, { location: err.location });
-    throw err;
-  }
+  checkAsConfig(loaded.value, file, loaded.positionOf);
   return loaded.value;
 }
 
