@@ -126,7 +126,11 @@ drivers:
         kernelVersion: '1',
         targetId: os,
         flavour: 'amd64',
-        packages: [pkg(`linux-headers-${release}`, 'headers'), pkg(`linux-headers-${major}.${i % 20}-${i}-common`, 'common'), pkg(`linux-kbuild-${major}.${i % 20}`, 'kbuild')],
+        packages: [
+          pkg(`linux-headers-${release}`, 'headers'),
+          pkg(`linux-headers-${major}.${i % 20}-${i}-common`, 'common'),
+          pkg(`linux-kbuild-${major}.${i % 20}`, 'kbuild'),
+        ],
       });
     }
     const file = join(root, 'kernels', `${os}.lock.yaml`);
@@ -148,7 +152,10 @@ function runChild(root: string): ChildReport {
 /** Wall time of the real command, and its peak RSS as /usr/bin/time reports it. */
 function runCli(root: string): { ms: number; maxRssMiB: number; stdout: string } {
   const started = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, BIN, '--root', root, 'generate'], { encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, BIN, '--root', root, 'generate'], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (r.status !== 0) throw new Error(`generate failed: ${r.stderr}`);
   const kb = Number(r.stderr.trim().split('\n').pop());
@@ -205,7 +212,8 @@ async function main(): Promise<void> {
       await rm(join(root, '.falco-probes'), { recursive: true, force: true });
       cliScratch.push(runCli(root));
       const again = runCli(root);
-      if (!/0 file\(s\) written/.test(again.stdout) || /key stamps/.test(again.stdout)) throw new Error(`the no-change CLI run wrote files:\n${again.stdout}`);
+      if (!/0 file\(s\) written/.test(again.stdout) || /key stamps/.test(again.stdout))
+        throw new Error(`the no-change CLI run wrote files:\n${again.stdout}`);
       cliNoChange.push(again);
     }
     const loadAfter = await loadAverage();
@@ -213,16 +221,44 @@ async function main(): Promise<void> {
     const json = median(jsons);
     const row = (what: string, ms: number, rss: number, cpuMs?: number) =>
       `| ${what} | ${fmt(ms)} | ${(ms / cat).toFixed(1)}x | ${(ms / json).toFixed(1)}x | ${cpuMs === undefined ? '' : fmt(cpuMs)} | ${rss.toFixed(0)} MiB |`;
-    console.log(`generate: ${kernels} kernels in ${oses} lockfiles (${(bytes / 1024 / 1024).toFixed(1)} MiB), 2 drivers, ${scratch[0]!.targets} targets; median of ${runs} runs; load average ${loadBefore} before, ${loadAfter} after`);
+    console.log(
+      `generate: ${kernels} kernels in ${oses} lockfiles (${(bytes / 1024 / 1024).toFixed(1)} MiB), 2 drivers, ${scratch[0]!.targets} targets; median of ${runs} runs; load average ${loadBefore} before, ${loadAfter} after`,
+    );
     console.log('');
     console.log('| run | wall | / cat | / JSON.parse | CPU | peak RSS |');
     console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
     console.log(`| cat of the lockfiles | ${fmt(cat)} | 1x | | | |`);
     console.log(`| JSON.parse of the same data as JSON | ${fmt(json)} | ${(json / cat).toFixed(1)}x | 1x | | |`);
-    console.log(row('generate() from scratch', median(scratch.map((r) => r.ms)), Math.max(...scratch.map((r) => r.maxRssMiB)), median(scratch.map((r) => r.cpuMs))));
-    console.log(row('generate() again, nothing changed (0 files written)', median(noChange.map((r) => r.ms)), Math.max(...noChange.map((r) => r.maxRssMiB)), median(noChange.map((r) => r.cpuMs))));
-    console.log(row('`falco-probes generate` from scratch (wall: bin/falco-probes.js, compiled dist/ when fresh)', median(cliScratch.map((r) => r.ms)), Math.max(...cliScratch.map((r) => r.maxRssMiB))));
-    console.log(row('`falco-probes generate` again, nothing changed (wall)', median(cliNoChange.map((r) => r.ms)), Math.max(...cliNoChange.map((r) => r.maxRssMiB))));
+    console.log(
+      row(
+        'generate() from scratch',
+        median(scratch.map((r) => r.ms)),
+        Math.max(...scratch.map((r) => r.maxRssMiB)),
+        median(scratch.map((r) => r.cpuMs)),
+      ),
+    );
+    console.log(
+      row(
+        'generate() again, nothing changed (0 files written)',
+        median(noChange.map((r) => r.ms)),
+        Math.max(...noChange.map((r) => r.maxRssMiB)),
+        median(noChange.map((r) => r.cpuMs)),
+      ),
+    );
+    console.log(
+      row(
+        '`falco-probes generate` from scratch (wall: bin/falco-probes.js, compiled dist/ when fresh)',
+        median(cliScratch.map((r) => r.ms)),
+        Math.max(...cliScratch.map((r) => r.maxRssMiB)),
+      ),
+    );
+    console.log(
+      row(
+        '`falco-probes generate` again, nothing changed (wall)',
+        median(cliNoChange.map((r) => r.ms)),
+        Math.max(...cliNoChange.map((r) => r.maxRssMiB)),
+      ),
+    );
   } finally {
     await rm(root, { recursive: true, force: true });
   }

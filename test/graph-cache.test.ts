@@ -15,7 +15,12 @@ import { treeHash } from '../src/graph/tree-hash.js';
 // input (a lockfile's bytes, a source definition, drivers.yaml, a local
 // driver's files) or a damaged memo leads back to the real load.
 
-const KERNELS = () => [kernel('6.1.0-50-amd64'), kernel('6.1.0-50-cloud-amd64', { flavour: 'cloud-amd64' }), kernel('6.12.9+deb12-amd64'), kernel('5.10.0-30-arm64', { machine: 'aarch64' })];
+const KERNELS = () => [
+  kernel('6.1.0-50-amd64'),
+  kernel('6.1.0-50-cloud-amd64', { flavour: 'cloud-amd64' }),
+  kernel('6.12.9+deb12-amd64'),
+  kernel('5.10.0-30-arm64', { machine: 'aarch64' }),
+];
 
 /** What a graph says, without its functions (`where`). */
 function shape(g: BuildGraph) {
@@ -33,7 +38,10 @@ const readMemo = async (root: string) => unsealGraphMemo(await readFile(graphCac
 
 async function withProject(fn: (root: string) => Promise<void>): Promise<void> {
   await withTempDir(async (root) => {
-    await makeProject(root, { oses: { debian12: KERNELS(), other: [kernel('5.15.0-1-amd64')] }, drivers: driversText({ remote: 'pinned' }) });
+    await makeProject(root, {
+      oses: { debian12: KERNELS(), other: [kernel('5.15.0-1-amd64')] },
+      drivers: driversText({ remote: 'pinned' }),
+    });
     await fn(root);
   }, 'falco-probes-graph-cache-');
 }
@@ -74,7 +82,10 @@ test('any changed input misses the memo: lockfile bytes, source definition, driv
       const memo = await readMemo(root);
       for (const t of memo.targets) t.key = 'f'.repeat(64);
       await writeFile(graphCachePath(root), sealGraphMemo(memo));
-      assert.ok((await loadBuildGraph(root)).targets.every((t) => t.key === 'f'.repeat(64)), 'the planted memo is served while nothing changed');
+      assert.ok(
+        (await loadBuildGraph(root)).targets.every((t) => t.key === 'f'.repeat(64)),
+        'the planted memo is served while nothing changed',
+      );
     };
     const keys = (g: BuildGraph) => g.targets.map((t) => t.key);
 
@@ -86,17 +97,26 @@ test('any changed input misses the memo: lockfile bytes, source definition, driv
     await appendFile(join(root, 'drivers', 'example', 'probe.c'), '/* changed */\n');
     const changedDriver = await loadBuildGraph(root);
     const example = (g: BuildGraph) => g.targets.filter((t) => t.driver.name === 'example').map((t) => t.key);
-    assert.ok(example(changedDriver).every((k, i) => k !== 'f'.repeat(64) && k !== example(first)[i]), 'a changed local driver moves its keys');
+    assert.ok(
+      example(changedDriver).every((k, i) => k !== 'f'.repeat(64) && k !== example(first)[i]),
+      'a changed local driver moves its keys',
+    );
 
     await plant();
     const drivers = await readFile(join(root, 'kernels', 'drivers.yaml'), 'utf8');
     await writeFile(join(root, 'kernels', 'drivers.yaml'), drivers.replace('clang: "14.0.6"', 'clang: "15.0.7"'));
     const changedBuilder = await loadBuildGraph(root);
-    assert.ok(changedBuilder.targets.every((t) => t.key !== 'f'.repeat(64) && t.builder.clang === '15.0.7'), 'a new builder pin: real load');
+    assert.ok(
+      changedBuilder.targets.every((t) => t.key !== 'f'.repeat(64) && t.builder.clang === '15.0.7'),
+      'a new builder pin: real load',
+    );
 
     await plant();
     await appendFile(join(root, 'kernels', 'debian12.yaml'), '# edited\n');
-    await assert.rejects(loadBuildGraph(root), (e: unknown) => e instanceof FalcoProbesError && /debian12\.lock\.yaml is stale/.test(e.message));
+    await assert.rejects(
+      loadBuildGraph(root),
+      (e: unknown) => e instanceof FalcoProbesError && /debian12\.lock\.yaml is stale/.test(e.message),
+    );
   });
 });
 
@@ -188,10 +208,18 @@ test("the tool's code hash: the sources' own, or the one dist/BUILT recorded for
     assert.equal(codeHashOf(join(dir, 'dist')), 'a'.repeat(64), 'compiled: what BUILT says, src/ is not read');
     // scripts/write-built.mjs writes the sources' hash, as hashCodeTree computes it.
     await mkdir(join(dir, 'scripts'));
-    await writeFile(join(dir, 'scripts', 'write-built.mjs'), await readFile(new URL('../scripts/write-built.mjs', import.meta.url), 'utf8'));
+    await writeFile(
+      join(dir, 'scripts', 'write-built.mjs'),
+      await readFile(new URL('../scripts/write-built.mjs', import.meta.url), 'utf8'),
+    );
     // Its dist/graph/graph-cache.js here is the real module, through tsx.
-    await writeFile(join(dir, 'dist', 'graph', 'graph-cache.js'), `export { BUILT_LINE_PREFIX, hashCodeTree } from ${JSON.stringify(new URL('../src/graph/graph-cache.ts', import.meta.url).href)};\n`);
-    execFileSync(process.execPath, ['--import', 'tsx', join(dir, 'scripts', 'write-built.mjs')], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+    await writeFile(
+      join(dir, 'dist', 'graph', 'graph-cache.js'),
+      `export { BUILT_LINE_PREFIX, hashCodeTree } from ${JSON.stringify(new URL('../src/graph/graph-cache.ts', import.meta.url).href)};\n`,
+    );
+    execFileSync(process.execPath, ['--import', 'tsx', join(dir, 'scripts', 'write-built.mjs')], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+    });
     assert.equal(await readFile(join(dir, 'dist', 'BUILT'), 'utf8'), `falco-probes-code ${sources}\n`);
   }, 'falco-probes-code-hash-');
 });
