@@ -130,7 +130,7 @@ test('a damaged or foreign memo is ignored and replaced; a failed load writes no
       good.replace(/\n\d+ (\d+ \d+ (?:bpf|kmod) )/, '\n99 $1'),
       good.replace('"builder"', '"bUilder"'),
       good.replace('graph memo 4', 'graph memo 3'),
-      good + '0 0 0 bpf x86_64 extra ' + 'f'.repeat(64) + ' extra.o\n',
+      `${good}0 0 0 bpf x86_64 extra ${'f'.repeat(64)} extra.o\n`,
       '',
       'not a memo',
     ];
