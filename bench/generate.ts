@@ -45,7 +45,7 @@ function arg(name: string, fallback: number): number {
 
 // --- child: generate once, report time and peak RSS ---------------------------------------
 async function child(root: string): Promise<void> {
-  const { generate } = await import('../src/graph/generate.js');
+  const { generate } = await import('../src/generate/generate.js');
   await import('../src/repository/index-file.js');
   const cpu = process.cpuUsage();
   const started = process.hrtime.bigint();

@@ -131,7 +131,7 @@ async function publishAll(root: string): Promise<number> {
   const { loadBuildGraph } = await import('../src/graph/load.js');
   const { writeIndex } = await import('../src/repository/index-file.js');
   const { entryFor } = await import('../src/repository/local.js');
-  const { generate } = await import('../src/graph/generate.js');
+  const { generate } = await import('../src/generate/generate.js');
   const { sha256Hex } = await import('../src/util/hash.js');
   const graph = await loadBuildGraph(root);
   const repo = join(root, 'repository');

@@ -4,8 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generate } from '../src/graph/generate.js';
-import { buildString } from '../src/graph/build-file.js';
+import { generate } from '../src/generate/generate.js';
+import { buildString } from '../src/generate/build-file.js';
 import { withTempDir, PROJECT_ROOT } from './helpers/cli.js';
 import { kernel, makeProject } from './helpers/graph-project.js';
 

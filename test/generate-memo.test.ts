@@ -4,12 +4,12 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
-import { generate } from '../src/graph/generate.js';
-import { generateMemoPath } from '../src/graph/generate-memo.js';
+import { generate } from '../src/generate/generate.js';
+import { generateMemoPath } from '../src/generate/generate-memo.js';
 import { graphCachePath } from '../src/graph/graph-cache.js';
 import { sha256Hex } from '../src/util/hash.js';
 
-// generate's memo (src/graph/generate-memo.ts): with the same inputs and
+// generate's memo (src/generate/generate-memo.ts): with the same inputs and
 // every generated file still holding the bytes written last, nothing is
 // rendered or written; any changed input, a generated file changed by hand,
 // or a damaged memo leads back to rendering, and the output is the same

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createKeyer, kernelCanonicalJson, keyInputs, keyOf, RECIPE_VERSIONS, targetKey } from '../src/graph/key.js';
 import { canonicalJson, sha256Hex } from '../src/util/hash.js';
-import { generate } from '../src/graph/generate.js';
+import { generate } from '../src/generate/generate.js';
 import { withTempDir } from './helpers/cli.js';
 import { driversText, kernel, makeProject, sourceDefinitionText } from './helpers/graph-project.js';
 import type { KernelDescriptor } from '../src/config/types.js';

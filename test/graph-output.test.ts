@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadBuildGraph } from '../src/graph/load.js';
-import { renderProject } from '../src/graph/generate.js';
-import { targetRecord } from '../src/graph/targets-json.js';
+import { renderProject } from '../src/generate/generate.js';
+import { targetRecord } from '../src/generate/targets-json.js';
 import { withTempDir } from './helpers/cli.js';
 import { kernel, makeProject } from './helpers/graph-project.js';
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
 import { compile, isValid, UnsupportedSchema } from '../src/util/json-schema-lite.js';
-import { lockfileSchema } from '../src/config/schema/lockfile.js';
+import { lockfileSchema } from '../src/lockfile/schema.js';
 import { driversSchema } from '../src/config/schema/drivers.js';
 import { indexSchema } from '../src/repository/index-file.js';
 

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadLockfile } from '../src/graph/lockfiles.js';
+import { loadLockfile } from '../src/lockfile/load.js';
 import { shadowedKernels } from '../src/graph/loader-name-clash.js';
 import { loaderNameIsExact, artifactFileName } from '../src/naming/loader-names.js';
 import { kernel, makeProject } from './helpers/graph-project.js';

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { appendFile, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fg from 'fast-glob';
-import { generate } from '../src/graph/generate.js';
+import { generate } from '../src/generate/generate.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { runCli, withTempDir } from './helpers/cli.js';
 import { kernel, makeProject, writeLockfileFor } from './helpers/graph-project.js';

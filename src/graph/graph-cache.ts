@@ -9,7 +9,7 @@ import { writeFileAtomic } from '../util/fs.js';
 import { checkSha256, IDENT_RE, PATH_SEGMENT_RE, SHA256_RE, TARGET_NAME_RE } from '../util/names.js';
 import type { ShadowedName } from './loader-name-clash.js';
 import type { Logger } from '../util/log.js';
-import type { LoadedLockfile } from './lockfiles.js';
+import type { LoadedLockfile } from '../lockfile/load.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
 import { builderForTarget } from './compiler-choice.js';
 

@@ -12,7 +12,7 @@ import {
   loadLockfile,
   parseLoadedLockfile,
   type LoadedLockfile,
-} from './lockfiles.js';
+} from '../lockfile/load.js';
 import type { BuilderPin, CompilerImagePin, DriverPin, ResolvedDriver, Target } from './types.js';
 import type { ShadowedName } from './loader-name-clash.js';
 

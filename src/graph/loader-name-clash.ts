@@ -1,6 +1,6 @@
 import type { KernelDescriptor } from '../config/types.js';
 import { artifactFileName, loaderNameIsExact } from '../naming/loader-names.js';
-import type { LoadedLockfile } from './lockfiles.js';
+import type { LoadedLockfile } from '../lockfile/load.js';
 
 // Two OSes' kernels that Falco's loaders ask for under one file name.
 //

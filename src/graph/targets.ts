@@ -6,7 +6,7 @@ import type { KernelDescriptor } from '../config/types.js';
 import { driverApplies } from './kernel-range.js';
 import { createKeyer } from './key.js';
 import { artifactFileName } from '../naming/loader-names.js';
-import type { LoadedLockfile } from './lockfiles.js';
+import type { LoadedLockfile } from '../lockfile/load.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
 import { builderForTarget } from './compiler-choice.js';
 import { shadowedKernels, type ShadowedKernel } from './loader-name-clash.js';

@@ -12,7 +12,7 @@ import {
   checkOsReleaseEntry,
 } from '../util/names.js';
 import { loadYamlFile, parseYamlText } from '../config/yaml-load.js';
-import { lockfileSchema, LOCKFILE_SCHEMA_ID } from '../config/schema/lockfile.js';
+import { lockfileSchema, LOCKFILE_SCHEMA_ID } from './schema.js';
 import type { KernelDescriptor, Lockfile, PackageRef } from '../config/types.js';
 
 export function lockfilePathFor(kernelsDir: string, os: string): string {

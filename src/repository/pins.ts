@@ -2,7 +2,7 @@ import { FalcoProbesError } from '../util/errors.js';
 import { sha256Hex } from '../util/hash.js';
 import { checkIdent, checkRelativePath, checkTargetName, checkVersion, isValidTargetName } from '../util/names.js';
 import { compareNatural } from '../util/natural-sort.js';
-import { buildString } from '../graph/build-file.js';
+import { buildString } from '../generate/build-file.js';
 import { repositoryFileUrl } from './falco-url.js';
 import type { ProbeEntry, RepositoryIndex } from './types.js';
 

@@ -2,7 +2,7 @@ import { shadowedSummary } from '../../graph/loader-name-clash.js';
 import { PUBLISHED_RECORD, readPublishedRecord } from '../../repository/published-record.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { generate, type PublishedProbes } from '../../graph/generate.js';
+import { generate, type PublishedProbes } from '../../generate/generate.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import type { Command } from '../context.js';
 

@@ -1,5 +1,5 @@
 import { FalcoProbesError } from '../util/errors.js';
-import type { Target } from './types.js';
+import type { Target } from '../graph/types.js';
 
 // generated/Makefile: the same targets as the Please packages, for GNU make.
 //

@@ -1,5 +1,5 @@
 import { FalcoProbesError } from '../util/errors.js';
-import type { Target } from './types.js';
+import type { Target } from '../graph/types.js';
 
 // probes/<os>/BUILD: the Please package of one OS. One `falco_probe(...)`
 // call per target, keyword arguments only, in target order. Strings use

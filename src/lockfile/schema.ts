@@ -1,4 +1,4 @@
-import { archSchema, identSchema, osReleaseSchema, sha256Schema } from './common.js';
+import { archSchema, identSchema, osReleaseSchema, sha256Schema } from '../config/schema/common.js';
 
 export const LOCKFILE_SCHEMA_ID = 'https://falco-probes.invalid/schemas/lockfile.schema.json';
 

@@ -1,5 +1,5 @@
 import { sourceDefinitionSchema } from '../config/schema/source-definition.js';
-import { lockfileSchema } from '../config/schema/lockfile.js';
+import { lockfileSchema } from '../lockfile/schema.js';
 import { driversSchema } from '../config/schema/drivers.js';
 
 // generated/*.schema.json: the JSON Schemas the loaders validate with, for

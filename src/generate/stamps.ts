@@ -1,7 +1,7 @@
 import { closeSync, mkdirSync, openSync, readdirSync, rmSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { KEY_STAMP_DIR } from './makefile.js';
-import type { Target } from './types.js';
+import type { Target } from '../graph/types.js';
 
 // The Makefile's key stamps (.falco-probes/keys/<key>, see makefile.ts):
 // local state, never published. A build recipe creates its probe's stamp;

@@ -5,14 +5,14 @@ import { readFileOrUndefined, writeFileIfChanged } from '../util/fs.js';
 import { compareNatural } from '../util/natural-sort.js';
 import type { Logger } from '../util/log.js';
 import { renderBuildFile } from './build-file.js';
-import { loadBuildGraph, type BuildGraph } from './load.js';
+import { loadBuildGraph, type BuildGraph } from '../graph/load.js';
 import { REPOSITORY_DIR, renderMakefile } from './makefile.js';
 import { renderSchemas } from './schemas.js';
 import { syncKeyStamps, type StampSummary } from './stamps.js';
 import { generateMemoKey, readGenerateMemo, stillWritten, writeGenerateMemo, type GeneratedFile } from './generate-memo.js';
 import { sha256Hex } from '../util/hash.js';
 import { renderTargetsJson } from './targets-json.js';
-import type { Target } from './types.js';
+import type { Target } from '../graph/types.js';
 
 // `falco-probes generate`: lockfiles and pins in, build files out. Every
 // input is read and validated and every output rendered in memory before

@@ -1,6 +1,6 @@
-import { builderLabel } from './compiler-choice.js';
+import { builderLabel } from '../graph/compiler-choice.js';
 import { probeLabels } from './build-file.js';
-import type { Target } from './types.js';
+import type { Target } from '../graph/types.js';
 
 // generated/targets.json: every target with its key, one per line (so a
 // lockfile change shows as a few changed lines in review), in target order.

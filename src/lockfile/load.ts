@@ -16,8 +16,8 @@ import {
   checkUnameVersion,
   checkVersion,
 } from '../util/names.js';
-import { readLockfileText } from '../lockfile/lockfile.js';
-import { lockfileSchema } from '../config/schema/lockfile.js';
+import { readLockfileText } from './lockfile.js';
+import { lockfileSchema } from './schema.js';
 import type { KernelDescriptor, Lockfile } from '../config/types.js';
 import { parseYamlSubset, type Position, type YamlPath } from '../util/yaml-subset.js';
 
