@@ -11,7 +11,21 @@ import { PROJECT_ROOT } from './helpers/cli.js';
 
 const SRC = join(PROJECT_ROOT, 'src');
 /** docs/ARCHITECTURE.md's order; `cli` is last and may import every stage. */
-const STAGES = ['util', 'config', 'lockfile', 'naming', 'fetch', 'resolve', 'graph', 'generate', 'builders', 'repository', 'run', 'verify', 'cli'];
+const STAGES = [
+  'util',
+  'config',
+  'lockfile',
+  'naming',
+  'fetch',
+  'resolve',
+  'graph',
+  'generate',
+  'builders',
+  'repository',
+  'run',
+  'verify',
+  'cli',
+];
 
 function sources(dir: string): string[] {
   const out: string[] = [];
