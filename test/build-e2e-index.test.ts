@@ -7,7 +7,7 @@ import { debianLikeDefinition, writeAptSuite } from './helpers/apt-fixture.js';
 import { obtainDebianKernels, type DebianKernel, loaderFileFor } from './helpers/kernel-headers.js';
 import { hostBuilderClang, snapshot, startDebMirror } from './build-e2e-project.js';
 import { checkBpfObject, EM_BPF, ET_REL } from '../src/builders/elf.js';
-import { parseLockfileText } from '../src/lockfile/lockfile.js';
+import { readLockfileText } from '../src/lockfile/lockfile.js';
 import { readIndex } from '../src/repository/index-file.js';
 import { sha256Hex } from '../src/util/hash.js';
 import type { BuildReport } from '../src/run/runner.js';
@@ -107,7 +107,7 @@ test('resolve a real index from a loopback mirror, generate, build one BPF probe
       assert.equal(resolved.code, 0, resolved.stderr);
       assert.ok(mirror.requests.includes(`dists/${SECURITY}/main/binary-amd64/Packages`), 'the index came from the loopback mirror');
       const lockPath = join(root, 'kernels', `${OS}.lock.yaml`);
-      const lock = parseLockfileText(await readFile(lockPath, 'utf8'), lockPath);
+      const lock = readLockfileText(await readFile(lockPath, 'utf8'), lockPath);
       assert.deepEqual(lock.kernels.map((k) => k.release).sort(), kernels.map((k) => k.release).sort());
       for (const k of kernels) {
         const d = lock.kernels.find((x) => x.release === k.release)!;

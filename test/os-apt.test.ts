@@ -15,7 +15,7 @@ import {
 import { debian13Overrides, ubuntuCommonName, ubuntuOverrides, writeTrixieMirror, writeUbuntuMirror } from './helpers/apt-os-fixtures.js';
 import { loadSourceDefinition } from '../src/config/source-definition.js';
 import { resolveSource } from '../src/resolve/index.js';
-import { parseLockfileText, serializeLockfile } from '../src/lockfile/lockfile.js';
+import { readLockfileText, serializeLockfile } from '../src/lockfile/lockfile.js';
 import { probeFileOf } from '../src/graph/targets.js';
 import { createMemoryLogger } from '../src/util/log.js';
 import type { KernelDescriptor, Lockfile } from '../src/config/types.js';
@@ -58,7 +58,7 @@ async function resolveShipped(id: string, overrides: Map<string, string[]>): Pro
   // The lockfile text round-trips through its schema and names no mirror.
   const text = serializeLockfile(lock);
   assert.ok(!text.includes(mirror.url));
-  parseLockfileText(text, `${id}.lock.yaml`);
+  readLockfileText(text, `${id}.lock.yaml`);
   return { lock, lines: logger.lines };
 }
 

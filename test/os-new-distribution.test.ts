@@ -9,7 +9,7 @@ import { PROJECT_ROOT, runCli } from './helpers/cli.js';
 import { debianLikeSuites, writeAptSuite } from './helpers/apt-fixture.js';
 import { EL9_BUILDS, el9Repos, writeYumRepos } from './helpers/yum-os-fixtures.js';
 import { falcoctlProbeFile, tempDir } from './helpers/os-fixtures.js';
-import { parseLockfileText } from '../src/lockfile/lockfile.js';
+import { readLockfileText } from '../src/lockfile/lockfile.js';
 import { probeFileOf } from '../src/graph/targets.js';
 
 // Adding a distribution that uses apt or yum is one YAML file: this test
@@ -123,7 +123,7 @@ test('an apt distribution added as YAML resolves through the CLI', async () => {
     { cwd: project, timeoutMs: 60_000 },
   );
   assert.equal(r.code, 0, r.stderr);
-  const lock = parseLockfileText(await readFile(join(project, 'kernels', 'devuan5.lock.yaml'), 'utf8'), 'devuan5.lock.yaml');
+  const lock = readLockfileText(await readFile(join(project, 'kernels', 'devuan5.lock.yaml'), 'utf8'), 'devuan5.lock.yaml');
   // debianLikeSuites: ABIs 6.1.0-10, -11, -12 and 6.12.30+deb12 in two flavours (4.9 is too old).
   assert.deepEqual(lock.kernels.map((k) => k.release).sort(), [
     '6.1.0-10-amd64',
@@ -154,7 +154,7 @@ test('a yum distribution added as YAML resolves through the CLI', async () => {
     { cwd: project, timeoutMs: 60_000 },
   );
   assert.equal(r.code, 0, r.stderr);
-  const lock = parseLockfileText(await readFile(join(project, 'kernels', 'miraclelinux9.lock.yaml'), 'utf8'), 'miraclelinux9.lock.yaml');
+  const lock = readLockfileText(await readFile(join(project, 'kernels', 'miraclelinux9.lock.yaml'), 'utf8'), 'miraclelinux9.lock.yaml');
   assert.equal(lock.kernels.length, 5);
   const k = lock.kernels.find((x) => x.release === '5.14.0-611.el9.aarch64')!;
   assert.equal(probeFileOf(k), 'falco_miraclelinux_5.14.0-611.el9.aarch64_1.o');

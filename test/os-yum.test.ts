@@ -6,7 +6,7 @@ import { copyShippedDefinition, falcoctlProbeFile, legacyLoaderProbeFile, tempDi
 import { EL9_BUILDS, el9Repos, fedoraRepos, oracle9Repos, writeAmazonLinux2023, writeYumRepos } from './helpers/yum-os-fixtures.js';
 import { loadSourceDefinition } from '../src/config/source-definition.js';
 import { resolveSource } from '../src/resolve/index.js';
-import { parseLockfileText, serializeLockfile } from '../src/lockfile/lockfile.js';
+import { readLockfileText, serializeLockfile } from '../src/lockfile/lockfile.js';
 import { probeFileOf } from '../src/graph/targets.js';
 import { createMemoryLogger } from '../src/util/log.js';
 import type { KernelDescriptor, Lockfile } from '../src/config/types.js';
@@ -53,7 +53,7 @@ async function resolveShipped(id: string, bases: Record<string, string>): Promis
   const lock = await resolveSource(source, { mirrorOverrides: overrides, http: HTTP, logger: createMemoryLogger() });
   const text = serializeLockfile(lock);
   assert.ok(!text.includes(mirror.url));
-  parseLockfileText(text, `${id}.lock.yaml`);
+  readLockfileText(text, `${id}.lock.yaml`);
   for (const k of lock.kernels) {
     // Both Falco loaders ask for the graph's file name on a node running this kernel.
     assert.equal(probeFileOf(k), falcoctlProbeFile(lock.osRelease, k.release, k.version), k.release);

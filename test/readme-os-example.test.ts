@@ -13,7 +13,7 @@ import {
   writeAptRepository,
   type TestSigner,
 } from './helpers/os-fixtures.js';
-import { parseLockfileText } from '../src/lockfile/lockfile.js';
+import { readLockfileText } from '../src/lockfile/lockfile.js';
 
 // README.md shows adding an OS as one YAML file. This test takes that block
 // as it is written (only its keyring paths point at a test key, because the
@@ -72,7 +72,7 @@ test("the README's one-file OS definition resolves, signature checked, into the 
   assert.equal(r.code, 0, r.stderr);
   assert.doesNotMatch(r.stderr, /signature not checked/);
 
-  const lock = parseLockfileText(await readFile(join(project, 'kernels', 'devuan5.lock.yaml'), 'utf8'), 'devuan5.lock.yaml');
+  const lock = readLockfileText(await readFile(join(project, 'kernels', 'devuan5.lock.yaml'), 'utf8'), 'devuan5.lock.yaml');
   // The fixture's ABIs 6.1.0-10, -11, -12 and 6.12.30+deb12, plain and cloud (rt is not
   // in the definition; 4.9 is older than minimumKernel).
   const releases = lock.kernels.map((k) => k.release);

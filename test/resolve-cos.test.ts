@@ -9,7 +9,7 @@ import { runCli } from './helpers/cli.js';
 import { loadSourceDefinition, type LoadedSourceDefinition } from '../src/config/source-definition.js';
 import { resolveSource } from '../src/resolve/index.js';
 import { readCosHeaders } from '../src/resolve/cos-headers.js';
-import { parseLockfileText, serializeLockfile } from '../src/lockfile/lockfile.js';
+import { readLockfileText, serializeLockfile } from '../src/lockfile/lockfile.js';
 import { probeFileOf } from '../src/graph/targets.js';
 import { createMemoryLogger } from '../src/util/log.js';
 import { FalcoProbesError } from '../src/util/errors.js';
@@ -94,7 +94,7 @@ describe('cos resolver', () => {
     }
     const text = serializeLockfile(lock);
     assert.ok(!text.includes(bucket.url));
-    assert.equal(parseLockfileText(text, 'cos.lock.yaml').kernels.length, 7);
+    assert.equal(readLockfileText(text, 'cos.lock.yaml').kernels.length, 7);
   });
 
   test('shared kernels are reported; a rebuilt kernel under one release is a warning; branch points and builds without headers are left out', () => {

@@ -24,7 +24,7 @@ import {
 } from './helpers/yum-fixture.js';
 import { loadSourceDefinition, type LoadedSourceDefinition } from '../src/config/source-definition.js';
 import { resolveSource } from '../src/resolve/index.js';
-import { serializeLockfile, parseLockfileText } from '../src/lockfile/lockfile.js';
+import { serializeLockfile, readLockfileText } from '../src/lockfile/lockfile.js';
 import { releaseAtLeast } from '../src/util/natural-sort.js';
 import { createMemoryLogger } from '../src/util/log.js';
 import type { KernelDescriptor, Lockfile } from '../src/config/types.js';
@@ -213,7 +213,7 @@ test('the lockfile is deterministic, sorted naturally, and valid', async () => {
   const a = serializeLockfile(await resolveSource(source, { http: HTTP }));
   const b = serializeLockfile(await resolveSource(source, { http: HTTP }));
   assert.equal(a, b);
-  const parsed: Lockfile = parseLockfileText(a, 'amazonlinux2.lock.yaml');
+  const parsed: Lockfile = readLockfileText(a, 'amazonlinux2.lock.yaml');
   const x86 = parsed.kernels.filter((k) => k.machine === 'x86_64').map((k) => k.name);
   assert.ok(x86.indexOf('4.14.9-1.55.amzn2.x86_64') < x86.indexOf('4.14.10-2.1.amzn2.x86_64'), '4.14.9 sorts before 4.14.10');
 });
@@ -318,7 +318,7 @@ test('the real binary resolves with --mirror, and a failed resolve exits non-zer
     assert.equal(ok.code, 0, ok.stderr);
     const lockPath = join(dir, 'kernels', 'amazonlinux2.lock.yaml');
     const written = await readFile(lockPath, 'utf8');
-    const lock = parseLockfileText(written, lockPath);
+    const lock = readLockfileText(written, lockPath);
     assert.deepEqual(lock.kernels.map((k: KernelDescriptor) => k.name).sort(), [...expectedKernels().keys()].sort());
 
     // The core primary now fails on the server: the resolve must fail and keep the old lockfile.

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson, sha256Hex } from '../util/hash.js';
-import { compareNatural } from '../util/natural-sort.js';
 import type { Arch, KernelDescriptor, PackageRef } from '../config/types.js';
+import { comparePackages, orderedDescriptor } from '../lockfile/lockfile.js';
 import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver } from './types.js';
 
 // A target's key: sha256 of the canonical JSON of everything that decides
@@ -37,16 +37,6 @@ export interface KeyInputs {
   arch: Arch;
 }
 
-function comparePackages(a: PackageRef, b: PackageRef): number {
-  return (
-    compareNatural(a.name, b.name) ||
-    compareNatural(a.version, b.version) ||
-    compareNatural(a.repository, b.repository) ||
-    compareNatural(a.path, b.path) ||
-    compareNatural(a.sha256, b.sha256)
-  );
-}
-
 /**
  * The packages that enter a key: all but the bootable image. Only
  * verify-load reads the image (and keys its verdicts by the image's sha256);
@@ -57,28 +47,9 @@ export function packagesForKey(k: Pick<KernelDescriptor, 'packages'>): PackageRe
   return k.packages.filter((p) => p.role !== 'image');
 }
 
-/** The descriptor as it enters the key: every field, its build packages in a fixed order. */
+/** The descriptor as it enters the key: every field, its build packages in the lockfile's order (lockfile.ts). */
 function kernelForKey(k: KernelDescriptor): KernelDescriptor {
-  return {
-    name: k.name,
-    release: k.release,
-    version: k.version,
-    machine: k.machine,
-    kernelVersion: k.kernelVersion,
-    targetId: k.targetId,
-    ...(k.flavour !== undefined ? { flavour: k.flavour } : {}),
-    packages: packagesForKey(k)
-      .sort(comparePackages)
-      .map((p) => ({
-        name: p.name,
-        version: p.version,
-        repository: p.repository,
-        path: p.path,
-        sha256: p.sha256,
-        size: p.size,
-        ...(p.role !== undefined ? { role: p.role } : {}),
-      })),
-  };
+  return orderedDescriptor(k, packagesForKey(k));
 }
 
 // Not the source URL or path (where the bytes come from), not `kinds` or
@@ -128,16 +99,20 @@ export function keyOf(inputs: KeyInputs): string {
   return sha256Hex(canonicalJson(inputs));
 }
 
+/** One target's key (createKeyer's encoder, for a single target). */
 export function targetKey(args: KeyArgs): string {
-  return keyOf(keyInputs(args));
+  return createKeyer()(args);
 }
 
 /**
- * Keys for many targets: the canonical JSON of each part is computed once
- * (a kernel descriptor is shared by all its drivers, os-release by a whole
- * lockfile) and the parts are joined in canonicalJson's key order (arch,
- * builder, driver, kernel, kind, osRelease, recipeVersion). The result is
- * exactly `targetKey(args)`; test/graph-key.test.ts holds the two together.
+ * The key encoder, the only one: generate, the graph's memo and the builders
+ * (a builder chosen at build time) all key through it. The canonical JSON of
+ * each part is computed once (a kernel descriptor is shared by all its
+ * drivers, os-release by a whole lockfile) and the parts are joined in
+ * canonicalJson's key order (arch, builder, driver, kernel, kind, osRelease,
+ * recipeVersion). `keyInputs` is the same document as an object, to show
+ * and explain; test/graph-key.test.ts holds the hash of its canonical JSON
+ * equal to the encoder's.
  */
 export function createKeyer(): (args: KeyArgs) => string {
   // The descriptor of the last kernel: a kernel's targets (its drivers and kinds) are keyed one after the other,

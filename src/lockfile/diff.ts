@@ -1,5 +1,6 @@
 import { canonicalJson } from '../util/hash.js';
 import type { KernelDescriptor, Lockfile } from '../config/types.js';
+import { orderedDescriptor } from './lockfile.js';
 
 export interface LockfileDiff {
   added: KernelDescriptor[];
@@ -10,7 +11,7 @@ export interface LockfileDiff {
 
 const id = (k: KernelDescriptor) => `${k.name}/${k.machine}`;
 
-/** What a reviewer wants to see: which kernels appeared, went away, or changed, and in which fields. */
+/** What a reviewer wants to see (of lockfiles as read, or a resolve's result before it is written): which kernels appeared, went away, or changed, and in which fields. */
 export function diffLockfiles(before: Lockfile | undefined, after: Lockfile): LockfileDiff {
   const old = new Map((before?.kernels ?? []).map((k) => [id(k), k]));
   const now = new Map(after.kernels.map((k) => [id(k), k]));
@@ -20,10 +21,10 @@ export function diffLockfiles(before: Lockfile | undefined, after: Lockfile): Lo
   for (const k of after.kernels) {
     const o = old.get(id(k));
     if (!o) continue;
-    const fields = [...new Set([...Object.keys(o), ...Object.keys(k)])].filter(
-      (f) =>
-        canonicalJson((o as unknown as Record<string, unknown>)[f] ?? null) !==
-        canonicalJson((k as unknown as Record<string, unknown>)[f] ?? null),
+    // Compared as the lockfile writes them: the order of a kernel's packages in memory does not count.
+    const [a, b] = [orderedDescriptor(o) as unknown as Record<string, unknown>, orderedDescriptor(k) as unknown as Record<string, unknown>];
+    const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(
+      (f) => canonicalJson(a[f] ?? null) !== canonicalJson(b[f] ?? null),
     );
     if (fields.length) changed.push({ before: o, after: k, fields: fields.sort() });
   }

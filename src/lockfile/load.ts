@@ -6,23 +6,14 @@ import { lazyAjv } from '../util/lazy-require.js';
 import { isValid, UnsupportedSchema } from '../util/json-schema-lite.js';
 import { FalcoProbesError, type ErrorLocation } from '../util/errors.js';
 import { sha256Hex } from '../util/hash.js';
-import {
-  checkKernelVersion,
-  checkOsReleaseEntry,
-  checkPackageName,
-  checkRelativePath,
-  checkRelease,
-  checkTargetName,
-  checkUnameVersion,
-  checkVersion,
-} from '../util/names.js';
 import { readLockfileText } from './lockfile.js';
+import { checkKernelNames, checkLockfileRules } from './rules.js';
 import { lockfileSchema } from './schema.js';
-import type { KernelDescriptor, Lockfile } from '../config/types.js';
+import type { Lockfile } from '../config/types.js';
 import { parseYamlSubset, type Position, type YamlPath } from '../util/yaml-subset.js';
 
 // Every lockfile under kernels/, read fast and checked as strictly as
-// `readLockfile` does: the same schema, the same name rules, plus the check
+// `readLockfile` does: the same schema, the same rules (rules.ts), plus the check
 // that each lockfile was resolved from the source definition as it is now.
 
 export interface LoadedLockfile {
@@ -122,76 +113,6 @@ export function parseLoadedLockfile(file: string, projectRoot: string, text: str
       location: where(['os']),
     });
   return { lock, file: abs, relativePath, where };
-}
-
-/**
- * Hostile kernel names first, so that the message shows the name itself
- * (the schema's message only names the pattern it failed).
- */
-function checkKernelNames(value: unknown, where: (p: YamlPath) => ErrorLocation): void {
-  const kernels = (value as { kernels?: unknown }).kernels;
-  if (!Array.isArray(kernels)) return;
-  kernels.forEach((k, i) => {
-    const name = (k as { name?: unknown } | null)?.name;
-    if (typeof name === 'string') inConfig(() => checkTargetName(name), where, ['kernels', i, 'name'], `kernels[${i}]`);
-  });
-}
-
-/** The rules `readLockfile` applies after its schema (src/lockfile/lockfile.ts), for text read by the fast path. */
-function checkLockfileRules(lock: Lockfile, where: (p: YamlPath) => ErrorLocation): void {
-  for (const [k, v] of Object.entries(lock.osRelease)) inConfig(() => checkOsReleaseEntry(k, v), where, ['osRelease', k]);
-  const seen = new Set<string>();
-  lock.kernels.forEach((k, i) => {
-    try {
-      checkKernelFields(k);
-    } catch {
-      // Find the field again, one check at a time, to name it and its position.
-      const entry = `kernel "${k.name}"`;
-      inConfig(() => checkTargetName(k.name), where, ['kernels', i, 'name'], entry);
-      inConfig(() => checkRelease(k.release), where, ['kernels', i, 'release'], entry);
-      inConfig(() => checkUnameVersion(k.version), where, ['kernels', i, 'version'], entry);
-      inConfig(() => checkKernelVersion(k.kernelVersion), where, ['kernels', i, 'kernelVersion'], entry);
-      k.packages.forEach((p, j) => {
-        const pkg = `${entry}, package "${p.name}"`;
-        inConfig(() => checkPackageName(p.name), where, ['kernels', i, 'packages', j, 'name'], pkg);
-        inConfig(() => checkVersion(p.version), where, ['kernels', i, 'packages', j, 'version'], pkg);
-        inConfig(() => checkRelativePath(p.path), where, ['kernels', i, 'packages', j, 'path'], pkg);
-      });
-      checkKernelFields(k); // not reached unless the checks disagree
-    }
-    const id = `${k.name}/${k.machine}`;
-    if (seen.has(id))
-      throw new FalcoProbesError('config', `kernel "${k.name}" (${k.machine}) appears twice`, { location: where(['kernels', i, 'name']) });
-    seen.add(id);
-  });
-}
-
-/** Every name rule of one kernel entry, without locating the failure (the common case is no failure). */
-function checkKernelFields(k: KernelDescriptor): void {
-  checkTargetName(k.name);
-  checkRelease(k.release);
-  checkUnameVersion(k.version);
-  checkKernelVersion(k.kernelVersion);
-  for (const p of k.packages) {
-    checkPackageName(p.name);
-    checkVersion(p.version);
-    checkRelativePath(p.path);
-  }
-}
-
-/**
- * Run a name check; its failure becomes a configuration error (exit 2) at
- * the node's position, named by the entry it is in. The position is looked
- * up only on failure: it costs a second parse.
- */
-function inConfig(check: () => unknown, where: (p: YamlPath) => ErrorLocation, path: YamlPath, entry?: string): void {
-  try {
-    check();
-  } catch (err) {
-    if (err instanceof FalcoProbesError && err.kind === 'input')
-      throw new FalcoProbesError('config', entry ? `${entry}: ${err.message}` : err.message, { location: where(path) });
-    throw err;
-  }
 }
 
 /**

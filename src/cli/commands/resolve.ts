@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import { FalcoProbesError, errorMessage, exitCodeFor, type ErrorKind } from '../../util/errors.js';
-import { readFileOrUndefined, writeFileAtomic } from '../../util/fs.js';
+import { readFileOrUndefined } from '../../util/fs.js';
 import {
   findSourceDefinitionFiles,
   loadSourceDefinition,
@@ -9,7 +9,7 @@ import {
 } from '../../config/source-definition.js';
 import { resolveSource } from '../../resolve/index.js';
 import type { ResolveOptions } from '../../resolve/types.js';
-import { lockfilePathFor, parseLockfileText, serializeLockfile } from '../../lockfile/lockfile.js';
+import { lockfilePathFor, readLockfileText, serializeLockfile, writeLockfileAtomic } from '../../lockfile/lockfile.js';
 import { diffLockfiles, formatLockfileDiff, type LockfileDiff } from '../../lockfile/diff.js';
 import type { Logger } from '../../util/log.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
@@ -197,8 +197,8 @@ async function resolveOne(
     options.logger.info(`${os}: ${lock.kernels.length} kernels, ${basename(lockPath)} up to date`);
     return undefined;
   }
-  const old = oldBytes ? parseLockfileText(oldBytes.toString('utf8'), lockPath) : undefined;
-  const diff = diffLockfiles(old, parseLockfileText(text, lockPath));
+  const old = oldBytes ? readLockfileText(oldBytes.toString('utf8'), lockPath) : undefined;
+  const diff = diffLockfiles(old, lock);
   return { os, lockPath, text, kernelCount: lock.kernels.length, diff };
 }
 
@@ -244,7 +244,7 @@ async function writePending(
   const written: string[] = [];
   for (const [i, p] of pending.entries()) {
     try {
-      await writeFileAtomic(p.lockPath, p.text);
+      await writeLockfileAtomic(p.lockPath, p.text);
     } catch (cause) {
       const notWritten = pending.slice(i).map((q) => q.os);
       throw new FalcoProbesError('internal', `cannot write the lockfile of ${p.os}: ${(cause as Error).message}`, {
