@@ -12,6 +12,7 @@ import type { Logger } from '../util/log.js';
 import type { LoadedLockfile } from '../lockfile/load.js';
 import type { BuilderPin, CompilerImagePin, DriverKind, DriverPin, ResolvedDriver, Target } from './types.js';
 import { builderForTarget } from './compiler-choice.js';
+import { targetLabel, targetOutput } from './targets.js';
 
 // A memo of the build graph, keyed by the content of everything that makes
 // it: the lockfiles' and source definitions' bytes, what drivers.yaml says,
@@ -392,7 +393,7 @@ class MemoTarget {
     });
     const self = this as unknown as Record<string, unknown>;
     // The order of a full load's targets (targets.ts).
-    self['label'] = `//probes/${os}:${stored.name}`;
+    self['label'] = targetLabel(os, stored.name);
     self['name'] = stored.name;
     self['os'] = os;
     Object.defineProperty(this, 'kernel', d.kernel);
@@ -428,7 +429,7 @@ function memoTargets(stored: readonly StoredTarget[], context: MemoContext): Tar
     const os = context.osOf(s.lockfile);
     const driver = context.drivers[s.driver];
     if (os === undefined || !driver || !versionOk[s.driver] || !driver.kinds.includes(s.kind)) return undefined;
-    out[i] = MemoTarget.make(s, context, os, driver, `${driver.version}/${s.arch}/${s.probeFile}`);
+    out[i] = MemoTarget.make(s, context, os, driver, targetOutput(driver.version, s.arch, s.probeFile));
   }
   return out;
 }

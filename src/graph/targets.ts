@@ -48,6 +48,20 @@ export function probeFileOf(kernel: KernelDescriptor, driverName = 'falco', kind
   return artifactFileName(driverName, kind, kernel);
 }
 
+/** A target's Please label. */
+export function targetLabel(os: string, name: string): string {
+  return `//probes/${os}:${name}`;
+}
+
+/**
+ * Where a target's artifact is published in the repository: Falco's layout,
+ * `<driver version>/<arch>/<file>`. The driver's version and the machine are
+ * held to safe patterns by their schemas; the file name by the caller.
+ */
+export function targetOutput(driverVersion: string, arch: string, probeFile: string): string {
+  return `${driverVersion}/${arch}/${probeFile}`;
+}
+
 /** Indices of the lockfile's kernels in target order (natural version order; the lockfile's own order does not count). */
 function kernelOrder(kernels: readonly KernelDescriptor[]): number[] {
   const order = kernels.map((_, i) => i);
@@ -119,12 +133,11 @@ export function buildTargets(inputs: GraphInputs): Target[] {
               },
             );
           names.set(name, i);
-          // driver.version and the machine are held to safe patterns by their schemas; the file name is checked above.
-          const output = `${driver.version}/${kernel.machine}/${probeFile}`;
+          const output = targetOutput(driver.version, kernel.machine, probeFile); // the file name is checked above
           const builder = builderForTarget(kernel, kind, inputs.builder, inputs.compilerImages);
           const key = keyOf({ kernel, osRelease: lock.osRelease, driver, builder, kind });
           const target: Target = {
-            label: `//probes/${lock.os}:${name}`,
+            label: targetLabel(lock.os, name),
             name,
             os: lock.os,
             kernel,
