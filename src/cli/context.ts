@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { FalcoProbesError } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
+import type { Outcome } from './outcome.js';
 
 export interface CliContext {
   /** The project root: where kernels/, probes/, generated/ live (`--root`, `FALCO_PROBES_ROOT`, or the working directory). */
@@ -18,7 +19,13 @@ export interface Command {
   usage: string;
   options: NonNullable<ParseArgsConfig['options']>;
   allowPositionals?: boolean;
-  run(args: { values: Record<string, unknown>; positionals: string[] }, ctx: CliContext): Promise<number>;
+  /**
+   * The command is a question its exit status answers (0 yes, 1 no): every
+   * error it throws, whatever its kind, exits 2, so that a failure never reads as "no".
+   */
+  answersByExitStatus?: boolean;
+  /** Run the command: an outcome, or a thrown error (a FalcoProbesError's kind says which); main.ts makes either an exit status. */
+  run(args: { values: Record<string, unknown>; positionals: string[] }, ctx: CliContext): Promise<Outcome>;
 }
 
 export function createContext(root?: string): CliContext {

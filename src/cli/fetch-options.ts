@@ -4,7 +4,7 @@ import type { FetchVia } from '../fetch/types.js';
 import { parseMirrorOverrides, parsePositiveInt } from './context.js';
 
 // The option group of every command that fetches a lockfile's packages
-// (build, build-probe, verify-load): where packages come from, how, and
+// (build, build-probe, load-test): where packages come from, how, and
 // where they are kept. One definition, one usage text, one parser.
 
 export const fetchOptions = {

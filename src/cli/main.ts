@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { FalcoProbesError, errorMessage, exitCodeFor } from '../util/errors.js';
-import { commandLoaders } from './commands/index.js';
-import { createContext, parseCommandArgs, type CliContext } from './context.js';
+import { signalExitCode } from '../run/interrupt.js';
+import { commandAliases, commandLoaders } from './commands/index.js';
+import { createContext, parseCommandArgs, type CliContext, type Command } from './context.js';
+import type { Outcome } from './outcome.js';
 
 const GLOBAL_USAGE = `falco-probes: pre-build Falco eBPF probes for every kernel of every OS, as a content-keyed build graph
 
@@ -26,7 +28,25 @@ async function globalHelp(): Promise<string> {
     const cmd = await load();
     lines.push(`  ${name.padEnd(16)} ${cmd.summary}`);
   }
-  return `${GLOBAL_USAGE}\ncommands:\n${lines.join('\n')}\n`;
+  const aliases = Object.entries(commandAliases).map(([old, { name, until }]) => `  ${old.padEnd(16)} the old name of ${name} (${until})`);
+  return `${GLOBAL_USAGE}\ncommands:\n${lines.join('\n')}\n${aliases.length ? `\nold names, still accepted:\n${aliases.join('\n')}\n` : ''}`;
+}
+
+/**
+ * The exit status of a command's outcome: the one place, with exitCodeFor for
+ * errors, where the CLI's statuses are decided (each command's usage text lists them).
+ */
+export function exitStatusOf(outcome: Outcome): number {
+  switch (outcome.kind) {
+    case 'ok':
+      return 0;
+    case 'not-ok':
+      return 1;
+    case 'interrupted':
+      return signalExitCode(outcome.signal);
+    default:
+      throw new FalcoProbesError('internal', `a command returned ${JSON.stringify(outcome)}, not an outcome`);
+  }
 }
 
 /** Run the CLI; returns the exit code. The single place where failures become messages. */
@@ -54,24 +74,27 @@ export async function main(argv: string[], ctxOverride?: Partial<CliContext>): P
     ctx.stdout.write(`${toolVersion()}\n`);
     return 0;
   }
-  const load = commandLoaders[name];
+  const alias = Object.hasOwn(commandAliases, name) ? commandAliases[name] : undefined;
+  if (alias) ctx.logger.warn(`"${name}" is the old name of "${alias.name}", accepted ${alias.until}; use falco-probes ${alias.name}`);
+  const load = Object.hasOwn(commandLoaders, alias?.name ?? name) ? commandLoaders[alias?.name ?? name] : undefined;
   if (!load) {
     ctx.logger.error(`unknown command "${name}"; see falco-probes --help`);
     return 2;
   }
+  let cmd: Command | undefined;
   try {
-    const cmd = await load();
+    cmd = await load();
     if (args.includes('--help') || args.includes('-h')) {
       ctx.stdout.write(`${cmd.usage.trimEnd()}\n`);
       return 0;
     }
     const parsed = parseCommandArgs(cmd, args);
-    return await cmd.run({ values: parsed.values as Record<string, unknown>, positionals: parsed.positionals }, ctx);
+    return exitStatusOf(await cmd.run({ values: parsed.values as Record<string, unknown>, positionals: parsed.positionals }, ctx));
   } catch (err) {
     ctx.logger.done();
     ctx.logger.error(errorMessage(err));
     if (!(err instanceof FalcoProbesError) && err instanceof Error && err.stack) ctx.logger.debug(err.stack);
-    return exitCodeFor(err);
+    return cmd?.answersByExitStatus ? 2 : exitCodeFor(err);
   } finally {
     ctx.logger.done();
   }

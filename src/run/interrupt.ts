@@ -10,16 +10,22 @@ import type { Logger } from '../util/log.js';
 // is then stale, and the next runner breaks it because this pid is gone).
 //
 // Exit status: 128 + the signal's number, as a shell reports a process the
-// signal stopped: 130 for SIGINT, 143 for SIGTERM. Commands return 130 for
-// an interrupted run; it is translated here to the signal that came.
+// signal stopped: 130 for SIGINT, 143 for SIGTERM. A command whose run was
+// interrupted says so (src/cli/outcome.ts, with receivedSignal) and the CLI's
+// main turns that into this status; only a second signal exits from here.
 
 /** 128 + the signal's number (SIGINT 130, SIGTERM 143). */
-function signalExitCode(sig: NodeJS.Signals): number {
+export function signalExitCode(sig: NodeJS.Signals): number {
   return 128 + constants.signals[sig];
 }
 
-/** What commands return when their run was interrupted (withInterrupts gives it the received signal's status). */
-const INTERRUPTED = 130;
+/** The signal that aborted each withInterrupts run's AbortSignal. */
+const receivedBy = new WeakMap<AbortSignal, NodeJS.Signals>();
+
+/** The signal (SIGINT, SIGTERM) that aborted `signal`, a withInterrupts run's; undefined while none came. */
+export function receivedSignal(signal: AbortSignal): NodeJS.Signals | undefined {
+  return receivedBy.get(signal);
+}
 
 export async function withInterrupts<T>(logger: Logger, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
@@ -30,6 +36,7 @@ export async function withInterrupts<T>(logger: Logger, fn: (signal: AbortSignal
       process.exit(signalExitCode(sig));
     }
     received = sig;
+    receivedBy.set(controller.signal, sig);
     logger.done();
     logger.warn(`${sig}: stopping; running builds are cancelled (send it again to exit at once)`);
     controller.abort(new Error(`interrupted by ${sig}`));
@@ -37,8 +44,7 @@ export async function withInterrupts<T>(logger: Logger, fn: (signal: AbortSignal
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const result = await fn(controller.signal);
-    return received !== undefined && result === INTERRUPTED ? (signalExitCode(received) as T) : result;
+    return await fn(controller.signal);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

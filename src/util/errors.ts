@@ -59,17 +59,14 @@ export class FalcoProbesError extends Error {
 
 /** Exit codes: 1 for "the answer is no / something failed", 2 for bad input or usage. */
 export function exitCodeFor(err: unknown): number {
-  if (err instanceof FalcoProbesError) {
-    switch (err.kind) {
-      case 'usage':
-      case 'config':
-        return 2;
-      default:
-        return 1;
-    }
-  }
+  if (err instanceof FalcoProbesError) return isBadInput(err.kind) ? 2 : 1;
   if (isNoSpace(err)) return 1; // the machine, not this tool
   return 70; // an unexpected exception: a bug in this tool
+}
+
+/** Whether errors of `kind` are bad input (a command line, a definition, a pin file, a lockfile), which exits 2 rather than 1. */
+export function isBadInput(kind: ErrorKind): boolean {
+  return kind === 'usage' || kind === 'config';
 }
 
 const FULL = new Set(['ENOSPC', 'EDQUOT']);

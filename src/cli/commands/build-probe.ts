@@ -11,6 +11,7 @@ import { formatDuration } from '../../run/progress.js';
 import { checkBuilderPin } from '../../run/runner.js';
 import { nearMatches, selectTargets } from '../../run/select.js';
 import { parsePositiveInt, type Command } from '../context.js';
+import { OK } from '../outcome.js';
 import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 import { BUILDER_ENV, builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { DRIVER_MIRROR_ENV, driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
@@ -150,7 +151,7 @@ ${builderOptionsUsage('  ', 25)}
         ctx.stdout.write(
           `${JSON.stringify({ label: target.label, key: target.key, builder: target.builder, file: out, output: target.output, sha256: built.sha256, size: built.size })}\n`,
         );
-      return 0;
+      return OK;
     });
   },
 };

@@ -14,6 +14,7 @@ import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilde
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 import type { Target } from '../../graph/types.js';
 import { parsePositiveInt, type Command } from '../context.js';
+import { interrupted, okIf, worse } from '../outcome.js';
 import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 
 export const command: Command = {
@@ -59,12 +60,13 @@ ${driverMirrorUsage('      ', 29)}
                              reason, and the rest is built; without it the run stops before
                              building anything. plan shows them too
 ${builderOptionsUsage('      ', 29)}
-      --verify-load          after building, boot the kernel of each selected probe (of this shard)
-                             in qemu and load it (see falco-probes verify-load --help); a probe
+      --load-test            after building, boot the kernel of each selected probe (of this shard)
+                             in qemu and load it (see falco-probes load-test --help); a probe
                              refused, or whose kernel did not boot or timed out, fails the run, as
-                             does one no VM here can boot (aarch64); with --json the verify report
-                             is the build report's \`verify\` field
-      --allow-unverified     with --verify-load: record such probes without failing
+                             does one no VM here can boot (aarch64); with --json the load test's
+                             report is the build report's \`verify\` field
+      --verify-load          the old name of --load-test (accepted until the next release)
+      --allow-unverified     with --load-test: record such probes without failing
 
 Every out-of-date target's driver source is obtained (downloaded, verified, unpacked) once,
 before anything is built.
@@ -89,6 +91,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     'skip-unreachable-drivers': { type: 'boolean' },
     'skip-unbuildable': { type: 'boolean' },
     ...builderOptions,
+    'load-test': { type: 'boolean' },
     'verify-load': { type: 'boolean' },
     'allow-unverified': { type: 'boolean' },
   },
@@ -108,6 +111,8 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
     const builderChoice = parseBuilderOptions(values);
     const driverMirrors = parseDriverMirrors(values);
+    if (values['verify-load'] === true)
+      ctx.logger.warn('--verify-load is the old name of --load-test, accepted until the next release; use --load-test');
 
     // A dry run writes nothing, the graph's memo included.
     const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger, remember: !dryRun });
@@ -180,8 +185,8 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
             ...(cacheDir !== undefined ? { cacheDir } : {}),
           }),
       });
-      const verifying = values['verify-load'] === true && !dryRun;
-      // With --verify-load the build report waits for the verify report: stdout holds one JSON document.
+      const verifying = (values['load-test'] === true || values['verify-load'] === true) && !dryRun;
+      // With --load-test the build report waits for the load test's report: stdout holds one JSON document.
       if (json && !verifying) ctx.stdout.write(reportJson(report));
       else if (dryRun && !json) {
         const lines = report.results
@@ -192,16 +197,16 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
       if (signal.aborted) {
         if (json && verifying) ctx.stdout.write(buildVerifyJson(report, undefined));
         ctx.logger.error(`interrupted: ${summaryLine(report)}`);
-        return 130;
+        return interrupted(signal);
       }
       (report.failed ? ctx.logger.error : report.unreachable || report.unbuildable ? ctx.logger.warn : ctx.logger.info)(
         summaryLine(report),
       );
-      const buildCode = report.failed || report.skipped ? 1 : 0;
-      if (!verifying) return buildCode;
+      const built = okIf(!(report.failed || report.skipped));
+      if (!verifying) return built;
 
       // Verify exactly what this run selected (its shard, and its keys: the Docker builder's too).
-      // Loaded only here: a build without --verify-load never reads the verify modules.
+      // Loaded only here: a build without --load-test never reads the verify modules.
       const { runVerifyStep } = await import('./verify-load.js');
       const { verifyReportObject } = await import('../../verify/run.js');
       const { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS } = await import('../../verify/verify-load.js');
@@ -231,14 +236,14 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         throw err;
       }
       if (json) ctx.stdout.write(buildVerifyJson(report, verifyReportObject(verify.report)));
-      return verify.code === 130 ? 130 : Math.max(buildCode, verify.code);
+      return worse(built, verify.outcome);
     });
   },
 };
 
 /**
- * `build --verify-load --json`: one document, the build report with the
- * verify report as its `verify` field (`{error}` when the verify step failed
+ * `build --load-test --json`: one document, the build report with the
+ * load test's report as its `verify` field (`{error}` when the load test failed
  * to run, null when it was not reached).
  */
 function buildVerifyJson(build: BuildReport, verify: object | undefined): string {

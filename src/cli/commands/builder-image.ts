@@ -4,6 +4,7 @@ import { builderImageDefinition, ensureImage } from '../../builders/docker-image
 import { FalcoProbesError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'builder-image',
@@ -54,6 +55,6 @@ options:
         `  - release: ${release}\n    image: ${pin.image}\n    clang: ${pin.clang}\n    gcc: ${JSON.stringify(pin.gcc ?? '')}\n`,
       );
     }
-    return 0;
+    return OK;
   },
 };

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { FalcoProbesError } from '../../util/errors.js';
 import { parseLabels } from '../../run/select.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 // What a pull request does to the build graph, from two generated/targets.json
 // files (the base branch's and the PR's): the targets it adds, removes and
@@ -180,6 +181,6 @@ options:
                 .join('')
             : `${JSON.stringify(d, null, 2)}\n`;
     ctx.stdout.write(out);
-    return 0;
+    return OK;
   },
 };

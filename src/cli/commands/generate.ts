@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { generate, type PublishedProbes } from '../../generate/generate.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import type { Command } from '../context.js';
+import { NOT_OK, OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'generate',
@@ -86,8 +87,8 @@ options:
     } else ctx.stdout.write(`${lines.join('\n')}\n`);
     if (check && changed.length) {
       ctx.logger.error(`generated files are out of date; run falco-probes generate`);
-      return 1;
+      return NOT_OK;
     }
-    return 0;
+    return OK;
   },
 };

@@ -16,6 +16,14 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   build: async () => (await import('./build.js')).command,
   'build-probe': async () => (await import('./build-probe.js')).command,
   'builder-image': async () => (await import('./builder-image.js')).command,
-  'verify-load': async () => (await import('./verify-load.js')).command,
+  'load-test': async () => (await import('./verify-load.js')).command,
   'diff-targets': async () => (await import('./diff-targets.js')).command,
+};
+
+/**
+ * Old command names, still accepted for a while: each runs the command it names,
+ * after a one-line note on stderr. Not listed among the commands by --help.
+ */
+export const commandAliases: Record<string, { name: string; until: string }> = {
+  'verify-load': { name: 'load-test', until: 'until the next release' },
 };

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { FalcoProbesError } from '../../util/errors.js';
 import { generateKeyFiles } from '../../repository/signature.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'keygen',
@@ -28,6 +29,6 @@ options:
     const { privateFile, publicFile, keyId } = await generateKeyFiles(resolve(process.cwd(), out));
     ctx.logger.info(`wrote ${privateFile} (private, mode 0600) and ${publicFile}`);
     ctx.stdout.write(`${keyId}\n`);
-    return 0;
+    return OK;
   },
 };

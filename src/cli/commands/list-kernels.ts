@@ -1,7 +1,9 @@
+import { FalcoProbesError } from '../../util/errors.js';
 import { loadSourceDefinitionById } from '../../config/source-definition.js';
 import { resolveSource } from '../../resolve/index.js';
 import { lockfilePathFor, readLockfile, compareKernels } from '../../lockfile/lockfile.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'list-kernels',
@@ -26,10 +28,8 @@ options:
     timeout: { type: 'string' },
   },
   async run({ values, positionals }, ctx) {
-    if (positionals.length !== 1) {
-      ctx.logger.error('list-kernels takes exactly one OS; see falco-probes list-kernels --help');
-      return 2;
-    }
+    if (positionals.length !== 1)
+      throw new FalcoProbesError('usage', 'list-kernels takes exactly one OS; see falco-probes list-kernels --help');
     const os = positionals[0]!;
     const source = await loadSourceDefinitionById(os, ctx.kernelsDir, ctx.root);
     const kernels =
@@ -53,10 +53,10 @@ options:
         targetId: k.targetId,
       }));
       ctx.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-      return 0;
+      return OK;
     }
     const lines = sorted.map((k) => (values['long'] === true ? `${k.name}\t${k.machine}\t${k.kernelVersion}\t${k.version}` : k.name));
     ctx.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');
-    return 0;
+    return OK;
   },
 };

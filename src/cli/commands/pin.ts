@@ -11,6 +11,7 @@ import { driverSourceUrls, unpackTarballTree } from '../../run/driver-source.js'
 import { withInterrupts } from '../../run/interrupt.js';
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'pin',
@@ -68,7 +69,7 @@ ${driverMirrorUsage('  ', 25)}
       );
     if (chosen.length === 0) {
       ctx.stdout.write(`no driver in ${shown} has a source.url; nothing to pin\n`);
-      return 0;
+      return OK;
     }
     // Messages name the driver alone when its name is unique in the file.
     const nameOf = (d: DriverPin) => (loaded.drivers.filter((o) => o.name === d.name).length > 1 ? driverLabel(d) : d.name);
@@ -152,7 +153,7 @@ ${driverMirrorUsage('  ', 25)}
         await writeFileAtomic(file, text);
         ctx.logger.info(`wrote ${shown}; run falco-probes generate`);
       }
-      return 0;
+      return OK;
     });
   },
 };

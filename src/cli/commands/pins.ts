@@ -6,6 +6,7 @@ import { openRepository, parseTimeoutSeconds, requireIndex } from '../../reposit
 import { INDEX_FILE } from '../../repository/types.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'pins',
@@ -65,6 +66,6 @@ options:
     } else {
       ctx.stdout.write(text);
     }
-    return 0;
+    return OK;
   },
 };

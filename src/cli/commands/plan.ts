@@ -11,6 +11,7 @@ import { planTargets } from '../../run/plan.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { unloadedProbes } from '../../verify/run.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 const FORMATS = ['github-matrix', 'json', 'text'] as const;
 
@@ -82,11 +83,11 @@ options:
     );
     if (unloaded.length)
       ctx.logger.warn(
-        `${unloaded.length} up-to-date probe(s) did not load into their kernel at their last verify-load and are not rebuilt: ` +
+        `${unloaded.length} up-to-date probe(s) did not load into their kernel at their last load test and are not rebuilt: ` +
           `${unloaded
             .slice(0, 10)
             .map((u) => `${u.target.label} (${u.verdict})`)
-            .join(', ')}${unloaded.length > 10 ? ', ...' : ''}; fix their driver, or see falco-probes verify-load --force`,
+            .join(', ')}${unloaded.length > 10 ? ', ...' : ''}; fix their driver, or see falco-probes load-test --force`,
       );
     // Targets no builder of this machine's architecture can build (aarch64 on x86_64): shown, never hidden.
     // Whether Docker answers here is not asked: the shards may build elsewhere.
@@ -105,6 +106,6 @@ options:
           ? renderPlanJson(plan, only, notes)
           : renderPlanText(plan, only, notes),
     );
-    return 0;
+    return OK;
   },
 };

@@ -6,6 +6,7 @@ import { publishRepository } from '../../repository/publish.js';
 import { loadPrivateKey } from '../../repository/signature.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import type { Command } from '../context.js';
+import { OK } from '../outcome.js';
 
 function seconds(value: unknown, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -43,7 +44,7 @@ options:
                         required when DIR is already signed
   --no-legacy-layout    do not keep <version>/<file> copies of x86_64 probes
   --lock-wait SECONDS   how long to wait for another publisher (default 60; 0: fail at once)
-  --refuse VERDICT      hold back artifacts whose recorded load test (verify-load) gave VERDICT:
+  --refuse VERDICT      hold back artifacts whose recorded load test (load-test) gave VERDICT:
                         refused, no-boot, timeout or unknown (repeatable; comma lists too). They
                         stay out of DIR and are listed; what DIR already holds is never removed
   --record FILE         also add every artifact of DIR's index to FILE (kernels/published.json: the
@@ -107,6 +108,6 @@ options:
           (report.signed ? ' (signed)' : ''),
       );
     }
-    return 0;
+    return OK;
   },
 };

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { FalcoProbesError, errorMessage, exitCodeFor, type ErrorKind } from '../../util/errors.js';
+import { FalcoProbesError, errorMessage, isBadInput, type ErrorKind } from '../../util/errors.js';
 import { readFileOrUndefined } from '../../util/fs.js';
 import {
   findSourceDefinitionFiles,
@@ -13,6 +13,7 @@ import { lockfilePathFor, readLockfileText, serializeLockfile, writeLockfileAtom
 import { diffLockfiles, formatLockfileDiff, type LockfileDiff } from '../../lockfile/diff.js';
 import type { Logger } from '../../util/log.js';
 import { parseMirrorOverrides, parsePositiveInt, type Command } from '../context.js';
+import { NOT_OK, OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'resolve',
@@ -101,9 +102,9 @@ options:
       if (json) ctx.stdout.write(`${JSON.stringify({ check, stale, oses: reports }, null, 2)}\n`);
       if (stale) {
         ctx.logger.error(`${stale} lockfile(s) are stale; run falco-probes resolve`);
-        return 1;
+        return NOT_OK;
       }
-      return 0;
+      return OK;
     }
 
     // Phase 2: every OS resolved; write each changed lockfile atomically.
@@ -113,7 +114,7 @@ options:
       const oses = [...reports, ...written.map((p) => byOs.get(p.os)!)].sort((a, b) => (a.os < b.os ? -1 : a.os > b.os ? 1 : 0));
       ctx.stdout.write(`${JSON.stringify({ check, written: written.length, oses }, null, 2)}\n`);
     }
-    return 0;
+    return OK;
   },
 };
 
@@ -215,16 +216,15 @@ function removalRefused(p: PendingLockfile): FalcoProbesError {
 
 /**
  * One error for every OS that failed, each under its name with its own file or URL.
- * The exit code is the failures' own when they agree (2 when every one is bad input or
- * usage), else 1.
+ * Its kind is bad input (exit 2) only when every failure is bad input or usage; else
+ * the kind of the first failure that is not (exit 1).
  */
 function failureReport(failures: OsFailure[], total: number, check: boolean): FalcoProbesError {
   const names = failures.map((f) => f.os);
   const indent = (text: string) => text.split('\n').join('\n  ');
   const details = failures.map((f) => `${f.os}: ${indent(errorMessage(f.error))}`).join('\n');
   const kinds = failures.map((f): ErrorKind => (f.error instanceof FalcoProbesError ? f.error.kind : 'internal'));
-  const exitOf = (k: ErrorKind) => exitCodeFor(new FalcoProbesError(k, ''));
-  const kind = kinds.find((k) => exitOf(k) !== 2) ?? kinds[0]!;
+  const kind = kinds.find((k) => !isBadInput(k)) ?? kinds[0]!;
   const outcome = check ? 'the check is incomplete' : 'no lockfile was written';
   return new FalcoProbesError(
     kind,

@@ -13,12 +13,14 @@ import { runVerifyLoad, verifyReportJson, verifySummaryLine, type VerifyReport }
 import { createLoadVerifier, kernelImageCacheDir } from '../../verify/verifier.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS } from '../../verify/verify-load.js';
 import { parsePositiveInt, type CliContext, type Command } from '../context.js';
+import { interrupted, NOT_OK, OK, type Outcome } from '../outcome.js';
 import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 
 export const command: Command = {
-  name: 'verify-load',
+  name: 'load-test',
   summary: "boot each probe's own kernel in a VM, load the probe, and record the verdict in the repository index",
-  usage: `usage: falco-probes verify-load [PATTERN...] [options]
+  usage: `usage: falco-probes load-test [PATTERN...] [options]
+       falco-probes verify-load ...   (its old name, accepted until the next release, with a note on stderr)
 
 For each selected target whose probe is in the local repository (built for the
 target's current key): fetch the kernel's bootable image (the lockfile package
@@ -45,7 +47,7 @@ options:
                              and no more than free memory holds
       --allow-unverified     exit 0 even when a probe was refused, its kernel did not boot or timed out,
                              or no guest here can boot it (aarch64)
-      --force                verify again probes that already have a verdict
+      --force                boot and load again probes that already have a verdict
       --timeout SECONDS      time limit of one VM, boot to power-off (default ${DEFAULT_VERIFY_TIMEOUT_MS / 1000})
       --memory MIB           guest memory (default ${DEFAULT_MEMORY_MIB})
       --accel MODE           kvm, tcg, or auto: KVM when a bounded first boot shows it works (default)
@@ -87,9 +89,9 @@ did not load, or could not be booted, is named on stderr), 2 for bad input.
     if (shard) targets = targets.filter((t) => inShard(t.key, shard));
 
     return withInterrupts(ctx.logger, async (signal) => {
-      const { report, code } = await runVerifyStep(ctx, targets, options, signal);
+      const { report, outcome } = await runVerifyStep(ctx, targets, options, signal);
       if (values['json'] === true) ctx.stdout.write(verifyReportJson(report));
-      return code;
+      return outcome;
     });
   },
 };
@@ -133,15 +135,15 @@ export function parseVerifyOptions(values: Record<string, unknown>, root: string
 
 /**
  * Verify `targets` (already selected, and sharded), record the verdicts, and
- * say on stderr why each probe that is not verified is not: the exit code of
- * the step is 0 when it passed, 1 when not, 130 when interrupted.
+ * say on stderr why each probe that is not verified is not: the step's outcome
+ * is ok when it passed, not-ok when not, interrupted when a signal stopped it.
  */
 export async function runVerifyStep(
   ctx: CliContext,
   targets: readonly Target[],
   o: VerifyStepOptions,
   signal: AbortSignal,
-): Promise<{ report: VerifyReport; code: number }> {
+): Promise<{ report: VerifyReport; outcome: Outcome }> {
   const report = await runVerifyLoad({
     targets,
     repositoryDir: o.repositoryDir,
@@ -180,15 +182,15 @@ export async function runVerifyStep(
   for (const r of report.results) if (r.status === 'failed') ctx.logger.error(`${r.label} could not be checked: ${r.error}`);
   if (signal.aborted) {
     ctx.logger.error(`interrupted: ${verifySummaryLine(report)}`);
-    return { report, code: 130 };
+    return { report, outcome: interrupted(signal) };
   }
   if (report.passed) {
     ctx.logger.info(verifySummaryLine(report));
-    return { report, code: 0 };
+    return { report, outcome: OK };
   }
   const unverified = report.problems.length;
   ctx.logger.error(
     `${verifySummaryLine(report)}${unverified ? `; ${unverified} probe${unverified === 1 ? '' : 's'} remain${unverified === 1 ? 's' : ''} unverified (--allow-unverified accepts them)` : ''}`,
   );
-  return { report, code: 1 };
+  return { report, outcome: NOT_OK };
 }

@@ -4,6 +4,7 @@ import { loadPublicKey } from '../../repository/signature.js';
 import { verifyRepository } from '../../repository/verify.js';
 import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import type { Command } from '../context.js';
+import { NOT_OK, OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'verify',
@@ -43,9 +44,9 @@ options:
     const summary = `${source.location}: ${report.filesChecked} file(s), ${report.bytesChecked} bytes checked; signature ${report.signature}`;
     if (report.problems.length) {
       ctx.logger.error(`${summary}; ${report.problems.length} problem(s)`);
-      return 1;
+      return NOT_OK;
     }
     ctx.logger.info(`${summary}; OK`);
-    return 0;
+    return OK;
   },
 };
