@@ -30,7 +30,7 @@ import { loadBuildGraph } from '../src/graph/load.js';
 import type { DriverKind, Target } from '../src/graph/types.js';
 import { defaultCacheDir } from '../src/fetch/cache.js';
 import { extractPackage } from '../src/fetch/extract.js';
-import { createDriverSources } from '../src/run/driver-source.js';
+import { createDriverSources } from '../src/fetch/driver-source.js';
 import { writeFileAtomic } from '../src/util/fs.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { PROJECT_ROOT } from '../test/helpers/cli.js';

@@ -9,7 +9,7 @@ import { closedPort, startMirror } from './helpers/server.js';
 import { descriptors, spawnCli, startDebMirror, syntheticKernel, waitFor, writeProject } from './build-e2e-project.js';
 import { readIndex } from '../src/repository/index-file.js';
 import { LOCK_FILE } from '../src/repository/local.js';
-import { treeHash } from '../src/graph/tree-hash.js';
+import { treeHash } from '../src/util/tree-hash.js';
 import type { BuildReport } from '../src/run/runner.js';
 import { skipOrFail } from './helpers/require.js';
 

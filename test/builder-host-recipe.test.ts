@@ -8,7 +8,7 @@ import { checkBpfObject, readElf, sectionContents } from '../src/builders/elf.js
 import { createHostBuilder } from '../src/builders/host.js';
 import { findKernelDir, OBJTREE_VIEW, prepareKernelView, resolveInRoot, SRCTREE_VIEW } from '../src/builders/kernel-tree.js';
 import { prepareDriverBuild } from '../src/builders/recipe.js';
-import { treeHash } from '../src/graph/tree-hash.js';
+import { treeHash } from '../src/util/tree-hash.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { debianTarget, exampleDriver, obtainDebianKernels, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';
 import { skipOrFail } from './helpers/require.js';

@@ -18,7 +18,7 @@ import {
 } from './helpers/leftovers.js';
 import { descriptors, snapshot, startDebMirror, writeProject } from './build-e2e-project.js';
 import { cachePath } from '../src/fetch/cache.js';
-import { treeHash } from '../src/graph/tree-hash.js';
+import { treeHash } from '../src/util/tree-hash.js';
 import { readIndex } from '../src/repository/index-file.js';
 import { checkTree, readManifest } from '../src/run/tree-manifest.js';
 import { sha256File } from '../src/util/hash.js';

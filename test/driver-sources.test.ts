@@ -11,17 +11,16 @@ import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { extractPackage } from '../src/fetch/extract.js';
 import { APT_ETC_ENV } from '../src/fetch/apt-sources.js';
-import { treeHash } from '../src/graph/tree-hash.js';
+import { treeHash } from '../src/util/tree-hash.js';
 import { debSourceIdentity, pinnedSourceIdentity } from '../src/graph/driver-identity.js';
 import {
   createDriverSources,
   DriverSourceUnreachableError,
   driverPackageMirrors,
   driverSourceUrls,
-  obtainDriverSources,
-  unreachableDriverLine,
   type DriverSourceOptions,
-} from '../src/run/driver-source.js';
+} from '../src/fetch/driver-source.js';
+import { obtainDriverSources, unreachableDriverLine } from '../src/run/driver-source.js';
 import type { DriverPackage, ResolvedDriver, Target } from '../src/graph/types.js';
 
 // Driver sources in their three remote forms, over real HTTP on loopback

@@ -8,7 +8,7 @@ import { FALCO_LIBS, haveFalcoLibs } from './helpers/require.js';
 import { driversPathFor, loadDrivers } from '../src/config/drivers.js';
 import { resolveDriverIdentities } from '../src/graph/driver-identity.js';
 import { extractPackage } from '../src/fetch/extract.js';
-import { createDriverSources } from '../src/run/driver-source.js';
+import { createDriverSources } from '../src/fetch/driver-source.js';
 
 // The repository's real pins for Falco's drivers (kernels/drivers.yaml:
 // falco 10.2.0+driver and 9.1.0+driver, tarballs pinned by tree hash)

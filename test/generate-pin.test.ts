@@ -7,7 +7,7 @@ import { runCli, withTempDir } from './helpers/cli.js';
 import { startMirror } from './helpers/server.js';
 import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { sha256Hex } from '../src/util/hash.js';
-import { treeHash } from '../src/graph/tree-hash.js';
+import { treeHash } from '../src/util/tree-hash.js';
 
 // `falco-probes pin` against a loopback server serving real tarballs made here.
 
@@ -41,9 +41,11 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
       assert.equal(gen0.code, 0, gen0.stderr);
       assert.doesNotMatch(await readFile(join(root, 'generated', 'targets.json'), 'utf8'), /"driver":"falco"/);
 
-      const pinned = await runCli(['pin', 'falco'], { cwd: root });
+      const pinned = await runCli(['pin', 'falco'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(pinned.code, 0, pinned.stderr);
       assert.match(pinned.stdout, new RegExp(`falco: sha256 ${sha256Hex(v1)} \\(pinned, ${v1.length} bytes`));
+      // The accepted tarball stays in the cache where a build looks for it first (the build's own download path).
+      assert.deepEqual(await readFile(join(root, 'cache', 'drivers', `${sha256Hex(v1)}.tar`)), v1);
       const after = await readFile(driversPath, 'utf8');
       const before = original.split('\n');
       const lines = after.split('\n');
@@ -54,14 +56,14 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
         'one line added after url:, nothing else changed',
       );
 
-      const again = await runCli(['pin'], { cwd: root });
+      const again = await runCli(['pin'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(again.code, 0, again.stderr);
       assert.match(again.stdout, /falco: sha256 [0-9a-f]{64} \(unchanged/);
       assert.equal(await readFile(driversPath, 'utf8'), after);
 
       // Upstream bytes changed: refused without --update, the file untouched.
       mirror.files.set('libs/9.1.0+driver.tar.gz', v2);
-      const refused = await runCli(['pin', 'falco'], { cwd: root });
+      const refused = await runCli(['pin', 'falco'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(refused.code, 1);
       assert.match(
         refused.stderr,
@@ -70,7 +72,7 @@ test('pin computes the sha256 from the download, writes it keeping comments and 
       assert.match(refused.stderr, /--update/);
       assert.equal(await readFile(driversPath, 'utf8'), after);
 
-      const updated = await runCli(['pin', 'falco', '--update'], { cwd: root });
+      const updated = await runCli(['pin', 'falco', '--update'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(updated.code, 0, updated.stderr);
       assert.match(updated.stdout, new RegExp(`updated from ${sha256Hex(v1)}`));
       assert.equal(await readFile(driversPath, 'utf8'), after.replace(sha256Hex(v1), sha256Hex(v2)));
@@ -98,25 +100,27 @@ test('pin refuses what is not the driver tarball, and drivers it cannot pin', as
       const driversPath = join(root, 'kernels', 'drivers.yaml');
       const original = await readFile(driversPath, 'utf8');
 
-      const html = await runCli(['pin', 'falco'], { cwd: root });
+      const html = await runCli(['pin', 'falco'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(html.code, 1);
       assert.match(html.stderr, /error\.tar\.gz: not a readable tarball/);
 
       await writeFile(driversPath, original.replace('error.tar.gz', 'nobpf.tar.gz'));
-      const nobpf = await runCli(['pin', 'falco'], { cwd: root });
+      const nobpf = await runCli(['pin', 'falco'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(nobpf.code, 1);
       assert.match(nobpf.stderr, /the tarball has no driver\/bpf\/ after dropping 1 leading path component\(s\); not pinning it/);
 
       await writeFile(driversPath, original.replace('error.tar.gz', 'missing.tar.gz'));
-      const missing = await runCli(['pin', 'falco'], { cwd: root });
+      const missing = await runCli(['pin', 'falco'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(missing.code, 1);
-      assert.match(missing.stderr, /missing\.tar\.gz: HTTP 404/);
+      // The same words as a build's download (one path for both): what, why, and how to serve it.
+      assert.match(missing.stderr, /source http:\/\/127\.0\.0\.1:\d+\/missing\.tar\.gz is unreachable \(HTTP 404\)/);
+      assert.match(missing.stderr, /hint: serve it with --driver-mirror http:\/\/127\.0\.0\.1:\d+\/=URL/);
 
-      const local = await runCli(['pin', 'example'], { cwd: root });
+      const local = await runCli(['pin', 'example'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(local.code, 2);
       assert.match(local.stderr, /driver example has a local source \(drivers\/example\); its identity is its tree hash/);
 
-      const unknown = await runCli(['pin', 'nosuch'], { cwd: root });
+      const unknown = await runCli(['pin', 'nosuch'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(unknown.code, 2);
       assert.match(unknown.stderr, /no driver named "nosuch"/);
       assert.doesNotMatch(await readFile(driversPath, 'utf8'), /sha256:/, 'nothing was pinned');
@@ -184,7 +188,7 @@ test('pin --tree pins by the unpacked tree hash (kept in the cache), refuses a c
       );
       assert.notEqual(kmodOnly, original);
       await writeFile(driversPath, kmodOnly);
-      const bySha = await runCli(['pin', 'falco'], { cwd: root });
+      const bySha = await runCli(['pin', 'falco'], { cwd: root, env: { FALCO_PROBES_CACHE: join(root, 'cache') } });
       assert.equal(bySha.code, 0, bySha.stderr);
       assert.match(bySha.stdout, new RegExp(`falco: sha256 ${sha256Hex(v2)} \\(pinned`));
     } finally {

@@ -8,7 +8,7 @@ import { driversText, kernel, makeProject } from './helpers/graph-project.js';
 import { loadBuildGraph, type BuildGraph } from '../src/graph/load.js';
 import { graphCachePath, sealGraphMemo, unsealGraphMemo } from '../src/graph/graph-cache.js';
 import { FalcoProbesError } from '../src/util/errors.js';
-import { treeHash } from '../src/graph/tree-hash.js';
+import { treeHash } from '../src/util/tree-hash.js';
 
 // The memo of the build graph (src/graph/graph-cache.ts): a load that hits it
 // gives the same graph as a load from the lockfiles, and any change to an

@@ -11,7 +11,7 @@ import { extractPackage } from '../src/fetch/extract.js';
 import { loadDrivers } from '../src/config/drivers.js';
 import { resolveDriverIdentities } from '../src/graph/driver-identity.js';
 import type { BuilderPin, DriverKind, ResolvedDriver, Target } from '../src/graph/types.js';
-import { createDriverSources } from '../src/run/driver-source.js';
+import { createDriverSources } from '../src/fetch/driver-source.js';
 import { PROJECT_ROOT } from './helpers/cli.js';
 import { finishDockerTests, obtainDockerBuildSetup } from './helpers/docker.js';
 import { debianTarget, sharedKernelRoot, type DebianKernel } from './helpers/kernel-headers.js';

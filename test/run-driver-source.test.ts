@@ -8,7 +8,7 @@ import { startMirror } from './helpers/server.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { extractPackage } from '../src/fetch/extract.js';
-import { createDriverSources } from '../src/run/driver-source.js';
+import { createDriverSources } from '../src/fetch/driver-source.js';
 import type { ResolvedDriver } from '../src/graph/types.js';
 
 // Driver sources: a local directory is used in place; a remote tarball is

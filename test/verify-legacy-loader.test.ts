@@ -11,7 +11,7 @@ import { loadDrivers } from '../src/config/drivers.js';
 import { extractPackage } from '../src/fetch/extract.js';
 import { resolveDriverIdentities } from '../src/graph/driver-identity.js';
 import type { BuilderPin, ResolvedDriver } from '../src/graph/types.js';
-import { createDriverSources } from '../src/run/driver-source.js';
+import { createDriverSources } from '../src/fetch/driver-source.js';
 import { sha256Hex } from '../src/util/hash.js';
 import { buildLegacyInitramfs, findGuestBusybox, readProbeObject } from '../src/verify/initramfs.js';
 import { createKernelImageCache, type KernelImage } from '../src/verify/kernel-image.js';

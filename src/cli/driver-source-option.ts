@@ -1,5 +1,5 @@
 import { FalcoProbesError } from '../util/errors.js';
-import type { UrlRewrite } from '../run/driver-source.js';
+import type { UrlRewrite } from '../fetch/driver-source.js';
 import type { Command } from './context.js';
 
 // `--driver-mirror PREFIX=REPLACEMENT` (repeatable), shared by the commands

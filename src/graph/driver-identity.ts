@@ -2,7 +2,7 @@ import { resolve as resolvePath } from 'node:path';
 import { FalcoProbesError } from '../util/errors.js';
 import { sha256Hex } from '../util/hash.js';
 import { isUnpinnedRemote, type LoadedDrivers } from '../config/drivers.js';
-import { treeHash } from './tree-hash.js';
+import { treeHash } from '../util/tree-hash.js';
 import type { DriverPackage, DriverPin, DriverSource, ResolvedDriver } from './types.js';
 
 // A driver's content identity, the `sourceSha256` that enters every key

@@ -11,7 +11,7 @@ import { createHostBuilder } from '../builders/host.js';
 import type { Builder } from '../builders/types.js';
 import type { Target } from '../graph/types.js';
 import type { TargetPipeline } from './build-target.js';
-import { createDriverSources, type UrlRewrite } from './driver-source.js';
+import { createDriverSources, type UrlRewrite } from '../fetch/driver-source.js';
 import { createSharedKernelRoots } from './kernel-root.js';
 import { createMirrorTable } from './mirrors.js';
 

@@ -7,7 +7,7 @@ import { defaultCacheDir } from '../../fetch/cache.js';
 import { extractPackage } from '../../fetch/extract.js';
 import { downloadDriverTarball } from '../../fetch/pin-driver.js';
 import type { DriverPin } from '../../graph/types.js';
-import { driverSourceUrls, unpackTarballTree } from '../../run/driver-source.js';
+import { unpackTarballTree } from '../../fetch/driver-source.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 import type { Command } from '../context.js';
@@ -99,14 +99,13 @@ ${driverMirrorUsage('  ', 25)}
         let note: string;
         if (field === 'sha256') {
           // The tarball must hold the driver's folder (pin-driver.ts checks bpfDir; a kmod-only driver has kmodDir).
-          // A --driver-mirror rewrite says where the bytes come from (the first one that applies).
-          const url = driverSourceUrls(source.url, urlRewrites)[0]!;
+          // --driver-mirror rewrites say where the bytes come from (each that applies, in order, as a build tries them).
           const dl = await downloadDriverTarball(
-            { ...driver, source: { ...source, url }, bpfDir: driver.bpfDir ?? driver.kmodDir ?? '.' },
-            { signal },
+            { ...driver, bpfDir: driver.bpfDir ?? driver.kmodDir ?? '.' },
+            { cacheDir, urlRewrites, signal },
           );
           got = dl.sha256;
-          note = `${dl.size} bytes, ${dl.entries} entries`;
+          note = `${dl.size} bytes, ${dl.entries} entries, from ${dl.from}`;
         } else {
           const unpacked = await unpackTarballTree(driver, source.url, source.strip ?? 0, {
             projectRoot: ctx.root,

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { FalcoProbesError } from '../util/errors.js';
-import { sha256File } from '../util/hash.js';
+import { FalcoProbesError } from './errors.js';
+import { sha256File } from './hash.js';
 
 // The identity of a driver source kept as a directory: a deterministic hash
 // of its tree, so a local checkout has a key as stable as a pinned tarball's.
