@@ -56,22 +56,19 @@ function parseHeader(raw: Buffer): Header {
     if (!/^[0-9A-Fa-f]{8}$/.test(f)) throw new Error(`bad cpio header field ${JSON.stringify(f)} (corrupt payload?)`);
     fields.push(parseInt(f, 16));
   }
-  const [ino, mode, , , nlink, mtime, size, devmajor, devminor, , , nameSize, check] = fields as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  return { ino, mode, nlink, mtime, size, devmajor, devminor, nameSize, check };
+  // newc's fields, in order: ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check.
+  const at = (i: number) => fields[i]!;
+  return {
+    ino: at(0),
+    mode: at(1),
+    nlink: at(4),
+    mtime: at(5),
+    size: at(6),
+    devmajor: at(7),
+    devminor: at(8),
+    nameSize: at(11),
+    check: at(12),
+  };
 }
 
 interface PendingLinks {

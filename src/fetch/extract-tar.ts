@@ -1,10 +1,9 @@
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { FalcoProbesError } from '../util/errors.js';
-import { createDecompressor, sniffCompression, type Compression } from '../util/decompress.js';
+import { createDecompressor, sniffFileCompression, type Compression } from '../util/decompress.js';
 import type { ArchiveEntry, TreeWriter } from './extract-tree.js';
 
 // Tar data, from a tarball (COS headers, driver sources) or from a .deb's
@@ -23,14 +22,7 @@ const TYPE_NAMES: Record<string, string> = {
 /** Extract a tarball whose compression is read from its first bytes. */
 export async function extractTarball(file: string, writer: TreeWriter): Promise<void> {
   writer.setArchive(file);
-  const head = Buffer.alloc(6);
-  const fh = await open(file, 'r');
-  try {
-    await fh.read(head, 0, 6, 0);
-  } finally {
-    await fh.close();
-  }
-  await extractTarStream(createReadStream(file), sniffCompression(head), writer);
+  await extractTarStream(createReadStream(file), await sniffFileCompression(file), writer);
 }
 
 export async function extractTarStream(source: Readable, compression: Compression, writer: TreeWriter): Promise<void> {

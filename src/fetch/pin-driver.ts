@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { FalcoProbesError } from '../util/errors.js';
-import { createDecompressor, sniffCompression } from '../util/decompress.js';
+import { createDecompressor, sniffFileCompression } from '../util/decompress.js';
 import type { DriverPin } from '../config/types.js';
 import { downloadTarball, driverTarballPath, temporaryBeside, type TarballDownloadOptions } from './driver-source.js';
 
@@ -69,16 +69,9 @@ export async function downloadDriverTarball(driver: DriverPin, o: TarballDownloa
 }
 
 async function listTarball(file: string, url: string): Promise<string[]> {
-  const head = Buffer.alloc(6);
-  const fh = await open(file, 'r');
-  try {
-    await fh.read(head, 0, 6, 0);
-  } finally {
-    await fh.close();
-  }
   const names: string[] = [];
   const extract = tar.extract();
-  const done = pipeline(createReadStream(file), createDecompressor(sniffCompression(head)), extract).catch((err: unknown) => err);
+  const done = pipeline(createReadStream(file), createDecompressor(await sniffFileCompression(file)), extract).catch((err: unknown) => err);
   try {
     for await (const entry of extract) {
       names.push(entry.header.name);

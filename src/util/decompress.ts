@@ -1,3 +1,4 @@
+import { open } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import { Transform, type TransformCallback } from 'node:stream';
 import { createRequire } from 'node:module';
@@ -25,6 +26,18 @@ export function sniffCompression(head: Uint8Array): Compression {
   if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58 && head[4] === 0x5a) return 'xz';
   if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return 'zst';
   return 'none';
+}
+
+/** A file's compression, by its first bytes. */
+export async function sniffFileCompression(file: string): Promise<Compression> {
+  const head = Buffer.alloc(6);
+  const fh = await open(file, 'r');
+  try {
+    await fh.read(head, 0, 6, 0);
+  } finally {
+    await fh.close();
+  }
+  return sniffCompression(head);
 }
 
 export function createDecompressor(kind: Compression): Transform {
