@@ -1,5 +1,4 @@
-import { rm } from 'node:fs/promises';
-import { FalcoProbesError, errorKindOf, errorMessage, type ErrorKind } from '../util/errors.js';
+import { FalcoProbesError, errorKindOf, type ErrorKind } from '../util/errors.js';
 import { canonicalJson } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import type { BuilderPin, Target } from '../graph/types.js';
@@ -9,8 +8,8 @@ import { repositoryMemoPath } from '../repository/memo.js';
 import type { TargetPipeline } from './build-target.js';
 import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from './plan.js';
 import { createProgress, formatDuration } from './progress.js';
-import { runScheduled } from './scheduler.js';
-import { removeStaleWorkDirs, sweepRunState, type RunPaths } from './paths.js';
+import { executeTasks, inWorkDir, reportJsonText, summaryText, withLockedRepository } from './execution.js';
+import { sweepRunState, type RunPaths } from './paths.js';
 import { unbuildableLines, whyNotBuildable, type BuildableHere } from './buildable.js';
 
 // `build`: plan against the repository's index, then build what is out of
@@ -170,31 +169,20 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     elapsedMs: performance.now() - t0,
     results,
   });
+  const repository = { verifyAll: o.verifyAll === true, memo: repositoryMemoPath(o.paths.state, o.repositoryDir) };
 
   if (o.dryRun) {
-    const repo = await LocalRepository.read(o.repositoryDir, {
-      verifyAll: o.verifyAll === true,
-      memo: repositoryMemoPath(o.paths.state, o.repositoryDir),
-    });
+    const repo = await LocalRepository.read(o.repositoryDir, repository);
     const plan = await planTargets(o.targets, repo);
     return finish(plan.map(baseReport), true, repo.root);
   }
 
-  const repo = await LocalRepository.openForWrite(o.repositoryDir, {
-    verifyAll: o.verifyAll === true,
-    memo: repositoryMemoPath(o.paths.state, o.repositoryDir),
-    wait: o.waitLock,
-    command: 'falco-probes build',
-    onWait: (h) => o.logger.info(`waiting for the repository lock held by pid ${h.pid} on ${h.host}`),
-    ...(o.signal ? { signal: o.signal } : {}),
-  });
-  try {
+  return withLockedRepository({ ...o, command: 'falco-probes build', repository }, async (repo) => {
     const plan = await planTargets(o.targets, repo);
     const results = plan.map(baseReport);
-    let stale = plan.flatMap((p, i) => (p.reason ? [{ planned: p, index: i }] : []));
+    let stale: Stale[] = plan.flatMap((p, i) => (p.reason ? [{ target: p.target, report: results[i]! }] : []));
     if (o.explain)
-      for (const { planned } of stale)
-        o.logger.info(`${planned.target.label}: ${REASON_TEXT[planned.reason!]}${planned.detail ? ` (${planned.detail})` : ''}`);
+      for (const p of plan) if (p.reason) o.logger.info(`${p.target.label}: ${REASON_TEXT[p.reason]}${p.detail ? ` (${p.detail})` : ''}`);
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
     // Work directories and memo temporaries of dead runs go on every run, one with nothing to build too (two readdirs);
     // the package cache is swept when the pipeline is made (a run killed with cache work in flight left targets to build).
@@ -203,9 +191,9 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     if (stale.length === 0) return finish(results, false, repo.root);
     if (o.unbuildable) {
       const reasons = new Map<Target, string>();
-      for (const { planned } of stale) {
-        const why = await whyNotBuildable(planned.target, o.unbuildable.here);
-        if (why !== undefined) reasons.set(planned.target, why);
+      for (const { target } of stale) {
+        const why = await whyNotBuildable(target, o.unbuildable.here);
+        if (why !== undefined) reasons.set(target, why);
       }
       if (reasons.size) {
         const skipping = o.unbuildable.mode === 'skip';
@@ -215,13 +203,13 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
             hint: 'nothing was built; build them where they can be built, leave them out (--label arch=x86_64), or pass --skip-unbuildable to build the rest and report these',
           });
         for (const line of lines) o.logger.warn(line);
-        for (const { planned, index } of stale) {
-          const why = reasons.get(planned.target);
+        for (const { target, report } of stale) {
+          const why = reasons.get(target);
           if (why === undefined) continue;
-          results[index]!.status = 'unbuildable';
-          results[index]!.error = why;
+          report.status = 'unbuildable';
+          report.error = why;
         }
-        stale = stale.filter((s) => !reasons.has(s.planned.target));
+        stale = stale.filter((s) => !reasons.has(s.target));
         if (stale.length === 0) return finish(results, false, repo.root);
       }
     }
@@ -229,7 +217,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     const pipeline = await o.makePipeline();
     await checkBuilderPin(
       pipeline,
-      stale.map((s) => s.planned.target),
+      stale.map((s) => s.target),
     );
     if (o.unreachableDrivers) {
       // Every driver source once, before any build: an unreachable one is known now, not after hours of builds.
@@ -237,13 +225,13 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
       let unreachable: Awaited<ReturnType<typeof obtainDriverSources>>;
       try {
         unreachable = await obtainDriverSources(
-          stale.map((s) => s.planned.target),
+          stale.map((s) => s.target),
           (driver) => pipeline.driverDir(driver),
         );
       } catch (err) {
         if (!o.signal?.aborted) throw err;
         // Interrupted while downloading sources: nothing was started; the caller reports the interruption.
-        for (const { index } of stale) results[index]!.status = 'skipped';
+        for (const { report } of stale) report.status = 'skipped';
         return finish(results, false, repo.root);
       }
       if (unreachable.length) {
@@ -255,93 +243,79 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
           });
         for (const line of lines) o.logger.warn(line);
         const dropped = new Map(unreachable.flatMap((u) => u.targets.map((t) => [t, u.error] as const)));
-        for (const { planned, index } of stale) {
-          const error = dropped.get(planned.target);
+        for (const { target, report } of stale) {
+          const error = dropped.get(target);
           if (!error) continue;
-          const r = results[index]!;
-          r.status = 'unreachable';
-          r.errorKind = 'network';
-          r.error = error.message;
+          report.status = 'unreachable';
+          report.errorKind = 'network';
+          report.error = error.message;
         }
-        stale = stale.filter((s) => !dropped.has(s.planned.target));
+        stale = stale.filter((s) => !dropped.has(s.target));
         if (stale.length === 0) return finish(results, false, repo.root);
       }
     }
     const progress = createProgress(o.logger, stale.length, o.jobs);
-    const failures = new Map<number, Failure>();
-    await runScheduled(
-      stale,
-      async ({ planned, index }) => {
-        const target = planned.target;
-        const workDir = o.paths.workDir(target);
-        await removeStaleWorkDirs(o.paths, target);
-        try {
-          const built = await (await import('./build-target.js')).buildTarget(target, pipeline, {
-            workDir,
-            logFile: o.paths.logFile(target),
-            ...(o.signal ? { signal: o.signal } : {}),
-            ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
-          });
-          const published = await repo.publish(target, built.file, built);
-          await rm(workDir, { recursive: true, force: true });
-          return { published, built };
-        } catch (error) {
-          // Interrupted: nothing to inspect, and nothing of it may outlive the run.
-          const keep = !o.signal?.aborted && worthKeeping(error);
-          if (!keep) await rm(workDir, { recursive: true, force: true });
-          failures.set(index, { error, workDir: keep ? workDir : undefined });
-          throw error;
+    const failures = new Map<TargetReport, Failure>();
+    await executeTasks(stale, {
+      jobs: o.jobs,
+      keepGoing: o.keepGoing,
+      ...(o.signal ? { signal: o.signal } : {}),
+      progress,
+      statuses: { failed: 'failed', cancelled: 'cancelled', notStarted: 'skipped' },
+      work: ({ target, report }) =>
+        inWorkDir(
+          o.paths,
+          target,
+          async (workDir) => {
+            const built = await (await import('./build-target.js')).buildTarget(target, pipeline, {
+              workDir,
+              logFile: o.paths.logFile(target),
+              ...(o.signal ? { signal: o.signal } : {}),
+              ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+            });
+            return { published: await repo.publish(target, built.file, built), built };
+          },
+          {
+            keep: (error, workDir) => {
+              // Interrupted: nothing to inspect, and nothing of it may outlive the run.
+              const keep = !o.signal?.aborted && worthKeeping(error);
+              failures.set(report, { error, workDir: keep ? workDir : undefined });
+              return keep;
+            },
+          },
+        ),
+      done: ({ report: r }, { published, built }, ms) => {
+        r.status = 'built';
+        r.publish = published.status;
+        r.sha256 = built.sha256;
+        r.phases = built.phases;
+        const ph = r.phases;
+        const note = `${r.publish !== 'published' ? `${r.publish}; ` : ''}fetch ${formatDuration(ph.fetchMs)}, extract ${formatDuration(ph.extractMs)}, compile ${formatDuration(ph.buildMs)}`;
+        progress.finished(r.label, { ok: true, ms, note });
+      },
+      failed: ({ target, report: r }, failure) => {
+        if (failure.cancelled) {
+          progress.cancelled(r.label);
+          return;
         }
+        r.log = o.paths.logFile(target);
+        const kept = failures.get(r)?.workDir;
+        if (kept) r.workDir = kept;
+        progress.finished(r.label, { ok: false, ms: failure.ms, reason: failure.reason });
       },
-      {
-        jobs: o.jobs,
-        keepGoing: o.keepGoing,
-        ...(o.signal ? { signal: o.signal } : {}),
-        onStart: ({ planned }) => progress.started(planned.target.label),
-        onFinish: ({ planned, index }, outcome) => {
-          const r = results[index]!;
-          if (outcome.status === 'skipped') {
-            r.status = 'skipped';
-            progress.skipped(planned.target.label);
-            return;
-          }
-          r.ms = Math.round(outcome.ms);
-          if (outcome.status === 'ok') {
-            r.status = 'built';
-            r.publish = outcome.value.published.status;
-            r.sha256 = outcome.value.built.sha256;
-            r.phases = outcome.value.built.phases;
-            const ph = r.phases;
-            const note = `${r.publish !== 'published' ? `${r.publish}; ` : ''}fetch ${formatDuration(ph.fetchMs)}, extract ${formatDuration(ph.extractMs)}, compile ${formatDuration(ph.buildMs)}`;
-            progress.finished(planned.target.label, { ok: true, ms: outcome.ms, note });
-            return;
-          }
-          if (o.signal?.aborted) {
-            r.status = 'cancelled';
-            progress.cancelled(planned.target.label);
-            return;
-          }
-          r.status = 'failed';
-          r.errorKind = errorKindOf(outcome.error);
-          r.error = errorMessage(outcome.error);
-          r.log = o.paths.logFile(planned.target);
-          const kept = failures.get(index)?.workDir;
-          if (kept) r.workDir = kept;
-          progress.finished(planned.target.label, { ok: false, ms: outcome.ms, reason: `[${r.errorKind}] ${r.error.split('\n')[0]}` });
-        },
-      },
-    );
-    // Tasks never started because of an earlier failure (or an abort) were skipped by the scheduler without a callback.
-    for (const { index } of stale) if (results[index]!.status === 'would-build') results[index]!.status = 'skipped';
-    progress.stop();
-    for (const { index } of stale) {
-      const failure = failures.get(index);
-      if (failure && results[index]!.status === 'failed') await explainFailure(results[index]!, failure, o.logger);
+    });
+    for (const { report } of stale) {
+      const failure = failures.get(report);
+      if (failure && report.status === 'failed') await explainFailure(report, failure, o.logger);
     }
     return finish(results, false, repo.root);
-  } finally {
-    await repo.close();
-  }
+  });
+}
+
+/** An out-of-date target and its report. */
+interface Stale {
+  target: Target;
+  report: TargetReport;
 }
 
 interface Failure {
@@ -380,27 +354,23 @@ export function summaryLine(report: BuildReport): string {
   if (report.skipped) parts.push(`${report.skipped} not started`);
   if (report.unreachable) parts.push(`${report.unreachable} skipped (driver source unreachable)`);
   if (report.unbuildable) parts.push(`${report.unbuildable} skipped (no builder here)`);
-  return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}; repository ${report.repository}`;
+  return summaryText(report.targets, parts, report.elapsedMs, `; repository ${report.repository}`);
 }
 
 /** The `--json` form: stable field names for machines. */
 export function reportJson(report: BuildReport): string {
-  return `${JSON.stringify(
-    {
-      repository: report.repository,
-      dryRun: report.dryRun,
-      targets: report.targets,
-      built: report.built,
-      upToDate: report.upToDate,
-      failed: report.failed,
-      skipped: report.skipped,
-      unreachable: report.unreachable ?? 0,
-      unbuildable: report.unbuildable ?? 0,
-      cancelled: report.cancelled ?? 0,
-      elapsedMs: Math.round(report.elapsedMs),
-      results: report.results,
-    },
-    null,
-    2,
-  )}\n`;
+  return reportJsonText({
+    repository: report.repository,
+    dryRun: report.dryRun,
+    targets: report.targets,
+    built: report.built,
+    upToDate: report.upToDate,
+    failed: report.failed,
+    skipped: report.skipped,
+    unreachable: report.unreachable ?? 0,
+    unbuildable: report.unbuildable ?? 0,
+    cancelled: report.cancelled ?? 0,
+    elapsedMs: report.elapsedMs,
+    results: report.results,
+  });
 }

@@ -1,16 +1,14 @@
-import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Target } from '../graph/types.js';
-import { LocalRepository } from '../repository/local.js';
 import { writeIndex } from '../repository/index-file.js';
 import { INDEX_VERSION, type ProbeEntry } from '../repository/types.js';
-import { FalcoProbesError, errorMessage, type ErrorKind } from '../util/errors.js';
+import { FalcoProbesError, type ErrorKind } from '../util/errors.js';
 import { sha256File } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import { checkTargetName } from '../util/names.js';
 import { formatDuration } from '../run/progress.js';
-import { runScheduled } from '../run/scheduler.js';
-import { removeStaleWorkDirs, type RunPaths } from '../run/paths.js';
+import { executeTasks, inWorkDir, reportJsonText, summaryText, withLockedRepository } from '../run/execution.js';
+import type { RunPaths } from '../run/paths.js';
 import type { AcceleratorChoice } from './accelerator.js';
 import { noGuestError, noGuestReason, unverifiedProbeError, type LoadVerifier } from './verifier.js';
 import { loadRecord, verdictPasses } from './verify-load.js';
@@ -89,14 +87,8 @@ export function consoleLogFile(paths: RunPaths, target: Target): string {
 
 export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> {
   const t0 = performance.now();
-  const repo = await LocalRepository.openForWrite(o.repositoryDir, {
-    wait: o.waitLock,
-    command: 'falco-probes verify-load',
-    onWait: (h) => o.logger.info(`waiting for the repository lock held by pid ${h.pid} on ${h.host}`),
-    ...(o.signal ? { signal: o.signal } : {}),
-  });
   let accelerator: AcceleratorChoice | undefined;
-  try {
+  return withLockedRepository({ ...o, command: 'falco-probes verify-load' }, async (repo) => {
     // With the lock held nobody else writes the index: this copy is the truth, written whole after each verdict.
     const entries = new Map<string, ProbeEntry>(repo.entries().map((e) => [e.file, e]));
     let writing: Promise<void> = Promise.resolve();
@@ -150,9 +142,14 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
     if (todo.length) {
       const verifier = await o.makeVerifier();
       const progress = verifyProgress(o.logger, todo.length);
-      await runScheduled(
-        todo,
-        async ({ target, entry }) => {
+      await executeTasks(todo, {
+        jobs: verifier.slots,
+        keepGoing: true,
+        ...(o.signal ? { signal: o.signal } : {}),
+        progress,
+        // A VM an interrupt stopped could not be checked: verify-load has always reported it as failed.
+        statuses: { failed: 'failed', cancelled: 'failed', notStarted: 'skipped' },
+        work: async ({ target, entry }) => {
           const probeFile = repo.pathOf(entry.file);
           const onDisk = await sha256File(probeFile).catch(() => undefined);
           if (onDisk?.sha256 !== entry.sha256)
@@ -160,53 +157,34 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
               location: { file: probeFile },
               hint: 'run falco-probes build: it restores the published probe',
             });
-          await removeStaleWorkDirs(o.paths, target);
-          const workDir = o.paths.workDir(target, 'verify');
-          try {
-            const verdict = await verifier.verify(target, probeFile, { workDir, consoleLog: consoleLogFile(o.paths, target) });
-            await record(entry.file, { ...entry, load: loadRecord(verdict) });
-            return verdict;
-          } finally {
-            await rm(workDir, { recursive: true, force: true });
-          }
+          return inWorkDir(
+            o.paths,
+            target,
+            async (workDir) => {
+              const verdict = await verifier.verify(target, probeFile, { workDir, consoleLog: consoleLogFile(o.paths, target) });
+              await record(entry.file, { ...entry, load: loadRecord(verdict) });
+              return verdict;
+            },
+            { purpose: 'verify' },
+          );
         },
-        {
-          jobs: verifier.slots,
-          keepGoing: true,
-          ...(o.signal ? { signal: o.signal } : {}),
-          onStart: () => progress.started(),
-          onFinish: ({ target, report }, outcome) => {
-            if (outcome.status === 'skipped') {
-              report.status = 'skipped';
-              return;
-            }
-            report.ms = Math.round(outcome.ms);
-            if (outcome.status === 'ok') {
-              const v = outcome.value;
-              accelerator ??= v.accelerator;
-              Object.assign(report, {
-                status: 'verified',
-                verdict: v.verdict,
-                message: v.message,
-                kernelImageSha256: v.kernelImageSha256,
-                ...(v.consoleLog ? { consoleLog: v.consoleLog } : {}),
-                ...(v.guestRelease ? { guestRelease: v.guestRelease } : {}),
-              });
-              if (v.guestRelease && v.guestRelease !== target.kernel.release)
-                o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
-              if (v.verdict !== 'loaded') problems.set(target.label, unverifiedProbeError(target, v));
-              progress.finished(target.label, v.verdict, `${v.message} (${v.accelerator.accelerator})`, outcome.ms);
-              return;
-            }
-            report.status = 'failed';
-            report.errorKind = outcome.error instanceof FalcoProbesError ? outcome.error.kind : 'internal';
-            report.error = errorMessage(outcome.error);
-            progress.finished(target.label, 'failed', `[${report.errorKind}] ${report.error.split('\n')[0]}`, outcome.ms);
-          },
+        done: ({ target, report }, v, ms) => {
+          accelerator ??= v.accelerator;
+          Object.assign(report, {
+            status: 'verified',
+            verdict: v.verdict,
+            message: v.message,
+            kernelImageSha256: v.kernelImageSha256,
+            ...(v.consoleLog ? { consoleLog: v.consoleLog } : {}),
+            ...(v.guestRelease ? { guestRelease: v.guestRelease } : {}),
+          });
+          if (v.guestRelease && v.guestRelease !== target.kernel.release)
+            o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
+          if (v.verdict !== 'loaded') problems.set(target.label, unverifiedProbeError(target, v));
+          progress.finished(target.label, v.verdict, `${v.message} (${v.accelerator.accelerator})`, ms);
         },
-      );
-      for (const { report } of todo) if (report.status === 'not-built') report.status = 'skipped';
-      progress.stop();
+        failed: ({ target }, failure) => progress.finished(target.label, 'failed', failure.reason, failure.ms),
+      });
       await writing;
     }
 
@@ -238,9 +216,7 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       ...(accelerator ? { accelerator } : {}),
       elapsedMs: performance.now() - t0,
     };
-  } finally {
-    await repo.close();
-  }
+  });
 }
 
 /**
@@ -303,12 +279,12 @@ export function verifySummaryLine(report: VerifyReport): string {
   if (c.failed) parts.push(`${c.failed} could not be checked`);
   if (c.skipped) parts.push(`${c.skipped} not started`);
   const accel = report.accelerator ? `; ${report.accelerator.accelerator} (${report.accelerator.reason})` : '';
-  return `${report.targets} targets: ${parts.join(', ')} in ${formatDuration(report.elapsedMs)}${accel}`;
+  return summaryText(report.targets, parts, report.elapsedMs, accel);
 }
 
 /** The `--json` form. */
 export function verifyReportJson(report: VerifyReport): string {
-  return `${JSON.stringify(verifyReportObject(report), null, 2)}\n`;
+  return reportJsonText(verifyReportObject(report));
 }
 
 /** The JSON form as a value, for a document that holds it (`build --verify-load --json`). */
