@@ -41,7 +41,7 @@ export function parseCommandArgs(cmd: Command, argv: string[]) {
   }
 }
 
-/** `--mirror NAME=URL` (repeatable) into a map of repository name to mirror list. */
+/** `--mirror NAME=URL` (repeatable) into a map of package archive name (a source definition's `repositories:` entry) to mirror list. */
 export function parseMirrorOverrides(values: unknown): Map<string, string[]> {
   const map = new Map<string, string[]>();
   const list = Array.isArray(values) ? (values as string[]) : values === undefined ? [] : [String(values)];

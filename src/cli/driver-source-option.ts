@@ -25,7 +25,7 @@ export function driverMirrorUsage(indent: string, column: number): string {
   return [
     line('--driver-mirror P=URL', 'fetch a driver tarball whose URL starts with P from URL + the rest'),
     more(`(http(s):// or file://; repeatable; also $${DRIVER_MIRROR_ENV}, pairs`),
-    more('separated by ;). The pin (sha256 or tree) still decides; keys do not change'),
+    more('separated by ;). The source hash (sha256 or tree) still decides; keys do not change'),
   ].join('\n');
 }
 

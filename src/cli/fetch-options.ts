@@ -19,7 +19,7 @@ export function fetchOptionsUsage(indent: string, column: number): string {
   const line = (flag: string, text: string) => `${indent}${flag.padEnd(column - indent.length - 1)} ${text}`;
   const more = (text: string) => `${' '.repeat(column)}${text}`;
   return [
-    line('--mirror NAME=URL', "fetch repository NAME's packages from URL (repeatable); NAME may also be"),
+    line('--mirror NAME=URL', "fetch package archive NAME's packages from URL (repeatable); NAME may also be"),
     more('the archive of a driver shipped in a package (--mirror debian=URL)'),
     line('--fetch-via MODE', "http (the lockfile's mirrors), apt (apt-get download), or auto (default):"),
     more("the mirrors, then the mirrors apt's sources name for the same archive, then apt"),

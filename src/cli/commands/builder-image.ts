@@ -8,12 +8,13 @@ import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'builder-image',
-  summary: 'build (or find) a Docker builder image and print its pin (content identity, clang, gcc)',
+  summary: 'build (or find) a Docker builder image and print its toolchain (content identity, clang, gcc)',
   usage: `usage: falco-probes builder-image [--release R] [--rebuild] [--json]
 
 Finds the image that builder/Dockerfile defines for a Debian release in the
 Docker daemon (DOCKER_HOST), or builds it through the daemon's image build
-API, then asks the image for its toolchain and prints its pin: the content
+API, then asks the image for its toolchain and prints it (the builder
+toolchain of --builder docker; with --release, a compiler image entry): the content
 identity (sha256 of its sorted package list: the same on every machine that
 makes the image from the same archive state), its clang and its gcc.
 
@@ -31,7 +32,7 @@ Dockerfile and the base image>; an image with that tag is reused.
 options:
   --release R   the Debian release the image is made from (default bookworm)
   --rebuild     build again even when the tagged image exists (the id changes, the identity does not)
-  --json        print the pin as JSON
+  --json        print it as JSON
   --verbose     show the image build's output
 `,
   options: { release: { type: 'string' }, rebuild: { type: 'boolean' }, json: { type: 'boolean' }, verbose: { type: 'boolean' } },

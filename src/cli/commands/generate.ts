@@ -9,7 +9,7 @@ import { NOT_OK, OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'generate',
-  summary: 'write probes/<os>/BUILD, generated/Makefile and generated/targets.json from the lockfiles and driver pins',
+  summary: 'write probes/<os>/BUILD, generated/Makefile and generated/targets.json from the lockfiles and kernels/drivers.yaml',
   usage: `usage: falco-probes generate [--check] [--repository DIR|URL] [--json]
 
 Reads kernels/*.lock.yaml and kernels/drivers.yaml and writes, byte-identical

@@ -14,7 +14,7 @@ Prints the kernels of OS, one name per line, in version order.
 
 options:
   --remote              resolve from the mirrors instead of reading kernels/OS.lock.yaml (writes nothing)
-  --mirror NAME=URL     with --remote: use URL for repository NAME (repeatable)
+  --mirror NAME=URL     with --remote: use URL for package archive NAME (repeatable)
   --long                also print machine, uname -v and Falco's kernelversion
   --json                print a JSON array instead: name, release, machine, version (uname -v),
                         kernelVersion and targetId of each kernel

@@ -15,30 +15,30 @@ import { OK } from '../outcome.js';
 
 export const command: Command = {
   name: 'pin',
-  summary: "download a driver's source tarball and write its pin (sha256 or tree hash) into kernels/drivers.yaml",
+  summary: "download a driver's source tarball and write its source hash (sha256 or tree hash) into kernels/drivers.yaml",
   usage: `usage: falco-probes pin [DRIVER [VERSION]] [--update] [--tree]
 
 Downloads the source tarball of DRIVER (every driver with a source.url when no
 DRIVER is named; every version of DRIVER unless VERSION is named) and writes its
-pin into kernels/drivers.yaml, keeping the file's comments and layout:
+source hash into kernels/drivers.yaml, keeping the file's comments and layout:
 - source.tree (the tree hash of the unpacked content after \`strip\`, as a local
-  directory's identity is computed) for a driver pinned by tree, or with --tree;
-  the way to pin archives whose bytes are not promised to stay the same
+  directory's identity is computed) for a driver hashed by tree, or with --tree;
+  the way to fix tarballs whose bytes are not promised to stay the same
   (GitHub's). The verified tree is kept in the cache, so a build needs no
   second download;
 - source.sha256 (of the tarball's bytes) otherwise.
 The tarball must hold the driver's folders (bpfDir, kmodDir) after \`strip\`.
-A driver without a pin has no key, so it gets no targets and \`build\` refuses
+A driver without a source hash has no key, so it gets no targets and \`build\` refuses
 it: run this on a machine that can download it (or with --driver-mirror).
-Drivers shipped in a package (source.deb) are pinned by the package's sha256
+Drivers shipped in a package (source.deb) are fixed by the package's sha256
 already, and local directories by their tree hash: nothing to do for them.
 
-An existing pin that differs from the download is refused (the tarball
+An existing source hash that differs from the download is refused (the tarball
 changed upstream, or the URL now points elsewhere) unless --update is given.
 
 options:
-  --update               replace an existing pin that differs from the download
-  --tree                 pin an unpinned driver by tree hash rather than sha256
+  --update               replace an existing source hash that differs
+  --tree                 hash a driver that has no source hash by its tree rather than sha256
   --cache DIR            package cache (default: $XDG_CACHE_HOME/falco-probes/packages)
 ${driverMirrorUsage('  ', 25)}
 `,

@@ -13,7 +13,7 @@ export const command: Command = {
   summary: 'print a Please remote_file (or a JSON entry) per published probe, with its URL and sha256',
   usage: `usage: falco-probes pins --format please|json (or --json) [--repository URL|DIR] [--base-url URL] [--out FILE]
 
-For a downstream repository: one Please remote_file per published probe, with
+For another project (consumer rules): one Please remote_file per published probe, with
 the URL clients download it from and hashes = ["<sha256>"], so a download that
 differs from what was published fails the consumer's build. --format json gives
 the same list as plain JSON. Names follow Please's target name rules; a "+" in a

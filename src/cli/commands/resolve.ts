@@ -21,8 +21,8 @@ export const command: Command = {
   usage: `usage: falco-probes resolve [OS...] [options]
 
 Reads kernels/<OS>.yaml (every source definition when no OS is named), fetches the
-repository metadata over HTTP, and writes kernels/<OS>.lock.yaml atomically. The
-lockfile is only rewritten when its bytes change.
+signed metadata of its package archives over HTTP, and writes kernels/<OS>.lock.yaml
+atomically. The lockfile is only rewritten when its bytes change.
 
 Every named OS is resolved before any lockfile is written: when one fails (a mirror,
 a definition, a refused removal) the others are still resolved so that every failure
@@ -30,8 +30,9 @@ is reported, and then no lockfile is written at all.
 
 options:
   --check               do not write; exit 1 and show what changed when a lockfile is stale
-  --mirror NAME=URL     use URL for repository NAME instead of its mirrors (repeatable;
-                        later ones are fallbacks). URL is always the repository's base URL
+  --mirror NAME=URL     use URL for package archive NAME (an entry of the definition's
+                        repositories:) instead of its mirrors (repeatable; later ones are
+                        fallbacks). URL is always the archive's base URL
                         (for yum, the folder holding repodata/), never a mirror.list, even
                         when the definition lists mirror.list URLs; yum's $basearch in it
                         is replaced by each architecture (quote it from the shell)
@@ -190,7 +191,7 @@ async function resolveOne(
 ): Promise<PendingLockfile | undefined> {
   const os = source.definition.id;
   const lockPath = lockfilePathFor(kernelsDir, os);
-  options.logger.info(`${os}: resolving ${source.definition.repositories.length} repositories`);
+  options.logger.info(`${os}: resolving ${source.definition.repositories.length} package archives`);
   const lock = await resolveSource(source, options);
   const text = serializeLockfile(lock);
   const oldBytes = await readFileOrUndefined(lockPath);
