@@ -6,6 +6,8 @@
 // FALCO_PROBES_FROM_SOURCE=1 always runs the sources.
 // An installed package (npm pack; npm i -g) ships dist/ and no src/: it runs
 // dist/ and needs no tsx (a devDependency).
+// A `build` whose last run was a complete no-op with nothing changed since
+// ends in ./noop-stamp.js, before either is loaded (docs/PERFORMANCE.md).
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -31,18 +33,34 @@ function newerThan(dir, time) {
 
 const hasSources = existsSync(`${root}src/cli/main.ts`);
 const built = process.env.FALCO_PROBES_FROM_SOURCE === '1' && hasSources ? -1 : builtAt();
-let main;
-if (!hasSources) {
-  if (!existsSync(`${root}dist/cli/main.js`)) {
-    process.stderr.write(`error: ${root} has neither src/ nor a compiled dist/; reinstall falco-probes (its package ships dist/)\n`);
-    process.exit(2);
-  }
-  ({ main } = await import('../dist/cli/main.js'));
-} else if (built >= 0 && !newerThan(`${root}src`, built)) {
-  ({ main } = await import('../dist/cli/main.js'));
-} else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  ({ main } = await import('../src/cli/main.ts'));
+if (!hasSources && !existsSync(`${root}dist/cli/main.js`)) {
+  process.stderr.write(`error: ${root} has neither src/ nor a compiled dist/; reinstall falco-probes (its package ships dist/)\n`);
+  process.exit(2);
 }
-process.exitCode = await main(process.argv.slice(2));
+const compiled = !hasSources || (built >= 0 && !newerThan(`${root}src`, built));
+const argv = process.argv.slice(2);
+let replayed = false;
+if (argv.includes('build')) {
+  try {
+    const { STAMP_GLOBAL, replayNoop, stampContext } = await import('./noop-stamp.js');
+    const context = stampContext(argv, root, compiled);
+    if (context) {
+      replayed = replayNoop(context);
+      globalThis[STAMP_GLOBAL] = context;
+    }
+  } catch {
+    // Any doubt about the stamp: the normal path decides (and writes it again).
+    replayed = false;
+  }
+}
+if (replayed) process.exitCode = 0;
+else {
+  let main;
+  if (compiled) ({ main } = await import('../dist/cli/main.js'));
+  else {
+    const { register } = await import('tsx/esm/api');
+    register();
+    ({ main } = await import('../src/cli/main.ts'));
+  }
+  process.exitCode = await main(argv);
+}

@@ -7,6 +7,7 @@ import { REASON_TEXT } from '../../run/plan.js';
 import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/runner.js';
 import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
+import { noopStamp } from '../../run/noop-stamp.js';
 import { buildableHere } from '../../run/buildable.js';
 import { hostArch } from '../../builders/host-facts.js';
 import { parseShard, inShard } from '../../repository/shard.js';
@@ -111,6 +112,14 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
     const builderChoice = parseBuilderOptions(values);
     const driverMirrors = parseDriverMirrors(values);
+    // A complete no-op leaves a stamp that bin/ replays until something it records changes; anything else removes it.
+    const stamp = dryRun
+      ? undefined
+      : noopStamp(ctx.root, {
+          verifyAll: values['verify-all'] === true,
+          verifyLoad: values['load-test'] === true || values['verify-load'] === true,
+          builder: builderChoice.kind,
+        });
     if (values['verify-load'] === true)
       ctx.logger.warn('--verify-load is the old name of --load-test, accepted until the next release; use --load-test');
 
@@ -185,6 +194,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
             ...(cacheDir !== undefined ? { cacheDir } : {}),
           }),
       });
+      stamp?.ran({ report, aborted: signal.aborted, graph, targets, repositoryDir });
       const verifying = (values['load-test'] === true || values['verify-load'] === true) && !dryRun;
       // With --load-test the build report waits for the load test's report: stdout holds one JSON document.
       if (json && !verifying) ctx.stdout.write(reportJson(report));
