@@ -1,20 +1,18 @@
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
 import { FalcoProbesError, errorMessage } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
-import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
+import { runPaths } from '../../run/paths.js';
 import { REASON_TEXT } from '../../run/plan.js';
 import { reportJson, runBuild, summaryLine, type BuildReport } from '../../run/runner.js';
-import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { noopStamp } from '../../run/noop-stamp.js';
 import { buildableHere } from '../../run/buildable.js';
 import { hostArch } from '../../builders/host-facts.js';
-import { parseShard, inShard } from '../../repository/shard.js';
 import { builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 import type { Target } from '../../graph/types.js';
 import { parsePositiveInt, type Command } from '../context.js';
+import { inSelectedShard, parseSelection, selectedTargets, selectionOptions, selectionUsage } from '../selection-options.js';
 import { interrupted, okIf, worse } from '../outcome.js';
 import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 
@@ -43,9 +41,7 @@ options:
                              was last read and found to hold the index's bytes is not read again
                              (git's rule, with its racy-timestamp check: see docs/PERFORMANCE.md)
       --json                 print a machine-readable summary on stdout
-      --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
-      --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
-      --wait-lock            wait for another runner's lock on the repository instead of failing
+${selectionUsage(['label', 'repository', 'wait-lock'], '      ', 29)}
 ${fetchOptionsUsage('      ', 29)}
       --timeout SECONDS      time limit of one build (default 1800)
       --shard I/N            build only shard I of N (targets split by key; see falco-probes plan)
@@ -76,18 +72,14 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
 --skip-unreachable-drivers or --skip-unbuildable), 1 when any failed, 2 for bad input.
 `,
   options: {
-    jobs: { type: 'string', short: 'j' },
     'keep-going': { type: 'boolean', short: 'k' },
     'dry-run': { type: 'boolean', short: 'n' },
     explain: { type: 'boolean' },
     'verify-all': { type: 'boolean' },
     json: { type: 'boolean' },
-    label: { type: 'string', multiple: true },
-    repository: { type: 'string' },
-    'wait-lock': { type: 'boolean' },
+    ...selectionOptions('jobs', 'label', 'repository', 'wait-lock', 'shard'),
     ...fetchOptions,
     timeout: { type: 'string' },
-    shard: { type: 'string' },
     ...driverMirrorOptions,
     'skip-unreachable-drivers': { type: 'boolean' },
     'skip-unbuildable': { type: 'boolean' },
@@ -99,17 +91,14 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
     // Check every option before reading anything.
-    const jobs = parsePositiveInt(values['jobs'], '--jobs', availableParallelism());
+    const selection = parseSelection(values, ctx.root);
+    const { jobs, labels, repositoryDir } = selection;
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     // --cache, resolved once: the package cache (and, beside it, the Docker pin memo).
     const { via, cacheDir, mirrorOverrides, downloads } = parseFetchOptions(values);
-    const labels = (values['label'] as string[] | undefined) ?? [];
-    parseLabels(labels);
     const dryRun = values['dry-run'] === true;
     const explain = values['explain'] === true;
     const json = values['json'] === true;
-    const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
-    const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
     const builderChoice = parseBuilderOptions(values);
     const driverMirrors = parseDriverMirrors(values);
     // A complete no-op leaves a stamp that bin/ replays until something it records changes; anything else removes it.
@@ -141,7 +130,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
           },
         );
     }
-    let targets: Target[] = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
+    let targets: Target[] = selectedTargets(graph, positionals, selection);
     // The generated Makefile's recipes name the key they were generated for: a stale Makefile is refused, not obeyed.
     const wantedKey = process.env['FALCO_PROBES_KEY'];
     if (wantedKey !== undefined && wantedKey !== '' && !(targets.length === 1 && targets[0]!.key === wantedKey))
@@ -160,7 +149,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     const builder = prepared.builder;
     targets = prepared.targets;
     // A shard is a fixed slice of the keys: every machine computes the same split (falco-probes plan prints it).
-    if (shard) targets = targets.filter((t) => inShard(t.key, shard));
+    targets = inSelectedShard(targets, selection);
 
     return withInterrupts(ctx.logger, async (signal) => {
       const report = await runBuild({
@@ -172,7 +161,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         dryRun,
         explain,
         verifyAll: values['verify-all'] === true,
-        waitLock: values['wait-lock'] === true,
+        waitLock: selection.waitLock,
         logger: ctx.logger,
         timeoutMs: timeoutS * 1000,
         signal,
@@ -235,7 +224,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
             mirrorOverrides,
             allowUnverified: values['allow-unverified'] === true,
             force: false,
-            waitLock: values['wait-lock'] === true,
+            waitLock: selection.waitLock,
             repositoryDir,
             ...(cacheDir !== undefined ? { cacheDir } : {}),
           },

@@ -1,16 +1,14 @@
 import { buildableHere, unbuildableLines, whyNotBuildable } from '../../run/buildable.js';
 import type { Target } from '../../graph/types.js';
-import { resolve } from 'node:path';
 import { FalcoProbesError } from '../../util/errors.js';
 import { loadBuildGraph } from '../../graph/load.js';
 import { LocalRepository } from '../../repository/local.js';
-import { parseShard, parseShardCount, type Shard } from '../../repository/shard.js';
+import { parseShardCount } from '../../repository/shard.js';
 import { planShards, renderGithubMatrix, renderPlanJson, renderPlanText } from '../../run/shard-plan.js';
-import { DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
 import { planTargets } from '../../run/plan.js';
-import { parseLabels, selectTargets } from '../../run/select.js';
 import { unloadedProbes } from '../../verify/run.js';
 import type { Command } from '../context.js';
+import { parseSelection, selectedTargets, selectionOptions, selectionUsage } from '../selection-options.js';
 import { OK } from '../outcome.js';
 
 const FORMATS = ['github-matrix', 'json', 'text'] as const;
@@ -39,16 +37,13 @@ patterns (default //probes/...): //probes/..., //probes/<os>/..., //probes/<os>:
 options:
   --shards N             the number of shards (1 to 256)
   --shard i/N            only list shard i (json and text forms)
-  --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
-  --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
+${selectionUsage(['label', 'repository'], '  ', 25)}
 `,
   options: {
     shards: { type: 'string' },
-    shard: { type: 'string' },
     format: { type: 'string' },
     json: { type: 'boolean' },
-    label: { type: 'string', multiple: true },
-    repository: { type: 'string' },
+    ...selectionOptions('shard', 'label', 'repository'),
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
@@ -57,20 +52,18 @@ options:
     const format = (values['format'] ?? (values['json'] === true ? 'json' : 'text')) as string;
     if (!(FORMATS as readonly string[]).includes(format))
       throw new FalcoProbesError('usage', `--format expects one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
-    const only: Shard | undefined = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
+    const selection = parseSelection(values, ctx.root);
+    const only = selection.shard;
     const count = values['shards'] !== undefined ? parseShardCount(values['shards']) : only?.count;
     if (count === undefined) throw new FalcoProbesError('usage', 'plan needs --shards N', { hint: 'see: falco-probes plan --help' });
     if (only && only.count !== count)
       throw new FalcoProbesError('usage', `--shard ${values['shard']} does not agree with --shards ${count}`);
     if (only && format === 'github-matrix')
       throw new FalcoProbesError('usage', '--shard lists one shard; the github-matrix form is for all of them');
-    const labels = (values['label'] as string[] | undefined) ?? [];
-    parseLabels(labels);
-    const repositoryDir = resolve(ctx.root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR);
 
     const graph = await loadBuildGraph(ctx.root);
-    const targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
-    const repo = await LocalRepository.read(repositoryDir);
+    const targets = selectedTargets(graph, positionals, selection);
+    const repo = await LocalRepository.read(selection.repositoryDir);
     const planned = await planTargets(targets, repo);
     const plan = planShards(planned, count);
     ctx.logger.info(

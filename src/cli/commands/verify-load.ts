@@ -1,18 +1,16 @@
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
 import type { FetchVia } from '../../fetch/types.js';
 import { loadBuildGraph } from '../../graph/load.js';
 import type { Target } from '../../graph/types.js';
-import { inShard, parseShard } from '../../repository/shard.js';
-import { runPaths, DEFAULT_REPOSITORY_DIR } from '../../run/paths.js';
+import { runPaths } from '../../run/paths.js';
 import { createPipeline } from '../../run/pipeline.js';
-import { parseLabels, selectTargets } from '../../run/select.js';
 import { withInterrupts } from '../../run/interrupt.js';
 import { parseAcceleratorRequest, type AcceleratorRequest } from '../../verify/accelerator.js';
 import { runVerifyLoad, verifyReportJson, verifySummaryLine, type VerifyReport } from '../../verify/run.js';
 import { createLoadVerifier, kernelImageCacheDir } from '../../verify/verifier.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VERIFY_TIMEOUT_MS } from '../../verify/verify-load.js';
 import { parsePositiveInt, type CliContext, type Command } from '../context.js';
+import { inSelectedShard, parseSelection, selectedTargets, selectionOptions, selectionUsage } from '../selection-options.js';
 import { interrupted, NOT_OK, OK, type Outcome } from '../outcome.js';
 import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
 
@@ -52,41 +50,33 @@ options:
       --memory MIB           guest memory (default ${DEFAULT_MEMORY_MIB})
       --accel MODE           kvm, tcg, or auto: KVM when a bounded first boot shows it works (default)
       --json                 print a machine-readable report on stdout
-      --label KEY=VALUE      only targets with this label (os, driver, arch, kind, flavour); repeatable
+${selectionUsage(['label'], '      ', 29)}
       --shard I/N            only the targets of shard I of N (the split of falco-probes plan and build --shard)
-      --repository DIR       the local repository (default: ${DEFAULT_REPOSITORY_DIR}/ under the project root)
-      --wait-lock            wait for another runner's lock on the repository instead of failing
+${selectionUsage(['repository', 'wait-lock'], '      ', 29)}
 ${fetchOptionsUsage('      ', 29)}
 
 exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherwise (each probe that
 did not load, or could not be booted, is named on stderr), 2 for bad input.
 `,
   options: {
-    jobs: { type: 'string', short: 'j' },
     'allow-unverified': { type: 'boolean' },
     force: { type: 'boolean' },
     timeout: { type: 'string' },
     memory: { type: 'string' },
     accel: { type: 'string' },
     json: { type: 'boolean' },
-    label: { type: 'string', multiple: true },
-    shard: { type: 'string' },
-    repository: { type: 'string' },
-    'wait-lock': { type: 'boolean' },
+    ...selectionOptions('jobs', 'label', 'shard', 'repository', 'wait-lock'),
     ...fetchOptions,
   },
   allowPositionals: true,
   async run({ values, positionals }, ctx) {
     // Check every option before reading anything.
     const options = parseVerifyOptions(values, ctx.root);
-    const labels = (values['label'] as string[] | undefined) ?? [];
-    parseLabels(labels);
-    const shard = typeof values['shard'] === 'string' ? parseShard(values['shard']) : undefined;
+    const selection = parseSelection(values, ctx.root);
 
     const graph = await loadBuildGraph(ctx.root, { logger: ctx.logger });
-    let targets = selectTargets(graph.targets, { patterns: positionals, labels, knownOs: graph.oses });
     // The same split as plan and build --shard: a CI shard verifies what it built.
-    if (shard) targets = targets.filter((t) => inShard(t.key, shard));
+    const targets = inSelectedShard(selectedTargets(graph, positionals, selection), selection);
 
     return withInterrupts(ctx.logger, async (signal) => {
       const { report, outcome } = await runVerifyStep(ctx, targets, options, signal);
@@ -117,8 +107,9 @@ export interface VerifyStepOptions {
 /** verify-load's options, checked (usage errors before anything is read). */
 export function parseVerifyOptions(values: Record<string, unknown>, root: string): VerifyStepOptions {
   const fetch = parseFetchOptions(values);
+  const { jobs, waitLock, repositoryDir } = parseSelection(values, root);
   return {
-    jobs: parsePositiveInt(values['jobs'], '--jobs', availableParallelism()),
+    jobs,
     timeoutS: parsePositiveInt(values['timeout'], '--timeout', DEFAULT_VERIFY_TIMEOUT_MS / 1000),
     memoryMiB: parsePositiveInt(values['memory'], '--memory', DEFAULT_MEMORY_MIB),
     downloads: fetch.downloads,
@@ -127,8 +118,8 @@ export function parseVerifyOptions(values: Record<string, unknown>, root: string
     mirrorOverrides: fetch.mirrorOverrides,
     allowUnverified: values['allow-unverified'] === true,
     force: values['force'] === true,
-    waitLock: values['wait-lock'] === true,
-    repositoryDir: resolve(root, (values['repository'] as string | undefined) ?? DEFAULT_REPOSITORY_DIR),
+    waitLock,
+    repositoryDir,
     ...(fetch.cacheDir !== undefined ? { cacheDir: fetch.cacheDir } : {}),
   };
 }
