@@ -1,7 +1,11 @@
 import { resolve } from 'node:path';
 import { FalcoProbesError } from '../util/errors.js';
 import type { FetchVia } from '../fetch/types.js';
-import { parseMirrorOverrides, parsePositiveInt } from './context.js';
+import type { Builder } from '../builders/types.js';
+import type { UrlRewrite } from '../fetch/driver-source.js';
+import type { Target } from '../graph/types.js';
+import type { PipelineOptions } from '../run/pipeline.js';
+import { parseMirrorOverrides, parsePositiveInt, type CliContext } from './context.js';
 
 // The option group of every command that fetches a lockfile's packages
 // (build, build-probe, load-test): where packages come from, how, and
@@ -40,6 +44,31 @@ export interface FetchChoice {
   /** --cache, resolved (absent: the default cache). */
   cacheDir?: string;
   downloads: number;
+}
+
+/**
+ * What a build's pipeline (run/pipeline.ts) takes from the command line: the
+ * project, this group's choice, the driver mirrors and the builder (build and
+ * build-probe alike).
+ */
+export function pipelineOptions(
+  ctx: Pick<CliContext, 'root' | 'kernelsDir' | 'logger'>,
+  fetch: FetchChoice,
+  run: { targets: readonly Target[]; signal: AbortSignal; driverMirrors: readonly UrlRewrite[]; builder?: Builder | undefined },
+): PipelineOptions {
+  return {
+    projectRoot: ctx.root,
+    kernelsDir: ctx.kernelsDir,
+    targets: run.targets,
+    mirrorOverrides: fetch.mirrorOverrides,
+    via: fetch.via,
+    downloads: fetch.downloads,
+    logger: ctx.logger,
+    signal: run.signal,
+    driverMirrors: run.driverMirrors,
+    ...(run.builder ? { builder: run.builder } : {}),
+    ...(fetch.cacheDir !== undefined ? { cacheDir: fetch.cacheDir } : {}),
+  };
 }
 
 /** The group's values, checked (a bad value is a usage error naming the option). */

@@ -12,7 +12,7 @@ import { checkBuilderPin } from '../../run/runner.js';
 import { nearMatches, selectTargets } from '../../run/select.js';
 import { parsePositiveInt, type Command } from '../context.js';
 import { OK } from '../outcome.js';
-import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
+import { fetchOptions, fetchOptionsUsage, parseFetchOptions, pipelineOptions } from '../fetch-options.js';
 import { BUILDER_ENV, builderOptions, builderOptionsUsage, parseBuilderOptions, prepareBuilder } from '../builder-option.js';
 import { DRIVER_MIRROR_ENV, driverMirrorOptions, driverMirrorUsage, parseDriverMirrors } from '../driver-source-option.js';
 
@@ -65,7 +65,8 @@ ${builderOptionsUsage('  ', 25)}
       throw new FalcoProbesError('usage', `--out ${values['out']} names a directory; it must name the probe file to write`, {
         hint: 'e.g. --out probe.o (or --out DIR/NAME.ko)',
       });
-    const { via, cacheDir, mirrorOverrides, downloads } = parseFetchOptions(values);
+    const fetch = parseFetchOptions(values);
+    const { cacheDir } = fetch;
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     const builderChoice = parseBuilderOptions(values);
     const driverMirrors = parseDriverMirrors(values);
@@ -120,19 +121,7 @@ ${builderOptionsUsage('  ', 25)}
     const workDir = paths.workDir(target, 'probe');
     const logFile = paths.logFile(target);
     return withInterrupts(ctx.logger, async (signal) => {
-      const pipeline = await createPipeline({
-        projectRoot: ctx.root,
-        kernelsDir: ctx.kernelsDir,
-        targets: [target],
-        mirrorOverrides,
-        via,
-        downloads,
-        logger: ctx.logger,
-        signal,
-        driverMirrors,
-        ...(builder ? { builder } : {}),
-        ...(cacheDir !== undefined ? { cacheDir } : {}),
-      });
+      const pipeline = await createPipeline(pipelineOptions(ctx, fetch, { targets: [target], signal, driverMirrors, builder }));
       await checkBuilderPin(pipeline, [target]);
       await removeStaleWorkDirs(paths, target);
       const t0 = performance.now();

@@ -14,7 +14,7 @@ import type { Target } from '../../graph/types.js';
 import { parsePositiveInt, type Command } from '../context.js';
 import { inSelectedShard, parseSelection, selectedTargets, selectionOptions, selectionUsage } from '../selection-options.js';
 import { interrupted, okIf, worse } from '../outcome.js';
-import { fetchOptions, fetchOptionsUsage, parseFetchOptions } from '../fetch-options.js';
+import { fetchOptions, fetchOptionsUsage, parseFetchOptions, pipelineOptions } from '../fetch-options.js';
 
 export const command: Command = {
   name: 'build',
@@ -95,7 +95,8 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
     const { jobs, labels, repositoryDir } = selection;
     const timeoutS = parsePositiveInt(values['timeout'], '--timeout', 1800);
     // --cache, resolved once: the package cache (and, beside it, the Docker pin memo).
-    const { via, cacheDir, mirrorOverrides, downloads } = parseFetchOptions(values);
+    const fetch = parseFetchOptions(values);
+    const { cacheDir, via, mirrorOverrides, downloads } = fetch;
     const dryRun = values['dry-run'] === true;
     const explain = values['explain'] === true;
     const json = values['json'] === true;
@@ -169,19 +170,7 @@ exit status: 0 when every selected target is up to date or built (or skipped wit
         unbuildable: { mode: values['skip-unbuildable'] === true ? 'skip' : 'fail', here: buildableHere() },
         // Loaded only when something is out of date: fetchers, extractors and builders are most of the tool.
         makePipeline: async () =>
-          (await import('../../run/pipeline.js')).createPipeline({
-            projectRoot: ctx.root,
-            kernelsDir: ctx.kernelsDir,
-            targets,
-            mirrorOverrides,
-            via,
-            downloads,
-            logger: ctx.logger,
-            signal,
-            driverMirrors,
-            ...(builder ? { builder } : {}),
-            ...(cacheDir !== undefined ? { cacheDir } : {}),
-          }),
+          (await import('../../run/pipeline.js')).createPipeline(pipelineOptions(ctx, fetch, { targets, signal, driverMirrors, builder })),
       });
       stamp?.ran({ report, aborted: signal.aborted, graph, targets, repositoryDir });
       const verifying = (values['load-test'] === true || values['verify-load'] === true) && !dryRun;
