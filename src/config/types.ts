@@ -59,7 +59,7 @@ export interface AptKernelSelection {
   /** Optional regular expression on the package version whose named groups become placeholders. */
   versionPattern?: string;
   /**
-   * Optional: the bootable kernel image package name templates (for verify-load), e.g. `linux-image-{release}`.
+   * Optional: the bootable kernel image package name templates (for the load test), e.g. `linux-image-{release}`.
    * Each entry is one package; `a | b` within an entry are alternatives (the first present with the
    * headers' version is used). An entry with no package present is skipped.
    */

@@ -39,7 +39,7 @@ export interface KeyInputs {
 
 /**
  * The packages that enter a key: all but the bootable image. Only
- * verify-load reads the image (and keys its verdicts by the image's sha256);
+ * the load test reads the image (and keys its verdicts by the image's sha256);
  * a new image package (Debian moving a kernel from `-unsigned` to the signed
  * one) changes no artifact, so it moves no key.
  */

@@ -44,7 +44,7 @@ export interface PublishOptions {
   /** How long to wait for another publisher's lock; 0 fails at once. */
   lockWaitMs?: number;
   /**
-   * Hold back artifacts whose recorded load-test verdict (verify-load) is one
+   * Hold back artifacts whose recorded load-test verdict is one
    * of these (`publish --refuse refused`): they stay unpublished and are
    * listed in the report. Artifacts already published are never removed.
    */

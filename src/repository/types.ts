@@ -26,7 +26,7 @@ export interface ProbeEntry {
   driverVersion: string;
   arch: string;
   kind: string;
-  /** Result of loading it into its own kernel (verify-load), when checked. */
+  /** Result of loading it into its own kernel (the load test), when checked. */
   load?: { verdict: 'loaded' | 'refused' | 'no-boot' | 'timeout' | 'unknown'; kernelImageSha256: string; message?: string };
 }
 

@@ -90,7 +90,7 @@ async function compile(o: { gcc: string; source: string; dir: string; binary: st
         `cannot compile the legacy eBPF loader with ${o.gcc}: ${missing ? `${o.gcc} is not installed` : (e.stderr ?? e.message).trim().split('\n').slice(-5).join('\n')}`,
         {
           location: { file: o.source },
-          hint: "verify-load builds it statically with the host's gcc: install gcc and libc6-dev (scripts/setup-debian.sh does)",
+          hint: "the load test builds it statically with the host's gcc: install gcc and libc6-dev (scripts/setup-debian.sh does)",
           cause: err,
         },
       );
@@ -103,7 +103,7 @@ async function compile(o: { gcc: string; source: string; dir: string; binary: st
         hint: "the guest is x86_64 with nothing but busybox: gcc must build static x86_64 programs (Debian's gcc with libc6-dev does)",
       });
     await rename(tmp, o.binary);
-    o.logger?.info(`verify-load: built the legacy eBPF loader in ${Math.round(performance.now() - t0)} ms (${o.binary})`);
+    o.logger?.info(`load test: built the legacy eBPF loader in ${Math.round(performance.now() - t0)} ms (${o.binary})`);
     return data;
   } finally {
     await rm(tmp, { force: true });

@@ -191,7 +191,7 @@ export async function verifyLoad(o: VerifyLoadOptions): Promise<LoadVerdict> {
     await mkdir(dirname(o.consoleLog), { recursive: true });
     await writeFileAtomic(o.consoleLog, consoleText(boots.map((b) => b.vm)));
   }
-  if (vm.aborted) throw new FalcoProbesError('internal', `verify-load of ${o.probeFile} was cancelled`, { cause: o.signal?.reason });
+  if (vm.aborted) throw new FalcoProbesError('internal', `the load test of ${o.probeFile} was cancelled`, { cause: o.signal?.reason });
   const devices = report.verdict?.kind === 'kmod' ? (report.parts?.devices ?? '').split('\n').filter(Boolean) : undefined;
   return {
     ...classified,
