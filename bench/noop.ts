@@ -6,14 +6,19 @@
 // --oses lockfiles and the example driver, so --kernels targets; publishes a
 // tiny probe for each into repository/ with its index (as a finished build
 // leaves it); runs `falco-probes generate` so generated/Makefile and its key
-// stamps exist, and one unmeasured `falco-probes build`, which reads every
-// probe once and records its stat (a no-op after a real build does the same
-// once). Then, in the same run, alternating:
+// stamps exist, and two unmeasured `falco-probes build`s: the first reads
+// every probe once and records its stat (a no-op after a real build does
+// the same once), and writes the no-op stamp; the second must replay it.
+// Then, in the same run, alternating:
 //   - `make -q -f generated/Makefile` (make's own no-op check: stat of every
 //     probe and stamp; it must exit 0),
-//   - `falco-probes build` (the tool's no-op: the graph from its memo, the
-//     index from the repository's memo, a stat of every probe; it must
-//     report 0 built),
+//   - `falco-probes build` (the tool's no-op as it runs: the no-op stamp
+//     replayed by bin/ before any module loads, a stat of every recorded
+//     path; FALCO_PROBES_NOOP_TRACE=1 must say it was replayed, and the
+//     output must report 0 built),
+//   - `falco-probes build` with FALCO_PROBES_NOOP_STAMP=0 (the no-op
+//     computed: the graph from its memo, the index from the repository's
+//     memo, a stat of every probe),
 //   - `falco-probes build --verify-all` (the same, reading and hashing every
 //     probe and index.json: what a no-op cost before the stat memo),
 // each timed by /usr/bin/time (wall, and user + system CPU), and, in a child
@@ -158,6 +163,7 @@ function timed(
   cmd: string,
   args: string[],
   cwd: string,
+  env: Record<string, string> = {},
 ): { ms: number; cpuMs: number; status: number | null; stdout: string; stderr: string } {
   const started = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-f', '%U %S', cmd, ...args], {
@@ -165,7 +171,7 @@ function timed(
     encoding: 'utf8',
     timeout: 300_000,
     maxBuffer: 256 * 1024 * 1024,
-    env: { ...process.env, CI: 'true' },
+    env: { ...process.env, CI: 'true', ...env },
   });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const [user, sys] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
@@ -190,24 +196,39 @@ async function main(): Promise<void> {
     const targets = reuse
       ? (JSON.parse(await readFile(join(root, 'repository', 'index.json'), 'utf8')) as { probes: unknown[] }).probes.length
       : await publishAll(root);
-    const noop = (args: string[]) => {
-      const build = timed(process.execPath, [BIN, 'build', ...args], root);
+    const noop = (args: string[], env: Record<string, string> = {}) => {
+      const build = timed(process.execPath, [BIN, 'build', ...args], root, env);
       if (build.status !== 0) throw new Error(`build failed: ${build.stderr}`);
       if (!build.stderr.includes(`${targets} targets: 0 built, ${targets} up to date`))
         throw new Error(`the no-op build was not a no-op: ${build.stderr.slice(0, 300)}`);
       return build;
     };
-    noop([]); // reads every probe once and records its stat (unmeasured)
+    /**
+     * The stamp's fast path, proven by its trace line (and the same no-op output). Another session editing src/
+     * changes the code (the stamp's key): that run writes the stamp again, and the measurement is taken again.
+     */
+    const replayed = () => {
+      for (let attempt = 0; ; attempt++) {
+        const build = noop([], { FALCO_PROBES_NOOP_TRACE: '1' });
+        if (build.stderr.includes('noop stamp: replayed ')) return build;
+        if (attempt === 2 || !build.stderr.includes('noop stamp: not used: other code'))
+          throw new Error(`the no-op stamp was not replayed: ${build.stderr.slice(0, 600)}`);
+      }
+    };
+    noop([]); // reads every probe once and records its stat, writes the no-op stamp (unmeasured)
+    replayed(); // unmeasured
     const loadBefore = await loadAverage();
     const makes: ReturnType<typeof timed>[] = [];
     const builds: ReturnType<typeof timed>[] = [];
+    const computed: ReturnType<typeof timed>[] = [];
     const verifyAll: ReturnType<typeof timed>[] = [];
     const phases: Phases[] = [];
     for (let r = 0; r < runs; r++) {
       const make = timed('make', ['-q', '-f', 'generated/Makefile'], root);
       if (make.status !== 0) throw new Error(`make -q says something is out of date (exit ${make.status}): ${make.stderr}`);
       makes.push(make);
-      builds.push(noop([]));
+      builds.push(replayed());
+      computed.push(noop([], { FALCO_PROBES_NOOP_STAMP: '0' }));
       verifyAll.push(noop(['--verify-all']));
       const c = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--child', root], { encoding: 'utf8', timeout: 300_000 });
       if (c.status !== 0) throw new Error(`child failed: ${c.stderr}`);
@@ -230,7 +251,8 @@ async function main(): Promise<void> {
     console.log('| run | wall | / make -q | CPU (user + sys) | / make -q |');
     console.log('| --- | ---: | ---: | ---: | ---: |');
     console.log(row('`make -q -f generated/Makefile`', makes));
-    console.log(row('`falco-probes build` (bin/falco-probes.js, compiled dist/ when fresh)', builds, true));
+    console.log(row('`falco-probes build` (bin/falco-probes.js: the no-op stamp replayed)', builds, true));
+    console.log(row('`FALCO_PROBES_NOOP_STAMP=0 falco-probes build` (the no-op computed, compiled dist/ when fresh)', computed));
     console.log(row('`falco-probes build --verify-all` (reads and hashes every probe and index.json)', verifyAll));
     console.log(`| the no-op's work in-process (modules loaded) | ${fmt(inProcess)} | ${(inProcess / make).toFixed(2)} | | |`);
     console.log(
