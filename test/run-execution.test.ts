@@ -45,6 +45,12 @@ interface Item {
 const itemsOf = (count: number): Item[] =>
   Array.from({ length: count }, (_, n) => ({ n, report: { label: `//t:${n}`, status: 'waiting' } }));
 
+/** build's statuses: an interrupted task is cancelled. */
+const STATUSES = { failed: 'failed', cancelled: 'cancelled', notStarted: 'skipped' } as const;
+const markDone = (item: Item) => {
+  item.report.status = 'done';
+};
+
 /** Progress that records what the skeleton told it. */
 function recordingProgress() {
   const events: string[] = [];
@@ -120,7 +126,7 @@ test('at most `jobs` tasks at once; each report gets its ms and status, a failur
     jobs: 3,
     keepGoing: true,
     progress,
-    statuses: { failed: 'failed', cancelled: 'cancelled', notStarted: 'skipped' },
+    statuses: STATUSES,
     work: async ({ n }) => {
       running++;
       most = Math.max(most, running);
@@ -171,14 +177,12 @@ test('without keepGoing the first failure starts nothing more: the running ones 
     jobs: 2,
     keepGoing: false,
     progress,
-    statuses: { failed: 'failed', cancelled: 'cancelled', notStarted: 'skipped' },
+    statuses: STATUSES,
     work: async ({ n }) => {
       await sleep(n === 0 ? 10 : 60);
       if (n === 0) throw new FalcoProbesError('network', 'unreachable');
     },
-    done: (item) => {
-      item.report.status = 'done';
-    },
+    done: markDone,
     failed: () => {},
   });
   assert.deepEqual(
@@ -199,16 +203,14 @@ test('an interrupt: running tasks are cancelled, not failed (or failed where the
       keepGoing: true,
       signal: interrupt.signal,
       progress: recordingProgress(),
-      statuses: { failed: 'failed', cancelled: cancelledAs, notStarted: 'skipped' },
+      statuses: { ...STATUSES, cancelled: cancelledAs },
       // A task that takes until it is stopped, as a compile or a VM does.
       work: ({ n }) =>
         new Promise<void>((resolve, reject) => {
           if (n === 0) setTimeout(resolve, 10);
           else interrupt.signal.addEventListener('abort', () => reject(new Error(`task ${n} was cancelled`)), { once: true });
         }),
-      done: (item) => {
-        item.report.status = 'done';
-      },
+      done: markDone,
       failed: (_item, failure) => failures.push(failure),
     });
     await sleep(100);
