@@ -204,15 +204,6 @@ export function driverLabel(driver: Pick<DriverPin, 'name' | 'version'>): string
 }
 
 /**
- * Set `drivers[name].source.sha256` in the text of drivers.yaml and return
- * the new text (see setDriverPin). `driver` is a name, or a name and version
- * when several drivers share the name.
- */
-export function setDriverSha256(text: string, file: string, driver: string | { name: string; version: string }, sha256: string): string {
-  return setDriverPin(text, file, driver, 'sha256', sha256);
-}
-
-/**
  * Set a tarball pin (`source.sha256` or `source.tree`) of one driver in the
  * text of drivers.yaml and return the new text. The yaml Document API finds
  * the nodes; the edit itself is made on the text at their source positions

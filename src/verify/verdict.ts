@@ -26,9 +26,6 @@ import type { VmOutcome } from './qemu.js';
 
 export type VerdictKind = 'loaded' | 'refused' | 'no-boot' | 'timeout' | 'unknown';
 
-/** Every verdict kind, in the order reports list them. */
-export const VERDICT_KINDS: readonly VerdictKind[] = ['loaded', 'refused', 'no-boot', 'timeout', 'unknown'];
-
 /** What the guest's verdict line says. */
 export type GuestVerdict =
   | { kind: 'bpf'; bpftoolExit: number; programs: number; bpffs: boolean }
