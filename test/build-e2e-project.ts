@@ -124,6 +124,11 @@ ${o.extraDrivers ?? ''}`,
   );
 }
 
+/** A drivers.yaml entry (YAML text for `extraDrivers`) for an eBPF probe in a folder of the project: examples/refused, by default, needs no kernel headers. */
+export function bpfDriverEntry(name: string, version: string, path = 'examples/refused'): string {
+  return `  - name: ${name}\n    version: ${version}\n    source:\n      path: ${path}\n    recipe: kbuild\n    bpfDir: .\n    object: probe.o\n    kinds: [bpf]\n`;
+}
+
 /** A kernel descriptor whose package is never fetched: for runs that compile nothing (dry runs, option checks). */
 export function syntheticKernel(release: string): KernelDescriptor {
   return {

@@ -11,6 +11,7 @@ import {
   inWorkDir,
   reportJsonText,
   summaryText,
+  sweepDeadRuns,
   withLockedRepository,
   type TaskFailure,
   type TaskReport,
@@ -22,8 +23,8 @@ import { createMemoryLogger } from '../src/util/log.js';
 // The runner skeleton that build and verify-load share (src/run/execution.ts):
 // the repository's lock for the run, tasks through the scheduler at most N at
 // once, each task's outcome as a status in its report (failed with its error,
-// cancelled by an interrupt, never started), its work directory, the summary
-// line and the JSON report. Real tasks, real timers, a real lock file.
+// cancelled by an interrupt, never started), its work directory and those of
+// runs that are gone, the summary line and the JSON report. Real tasks, real timers, a real lock file.
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'falco-probes-execution-'));
@@ -283,6 +284,35 @@ test('a work directory per target and run: removed when done or failed, kept whe
     }),
   );
   assert.equal(await exists(paths.workDir(target)), false, 'a failure not kept is removed');
+});
+
+test("what runs that are gone left: their work directories (build's and the load test's), temporaries of the state and the logs; one line", async (t) => {
+  const dir = await tempDir(t);
+  const paths = runPaths(dir);
+  const key = 'b'.repeat(64);
+  // pid 2^22 + 1 is above Linux's pid_max: a run that is gone; this process's parent is alive.
+  const dead = 4194305;
+  const work = join(paths.state, 'work');
+  const gone = [
+    join(work, `${key}-${dead}`),
+    join(work, `${key}-verify-${dead}`),
+    join(paths.state, 'cache', `.graph.json.${dead}.0badc0de.tmp`),
+    join(paths.state, 'logs', 'debian12', `.6.1.0-1-amd64-scap.verify-load.log.${dead}.0badc0de.tmp`),
+  ];
+  const kept = [join(work, `${key}-verify-${process.ppid}`), join(paths.state, 'logs', 'debian12', '6.1.0-1-amd64-scap.verify-load.log')];
+  for (const d of [gone[0]!, gone[1]!, kept[0]!]) await mkdir(join(d, 'tree'), { recursive: true });
+  for (const f of [gone[2]!, gone[3]!, kept[1]!]) {
+    await mkdir(join(f, '..'), { recursive: true });
+    await writeFile(f, 'partial');
+  }
+  const logger = createMemoryLogger();
+  assert.equal(await sweepDeadRuns(paths, logger), 4);
+  assert.deepEqual(logger.lines, ['removed 4 work directories and temporaries of runs that are gone']);
+  for (const p of gone) assert.equal(await exists(p), false, `${p} is removed`);
+  for (const p of kept) assert.equal(await exists(p), true, `${p} stays: its run is alive, or it is no temporary`);
+  assert.equal(await sweepDeadRuns(paths, logger), 0);
+  assert.equal(logger.lines.length, 1, 'nothing removed, nothing said');
+  assert.equal(await sweepDeadRuns(runPaths(join(dir, 'elsewhere')), logger), 0, 'a project without state');
 });
 
 test('the summary line and the JSON report', () => {

@@ -1,9 +1,11 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Target } from '../graph/types.js';
 import { LocalRepository, type RepositoryOptions } from '../repository/local.js';
 import { errorKindOf, errorMessage, type ErrorKind } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { removeStaleWorkDirs, type RunPaths } from './paths.js';
+import { sweepTemporaries } from '../fetch/sweep.js';
+import { removeStaleWorkDirs, sweepRunState, type RunPaths } from './paths.js';
 import { formatDuration } from './progress.js';
 import { runScheduled } from './scheduler.js';
 
@@ -13,8 +15,9 @@ import { runScheduled } from './scheduler.js';
 // the scheduler at most `jobs` at once, progress as each starts and ends,
 // each target's outcome as a status in its report (failed with its error's
 // kind and message; cancelled by an interrupt, not failed; never started),
-// its private work directory, the summary line and the JSON report. A runner
-// supplies its work per target and its own outcome fields.
+// its private work directory (and those runs that are gone left behind), the
+// summary line and the JSON report. A runner supplies its work per target and
+// its own outcome fields.
 
 export interface LockedRunOptions {
   repositoryDir: string;
@@ -144,6 +147,21 @@ export async function inWorkDir<V>(
   }
   await rm(workDir, { recursive: true, force: true });
   return value;
+}
+
+/**
+ * Remove what runs that are gone (killed: nothing of theirs ran to its end)
+ * left in the project's state: their work directories, whichever runner made
+ * them, the state's temporaries and those of the logs (a console log is
+ * written whole under a temporary name); one line says how many. Every run
+ * does it, one with nothing to do too: a few readdirs.
+ */
+export async function sweepDeadRuns(paths: RunPaths, logger: Logger): Promise<number> {
+  let swept = await sweepRunState(paths);
+  const logs = join(paths.state, 'logs');
+  for (const os of await readdir(logs).catch(() => [] as string[])) swept += (await sweepTemporaries(join(logs, os))).length;
+  if (swept) logger.info(`removed ${swept} work director${swept === 1 ? 'y' : 'ies'} and temporaries of runs that are gone`);
+  return swept;
 }
 
 /** The summary's one line for people: `N targets: <parts> in <time><tail>`. */

@@ -8,8 +8,8 @@ import { repositoryMemoPath } from '../repository/memo.js';
 import type { TargetPipeline } from './build-target.js';
 import { planTargets, REASON_TEXT, type PlannedTarget, type StaleReason } from './plan.js';
 import { createProgress, formatDuration } from './progress.js';
-import { executeTasks, inWorkDir, reportJsonText, summaryText, withLockedRepository } from './execution.js';
-import { sweepRunState, type RunPaths } from './paths.js';
+import { executeTasks, inWorkDir, reportJsonText, summaryText, sweepDeadRuns, withLockedRepository } from './execution.js';
+import type { RunPaths } from './paths.js';
 import { unbuildableLines, whyNotBuildable, type BuildableHere } from './buildable.js';
 
 // `build`: plan against the repository's index, then build what is out of
@@ -186,8 +186,7 @@ export async function runBuild(o: BuildRunOptions): Promise<BuildReport> {
     o.logger.info(`${o.targets.length} targets: ${o.targets.length - stale.length} up to date, ${stale.length} to build with -j ${o.jobs}`);
     // Work directories and memo temporaries of dead runs go on every run, one with nothing to build too (two readdirs);
     // the package cache is swept when the pipeline is made (a run killed with cache work in flight left targets to build).
-    const swept = await sweepRunState(o.paths);
-    if (swept) o.logger.info(`removed ${swept} work director${swept === 1 ? 'y' : 'ies'} and temporaries of runs that are gone`);
+    await sweepDeadRuns(o.paths, o.logger);
     if (stale.length === 0) return finish(results, false, repo.root);
     if (o.unbuildable) {
       const reasons = new Map<Target, string>();

@@ -6,8 +6,8 @@ import { FalcoProbesError, type ErrorKind } from '../util/errors.js';
 import { sha256File } from '../util/hash.js';
 import type { Logger } from '../util/log.js';
 import { checkTargetName } from '../util/names.js';
-import { formatDuration } from '../run/progress.js';
-import { executeTasks, inWorkDir, reportJsonText, summaryText, withLockedRepository } from '../run/execution.js';
+import { createProgress, type ProgressWords } from '../run/progress.js';
+import { executeTasks, inWorkDir, reportJsonText, summaryText, sweepDeadRuns, withLockedRepository } from '../run/execution.js';
 import type { RunPaths } from '../run/paths.js';
 import type { AcceleratorChoice } from './accelerator.js';
 import { noGuestError, noGuestReason, unverifiedProbeError, type LoadVerifier } from './verifier.js';
@@ -19,6 +19,9 @@ import type { VerdictKind } from './verdict.js';
 // load the probe, and record the verdict in the probe's index entry. The
 // repository's lock is held for the run, as `build` holds it, and the index
 // is rewritten after each verdict, so an interrupted run keeps what it found.
+// It runs on the skeleton build runs on (run/execution.ts): its lock, its
+// scheduling, its progress (run/progress.ts), its sweep of dead runs' work
+// directories, its cancelled targets.
 
 export interface VerifyRunOptions {
   targets: readonly Target[];
@@ -43,6 +46,8 @@ export type VerifyStatus =
   | 'not-built'
   /** Could not be checked (the image package could not be fetched, the probe file is damaged...). */
   | 'failed'
+  /** Its VM was stopped by an interrupt (SIGINT, SIGTERM), as build's targets are: not a failure, nothing recorded, its work directory removed. */
+  | 'cancelled'
   /** Not started: the run was interrupted. */
   | 'skipped'
   /** No VM here can boot its kernel (an aarch64 kernel): neither loaded nor refused. */
@@ -67,8 +72,15 @@ export interface VerifyReport {
   repository: string;
   targets: number;
   results: VerifyTargetReport[];
-  counts: Record<VerdictKind, number> & { recorded: number; notBuilt: number; failed: number; skipped: number; unverified: number };
-  /** Every checked probe loaded and none was left unverified (or unverified ones are allowed), and nothing failed. */
+  counts: Record<VerdictKind, number> & {
+    recorded: number;
+    notBuilt: number;
+    failed: number;
+    cancelled: number;
+    skipped: number;
+    unverified: number;
+  };
+  /** Every checked probe loaded and none was left unverified (or unverified ones are allowed), and nothing failed or was stopped. */
   passed: boolean;
   /**
    * Why each probe that did not load (now or by its recorded verdict) or
@@ -138,17 +150,18 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       `${o.targets.length} targets: ${todo.length} to verify, ${already} already verified, ${results.length - todo.length - already - unbootable} not built` +
         (unbootable ? `, ${unbootable} that no VM here can boot` : ''),
     );
+    // A killed load test's work directories (initramfs) go as a killed build's do.
+    await sweepDeadRuns(o.paths, o.logger);
 
     if (todo.length) {
       const verifier = await o.makeVerifier();
-      const progress = verifyProgress(o.logger, todo.length);
+      const progress = createProgress(o.logger, todo.length, verifier.slots, { words: LOAD_TEST_WORDS });
       await executeTasks(todo, {
         jobs: verifier.slots,
         keepGoing: true,
         ...(o.signal ? { signal: o.signal } : {}),
         progress,
-        // A VM an interrupt stopped could not be checked: verify-load has always reported it as failed.
-        statuses: { failed: 'failed', cancelled: 'failed', notStarted: 'skipped' },
+        statuses: { failed: 'failed', cancelled: 'cancelled', notStarted: 'skipped' },
         work: async ({ target, entry }) => {
           const probeFile = repo.pathOf(entry.file);
           const onDisk = await sha256File(probeFile).catch(() => undefined);
@@ -181,9 +194,18 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
           if (v.guestRelease && v.guestRelease !== target.kernel.release)
             o.logger.warn(`${target.label}: the guest reported kernel ${v.guestRelease}, not ${target.kernel.release}`);
           if (v.verdict !== 'loaded') problems.set(target.label, unverifiedProbeError(target, v));
-          progress.finished(target.label, v.verdict, `${v.message} (${v.accelerator.accelerator})`, ms);
+          const accel = v.accelerator.accelerator;
+          progress.finished(
+            target.label,
+            v.verdict === 'loaded'
+              ? { ok: true, ms, note: `${v.message}; ${accel}` }
+              : { ok: false, ms, word: v.verdict.toUpperCase(), reason: `${v.message} (${accel})` },
+          );
         },
-        failed: ({ target }, failure) => progress.finished(target.label, 'failed', failure.reason, failure.ms),
+        failed: ({ target }, failure) =>
+          failure.cancelled
+            ? progress.cancelled(target.label)
+            : progress.finished(target.label, { ok: false, ms: failure.ms, reason: failure.reason }),
       });
       await writing;
     }
@@ -198,11 +220,13 @@ export async function runVerifyLoad(o: VerifyRunOptions): Promise<VerifyReport> 
       recorded: count((r) => r.status === 'recorded'),
       notBuilt: count((r) => r.status === 'not-built'),
       failed: count((r) => r.status === 'failed'),
+      cancelled: count((r) => r.status === 'cancelled'),
       skipped: count((r) => r.status === 'skipped'),
       unverified: count((r) => r.status === 'unverified'),
     };
     const passed =
       counts.failed === 0 &&
+      counts.cancelled === 0 &&
       counts.skipped === 0 &&
       (o.allowUnverified || counts.unverified === 0) &&
       results.every((r) => r.verdict === undefined || verdictPasses(r.verdict, o.allowUnverified));
@@ -237,36 +261,8 @@ export function unloadedProbes(
   });
 }
 
-/** A line per finished probe; on a terminal, also a live count. */
-function verifyProgress(logger: Logger, total: number) {
-  const start = performance.now();
-  let done = 0;
-  let running = 0;
-  const redraw = () =>
-    logger.status(
-      `[${done}/${total}] ${running} VM${running === 1 ? '' : 's'} running, ${formatDuration(performance.now() - start)} elapsed`,
-    );
-  const timer = logger.interactive ? setInterval(redraw, 1000) : undefined;
-  timer?.unref();
-  return {
-    started() {
-      running++;
-      redraw();
-    },
-    finished(label: string, what: VerdictKind | 'failed', message: string, ms: number) {
-      running--;
-      done++;
-      const text = `[${done}/${total}] ${what === 'loaded' ? 'loaded' : what.toUpperCase()} ${label}: ${message} in ${formatDuration(ms)}`;
-      if (what === 'loaded') logger.info(text);
-      else logger.error(text);
-      redraw();
-    },
-    stop() {
-      if (timer) clearInterval(timer);
-      logger.done();
-    },
-  };
-}
+/** The load test's progress: `[2/9] loaded //probes/...`, `[2/9] REFUSED ...`, `1 VM running`; each verdict on a terminal too. */
+export const LOAD_TEST_WORDS: ProgressWords = { done: 'loaded', running: { one: 'VM', many: 'VMs' }, everyLineOnTerminal: true };
 
 /** One line for people at the end of a run. */
 export function verifySummaryLine(report: VerifyReport): string {
@@ -277,6 +273,7 @@ export function verifySummaryLine(report: VerifyReport): string {
   if (c.unverified) parts.push(`${c.unverified} unverified (no VM here can boot their kernel)`);
   if (c.notBuilt) parts.push(`${c.notBuilt} not built`);
   if (c.failed) parts.push(`${c.failed} could not be checked`);
+  if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
   if (c.skipped) parts.push(`${c.skipped} not started`);
   const accel = report.accelerator ? `; ${report.accelerator.accelerator} (${report.accelerator.reason})` : '';
   return summaryText(report.targets, parts, report.elapsedMs, accel);

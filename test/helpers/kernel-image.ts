@@ -141,6 +141,16 @@ export function obtainDebianKernelImage(repository = 'bookworm-security'): Promi
   return memo;
 }
 
+/** The image, and the commands that boot it and load a probe in it (qemu, bpftool, busybox; clang compiles the probe): a load test's needs. */
+export async function obtainLoadTestHost(repository = 'bookworm-security'): Promise<KernelImageResult> {
+  const r = await obtainDebianKernelImage(repository);
+  if (!r.ok) return r;
+  const missing = ['qemu-system-x86_64', 'bpftool', 'busybox', 'clang'].filter(
+    (cmd) => spawnSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`]).status !== 0,
+  );
+  return missing.length ? { ok: false, skip: `not installed: ${missing.join(', ')} (scripts/setup-debian.sh installs them)` } : r;
+}
+
 async function obtain(repository: string): Promise<KernelImageResult> {
   const headers = await obtainDebianKernels();
   if (!headers.ok) return headers;

@@ -33,6 +33,12 @@ bpftool, the probe), load every program of the probe with
   timeout     the kernel booted but loading did not finish in time
   unknown     the guest's record did not arrive whole, twice (booted again by the next run)
 
+Each target's status (--json's \`results\`): verified (booted now: its verdict above),
+recorded (its verdict was known), not-built, unverified (no VM here can boot it),
+failed (could not be checked: the image package could not be fetched, the probe is
+damaged), cancelled (its VM was stopped by Ctrl-C or SIGTERM: nothing recorded),
+skipped (not started: the run was interrupted).
+
 Probes that already have a verdict for their current build are not booted
 again (see --force). Needs qemu-system-x86, bpftool and busybox-static.
 Kernels of another machine than x86_64 (aarch64) cannot be booted here: their
@@ -56,7 +62,8 @@ ${selectionUsage(['repository', 'wait-lock'], '      ', 29)}
 ${fetchOptionsUsage('      ', 29)}
 
 exit status: 0 when every checked probe loaded (or --allow-unverified), 1 otherwise (each probe that
-did not load, or could not be booted, is named on stderr), 2 for bad input.
+did not load, or could not be booted, is named on stderr), 2 for bad input, 130 after
+Ctrl-C (SIGINT) and 143 after SIGTERM (the running VMs are stopped, their targets cancelled).
 `,
   options: {
     'allow-unverified': { type: 'boolean' },
