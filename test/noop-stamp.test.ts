@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { PROJECT_ROOT, withTempDir, type RunResult } from './helpers/cli.js';
 import { driversText, kernel, makeProject, writeLockfileFor } from './helpers/graph-project.js';
@@ -24,6 +24,18 @@ import { sha256Hex } from '../src/util/hash.js';
 // target is reported `unbuildable` (--skip-unbuildable) instead of built.
 // The tool runs from a copy of bin/ and src/ taken when the test starts: an
 // edit of the sources is a change of the code, which the stamp's key holds.
+
+/** Whether this machine's find reads its start points from stdin (GNU findutils 4.9 or later): the replay checks stats with it. */
+function findWorks(): boolean {
+  try {
+    return (
+      execFileSync('find', ['-P', '-files0-from', '-', '-maxdepth', '0', '-printf', '%i\\n'], { input: '/\0', stdio: 'pipe' }).length > 0
+    );
+  } catch {
+    return false;
+  }
+}
+const BY_FIND = findWorks() ? /checked by find\)/ : /checked by stat\)/;
 
 const FOREIGN = process.arch === 'arm64' ? 'x86_64' : 'aarch64';
 const ARGS = ['build', '--json', '--skip-unbuildable'];
@@ -103,17 +115,18 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
       assert.deepEqual(r.statuses, statuses);
       return r;
     };
-    const fast = async (args = ARGS, env: Record<string, string> = {}) => {
+    const fast = async (args = ARGS, env: Record<string, string> = {}, how = BY_FIND) => {
       const r = await build(args, env);
       assert.equal(r.fast, true, `the stamp was replayed\n${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`noop stamp: replayed .*${how.source}`), 'checked as the stamp says');
       assert.deepEqual(r.statuses, upToDate);
       return r;
     };
     /** Back to a written stamp: the normal path's no-op writes it, the next run replays it. */
-    const settle = async () => {
-      const r = await slow(upToDate, /noop stamp: not used: /);
+    const settle = async (env: Record<string, string> = {}, how = BY_FIND) => {
+      const r = await slow(upToDate, /noop stamp: not used: /, ARGS, env);
       assert.match(r.stderr, /noop stamp: written /);
-      await fast();
+      await fast(ARGS, env, how);
     };
     /** Edit a file in place keeping its size and (with touch -r) its mtime to the nanosecond: only its ctime says. */
     const sameSizeEdit = async (path: string, edit: (text: string) => string) => {
@@ -174,6 +187,20 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
     await restore();
     await settle();
 
+    // drivers.yaml as a symbolic link: its target checked through stat (find -H), the link through lstat.
+    const driversFile = join(root, 'kernels', 'drivers.yaml');
+    const driversTarget = join(root, 'drivers.target.yaml');
+    await rename(driversFile, driversTarget);
+    await symlink(driversTarget, driversFile);
+    await settle();
+    restore = await sameSizeEdit(driversTarget, (t) => t.replace('14.0.6', '14.0.7'));
+    await slow(['unbuildable', 'unbuildable'], /drivers\.yaml changed/);
+    await restore();
+    await settle();
+    await rm(driversFile);
+    await rename(driversTarget, driversFile);
+    await settle();
+
     // A file of the local driver's tree: its tree hash is in every key.
     restore = await sameSizeEdit(join(root, 'drivers', 'example', 'probe.c'), (t) => t.replace('a probe', 'A probe'));
     await slow(['unbuildable', 'unbuildable'], /probe\.c changed/);
@@ -205,6 +232,15 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
     await rm(join(root, 'kernels', 'other.yaml'));
     await settle();
 
+    // A path recorded as absent appearing: another run's work folder.
+    const work = join(root, '.falco-probes', 'work');
+    assert.equal(existsSync(work), false);
+    await mkdir(work);
+    await slow(upToDate, /\.falco-probes\/work appeared/);
+    await fast();
+    await rm(work, { recursive: true });
+    await settle();
+
     // Another command line or environment: the normal path (and a stamp for it); --verify-all never replays and keeps the stamp.
     const label = [...ARGS, '--label', `arch=${FOREIGN}`];
     await slow(upToDate, /another command line or environment/, label);
@@ -233,6 +269,37 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
     await writeFile(stampFile, text.replace(/ up to date in /, ' up to dote in '));
     await slow(upToDate, /damaged: sha256/);
     await fast();
+
+    // Without find on PATH (PATH is in the key: the normal path writes a stamp checked by statSync), find gone
+    // after the stamp was written, and a find that prints other stats: the stats decide, path by path.
+    const noFind = join(dir, 'no-find');
+    await mkdir(noFind);
+    await slow(upToDate, /another command line or environment/, ARGS, { PATH: noFind });
+    await fast(ARGS, { PATH: noFind }, /checked by stat\)/);
+    restore = await sameSizeEdit(join(repo, files[1]!), (t) => t.replace('probe', 'PROBE'));
+    await slow(['up-to-date', 'unbuildable'], /changed/, ARGS, { PATH: noFind });
+    await restore();
+    await settle({ PATH: noFind }, /checked by stat\)/);
+    const someFind = join(dir, 'some-find');
+    await mkdir(someFind);
+    const findPath = execFileSync('sh', ['-c', 'command -v find'], { encoding: 'utf8' }).trim();
+    await symlink(findPath, join(someFind, 'find'));
+    await settle({ PATH: someFind });
+    await rm(join(someFind, 'find'));
+    await fast(ARGS, { PATH: someFind }, /checked by stat\)/);
+    await writeFile(join(someFind, 'find'), '#!/bin/sh\ncat >/dev/null\necho 1 2 3 4.0000000000 5.0000000000\n');
+    await chmod(join(someFind, 'find'), 0o755);
+    await fast(ARGS, { PATH: someFind }, /checked by stat\)/);
+    restore = await sameSizeEdit(join(root, 'drivers', 'example', 'probe.c'), (t) => t.replace('a probe', 'A probe'));
+    await slow(['unbuildable', 'unbuildable'], /probe\.c changed/, ARGS, { PATH: someFind });
+    await restore();
+    // A stamp written while find prints other stats records that: its replays check by statSync alone.
+    r = await slow(upToDate, /no stamp/, ARGS, { PATH: someFind });
+    assert.match(r.stderr, /noop stamp: written .*checked by stat: find is not there/);
+    await rm(join(someFind, 'find'));
+    await symlink(findPath, join(someFind, 'find'));
+    await fast(ARGS, { PATH: someFind }, /checked by stat\)/);
+    await settle();
 
     // A run that also printed something else (it swept a dead run's temporary) writes no stamp.
     await writeFile(join(root, '.falco-probes', 'cache', '.x.999999999.0123abcd.tmp'), '');

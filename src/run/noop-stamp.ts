@@ -1,4 +1,5 @@
-import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   fsyncSync,
@@ -13,7 +14,6 @@ import {
   type BigIntStats,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { sha256Hex } from '../util/hash.js';
 import type { BuildGraph } from '../graph/load.js';
 import type { Target } from '../graph/types.js';
 import { INDEX_FILE } from '../repository/types.js';
@@ -52,7 +52,12 @@ import type { BuildReport } from './runner.js';
 // any recorded time not older than the run's start (less RACY_MARGIN_MS, for
 // file systems whose clock ticks coarser than this one's) keeps the stamp
 // from being written; the reader also takes git's racy rule against the
-// stamp's own mtime. The output is kept only when every line of it is a
+// stamp's own mtime, on the newest time recorded (the stats being the
+// recorded ones, so is their newest). Each stat is recorded as GNU find's
+// `-printf '%D %i %s %T@ %C@\n'` prints it, so that the reader checks them
+// all by comparing one run of find's output with the stamp; the writer runs
+// that find once and records whether it printed exactly the same (when not,
+// the reader checks with statSync alone). The output is kept only when every line of it is a
 // no-op's own (notice lines of unpinned drivers, the plan's and the
 // summary's lines): a run that also swept a dead run's leftovers or waited
 // for a lock said so once, and that is not replayed.
@@ -60,7 +65,9 @@ import type { BuildReport } from './runner.js';
 const STAMP_GLOBAL = Symbol.for('falco-probes.noop-stamp');
 /** File system timestamps lag the clock by at most a tick (a few ms on Linux); far more than that. */
 export const RACY_MARGIN_MS = 100;
-const MAGIC = 'falco-probes noop stamp 1\n';
+const MAGIC = 'falco-probes noop stamp 2\n';
+/** GNU find's arguments for the paths read with lstat (-P) or stat (-H); bin/noop-stamp.js runs the same. */
+const findArgs = (follow: boolean) => [follow ? '-H' : '-P', '-files0-from', '-', '-maxdepth', '0', '-printf', '%D %i %s %T@ %C@\\n'];
 
 /** The stamp of a project. */
 export const noopStampPath = (projectRoot: string) => join(resolve(projectRoot), STATE_DIR, 'cache', 'noop.stamp');
@@ -125,9 +132,9 @@ export function noopStamp(projectRoot: string, options: NoopStampOptions): NoopS
         return;
       }
       if (!eligible || !chunks) return; // a no-op that changed nothing the stamp records: it stays valid
-      const why = writeStamp(file, key, sinceNs, chunks, outcome.paths());
-      trace(why ?? `written ${file}`);
-      if (why !== undefined) remove(file);
+      const result = writeStamp(file, key, sinceNs, chunks, outcome.paths());
+      trace(result);
+      if (result.startsWith('not written')) remove(file);
     });
   return {
     ran({ report, aborted, graph, targets, repositoryDir }) {
@@ -188,33 +195,79 @@ function walkTree(dir: string, out: Entry[]): void {
   }
 }
 
-const statKey = (st: BigIntStats) => `${st.dev} ${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`;
+/** A time as GNU find's %T@ prints it: the seconds, a point, nine digits of nanoseconds and a 0 (bin/noop-stamp.js reads the same). */
+export function findTime(ns: bigint): string {
+  if (ns < 0n) return `-${findTime(-ns)}`;
+  return `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}0`;
+}
 
-/** Write the stamp; returns why it was not written. */
-function writeStamp(
-  file: string,
-  key: { key: string; code: string },
-  sinceNs: bigint,
-  chunks: Chunk[],
-  entries: Entry[],
-): string | undefined {
+/** A stat as the stamp records it and `find -printf '%D %i %s %T@ %C@\n'` prints it. */
+export const statLine = (st: BigIntStats) => `${st.dev} ${st.ino} ${st.size} ${findTime(st.mtimeNs)} ${findTime(st.ctimeNs)}\n`;
+
+/** Whether GNU find, run as the reader runs it, prints exactly these stats for these paths. */
+function findAgrees(follow: boolean, paths: Buffer, expected: Buffer): boolean {
+  if (expected.length === 0) return true;
+  const r = spawnSync('find', findArgs(follow), {
+    input: paths,
+    env: { LC_ALL: 'C', PATH: process.env['PATH'] ?? '' },
+    maxBuffer: expected.length + 65_536,
+    timeout: 120_000,
+  });
+  return r.error === undefined && r.status === 0 && r.stderr.length === 0 && r.stdout.equals(expected);
+}
+
+/**
+ * Write the stamp; returns why it was not written. A path to be stat'ed
+ * that is no symbolic link is recorded with its lstat (the same values; a
+ * link put there later has another inode), so that the reader checks most
+ * paths with one run of find.
+ */
+function writeStamp(file: string, key: { key: string; code: string }, sinceNs: bigint, chunks: Chunk[], entries: Entry[]): string {
   const output = replayable(chunks);
   if (typeof output === 'string') return `not written: ${output}`;
-  const lines: string[] = [];
+  const groups = [
+    { paths: [] as string[], stats: [] as string[] },
+    { paths: [] as string[], stats: [] as string[] },
+  ] as const;
+  const absent: string[] = [];
+  let newest = 0n;
   for (const { kind, path } of entries) {
-    if (path.includes('\n')) return `not written: a path holds a newline: ${JSON.stringify(path)}`;
-    const st =
-      kind === 's' ? statSync(path, { bigint: true, throwIfNoEntry: false }) : lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    if (/[\n\0]/.test(path)) return `not written: a path holds a newline or NUL: ${JSON.stringify(path)}`;
+    let st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    const follow = kind === 's' && st?.isSymbolicLink() === true;
+    if (follow) st = statSync(path, { bigint: true, throwIfNoEntry: false });
     if (st === undefined) {
-      lines.push(`${kind} - ${path}\n`);
-      continue;
+      if (kind === 's' && !follow) st = statSync(path, { bigint: true, throwIfNoEntry: false }); // gone since its lstat
+      if (st === undefined) {
+        absent.push(`${kind} ${path}\n`);
+        continue;
+      }
+      return `not written: ${path} changed while the run ended`;
     }
     if (st.mtimeNs >= sinceNs || st.ctimeNs >= sinceNs)
       return `not written: ${path} changed while the run read it (or is newer than its start)`;
-    lines.push(`${kind} ${statKey(st)} ${path}\n`);
+    if (st.mtimeNs > newest) newest = st.mtimeNs;
+    if (st.ctimeNs > newest) newest = st.ctimeNs;
+    const group = groups[follow ? 1 : 0];
+    group.paths.push(`${path}\0`);
+    group.stats.push(statLine(st));
   }
-  const body = `${JSON.stringify(output)}\n${lines.join('')}`;
-  const text = `${MAGIC}key ${key.key}\ncode ${key.code}\nsince ${sinceNs}\nbody ${Buffer.byteLength(body)} ${sha256Hex(body)}\n\n${body}`;
+  const sections = groups.map((g) => ({
+    count: g.paths.length,
+    paths: Buffer.from(g.paths.join('')),
+    stats: Buffer.from(g.stats.join('')),
+  }));
+  const useFind = sections.every((g, follow) => findAgrees(follow === 1, g.paths, g.stats));
+  const absentBytes = Buffer.from(absent.join(''));
+  const sizes = sections.flatMap((g) => [g.count, g.paths.length, g.stats.length]);
+  const body = Buffer.concat([
+    Buffer.from(`${JSON.stringify(output)}\n${[...sizes, absentBytes.length].join(' ')}\n`),
+    ...sections.flatMap((g) => [g.paths, g.stats]),
+    absentBytes,
+  ]);
+  const sealed = `${MAGIC}key ${key.key}\ncode ${key.code}\nsince ${sinceNs}\nnewest ${newest}\nfind ${useFind ? 1 : 0}\n`;
+  const seal = createHash('sha256').update(sealed).update(body).digest('hex');
+  const text = Buffer.concat([Buffer.from(`${sealed}body ${body.length} ${seal}\n\n`), body]);
   const tmp = join(dirname(file), `.noop.stamp.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     mkdirSync(dirname(file), { recursive: true });
@@ -230,7 +283,7 @@ function writeStamp(
     remove(tmp);
     return `not written: ${(err as Error).message}`;
   }
-  return undefined;
+  return `written ${file}${useFind ? ' (checked by find)' : ' (checked by stat: find is not there, or did not print the same stats)'}`;
 }
 
 type Chunk = [fd: 1 | 2, text: string];
