@@ -52,7 +52,7 @@ export interface ProgressWords {
   everyLineOnTerminal?: boolean;
 }
 
-export const BUILD_WORDS: ProgressWords = { done: 'built' };
+const BUILD_WORDS: ProgressWords = { done: 'built' };
 
 export function createProgress(
   logger: Logger,
