@@ -14,8 +14,9 @@
 //     probe and stamp; it must exit 0),
 //   - `falco-probes build` (the tool's no-op as it runs: the no-op stamp
 //     replayed by bin/ before any module loads, a stat of every recorded
-//     path; FALCO_PROBES_NOOP_TRACE=1 must say it was replayed, and the
-//     output must report 0 built),
+//     path by one run of GNU find; FALCO_PROBES_NOOP_TRACE=1 must say it was
+//     replayed, and how the stats were checked, and the output must report
+//     0 built),
 //   - `falco-probes build` with FALCO_PROBES_NOOP_STAMP=0 (the no-op
 //     computed: the graph from its memo, the index from the repository's
 //     memo, a stat of every probe),
@@ -25,7 +26,9 @@
 // whose modules are loaded before the clock starts, the phases of the tool's
 // no-op: loading the graph, opening the repository, planning. Prints a
 // markdown table with medians, the ratios to make -q, and the load average
-// before and after.
+// before and after. The tool measured is this checkout's bin/ (its compiled
+// dist/ when it is newer than src/, else the sources through tsx: the first
+// line says which).
 
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -178,6 +181,14 @@ function timed(
   return { ms, cpuMs: (user! + sys!) * 1000, status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Whether bin/falco-probes.js runs the compiled dist/ (BUILT newer than every file of src/) or the sources, as bin/ decides. */
+const FRESH = `const { readdirSync, statSync } = require('node:fs');
+const root = process.argv[1];
+let built = -1;
+try { built = statSync(root + '/dist/BUILT').mtimeMs; } catch {}
+const newer = (dir) => readdirSync(dir, { withFileTypes: true }).some((e) => e.isDirectory() ? newer(dir + '/' + e.name) : statSync(dir + '/' + e.name).mtimeMs > built);
+console.log(built >= 0 && !newer(root + '/src') ? 'compiled dist/' : 'the sources through tsx (dist/ is older than src/: npm run build)');`;
+
 const loadAverage = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -210,11 +221,16 @@ async function main(): Promise<void> {
     const replayed = () => {
       for (let attempt = 0; ; attempt++) {
         const build = noop([], { FALCO_PROBES_NOOP_TRACE: '1' });
-        if (build.stderr.includes('noop stamp: replayed ')) return build;
+        const how = /noop stamp: replayed .*checked by ([a-z ]+)\)/.exec(build.stderr)?.[1];
+        if (how !== undefined) {
+          checkedBy.add(how);
+          return build;
+        }
         if (attempt === 2 || !build.stderr.includes('noop stamp: not used: other code'))
           throw new Error(`the no-op stamp was not replayed: ${build.stderr.slice(0, 600)}`);
       }
     };
+    const checkedBy = new Set<string>();
     noop([]); // reads every probe once and records its stat, writes the no-op stamp (unmeasured)
     replayed(); // unmeasured
     const loadBefore = await loadAverage();
@@ -243,10 +259,13 @@ async function main(): Promise<void> {
       const b = bold ? '**' : '';
       return `| ${what} | ${fmt(ms)} | ${b}${(ms / make).toFixed(2)}${b} | ${fmt(cpu)} | ${(cpu / makeCpu).toFixed(2)} |`;
     };
+    const tool = spawnSync(process.execPath, ['-e', FRESH, dirname(dirname(BIN))], { encoding: 'utf8' }).stdout.trim();
+    const find = spawnSync('find', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0] ?? 'no find';
     const inProcess = median(phases.map((p) => p.loadGraphMs + p.readIndexMs + p.planMs));
     console.log(
       `no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs; load average ${loadBefore} before, ${loadAfter} after`,
     );
+    console.log(`tool: ${tool}; ${find}; the replays' stats checked by ${[...checkedBy].join(', ')}`);
     console.log('');
     console.log('| run | wall | / make -q | CPU (user + sys) | / make -q |');
     console.log('| --- | ---: | ---: | ---: | ---: |');
