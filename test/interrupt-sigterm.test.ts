@@ -66,7 +66,7 @@ test('SIGTERM mid-build: running targets cancelled, no process of the build left
         for (let i = 0; i < times; i++) run.child.kill('SIGTERM');
         const exit = await run.exited;
         assert.equal(exit.code, 143, `exit status after SIGTERM: ${run.stderr()}`);
-        assert.match(run.stderr(), /SIGTERM: stopping; running builds are cancelled/);
+        assert.match(run.stderr(), /SIGTERM: stopping; what runs is cancelled/);
         assert.deepEqual(await survivorsAfter(dir, 3000), [], 'processes of the build survived SIGTERM');
       };
       const cancelledCleanly = async (run: SpawnedCli, what: string) => {

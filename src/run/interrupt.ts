@@ -38,7 +38,7 @@ export async function withInterrupts<T>(logger: Logger, fn: (signal: AbortSignal
     received = sig;
     receivedBy.set(controller.signal, sig);
     logger.done();
-    logger.warn(`${sig}: stopping; running builds are cancelled (send it again to exit at once)`);
+    logger.warn(`${sig}: stopping; what runs is cancelled (send it again to exit at once)`);
     controller.abort(new Error(`interrupted by ${sig}`));
   };
   process.on('SIGINT', onSignal);

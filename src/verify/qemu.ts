@@ -1,5 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { FalcoProbesError } from '../util/errors.js';
 
@@ -112,6 +114,30 @@ export function cleanConsole(text: string): string {
   return text.replace(ESCAPES, '').replace(/\r+\n/g, '\n').replace(/\r/g, '\n');
 }
 
+let setprivPath: string | null | undefined;
+/** Whether `command` names an executable file, itself or through PATH. */
+function executable(command: string): boolean {
+  const dirs = command.includes('/') ? [''] : (process.env['PATH'] ?? '').split(':').filter(Boolean);
+  return dirs.some((d) => {
+    try {
+      accessSync(d ? join(d, command) : command, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * `argv` run through `setpriv --pdeathsig KILL` when setpriv is installed (it
+ * execs the command: same pid, same group); `argv` itself otherwise, or when the
+ * command is not there (spawn's own error then says so, as without setpriv).
+ */
+export function withParentDeathSignal(argv: string[]): string[] {
+  if (setprivPath === undefined) setprivPath = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => executable(p)) ?? null;
+  return setprivPath && executable(argv[0]!) ? [setprivPath, '--pdeathsig', 'KILL', '--', ...argv] : argv;
+}
+
 /** Boot one VM and wait until it powers off, is done and killed, times out, or is cancelled. */
 export async function runVm(o: VmOptions): Promise<VmOutcome> {
   const argv = qemuArgv(o);
@@ -128,7 +154,11 @@ export async function runVm(o: VmOptions): Promise<VmOutcome> {
     let finished = false;
     let killedAfterFinish = false;
     let graceTimer: NodeJS.Timeout | undefined;
-    const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // qemu runs in a process group of its own (so the whole VM is killed at once); that also keeps it
+    // from dying with this process. setpriv (util-linux) asks the kernel to kill it when this process
+    // dies, a SIGKILL included, which no handler here could catch.
+    const [spawnCommand, ...spawnArgs] = withParentDeathSignal([command!, ...args]);
+    const child = spawn(spawnCommand!, spawnArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     if (child.pid !== undefined) liveGroups.add(child.pid);
     const timer = setTimeout(() => {
       timedOut = true;
