@@ -3,16 +3,13 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { PROJECT_ROOT, withTempDir, type RunResult } from './helpers/cli.js';
-import { driversText, kernel, makeProject, writeLockfileFor } from './helpers/graph-project.js';
+import { driversText, kernel, makeProject, writeLockfileFor, writePublishedProbes } from './helpers/graph-project.js';
 import { loadBuildGraph } from '../src/graph/load.js';
-import { entryFor } from '../src/repository/local.js';
-import { writeIndex } from '../src/repository/index-file.js';
 import { repositoryMemoPath } from '../src/repository/memo.js';
 import { graphCachePath } from '../src/graph/graph-cache.js';
 import { noopStampPath } from '../src/run/noop-stamp.js';
-import { sha256Hex } from '../src/util/hash.js';
 
 // The no-op stamp (src/run/noop-stamp.ts writes it, bin/noop-stamp.js
 // replays it), through the real CLI with real files. The fast path is told
@@ -85,13 +82,7 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
     const graph = await loadBuildGraph(root, { remember: false });
     assert.equal(graph.targets.length, 2);
     const repo = join(root, 'repository');
-    const probes = [];
-    for (const t of graph.targets) {
-      await mkdir(dirname(join(repo, t.output)), { recursive: true });
-      await writeFile(join(repo, t.output), `probe ${t.key}`);
-      probes.push(entryFor(t, { sha256: sha256Hex(`probe ${t.key}`), size: `probe ${t.key}`.length }));
-    }
-    await writeIndex(repo, { version: 1, probes });
+    await writePublishedProbes(repo, graph.targets);
     const files = graph.targets.map((t) => t.output);
     const stampFile = noopStampPath(root);
     const memos = [graphCachePath(root), repositoryMemoPath(join(root, '.falco-probes'), repo)];

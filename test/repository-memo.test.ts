@@ -193,13 +193,10 @@ test('index.json: the memo stands for it only while it is unchanged; an edited i
 });
 
 test('build: a no-op records the stats in the project (never in the repository), the next trusts them, --verify-all reads every file', async () => {
-  const { makeProject, kernel, driversText } = await import('./helpers/graph-project.js');
+  const { makeProject, kernel, driversText, writePublishedProbes } = await import('./helpers/graph-project.js');
   const { runCli } = await import('./helpers/cli.js');
   const { loadBuildGraph } = await import('../src/graph/load.js');
-  const { entryFor } = await import('../src/repository/local.js');
-  const { writeIndex } = await import('../src/repository/index-file.js');
-  const { mkdir, readdir } = await import('node:fs/promises');
-  const { dirname } = await import('node:path');
+  const { readdir } = await import('node:fs/promises');
   await withTempDir(async (root) => {
     await makeProject(root, {
       oses: { debian12: [kernel('6.1.0-50-amd64'), kernel('6.12.9+deb12-amd64')] },
@@ -208,13 +205,7 @@ test('build: a no-op records the stats in the project (never in the repository),
     // A finished build's repository: a probe per target and the index.
     const graph = await loadBuildGraph(root);
     const repo = join(root, 'repository');
-    const probes = [];
-    for (const t of graph.targets) {
-      await mkdir(dirname(join(repo, t.output)), { recursive: true });
-      await writeFile(join(repo, t.output), `probe ${t.key}`);
-      probes.push(entryFor(t, { sha256: sha256Hex(`probe ${t.key}`), size: `probe ${t.key}`.length }));
-    }
-    await writeIndex(repo, { version: 1, probes });
+    await writePublishedProbes(repo, graph.targets);
     const build = async (...args: string[]) => {
       const r = await runCli(['build', '--json', ...args], { cwd: root });
       assert.equal(r.code, 0, r.stderr);

@@ -141,3 +141,10 @@ test('summary line and --json summary', () => {
   );
   assert.equal((json['results'] as { errorKind?: string }[])[2]!.errorKind, 'checksum');
 });
+
+test('the no-op replay (bin/noop-stamp.js, which loads nothing of the tool) writes elapsed times as formatDuration does', async () => {
+  const bin: string = '../bin/noop-stamp.js'; // plain JavaScript without declarations
+  const { duration } = (await import(bin)) as { duration: (ms: number) => string };
+  for (const ms of [0, 49, 950, 9_949, 9_950, 10_000, 59_499, 59_500, 61_000, 3_599_499, 3_600_000, 7_384_000, 90_061_000])
+    assert.equal(duration(ms), formatDuration(ms), `${ms} ms`);
+});

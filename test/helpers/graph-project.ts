@@ -1,8 +1,11 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { sha256Hex } from '../../src/util/hash.js';
 import { serializeLockfile } from '../../src/lockfile/lockfile.js';
 import type { Arch, KernelDescriptor, Lockfile } from '../../src/config/types.js';
+import type { Target } from '../../src/graph/types.js';
+import { entryFor } from '../../src/repository/local.js';
+import { writeIndex } from '../../src/repository/index-file.js';
 
 // Small, valid projects for the build-graph tests: a source definition per
 // OS, its lockfile (written by the real serializer, with the definition's
@@ -140,4 +143,16 @@ export async function makeProject(root: string, spec: ProjectSpec): Promise<void
   await writeFile(join(root, 'drivers', 'example', 'probe.c'), '/* a probe */\n');
   await writeFile(join(root, 'kernels', 'drivers.yaml'), spec.drivers ?? driversText());
   for (const [os, kernels] of Object.entries(spec.oses)) await writeLockfileFor(root, os, kernels, spec.mirror);
+}
+
+/** A finished build's repository without building: a small probe (`probe <key>`) per target at its output path, and the index. */
+export async function writePublishedProbes(repo: string, targets: readonly Target[]): Promise<void> {
+  const probes = [];
+  for (const t of targets) {
+    const bytes = `probe ${t.key}`;
+    await mkdir(dirname(join(repo, t.output)), { recursive: true });
+    await writeFile(join(repo, t.output), bytes);
+    probes.push(entryFor(t, { sha256: sha256Hex(bytes), size: bytes.length }));
+  }
+  await writeIndex(repo, { version: 1, probes });
 }
