@@ -3,7 +3,7 @@ import { FalcoProbesError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { DockerRecipe } from '../builders/docker.js';
 import type { Builder } from '../builders/types.js';
-import { targetKey } from '../graph/key.js';
+import { createKeyer } from '../graph/key.js';
 import type { BuilderPin, Target } from '../graph/types.js';
 import { parsePositiveInt, type Command } from './context.js';
 
@@ -91,11 +91,13 @@ export function parseBuilderOptions(values: Record<string, unknown>, env: NodeJS
 
 /** The targets keyed again for a builder pin: the key names how the probe is built. */
 export function keyTargetsFor(targets: readonly Target[], pin: BuilderPin): Target[] {
+  // One encoder for all of them: the parts shared by many targets (the pin, a driver, os-release) are encoded once.
+  const keyOf = createKeyer();
   // A module keyed for a compiler image keeps it: only that image has its kernel's gcc.
   return targets.map((t) =>
     t.builder.kind === 'docker' && t.builder.release !== undefined
       ? t
-      : { ...t, builder: pin, key: targetKey({ kernel: t.kernel, osRelease: t.osRelease, driver: t.driver, builder: pin, kind: t.kind }) },
+      : { ...t, builder: pin, key: keyOf({ kernel: t.kernel, osRelease: t.osRelease, driver: t.driver, builder: pin, kind: t.kind }) },
   );
 }
 

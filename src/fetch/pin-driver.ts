@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { FalcoProbesError } from '../util/errors.js';
@@ -33,7 +33,7 @@ export async function downloadDriverTarball(driver: DriverPin, o: TarballDownloa
       `driver ${driver.name} has a local source; its identity is its tree hash and there is nothing to pin`,
     );
   const part = temporaryBeside(driverTarballPath(o.cacheDir, 'pin'), 'part');
-  await mkdir(join(o.cacheDir, 'drivers'), { recursive: true });
+  await mkdir(dirname(part), { recursive: true });
   try {
     let sha256 = '';
     const from = await downloadTarball(driver, source.url, part, o, (got) => {
