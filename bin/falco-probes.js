@@ -8,10 +8,14 @@
 // dist/ and needs no tsx (a devDependency).
 // A `build` whose last run was a complete no-op with nothing changed since
 // ends in ./noop-stamp.js, before either is loaded (docs/PERFORMANCE.md).
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+// CommonJS (bin/package.json): Node starts a CommonJS entry a few
+// milliseconds sooner than an ES module, which counts on that path; the
+// tool itself is ES modules, loaded with import().
+'use strict';
+const { existsSync, readdirSync, statSync } = require('node:fs');
+const { join } = require('node:path');
 
-const root = fileURLToPath(new URL('..', import.meta.url));
+const root = `${join(__dirname, '..')}/`;
 
 /** mtime of dist/BUILT (written last by `npm run build`), or -1 when there is none. */
 function builtAt() {
@@ -31,30 +35,39 @@ function newerThan(dir, time) {
   return false;
 }
 
-const hasSources = existsSync(`${root}src/cli/main.ts`);
-const built = process.env.FALCO_PROBES_FROM_SOURCE === '1' && hasSources ? -1 : builtAt();
-if (!hasSources && !existsSync(`${root}dist/cli/main.js`)) {
-  process.stderr.write(`error: ${root} has neither src/ nor a compiled dist/; reinstall falco-probes (its package ships dist/)\n`);
-  process.exit(2);
-}
-const compiled = !hasSources || (built >= 0 && !newerThan(`${root}src`, built));
-const argv = process.argv.slice(2);
-let replayed = false;
-if (argv.includes('build')) {
-  try {
-    const { STAMP_GLOBAL, replayNoop, stampContext } = await import('./noop-stamp.js');
-    const context = stampContext(argv, root, compiled);
-    if (context) {
-      replayed = replayNoop(context);
-      globalThis[STAMP_GLOBAL] = context;
+async function run() {
+  const argv = process.argv.slice(2);
+  // A no-op `build`'s stamp is read and its finds started first, to run while the rest is decided.
+  let noop;
+  let target;
+  if (argv.includes('build')) {
+    try {
+      noop = require('./noop-stamp.js');
+      target = noop.startReplay(argv);
+    } catch {
+      target = undefined;
     }
-  } catch {
-    // Any doubt about the stamp: the normal path decides (and writes it again).
-    replayed = false;
   }
-}
-if (replayed) process.exitCode = 0;
-else {
+  const hasSources = existsSync(`${root}src/cli/main.ts`);
+  const built = process.env.FALCO_PROBES_FROM_SOURCE === '1' && hasSources ? -1 : builtAt();
+  if (!hasSources && !existsSync(`${root}dist/cli/main.js`)) {
+    noop?.cancelReplay(target);
+    process.stderr.write(`error: ${root} has neither src/ nor a compiled dist/; reinstall falco-probes (its package ships dist/)\n`);
+    return 2;
+  }
+  const compiled = !hasSources || (built >= 0 && !newerThan(`${root}src`, built));
+  if (target) {
+    try {
+      const context = noop.stampContext(target, root, compiled);
+      if (context) {
+        globalThis[noop.STAMP_GLOBAL] = context;
+        if (await noop.replayNoop(context, target)) return 0;
+      } else noop.cancelReplay(target);
+    } catch {
+      // Any doubt about the stamp: the normal path decides (and writes it again).
+      noop.cancelReplay(target);
+    }
+  }
   let main;
   if (compiled) ({ main } = await import('../dist/cli/main.js'));
   else {
@@ -62,5 +75,9 @@ else {
     register();
     ({ main } = await import('../src/cli/main.ts'));
   }
-  process.exitCode = await main(argv);
+  return main(argv);
 }
+
+run().then((code) => {
+  process.exitCode = code;
+});

@@ -8,7 +8,10 @@
 // before any of the tool's modules load. Any difference or doubt: false is
 // returned and the normal path runs (it writes the stamp again, or removes
 // it). Plain JavaScript with no imports but Node's: it runs before dist/ or
-// tsx is loaded.
+// tsx is loaded. CommonJS (bin/package.json), as bin/falco-probes.js is: a
+// CommonJS entry and require() of Node's modules start a few milliseconds
+// sooner than ES modules, and child_process and crypto are required only
+// when a stamp is there to check.
 //
 // Format 2:
 //
@@ -28,12 +31,15 @@
 //    paths (symbolic links recorded through their target) and their stats,
 //    the same way; and `s|l <path>` lines for the paths that did not exist>
 //
-// The stats are checked by one run of GNU find (`find -P -files0-from -
-// -maxdepth 0 -printf ...`, and `-H` for the stat'ed paths) whose output is
+// The stats are checked by GNU find (`find -P -files0-from LIST -maxdepth 0
+// -printf ...`, and `-H` for the stat'ed paths), one process per core, each
+// on a run of the recorded paths, started as soon as bin/ has read the stamp
+// and before it checks anything else; their outputs, read in order, are
 // compared whole with the recorded section: C's stat at about 2 us a path
-// instead of statSync's 4 to 6. Anything else from find (not there, exit
-// status, a line on stderr, other bytes) hands the decision to the same check
-// made with statSync and lstatSync, path by path, which is exact on its own.
+// instead of statSync's 4 to 6, and on both cores. Anything else from find
+// (not there, exit status, a line on stderr, other bytes) hands the decision
+// to the same check made with statSync and lstatSync, path by path, which is
+// exact on its own.
 // A path recorded with lstat is either a symbolic link's own entry or a
 // path that was no link (where stat and lstat agree; a link put there later
 // has another inode).
@@ -42,15 +48,30 @@
 // milliseconds and 1 for the elapsed time as the summary line writes it
 // (this run's, not the recorded run's).
 
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
-import { isatty } from 'node:tty';
+'use strict';
+const {
+  closeSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} = require('node:fs');
+const { availableParallelism } = require('node:os');
+const { join, resolve } = require('node:path');
+const sha256 = (...parts) => {
+  const h = require('node:crypto').createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
+};
 
-/** Where bin/ tells the command which stamp it may write: { key, file } (src/run/noop-stamp.ts reads it). */
-export const STAMP_GLOBAL = Symbol.for('falco-probes.noop-stamp');
+/** Where bin/ tells the command which stamp it may write: { key, code, file } (src/run/noop-stamp.ts reads it). */
+const STAMP_GLOBAL = Symbol.for('falco-probes.noop-stamp');
 const HEADER_RE =
   /^falco-probes noop stamp 2\nkey ([0-9a-f]{64})\ncode ([0-9a-f]{64})\nsince (\d{1,24})\nnewest (\d{1,24})\nfind ([01])\n(body (\d{1,12}) ([0-9a-f]{64})\n\n)/;
 const SIZES_RE = /^(\d{1,9}) (\d{1,12}) (\d{1,12}) (\d{1,9}) (\d{1,12}) (\d{1,12}) (\d{1,12})$/;
@@ -62,7 +83,7 @@ const ENV = ['CI', 'HOME', 'PATH', 'XDG_CACHE_HOME', 'DOCKER_HOST', 'HTTP_PROXY'
 const TRACE = 'FALCO_PROBES_NOOP_TRACE';
 
 const trace = (line) => {
-  if (process.env[TRACE] === '1') process.stderr.write(`noop stamp: ${line}\n`);
+  if (process.env[TRACE] === '1') new Output().write(2, `noop stamp: ${line}\n`);
 };
 
 /**
@@ -75,27 +96,26 @@ function codeIdentity(toolRoot, compiled) {
     const m = /^falco-probes-code ([0-9a-f]{64})$/m.exec(readFileSync(join(toolRoot, 'dist', 'BUILT'), 'utf8'));
     return m ? `dist ${m[1]}` : undefined;
   }
-  const h = createHash('sha256');
+  const lines = [];
   const walk = (dir) => {
     for (const name of readdirSync(dir).sort()) {
       const path = join(dir, name);
       const st = lstatSync(path, { bigint: true });
-      h.update(`${path} ${st.mode} ${st.dev} ${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}\n`);
+      lines.push(`${path} ${st.mode} ${st.dev} ${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}\n`);
       if (st.isDirectory()) walk(path);
     }
   };
   walk(join(toolRoot, 'src'));
-  return `src ${h.digest('hex')}`;
+  return `src ${sha256(lines.join(''))}`;
 }
 
 /**
- * The stamp a `build` command line may use and write, or undefined when
- * it is not one (another command, --help, --dry-run, --verify-all,
- * --verify-load, FALCO_PROBES_NOOP_STAMP=0) or the code has no identity.
- * The key covers everything outside the recorded files that a no-op's
- * verdict or output depends on.
+ * What a `build` command line's stamp needs before the code is known: its
+ * project, its file and the environment, or undefined when it is not one
+ * that may use a stamp (another command, --help, --dry-run, --verify-all,
+ * --load-test, FALCO_PROBES_NOOP_STAMP=0).
  */
-export function stampContext(argv, toolRoot, compiled) {
+function stampTarget(argv) {
   let root;
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
@@ -114,32 +134,71 @@ export function stampContext(argv, toolRoot, compiled) {
       /^-[a-z]*n/.test(a)
     )
       return undefined;
-  const code = codeIdentity(toolRoot, compiled);
-  if (code === undefined) return undefined;
   const projectRoot = resolve(root ?? process.env.FALCO_PROBES_ROOT ?? process.cwd());
   const env = Object.keys(process.env)
     .filter((k) => (k.startsWith('FALCO_PROBES_') && k !== TRACE) || ENV.includes(k.toUpperCase()))
     .sort()
     .map((k) => [k, process.env[k]]);
-  const context = [
-    2,
-    code,
-    argv,
-    process.cwd(),
-    projectRoot,
-    env,
-    availableParallelism(),
-    isatty(1),
-    isatty(2),
-    process.version,
-    process.platform,
-    process.arch,
-    process.getuid?.() ?? -1,
-  ];
+  return { argv, projectRoot, env, cwd: process.cwd(), file: join(projectRoot, '.falco-probes', 'cache', 'noop.stamp') };
+}
+
+/**
+ * Start a replay as early as bin/ can: the stamp is read and its finds
+ * started before bin/ checks which code would run, and while the rest of
+ * the stamp is checked (replayNoop). Undefined when the command line may
+ * not use a stamp.
+ */
+function startReplay(argv) {
+  const target = stampTarget(argv);
+  if (target) target.pending = readAndStart(target.file);
+  return target;
+}
+
+/** Give up a started replay: its finds killed, their files removed. */
+function cancelReplay(target) {
+  for (const f of target?.pending?.finds ?? []) f.cancel();
+}
+
+/**
+ * The stamp this command may use and write: { key, code, file }, or
+ * undefined when the code has no identity. The key covers everything
+ * outside the recorded files that a no-op's verdict or output depends on.
+ */
+function stampContext(target, toolRoot, compiled) {
+  const code = codeIdentity(toolRoot, compiled);
+  if (code === undefined) return undefined;
+  const { argv, projectRoot, env, cwd } = target;
+  // The hashes are taken when first asked for: the replay starts its finds before.
+  let key;
+  let codeKey;
   return {
-    key: createHash('sha256').update(JSON.stringify(context)).digest('hex'),
-    code: createHash('sha256').update(code).digest('hex'),
-    file: join(projectRoot, '.falco-probes', 'cache', 'noop.stamp'),
+    get key() {
+      if (key === undefined) {
+        const { isatty } = require('node:tty');
+        const context = [
+          2,
+          code,
+          argv,
+          cwd,
+          projectRoot,
+          env,
+          availableParallelism(),
+          isatty(1),
+          isatty(2),
+          process.version,
+          process.platform,
+          process.arch,
+          process.getuid?.() ?? -1,
+        ];
+        key = sha256(JSON.stringify(context));
+      }
+      return key;
+    },
+    get code() {
+      codeKey ??= sha256(code);
+      return codeKey;
+    },
+    file: target.file,
   };
 }
 
@@ -148,7 +207,7 @@ export function stampContext(argv, toolRoot, compiled) {
  * formatDuration, written again here because this file loads nothing of the
  * tool (test/run-progress.test.ts holds the two equal).
  */
-export function duration(ms) {
+function duration(ms) {
   const s = Math.round(ms / 1000);
   if (ms < 10_000) return `${(ms / 1000).toFixed(1)}s`;
   if (s < 60) return `${s}s`;
@@ -189,15 +248,98 @@ function findTime(ns) {
 /** A stat as the stamp records it and find prints it. */
 const statLine = (st) => `${st.dev} ${st.ino} ${st.size} ${findTime(st.mtimeNs)} ${findTime(st.ctimeNs)}\n`;
 
-/** Whether one run of GNU find prints exactly the recorded stats of these paths (NUL-ended), and nothing else. */
-function findAgrees(follow, paths, expected) {
-  const r = spawnSync('find', findArgs(follow), {
-    input: paths,
-    env: { LC_ALL: 'C', PATH: process.env.PATH ?? '' },
-    maxBuffer: expected.length + 65_536,
-    timeout: 120_000,
-  });
-  return r.error === undefined && r.status === 0 && r.stderr.length === 0 && r.stdout.equals(expected);
+/**
+ * Start GNU find on these paths (NUL-ended) in `parts` processes at once,
+ * each on a run of whole paths, so the stats are taken on every core. Each
+ * reads its paths from a file and writes stdout and stderr to another, next
+ * to the stamp (`<stamp>.find.<pid>.<group>.<n>` and `.out`, removed when
+ * done): no pipe, so Node loads none of its stream classes, and no long
+ * argument list, which makes a spawn slow. `done` resolves true when every
+ * one exited 0 and, read in order, their outputs hold exactly the recorded
+ * stats (a line on stderr is other bytes); `cancel()` kills them and
+ * removes the files.
+ */
+function startFind(follow, paths, expected, parts, scratch) {
+  const { spawn } = require('node:child_process');
+  const children = [];
+  const files = [];
+  const removeFiles = () => {
+    for (const f of files.splice(0)) {
+      try {
+        unlinkSync(f);
+      } catch {}
+    }
+  };
+  const outputs = [];
+  const runs = [];
+  let from = 0;
+  try {
+    for (let i = 0; i < parts && from < paths.length; i++) {
+      // Cut after the NUL nearest the next share of the bytes: runs of whole paths.
+      const cut = i === parts - 1 ? paths.length : paths.indexOf(0, Math.max(from, Math.floor(((i + 1) * paths.length) / parts) - 1)) + 1;
+      if (cut === 0) break;
+      const list = `${scratch}.${i}`;
+      files.push(list);
+      writeFileSync(list, paths.subarray(from, cut), { mode: 0o600 });
+      from = cut;
+      const out = `${list}.out`;
+      files.push(out);
+      outputs.push(out);
+      const fd = openSync(out, 'w', 0o600);
+      try {
+        const child = spawn(
+          'find',
+          findArgs(follow).map((a) => (a === '-' ? list : a)),
+          {
+            env: { LC_ALL: 'C', PATH: process.env.PATH ?? '' },
+            stdio: ['ignore', fd, fd],
+          },
+        );
+        children.push(child);
+        runs.push(
+          new Promise((done) => {
+            // Not spawn's `timeout`: its timer outlives a child that failed to start, and then signals pid 0.
+            const timer = setTimeout(() => {
+              kill(child);
+              done(false);
+            }, 120_000);
+            timer.unref();
+            const end = (ok) => {
+              clearTimeout(timer);
+              done(ok);
+            };
+            child.on('error', () => end(false));
+            child.on('close', (code) => end(code === 0));
+          }),
+        );
+      } finally {
+        closeSync(fd);
+      }
+    }
+  } catch {
+    runs.push(Promise.resolve(false));
+  }
+  if (from !== paths.length) runs.push(Promise.resolve(false));
+  return {
+    done: Promise.all(runs).then((answers) => {
+      try {
+        return answers.every(Boolean) && Buffer.concat(outputs.map((f) => readFileSync(f))).equals(expected);
+      } catch {
+        return false;
+      } finally {
+        removeFiles();
+      }
+    }),
+    cancel() {
+      for (const c of children) kill(c);
+      removeFiles();
+    },
+  };
+}
+
+/** Kill a find that started and still runs: one whose spawn failed has no pid, and its kill() would signal pid 0, this process group. */
+function kill(child) {
+  if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill();
 }
 
 /** The same check path by path with statSync (follow) or lstatSync: why a path differs, or undefined when none does. */
@@ -215,74 +357,132 @@ function statsDiffer(follow, pathBytes, statBytes, count) {
 }
 
 /**
- * Print the recorded output and return true when the stamp holds for this
+ * Read the stamp and start its finds as soon as the recorded paths are
+ * known: { why } when it is missing or damaged, else what replayNoop checks.
+ */
+function readAndStart(file) {
+  const stamp = readStamp(file);
+  if (!stamp) return { why: 'no stamp' };
+  const bytes = stamp.bytes;
+  const head = HEADER_RE.exec(bytes.toString('latin1', 0, Math.min(bytes.length, 400)));
+  if (!head) return { why: 'damaged header' };
+  const start = head[0].length;
+  if (start + Number(head[7]) !== bytes.length) return { why: 'damaged: length' };
+  const first = bytes.indexOf(10, start);
+  const second = first < 0 ? -1 : bytes.indexOf(10, first + 1);
+  if (second < 0) return { why: 'damaged: no output' };
+  const sizes = SIZES_RE.exec(bytes.toString('latin1', first + 1, second));
+  if (!sizes) return { why: 'damaged: sizes' };
+  const n = sizes.slice(1).map(Number);
+  let at = second + 1;
+  const take = (length) => bytes.subarray(at, (at += length));
+  const groups = [
+    { follow: false, count: n[0], paths: take(n[1]), stats: take(n[2]) },
+    { follow: true, count: n[3], paths: take(n[4]), stats: take(n[5]) },
+  ].filter((g) => g.count > 0);
+  const absent = take(n[6]).toString('utf8');
+  if (at !== bytes.length || (absent !== '' && !absent.endsWith('\n'))) return { why: 'damaged: sizes' };
+  // Up to one find per core (each on at least 1,000 paths): stat is system time, which spreads.
+  const total = groups.reduce((sum, g) => sum + g.count, 0);
+  const cores = Math.max(1, Math.min(availableParallelism(), 8, Math.floor(total / 1000)));
+  const finds =
+    head[5] === '1'
+      ? groups.map((g, i) =>
+          startFind(g.follow, g.paths, g.stats, Math.max(1, Math.round((cores * g.count) / total)), `${file}.find.${process.pid}.${i}`),
+        )
+      : [];
+  return { bytes, head, start, first, mtimeNs: stamp.mtimeNs, absent, groups, finds };
+}
+
+/**
+ * Print the recorded output and resolve true when the stamp holds for this
  * context: same key, sealed stamp intact, every recorded path with the same
  * stat (or still absent), and none racy (its mtime or ctime not older than
  * the writing run's start, or than the stamp's own mtime: git's rule; the
  * stats being the recorded ones, so is their newest time).
  */
-export function replayNoop(context) {
-  const stamp = readStamp(context.file);
-  if (!stamp) return miss('no stamp');
-  const bytes = stamp.bytes;
-  const head = HEADER_RE.exec(bytes.toString('latin1', 0, Math.min(bytes.length, 400)));
-  if (!head) return miss('damaged header');
-  if (head[1] !== context.key) return miss(head[2] !== context.code ? 'other code' : 'another command line or environment');
-  const start = head[0].length;
-  if (start + Number(head[7]) !== bytes.length) return miss('damaged: length');
-  const seal = createHash('sha256')
-    .update(bytes.subarray(0, start - head[6].length))
-    .update(bytes.subarray(start))
-    .digest('hex');
-  if (seal !== head[8]) return miss('damaged: sha256');
+async function replayNoop(context, target) {
+  const pending = target.pending;
+  if (pending.why !== undefined) return miss(pending.why);
+  const verdict = await checkStamp(context, pending);
+  if (typeof verdict === 'string') {
+    cancelReplay(target);
+    return miss(verdict);
+  }
+  const { bytes, start, first } = pending;
+  const output = JSON.parse(bytes.toString('utf8', start, first));
+  const ms = performance.now();
+  const out = new Output();
+  for (const [fd, ...pieces] of output) {
+    out.write(fd === 1 ? 1 : 2, pieces.map((p) => (p === 0 ? String(Math.round(ms)) : p === 1 ? duration(ms) : p)).join(''));
+  }
+  trace(`replayed ${context.file} (${verdict.checked} paths unchanged, checked by ${verdict.how || 'nothing'})`);
+  return true;
+}
+
+/** The rest of the replay's checks, while the finds run: a reason the stamp does not hold, or how it was checked. */
+async function checkStamp(context, { bytes, head, start, mtimeNs, absent, groups, finds }) {
+  if (head[1] !== context.key) return head[2] !== context.code ? 'other code' : 'another command line or environment';
+  const seal = sha256(bytes.subarray(0, start - head[6].length), bytes.subarray(start));
+  if (seal !== head[8]) return 'damaged: sha256';
   const since = BigInt(head[3]);
-  const boundary = since < stamp.mtimeNs ? since : stamp.mtimeNs;
-  if (BigInt(head[4]) >= boundary) return miss('a recorded time is racy (not older than the stamp, or than the run that wrote it)');
-  const first = bytes.indexOf(10, start);
-  const second = first < 0 ? -1 : bytes.indexOf(10, first + 1);
-  if (second < 0) return miss('damaged: no output');
-  const sizes = SIZES_RE.exec(bytes.toString('latin1', first + 1, second));
-  if (!sizes) return miss('damaged: sizes');
-  const n = sizes.slice(1).map(Number);
-  let at = second + 1;
-  const take = (length) => bytes.subarray(at, (at += length));
-  const groups = [
-    [false, n[0], take(n[1]), take(n[2])],
-    [true, n[3], take(n[4]), take(n[5])],
-  ];
-  const absent = take(n[6]).toString('utf8');
-  if (at !== bytes.length || (absent !== '' && !absent.endsWith('\n'))) return miss('damaged: sizes');
+  const boundary = since < mtimeNs ? since : mtimeNs;
+  if (BigInt(head[4]) >= boundary) return 'a recorded time is racy (not older than the stamp, or than the run that wrote it)';
   let checked = 0;
   for (const line of absent === '' ? [] : absent.slice(0, -1).split('\n')) {
-    if ((line[0] !== 's' && line[0] !== 'l') || line[1] !== ' ') return miss('damaged: entry');
+    if ((line[0] !== 's' && line[0] !== 'l') || line[1] !== ' ') return 'damaged: entry';
     const path = line.slice(2);
     const st = (line[0] === 's' ? statSync : lstatSync)(path, { bigint: true, throwIfNoEntry: false });
-    if (st !== undefined) return miss(`${path} appeared`);
+    if (st !== undefined) return `${path} appeared`;
     checked++;
   }
   const how = new Set();
-  for (const [follow, count, paths, stats] of groups) {
-    if (count === 0) continue;
-    checked += count;
-    if (head[5] === '1' && findAgrees(follow, paths, stats)) {
+  for (const [i, g] of groups.entries()) {
+    checked += g.count;
+    if (finds[i] !== undefined && (await finds[i].done)) {
       how.add('find');
       continue;
     }
-    const why = statsDiffer(follow, paths, stats, count);
-    if (why !== undefined) return miss(why);
+    const why = statsDiffer(g.follow, g.paths, g.stats, g.count);
+    if (why !== undefined) return why;
     how.add('stat');
   }
-  const output = JSON.parse(bytes.toString('utf8', start, first));
-  const ms = performance.now();
-  for (const [fd, ...pieces] of output) {
-    const text = pieces.map((p) => (p === 0 ? String(Math.round(ms)) : p === 1 ? duration(ms) : p)).join('');
-    (fd === 1 ? process.stdout : process.stderr).write(text);
+  return { checked, how: [...how].join(' and ') };
+}
+
+/**
+ * The replay's output, written with writeSync: process.stdout and
+ * process.stderr would load Node's stream classes (several milliseconds on a
+ * pipe). Never throws. A descriptor that is non-blocking and full (EAGAIN)
+ * hands this and every later piece to the streams, which keep the order of
+ * each stream; a closed one (EPIPE) takes nothing more, as the command's own
+ * output would not.
+ */
+class Output {
+  streams = false;
+  closed = new Set();
+  write(fd, text) {
+    if (this.closed.has(fd)) return;
+    const bytes = Buffer.from(text);
+    let at = 0;
+    while (!this.streams && at < bytes.length) {
+      try {
+        at += writeSync(fd, bytes, at);
+      } catch (e) {
+        if (e.code === 'EAGAIN') this.streams = true;
+        else {
+          this.closed.add(fd);
+          return;
+        }
+      }
+    }
+    if (at < bytes.length) (fd === 1 ? process.stdout : process.stderr).write(bytes.subarray(at));
   }
-  trace(`replayed ${context.file} (${checked} paths unchanged, checked by ${[...how].join(' and ') || 'nothing'})`);
-  return true;
 }
 
 function miss(why) {
   trace(`not used: ${why}`);
   return false;
 }
+
+module.exports = { STAMP_GLOBAL, cancelReplay, duration, replayNoop, stampContext, startFind, startReplay };

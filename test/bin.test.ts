@@ -24,6 +24,7 @@ function run(root: string, args: string[], env: Record<string, string> = {}) {
 async function miniProject(dir: string): Promise<void> {
   await mkdir(join(dir, 'bin'), { recursive: true });
   await copyFile(join(PROJECT_ROOT, 'bin', 'falco-probes.js'), join(dir, 'bin', 'falco-probes.js'));
+  await copyFile(join(PROJECT_ROOT, 'bin', 'package.json'), join(dir, 'bin', 'package.json'));
   await symlink(join(PROJECT_ROOT, 'node_modules'), join(dir, 'node_modules'));
   await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
   await mkdir(join(dir, 'src', 'cli', 'deep'), { recursive: true });
@@ -90,6 +91,7 @@ describe('the real tool compiled with tsconfig.build.json', () => {
     dir = await mkdtemp(join(tmpdir(), 'falco-probes-bin-real-'));
     await mkdir(join(dir, 'bin'));
     await copyFile(join(PROJECT_ROOT, 'bin', 'falco-probes.js'), join(dir, 'bin', 'falco-probes.js'));
+    await copyFile(join(PROJECT_ROOT, 'bin', 'package.json'), join(dir, 'bin', 'package.json'));
     for (const name of ['src', 'node_modules', 'builder', 'package.json', 'tsconfig.json', 'tsconfig.build.json'])
       await symlink(join(PROJECT_ROOT, name), join(dir, name));
     const tsc = spawnSync(

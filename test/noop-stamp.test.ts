@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { chmod, cp, mkdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PROJECT_ROOT, withTempDir, type RunResult } from './helpers/cli.js';
 import { driversText, kernel, makeProject, writeLockfileFor, writePublishedProbes } from './helpers/graph-project.js';
 import { loadBuildGraph } from '../src/graph/load.js';
@@ -94,6 +94,8 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
       assert.equal(r.code, 0, r.stderr);
       const memosWritten = memos.map((m) => existsSync(m));
       const fast = r.stderr.includes('noop stamp: replayed ');
+      const scratch = readdirSync(dirname(stampFile)).filter((n) => n.includes('.find.'));
+      assert.deepEqual(scratch, [], "the replay's find lists and outputs are removed, whatever it decided");
       assert.deepEqual(memosWritten, [!fast, !fast], `the memos are written by the normal path only (fast: ${fast})\n${r.stderr}`);
       return { ...r, fast, statuses: (JSON.parse(r.stdout) as Report).results.map((x) => x.status) };
     };
@@ -301,4 +303,50 @@ test('build: a complete no-op is replayed from its stamp until a recorded input 
     assert.equal(existsSync(stampFile), false);
     await settle();
   }, 'falco-probes-noop-stamp-');
+});
+
+test("the replay's finds: the paths in runs over several processes, their outputs read in order; a changed file, a missing find", async () => {
+  const bin: string = '../bin/noop-stamp.js'; // plain JavaScript without declarations
+  type Find = { done: Promise<boolean>; cancel(): void };
+  const { startFind } = (await import(bin)) as {
+    startFind: (follow: boolean, paths: Buffer, expected: Buffer, parts: number, scratch: string) => Find;
+  };
+  await withTempDir(async (dir) => {
+    const files = Array.from({ length: 2500 }, (_, i) => join(dir, 'tree', `d${i % 7}`, `f${i}`));
+    for (let d = 0; d < 7; d++) await mkdir(join(dir, 'tree', `d${d}`), { recursive: true });
+    for (const [i, f] of files.entries()) await writeFile(f, 'x'.repeat(i % 13));
+    const paths = Buffer.from(files.map((f) => `${f}\0`).join(''));
+    const stats = () =>
+      execFileSync('find', ['-P', '-files0-from', '-', '-maxdepth', '0', '-printf', '%D %i %s %T@ %C@\\n'], {
+        input: paths,
+        env: { LC_ALL: 'C', PATH: process.env['PATH'] ?? '' },
+      });
+    const expected = stats();
+    const scratch = join(dir, 'noop.stamp.find.1.0');
+    const leftovers = () => readdirSync(dir).filter((n) => n.startsWith('noop.stamp.find.'));
+    for (const parts of [1, 2, 3, 7]) {
+      assert.equal(await startFind(false, paths, expected, parts, scratch).done, true, `${parts} parts`);
+      assert.deepEqual(leftovers(), []);
+    }
+    // Other stats for one file (its size changed), or the same stats in another order: not the recorded bytes.
+    await writeFile(files[1234]!, 'changed');
+    assert.equal(await startFind(false, paths, expected, 3, scratch).done, false, 'a changed file');
+    assert.equal(await startFind(false, paths, stats(), 3, scratch).done, true, 'its new stats');
+    const swapped = Buffer.from([files[1], files[0], ...files.slice(2)].map((f) => `${f}\0`).join(''));
+    assert.equal(await startFind(false, swapped, stats(), 2, scratch).done, false, 'another order');
+    // No find on PATH: no answer, nothing left behind, and cancelling signals nobody (a failed spawn has no pid:
+    // its kill() would signal this whole process group).
+    const now = stats();
+    const path = process.env['PATH'];
+    process.env['PATH'] = join(dir, 'tree', 'd0');
+    try {
+      const f = startFind(false, paths, now, 2, scratch);
+      f.cancel();
+      assert.equal(await f.done, false);
+      assert.equal(await startFind(false, paths, now, 2, scratch).done, false, 'find not there');
+    } finally {
+      process.env['PATH'] = path;
+    }
+    assert.deepEqual(leftovers(), []);
+  }, 'falco-probes-noop-find-');
 });

@@ -55,9 +55,10 @@ import type { BuildReport } from './runner.js';
 // stamp's own mtime, on the newest time recorded (the stats being the
 // recorded ones, so is their newest). Each stat is recorded as GNU find's
 // `-printf '%D %i %s %T@ %C@\n'` prints it, so that the reader checks them
-// all by comparing one run of find's output with the stamp; the writer runs
-// that find once and records whether it printed exactly the same (when not,
-// the reader checks with statSync alone). The output is kept only when every line of it is a
+// all by comparing find's output with the stamp (bin/ splits the paths
+// over a find per core); the writer runs find once on them all and records
+// whether it printed exactly the same (when not, the reader checks with
+// statSync alone). The output is kept only when every line of it is a
 // no-op's own (notice lines of unpinned drivers, the plan's and the
 // summary's lines): a run that also swept a dead run's leftovers or waited
 // for a lock said so once, and that is not replayed.
@@ -220,7 +221,7 @@ function findAgrees(follow: boolean, paths: Buffer, expected: Buffer): boolean {
  * Write the stamp; returns why it was not written. A path to be stat'ed
  * that is no symbolic link is recorded with its lstat (the same values; a
  * link put there later has another inode), so that the reader checks most
- * paths with one run of find.
+ * paths with find.
  */
 function writeStamp(file: string, key: { key: string; code: string }, sinceNs: bigint, chunks: Chunk[], entries: Entry[]): string {
   const output = replayable(chunks);
