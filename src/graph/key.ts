@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { canonicalJson, sha256Hex } from '../util/hash.js';
 import type { Arch, KernelDescriptor, PackageRef } from '../config/types.js';
 import { comparePackages, orderedDescriptor } from '../lockfile/lockfile.js';
@@ -128,27 +127,50 @@ export function createKeyer(): (args: KeyArgs) => string {
   };
   // Everything before the descriptor depends on (arch, builder, driver), everything after it on
   // (kind, os-release, recipe): each is built once and the hash takes three pieces per target.
+  // The pieces are found by the identity of their objects (builder pins made per target for
+  // compiler images are found by their contents), without building a string per target.
   const prefixes = new Map<string, string>();
   const suffixes = new Map<string, string>();
+  // The last few (builder, driver, kind, machine, os-release) seen: a kernel's targets take turns among them.
+  type Seen = {
+    builder: BuilderPin;
+    driver: ResolvedDriver;
+    kind: DriverKind;
+    machine: string;
+    osRelease: object;
+    prefix: string;
+    suffix: string;
+  };
+  const recent: Seen[] = [];
   return (args) => {
     const { kernel, osRelease, driver, builder, kind } = args;
-    const pre = `${kernel.machine}/${idOf(builder)}/${builder.kind === 'docker' ? (builder.release ?? '') : ''}/${idOf(driver)}/${kind}`;
-    let prefix = prefixes.get(pre);
-    if (prefix === undefined) {
-      prefix = `{"arch":${JSON.stringify(kernel.machine)},"builder":${canonicalJson(builderForKey(builder, kind))},"driver":${canonicalJson(driverForKey(driver, kind))},"kernel":`;
-      prefixes.set(pre, prefix);
-    }
-    const suf = `${kind}/${idOf(osRelease)}/${driver.recipe}`;
-    let suffix = suffixes.get(suf);
-    if (suffix === undefined) {
-      suffix = `,"kind":${JSON.stringify(kind)},"osRelease":${canonicalJson(osRelease)},"recipeVersion":${JSON.stringify(RECIPE_VERSIONS[driver.recipe])}}`;
-      suffixes.set(suf, suffix);
+    let seen: Seen | undefined;
+    for (const r of recent)
+      if (r.builder === builder && r.driver === driver && r.kind === kind && r.machine === kernel.machine && r.osRelease === osRelease) {
+        seen = r;
+        break;
+      }
+    if (seen === undefined) {
+      const pre = `${kernel.machine}/${idOf(builder)}/${builder.kind === 'docker' ? (builder.release ?? '') : ''}/${idOf(driver)}/${kind}`;
+      let prefix = prefixes.get(pre);
+      if (prefix === undefined) {
+        prefix = `{"arch":${JSON.stringify(kernel.machine)},"builder":${canonicalJson(builderForKey(builder, kind))},"driver":${canonicalJson(driverForKey(driver, kind))},"kernel":`;
+        prefixes.set(pre, prefix);
+      }
+      const suf = `${kind}/${idOf(osRelease)}/${driver.recipe}`;
+      let suffix = suffixes.get(suf);
+      if (suffix === undefined) {
+        suffix = `,"kind":${JSON.stringify(kind)},"osRelease":${canonicalJson(osRelease)},"recipeVersion":${JSON.stringify(RECIPE_VERSIONS[driver.recipe])}}`;
+        suffixes.set(suf, suffix);
+      }
+      seen = { builder, driver, kind, machine: kernel.machine, osRelease, prefix, suffix };
+      if (recent.unshift(seen) > 8) recent.pop();
     }
     if (kernel !== lastKernel) {
       lastBody = kernelCanonicalJson(kernel);
       lastKernel = kernel;
     }
-    return createHash('sha256').update(prefix).update(lastBody).update(suffix).digest('hex');
+    return sha256Hex(seen.prefix + lastBody + seen.suffix);
   };
 }
 

@@ -1,8 +1,12 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { createReadStream } from 'node:fs';
 
+const { createHash } = crypto;
+/** crypto.hash (Node 20.12 and later): a one-shot digest, without a Hash object per call. */
+const oneShot = (crypto as { hash?: (algorithm: string, data: string | Uint8Array, encoding: 'hex') => string }).hash;
+
 export function sha256Hex(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  return oneShot !== undefined ? oneShot('sha256', data, 'hex') : createHash('sha256').update(data).digest('hex');
 }
 
 export async function sha256File(path: string): Promise<{ sha256: string; size: number }> {
