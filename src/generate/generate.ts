@@ -4,14 +4,15 @@ import { join, resolve as resolvePath } from 'node:path';
 import { readFileOrUndefined, writeFileIfChanged } from '../util/fs.js';
 import { compareNatural } from '../util/natural-sort.js';
 import type { Logger } from '../util/log.js';
-import { renderBuildFile } from './build-file.js';
+import { writeBuildFile } from './build-file.js';
 import { loadBuildGraph, type BuildGraph } from '../graph/load.js';
-import { REPOSITORY_DIR, renderMakefile } from './makefile.js';
+import { REPOSITORY_DIR, writeMakefile } from './makefile.js';
 import { renderSchemas } from './schemas.js';
 import { syncKeyStamps, type StampSummary } from './stamps.js';
 import { generateMemoKey, readGenerateMemo, stillWritten, writeGenerateMemo, type GeneratedFile } from './generate-memo.js';
 import { sha256Hex } from '../util/hash.js';
-import { renderTargetsJson } from './targets-json.js';
+import { writeTargetsJson } from './targets-json.js';
+import { ByteWriter } from '../util/byte-writer.js';
 import type { Target } from '../graph/types.js';
 
 // `falco-probes generate`: lockfiles and pins in, build files out. Every
@@ -49,7 +50,12 @@ export interface GenerateResult {
 
 /** Every generated file's project-relative path and content, in a fixed order. */
 export function renderProject(graph: BuildGraph, published: PublishedProbes = new Map()): Map<string, string> {
-  const files = new Map<string, string>();
+  return new Map([...renderProjectBytes(graph, published)].map(([path, bytes]) => [path, bytes.toString('utf8')]));
+}
+
+/** renderProject as the bytes generate writes: each file written straight into its buffer (util/byte-writer.ts). */
+export function renderProjectBytes(graph: BuildGraph, published: PublishedProbes = new Map()): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
   const publishedSha256 = (t: Target) => {
     const p = published.get(t.key);
     return p && p.file === t.output ? p.sha256 : undefined;
@@ -57,12 +63,19 @@ export function renderProject(graph: BuildGraph, published: PublishedProbes = ne
   const byOs = new Map<string, Target[]>();
   for (const l of graph.lockfiles) byOs.set(l.lock.os, []);
   for (const t of graph.targets) byOs.get(t.os)!.push(t);
+  // About what a target takes in each file, so that a writer seldom grows.
+  const writer = (targets: number, perTarget: number) => new ByteWriter(4096 + targets * perTarget);
   for (const l of [...graph.lockfiles].sort((a, b) => compareNatural(a.lock.os, b.lock.os))) {
-    files.set(`probes/${l.lock.os}/BUILD`, renderBuildFile(l.lock.os, l.relativePath, byOs.get(l.lock.os)!, publishedSha256));
+    const targets = byOs.get(l.lock.os)!;
+    files.set(
+      `probes/${l.lock.os}/BUILD`,
+      writeBuildFile(writer(targets.length, 512), l.lock.os, l.relativePath, targets, publishedSha256).bytes(),
+    );
   }
-  files.set('generated/Makefile', renderMakefile(graph.targets, [...byOs.keys()].sort(compareNatural)));
-  files.set('generated/targets.json', renderTargetsJson(graph.targets));
-  for (const [name, text] of renderSchemas()) files.set(`generated/${name}`, text);
+  const count = graph.targets.length;
+  files.set('generated/Makefile', writeMakefile(writer(count, 700), graph.targets, [...byOs.keys()].sort(compareNatural)).bytes());
+  files.set('generated/targets.json', writeTargetsJson(writer(count, 560), graph.targets).bytes());
+  for (const [name, text] of renderSchemas()) files.set(`generated/${name}`, Buffer.from(text));
   return files;
 }
 
@@ -99,22 +112,21 @@ export async function generate(projectRoot: string, options: GenerateOptions = {
     return { graph, files, stamps: syncStamps(root, graph, options.built ?? published) };
   }
 
-  const rendered = renderProject(graph, published);
+  const rendered = renderProjectBytes(graph, published);
   const orphans = await orphanBuildFiles(root, new Set(rendered.keys()));
   const files: GenerateResult['files'] = [];
 
   if (options.check) {
-    for (const [path, text] of rendered) {
+    for (const [path, bytes] of rendered) {
       const current = await readFileOrUndefined(join(root, path));
-      files.push({ path, change: current?.equals(Buffer.from(text)) ? 'unchanged' : 'written' });
+      files.push({ path, change: current?.equals(bytes) ? 'unchanged' : 'written' });
     }
     for (const path of orphans) files.push({ path, change: 'removed' });
     return { graph, files };
   }
 
   const memoFiles: GeneratedFile[] = [];
-  for (const [path, text] of rendered) {
-    const bytes = Buffer.from(text);
+  for (const [path, bytes] of rendered) {
     files.push({ path, change: (await writeFileIfChanged(join(root, path), bytes)) ? 'written' : 'unchanged' });
     memoFiles.push({ path, size: bytes.length, sha256: sha256Hex(bytes) });
   }

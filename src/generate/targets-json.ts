@@ -1,6 +1,7 @@
 import { builderLabel } from '../graph/compiler-choice.js';
 import { probeLabels } from './build-file.js';
 import type { Target } from '../graph/types.js';
+import { ByteWriter } from '../util/byte-writer.js';
 
 // generated/targets.json: every target with its key, one per line (so a
 // lockfile change shows as a few changed lines in review), in target order.
@@ -64,7 +65,16 @@ function recordWriter(): (t: Target) => string {
 }
 
 export function renderTargetsJson(targets: readonly Target[]): string {
-  if (targets.length === 0) return `{"version":${TARGETS_JSON_VERSION},"targets":[]}\n`;
-  const lines = targets.map(recordWriter());
-  return `{"version":${TARGETS_JSON_VERSION},"targets":[\n${lines.join(',\n')}\n]}\n`;
+  return writeTargetsJson(new ByteWriter(), targets).bytes().toString('utf8');
+}
+
+/** renderTargetsJson's bytes, written into `out`. */
+export function writeTargetsJson(out: ByteWriter, targets: readonly Target[]): ByteWriter {
+  if (targets.length === 0) return out.write(`{"version":${TARGETS_JSON_VERSION},"targets":[]}\n`);
+  const record = recordWriter();
+  out.write(`{"version":${TARGETS_JSON_VERSION},"targets":[\n`);
+  targets.forEach((t, i) => {
+    out.write(i === 0 ? record(t) : `,\n${record(t)}`);
+  });
+  return out.write('\n]}\n');
 }
