@@ -126,10 +126,13 @@ export async function generate(projectRoot: string, options: GenerateOptions = {
   }
 
   const memoFiles: GeneratedFile[] = [];
-  for (const [path, bytes] of rendered) {
-    files.push({ path, change: (await writeFileIfChanged(join(root, path), bytes)) ? 'written' : 'unchanged' });
+  // All at once: each write ends with an fsync, and the disk takes them together rather than one after another.
+  const entries = [...rendered];
+  const written = await Promise.all(entries.map(([path, bytes]) => writeFileIfChanged(join(root, path), bytes)));
+  entries.forEach(([path, bytes], i) => {
+    files.push({ path, change: written[i] ? 'written' : 'unchanged' });
     memoFiles.push({ path, size: bytes.length, sha256: sha256Hex(bytes) });
-  }
+  });
   for (const path of orphans) {
     await rm(join(root, path), { force: true });
     files.push({ path, change: 'removed' });
