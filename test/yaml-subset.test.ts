@@ -70,6 +70,8 @@ test('anything outside the subset goes to the full parser', () => {
     'a: [x, ]\n',
     'a: {x: 1}\n',
     'a: x # trailing comment\n',
+    'a: b: c\n', // a mapping in a plain scalar's place
+    'a: word#1 b # c\n', // a comment after a value holding '#'
     'a: |\n  block\n',
     'a: one\n  two\n', // a plain scalar over two lines
     'a: 1\na: 2\n', // duplicate keys (the full parser reports them)

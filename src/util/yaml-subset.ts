@@ -66,7 +66,8 @@ function scalar(t: string): unknown {
   if (c === 91 /* [ */) return flowWords(t);
   if (t === '{}') return {};
   const last = t.charCodeAt(t.length - 1);
-  if (c >= 128 || INDICATOR[c] || last === 32 || last === 58 /* : */ || t.includes(': ') || t.includes(' #')) fail();
+  // `: ` and ` #` both hold a space, which most values do not: one scan for those.
+  if (c >= 128 || INDICATOR[c] || last === 32 || last === 58 /* : */ || (t.includes(' ') && (t.includes(': ') || t.includes(' #')))) fail();
   if (c >= 48 && c <= 57) {
     if (t.length <= 15 && /^[0-9]+$/.test(t)) return Number(t);
     if (looksNonString(t)) fail();
