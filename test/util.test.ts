@@ -132,3 +132,28 @@ test('YAML errors name file, line and column; unknown keys are errors', async ()
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('jsonString is JSON.stringify for every string and number, plain or not', async () => {
+  const { jsonString } = await import('../src/util/hash.js');
+  const samples = [
+    '',
+    'abc',
+    '6.1.0-47-amd64',
+    'a"b',
+    'a\\b',
+    'x\ny',
+    '\t',
+    '\u0000',
+    '\u001f',
+    '\u007f',
+    'é',
+    '€',
+    '😀',
+    '\ud800',
+    'x\udfff',
+    '\u2028',
+    '#1 SMP PREEMPT_DYNAMIC Debian 6.1.170-3',
+  ];
+  for (const s of samples) assert.equal(jsonString(s), JSON.stringify(s), JSON.stringify(s));
+  for (const n of [0, 1, 1655296, -3, 1.5]) assert.equal(jsonString(n), JSON.stringify(n));
+});

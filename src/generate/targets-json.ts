@@ -1,6 +1,7 @@
 import { builderLabel } from '../graph/compiler-choice.js';
 import { probeLabels } from './build-file.js';
 import type { Target } from '../graph/types.js';
+import { jsonString } from '../util/hash.js';
 import { ByteWriter } from '../util/byte-writer.js';
 
 // generated/targets.json: every target with its key, one per line (so a
@@ -44,7 +45,7 @@ export function targetRecord(t: Target): TargetRecord {
   };
 }
 
-const str = JSON.stringify;
+const str = jsonString;
 
 /** `JSON.stringify(targetRecord(t))`, written out; the parts shared by many targets are made once. */
 function recordWriter(): (t: Target) => string {
@@ -56,7 +57,7 @@ function recordWriter(): (t: Target) => string {
       s = {
         os: `,"os":${str(t.os)}`,
         driver: `,"driver":${str(t.driver.name)},"driverVersion":${str(t.driver.version)},"kind":${str(t.kind)},"arch":${str(t.arch)}`,
-        labels: `,"labels":${str(probeLabels(t))}}`,
+        labels: `,"labels":${JSON.stringify(probeLabels(t))}}`,
       };
       shared.set(id, s);
     }

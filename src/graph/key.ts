@@ -1,4 +1,4 @@
-import { canonicalJson, sha256Hex } from '../util/hash.js';
+import { canonicalJson, jsonString, sha256Hex } from '../util/hash.js';
 import type { Arch, KernelDescriptor, PackageRef } from '../config/types.js';
 import { comparePackages, orderedDescriptor } from '../lockfile/lockfile.js';
 import type { BuilderPin, DriverKind, DriverPin, ResolvedDriver } from './types.js';
@@ -174,7 +174,7 @@ export function createKeyer(): (args: KeyArgs) => string {
   };
 }
 
-const str = JSON.stringify;
+const str = jsonString;
 
 /**
  * `canonicalJson(kernelForKey(k))` written out field by field (keys in code
