@@ -7,6 +7,7 @@ import { isValid, UnsupportedSchema } from '../util/json-schema-lite.js';
 import { FalcoProbesError, type ErrorLocation } from '../util/errors.js';
 import { sha256Hex } from '../util/hash.js';
 import { readLockfileText } from './lockfile.js';
+import { readCanonicalLockfile } from './canonical-reader.js';
 import { checkKernelNames, checkLockfileRules } from './rules.js';
 import { lockfileSchema } from './schema.js';
 import type { Lockfile } from '../config/types.js';
@@ -96,13 +97,14 @@ export function parseLoadedLockfile(file: string, projectRoot: string, text: str
   const abs = resolvePath(file);
   const relativePath = relative(projectRoot, abs).split('\\').join('/');
   const where = positionsOf(abs, text);
-  const parsed = parseYamlSubset(text);
+  // The layout serializeLockfile writes, read fast; then the YAML subset; then the YAML parser.
+  const value = readCanonicalLockfile(text) ?? parseYamlSubset(text)?.value;
   let lock: Lockfile;
-  if (parsed) {
-    checkKernelNames(parsed.value, where);
-    if (!validateLockfileShape(parsed.value))
+  if (value !== undefined) {
+    checkKernelNames(value, where);
+    if (!validateLockfileShape(value))
       lock = readLockfileText(text, abs); // throws with file:line:col
-    else lock = parsed.value as Lockfile;
+    else lock = value as Lockfile;
     checkLockfileRules(lock, where);
   } else {
     lock = readLockfileText(text, abs);

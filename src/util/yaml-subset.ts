@@ -75,6 +75,17 @@ function scalar(t: string): unknown {
   return t;
 }
 
+/** What the subset reads a one-line scalar as (plain, quoted, `[]`, `{}`, a flow list of words), or NOT_IN_SUBSET. */
+export function subsetScalar(t: string): unknown {
+  try {
+    return scalar(t);
+  } catch (err) {
+    if (err instanceof NotInSubset) return NOT_IN_SUBSET;
+    throw err;
+  }
+}
+export const NOT_IN_SUBSET: unique symbol = Symbol('not in the YAML subset');
+
 /** `[a, b]`: plain words (letters, digits, `._+~/-`) separated by `, `; anything else is not in the subset. */
 const FLOW_WORDS_RE = /^\[[A-Za-z0-9_][A-Za-z0-9._+~/-]*(?:, [A-Za-z0-9_][A-Za-z0-9._+~/-]*)*\]$/;
 function flowWords(t: string): unknown[] {

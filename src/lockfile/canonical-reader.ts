@@ -1,0 +1,89 @@
+import { NOT_IN_SUBSET, parseYamlSubset, subsetScalar } from '../util/yaml-subset.js';
+
+// The lockfile as `serializeLockfile` writes it, read by two patterns: one
+// for a kernel's own fields, one for a package. A lockfile is tens of
+// thousands of lines of the same two shapes; matching a whole kernel or
+// package at once is about twice as fast as the YAML subset reader's
+// line-by-line walk. The part before `kernels:` (a few lines) goes through
+// that reader, and every value through its scalar rules, so what this
+// returns is what parseYamlSubset returns for the same text (held by
+// test/lockfile-canonical-reader.test.ts). Any other layout (another key
+// order, a comment or blank line among the kernels, an unknown key, other
+// indentation, `kernels: []`) gives undefined, and the caller reads the
+// text with parseYamlSubset or the YAML parser as before. Nothing is checked
+// here beyond the YAML: the schema and the rules run on the result as on
+// any other.
+
+/** A value as serializeLockfile writes it on one line: double-quoted without escapes, or plain. */
+const V = `("[^"\\\\\\n]*"|[^\\n"' ][^\\n]*)`;
+const KERNEL_RE = new RegExp(
+  `  - name: ${V}\\n    release: ${V}\\n    version: ${V}\\n    machine: ${V}\\n    kernelVersion: ${V}\\n    targetId: ${V}\\n(?:    flavour: ${V}\\n)?    packages:\\n`,
+  'y',
+);
+const PACKAGE_RE = new RegExp(
+  `      - name: ${V}\\n        version: ${V}\\n(?:        role: ${V}\\n)?        repository: ${V}\\n        path: ${V}\\n        sha256: ${V}\\n        size: ${V}\\n`,
+  'y',
+);
+const KERNELS_KEY = '\nkernels:\n';
+
+class Other extends Error {}
+
+/** The subset's reading of one value; a value it does not take means another layout. */
+function value(token: string): unknown {
+  const v = subsetScalar(token);
+  if (v === NOT_IN_SUBSET) throw new Other();
+  return v;
+}
+
+/** The document parseYamlSubset would return for this lockfile text, or undefined when it is not laid out as serializeLockfile writes. */
+export function readCanonicalLockfile(text: string): Record<string, unknown> | undefined {
+  const at = text.indexOf(KERNELS_KEY);
+  if (at < 0 || text.includes('\r') || text.includes('\t')) return undefined;
+  const head = parseYamlSubset(text.slice(0, at + KERNELS_KEY.length));
+  const doc = head?.value as Record<string, unknown> | undefined;
+  // `kernels:` with nothing after it in the head: the last key, its list below.
+  if (doc === undefined || Array.isArray(doc) || doc['kernels'] !== null || Object.keys(doc).at(-1) !== 'kernels') return undefined;
+  const kernels: Record<string, unknown>[] = [];
+  let pos = at + KERNELS_KEY.length;
+  try {
+    while (pos < text.length) {
+      KERNEL_RE.lastIndex = pos;
+      const k = KERNEL_RE.exec(text);
+      if (k === null) return undefined;
+      pos = KERNEL_RE.lastIndex;
+      const packages: Record<string, unknown>[] = [];
+      for (;;) {
+        PACKAGE_RE.lastIndex = pos;
+        const p = PACKAGE_RE.exec(text);
+        if (p === null) break;
+        pos = PACKAGE_RE.lastIndex;
+        const pkg: Record<string, unknown> = { name: value(p[1]!), version: value(p[2]!) };
+        if (p[3] !== undefined) pkg['role'] = value(p[3]);
+        pkg['repository'] = value(p[4]!);
+        pkg['path'] = value(p[5]!);
+        pkg['sha256'] = value(p[6]!);
+        pkg['size'] = value(p[7]!);
+        packages.push(pkg);
+      }
+      // `packages:` with no item below is null to the subset reader: leave that to it.
+      if (packages.length === 0) return undefined;
+      const kernel: Record<string, unknown> = {
+        name: value(k[1]!),
+        release: value(k[2]!),
+        version: value(k[3]!),
+        machine: value(k[4]!),
+        kernelVersion: value(k[5]!),
+        targetId: value(k[6]!),
+      };
+      if (k[7] !== undefined) kernel['flavour'] = value(k[7]);
+      kernel['packages'] = packages;
+      kernels.push(kernel);
+    }
+  } catch (err) {
+    if (err instanceof Other) return undefined;
+    throw err;
+  }
+  if (kernels.length === 0) return undefined;
+  doc['kernels'] = kernels;
+  return doc;
+}
