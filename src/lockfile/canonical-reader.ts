@@ -35,6 +35,25 @@ function value(token: string): unknown {
   return v;
 }
 
+/**
+ * `value`, remembering the last value of one field: most fields repeat from
+ * one kernel or package to the next (machine, target id, repository, role,
+ * a kernel's packages' version), and the one string kept for them all is
+ * fewer objects for the garbage collector to move.
+ */
+function field(): (token: string) => unknown {
+  let lastToken: string | undefined;
+  let lastValue: unknown;
+  return (token) => {
+    if (token !== lastToken) {
+      lastValue = value(token);
+      // Strings and numbers only: `[]` or `{}` (which the schema refuses) are new each time, as the subset reader makes them.
+      lastToken = typeof lastValue === 'object' ? undefined : token;
+    }
+    return lastValue;
+  };
+}
+
 /** The document parseYamlSubset would return for this lockfile text, or undefined when it is not laid out as serializeLockfile writes. */
 export function readCanonicalLockfile(text: string): Record<string, unknown> | undefined {
   const at = text.indexOf(KERNELS_KEY);
@@ -45,6 +64,7 @@ export function readCanonicalLockfile(text: string): Record<string, unknown> | u
   if (doc === undefined || Array.isArray(doc) || doc['kernels'] !== null || Object.keys(doc).at(-1) !== 'kernels') return undefined;
   const kernels: Record<string, unknown>[] = [];
   let pos = at + KERNELS_KEY.length;
+  const [machine, kernelVersion, targetId, flavour, pkgVersion, role, repository, size] = Array.from({ length: 8 }, field);
   try {
     while (pos < text.length) {
       KERNEL_RE.lastIndex = pos;
@@ -57,12 +77,12 @@ export function readCanonicalLockfile(text: string): Record<string, unknown> | u
         const p = PACKAGE_RE.exec(text);
         if (p === null) break;
         pos = PACKAGE_RE.lastIndex;
-        const pkg: Record<string, unknown> = { name: value(p[1]!), version: value(p[2]!) };
-        if (p[3] !== undefined) pkg['role'] = value(p[3]);
-        pkg['repository'] = value(p[4]!);
+        const pkg: Record<string, unknown> = { name: value(p[1]!), version: pkgVersion!(p[2]!) };
+        if (p[3] !== undefined) pkg['role'] = role!(p[3]);
+        pkg['repository'] = repository!(p[4]!);
         pkg['path'] = value(p[5]!);
         pkg['sha256'] = value(p[6]!);
-        pkg['size'] = value(p[7]!);
+        pkg['size'] = size!(p[7]!);
         packages.push(pkg);
       }
       // `packages:` with no item below is null to the subset reader: leave that to it.
@@ -71,11 +91,11 @@ export function readCanonicalLockfile(text: string): Record<string, unknown> | u
         name: value(k[1]!),
         release: value(k[2]!),
         version: value(k[3]!),
-        machine: value(k[4]!),
-        kernelVersion: value(k[5]!),
-        targetId: value(k[6]!),
+        machine: machine!(k[4]!),
+        kernelVersion: kernelVersion!(k[5]!),
+        targetId: targetId!(k[6]!),
       };
-      if (k[7] !== undefined) kernel['flavour'] = value(k[7]);
+      if (k[7] !== undefined) kernel['flavour'] = flavour!(k[7]);
       kernel['packages'] = packages;
       kernels.push(kernel);
     }
