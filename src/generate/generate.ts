@@ -127,12 +127,12 @@ export async function generate(projectRoot: string, options: GenerateOptions = {
 
   const memoFiles: GeneratedFile[] = [];
   // All at once: each write ends with an fsync, and the disk takes them together rather than one after another.
+  // The memo's hashes are taken while the writes run (on libuv's threads).
   const entries = [...rendered];
-  const written = await Promise.all(entries.map(([path, bytes]) => writeFileIfChanged(join(root, path), bytes)));
-  entries.forEach(([path, bytes], i) => {
-    files.push({ path, change: written[i] ? 'written' : 'unchanged' });
-    memoFiles.push({ path, size: bytes.length, sha256: sha256Hex(bytes) });
-  });
+  const writes = Promise.all(entries.map(([path, bytes]) => writeFileIfChanged(join(root, path), bytes)));
+  for (const [path, bytes] of entries) memoFiles.push({ path, size: bytes.length, sha256: sha256Hex(bytes) });
+  const written = await writes;
+  for (const [i, [path]] of entries.entries()) files.push({ path, change: written[i] ? 'written' : 'unchanged' });
   for (const path of orphans) {
     await rm(join(root, path), { force: true });
     files.push({ path, change: 'removed' });
