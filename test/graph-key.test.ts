@@ -207,5 +207,13 @@ test('the descriptor encoder writes exactly canonical JSON', () => {
   delete noFlavour.packages[0]!.role;
   noFlavour.packages[1]!.size = 0;
   kernels.push(noFlavour);
+  // Packages out of order, and with the image (which no key takes): the same text, and the descriptor left as it was.
+  const unordered = kernel('6.12.9+deb12-amd64');
+  unordered.packages.reverse();
+  const withImage = kernel('6.1.0-51-amd64');
+  withImage.packages.unshift({ ...withImage.packages[0]!, name: 'linux-image-6.1.0-51-amd64', role: 'image' });
+  kernels.push(unordered, withImage);
+  const before = JSON.stringify(kernels);
   for (const k of kernels) assert.equal(kernelCanonicalJson(k), canonicalJson(keyInputs({ ...base(), kernel: k }).kernel));
+  assert.equal(JSON.stringify(kernels), before, 'the descriptors are not changed');
 });

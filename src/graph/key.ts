@@ -183,19 +183,29 @@ const str = jsonString;
  * each of ten thousand kernels. test/graph-key.test.ts compares the two.
  */
 export function kernelCanonicalJson(k: KernelDescriptor): string {
-  const forKey = packagesForKey(k);
+  // packagesForKey without a copy when there is no image package (a lockfile's build-only kernels).
+  let forKey: readonly PackageRef[] = k.packages;
+  for (const p of k.packages)
+    if (p.role === 'image') {
+      forKey = packagesForKey(k);
+      break;
+    }
   // Lockfiles list packages in this order already (serializeLockfile): check before sorting.
-  let sorted = true;
-  for (let i = 1; i < forKey.length && sorted; i++) if (comparePackages(forKey[i - 1]!, forKey[i]!) > 0) sorted = false;
-  const packages = (sorted ? forKey : forKey.sort(comparePackages)).map(
-    (p) =>
-      `{"name":${str(p.name)},"path":${str(p.path)},"repository":${str(p.repository)}` +
-      (p.role !== undefined ? `,"role":${str(p.role)}` : '') +
-      `,"sha256":${str(p.sha256)},"size":${str(p.size)},"version":${str(p.version)}}`,
-  );
-  return (
+  for (let i = 1; i < forKey.length; i++)
+    if (comparePackages(forKey[i - 1]!, forKey[i]!) > 0) {
+      forKey = [...forKey].sort(comparePackages);
+      break;
+    }
+  // One string grown piece by piece: no array of the packages' strings to join.
+  let out =
     (k.flavour !== undefined ? `{"flavour":${str(k.flavour)},` : '{') +
-    `"kernelVersion":${str(k.kernelVersion)},"machine":${str(k.machine)},"name":${str(k.name)}` +
-    `,"packages":[${packages.join(',')}],"release":${str(k.release)},"targetId":${str(k.targetId)},"version":${str(k.version)}}`
-  );
+    `"kernelVersion":${str(k.kernelVersion)},"machine":${str(k.machine)},"name":${str(k.name)},"packages":[`;
+  for (let i = 0; i < forKey.length; i++) {
+    const p = forKey[i]!;
+    out +=
+      `${i === 0 ? '' : ','}{"name":${str(p.name)},"path":${str(p.path)},"repository":${str(p.repository)}` +
+      (p.role !== undefined ? `,"role":${str(p.role)}` : '') +
+      `,"sha256":${str(p.sha256)},"size":${str(p.size)},"version":${str(p.version)}}`;
+  }
+  return `${out}],"release":${str(k.release)},"targetId":${str(k.targetId)},"version":${str(k.version)}}`;
 }
