@@ -64,7 +64,8 @@ async function run() {
         if (await noop.replayNoop(context, target)) return 0;
       } else noop.cancelReplay(target);
     } catch {
-      // Any doubt about the stamp: the normal path decides (and writes it again).
+      // Any doubt about the stamp: the normal path decides, without one (a context that failed once is not asked again).
+      delete globalThis[noop.STAMP_GLOBAL];
       noop.cancelReplay(target);
     }
   }

@@ -139,7 +139,8 @@ function stampTarget(argv) {
     .filter((k) => (k.startsWith('FALCO_PROBES_') && k !== TRACE) || ENV.includes(k.toUpperCase()))
     .sort()
     .map((k) => [k, process.env[k]]);
-  return { argv, projectRoot, env, cwd: process.cwd(), file: join(projectRoot, '.falco-probes', 'cache', 'noop.stamp') };
+  // Copies: the key may be taken later, after the command has started (when there was no stamp to check).
+  return { argv: [...argv], projectRoot, env, cwd: process.cwd(), file: join(projectRoot, '.falco-probes', 'cache', 'noop.stamp') };
 }
 
 /**
