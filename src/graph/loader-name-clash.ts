@@ -1,5 +1,5 @@
 import type { KernelDescriptor } from '../config/types.js';
-import { artifactFileName, loaderNameIsExact } from '../naming/loader-names.js';
+import { falcoctlParts, loaderNameIsExact } from '../naming/loader-names.js';
 import type { LoadedLockfile } from '../lockfile/load.js';
 
 // Two OSes' kernels that Falco's loaders ask for under one file name.
@@ -50,8 +50,10 @@ export function shadowedKernels(lockfiles: readonly LoadedLockfile[]): ShadowedK
     for (const kernel of lock.kernels) {
       let name: string;
       try {
-        // Driver name and kind are the same on both sides of a clash: the rest of the name is compared.
-        name = `${kernel.machine}/${artifactFileName('falco', 'kmod', kernel).slice('falco_'.length, -'.ko'.length)}`;
+        // Driver name and kind are the same on both sides of a clash: the rest of the name
+        // (artifactFileName's `<target>_<release>_<kernelversion>`) is compared.
+        const parts = falcoctlParts(kernel);
+        name = `${kernel.machine}/${parts.targetId}_${parts.release}_${parts.kernelVersion}`;
       } catch {
         continue; // no safe name: buildTargets reports it
       }

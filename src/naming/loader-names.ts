@@ -231,11 +231,16 @@ function ruleFor(targetId: string): NamingRule {
   return Object.hasOwn(RULES, id) ? RULES[id]! : generic;
 }
 
+const PART_NAMES = ['targetId', 'release', 'kernelVersion'] as const satisfies readonly (keyof LoaderParts)[];
+
 function partsFor(k: LoaderKernel, loader: Loader): LoaderParts {
   if (!SAFE_PART.test(k.targetId)) refuse(k, loader, 'the target id is not a plain name');
   const parts = ruleFor(k.targetId)(k, loader);
-  for (const [name, value] of Object.entries(parts))
+  // The three parts by name (no entries array per kernel: every kernel of a fleet passes here).
+  for (const name of PART_NAMES) {
+    const value = parts[name];
     if (!SAFE_PART.test(value)) refuse(k, loader, `the ${name} would be ${JSON.stringify(value)}, which is not a safe file name part`);
+  }
   return parts;
 }
 
