@@ -75,8 +75,8 @@ const STAMP_GLOBAL = Symbol.for('falco-probes.noop-stamp');
 const HEADER_RE =
   /^falco-probes noop stamp 2\nkey ([0-9a-f]{64})\ncode ([0-9a-f]{64})\nsince (\d{1,24})\nnewest (\d{1,24})\nfind ([01])\n(body (\d{1,12}) ([0-9a-f]{64})\n\n)/;
 const SIZES_RE = /^(\d{1,9}) (\d{1,12}) (\d{1,12}) (\d{1,9}) (\d{1,12}) (\d{1,12}) (\d{1,12})$/;
-/** GNU find's arguments for the paths read with lstat (-P) or with stat (-H); src/run/noop-stamp.ts runs the same. */
-const findArgs = (follow) => [follow ? '-H' : '-P', '-files0-from', '-', '-maxdepth', '0', '-printf', '%D %i %s %T@ %C@\\n'];
+/** GNU find's arguments for the paths (in `list`, NUL-ended) read with lstat (-P) or with stat (-H); src/run/noop-stamp.ts runs the same on its stdin. */
+const findArgs = (follow, list) => [follow ? '-H' : '-P', '-files0-from', list, '-maxdepth', '0', '-printf', '%D %i %s %T@ %C@\\n'];
 /** Variables any part of `build` reads, besides every FALCO_PROBES_* one (src/ holds no other process.env read). */
 const ENV = ['CI', 'HOME', 'PATH', 'XDG_CACHE_HOME', 'DOCKER_HOST', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
 /** Only prints what the fast path did; never part of the key. */
@@ -288,14 +288,10 @@ function startFind(follow, paths, expected, parts, scratch) {
       outputs.push(out);
       const fd = openSync(out, 'w', 0o600);
       try {
-        const child = spawn(
-          'find',
-          findArgs(follow).map((a) => (a === '-' ? list : a)),
-          {
-            env: { LC_ALL: 'C', PATH: process.env.PATH ?? '' },
-            stdio: ['ignore', fd, fd],
-          },
-        );
+        const child = spawn('find', findArgs(follow, list), {
+          env: { LC_ALL: 'C', PATH: process.env.PATH ?? '' },
+          stdio: ['ignore', fd, fd],
+        });
         children.push(child);
         runs.push(
           new Promise((done) => {

@@ -1,6 +1,6 @@
 import { FalcoProbesError } from '../util/errors.js';
 import type { Target } from '../graph/types.js';
-import { ByteWriter } from '../util/byte-writer.js';
+import type { ByteWriter } from '../util/byte-writer.js';
 
 // probes/<os>/BUILD: the Please package of one OS. One `falco_probe(...)`
 // call per target, keyword arguments only, in target order. Strings use
@@ -36,19 +36,10 @@ export function probeLabels(t: Target): string[] {
 }
 
 /**
- * The BUILD file of one OS. `publishedSha256(target)` gives the sha256 of
- * the probe the repository already holds for the target's key, if any.
+ * The BUILD file of one OS, written into `out`. `publishedSha256(target)`
+ * gives the sha256 of the probe the repository already holds for the
+ * target's key, if any.
  */
-export function renderBuildFile(
-  os: string,
-  lockfilePath: string,
-  targets: readonly Target[],
-  publishedSha256: (t: Target) => string | undefined,
-): string {
-  return writeBuildFile(new ByteWriter(), os, lockfilePath, targets, publishedSha256).bytes().toString('utf8');
-}
-
-/** renderBuildFile's bytes, written into `out`. */
 export function writeBuildFile(
   out: ByteWriter,
   os: string,

@@ -1,6 +1,6 @@
 import { FalcoProbesError } from '../util/errors.js';
 import type { Target } from '../graph/types.js';
-import { ByteWriter } from '../util/byte-writer.js';
+import type { ByteWriter } from '../util/byte-writer.js';
 
 // generated/Makefile: the same targets as the Please packages, for GNU make.
 //
@@ -65,11 +65,7 @@ function checkMakeWords(targets: readonly Target[]): void {
 
 const HEX_RE = /^[0-9a-f]+$/;
 
-export function renderMakefile(targets: readonly Target[], osIds: readonly string[]): string {
-  return writeMakefile(new ByteWriter(), targets, osIds).bytes().toString('utf8');
-}
-
-/** renderMakefile's bytes, written into `out`. */
+/** The Makefile of all targets, written into `out`. */
 export function writeMakefile(out: ByteWriter, targets: readonly Target[], osIds: readonly string[]): ByteWriter {
   const byOs = new Map<string, Target[]>(osIds.map((os) => [os, []]));
   for (const t of targets) byOs.get(t.os)?.push(t) ?? byOs.set(t.os, [t]);

@@ -2,7 +2,7 @@ import { builderLabel } from '../graph/compiler-choice.js';
 import { probeLabels } from './build-file.js';
 import type { Target } from '../graph/types.js';
 import { jsonString } from '../util/hash.js';
-import { ByteWriter } from '../util/byte-writer.js';
+import type { ByteWriter } from '../util/byte-writer.js';
 
 // generated/targets.json: every target with its key, one per line (so a
 // lockfile change shows as a few changed lines in review), in target order.
@@ -65,11 +65,7 @@ function recordWriter(): (t: Target) => string {
   };
 }
 
-export function renderTargetsJson(targets: readonly Target[]): string {
-  return writeTargetsJson(new ByteWriter(), targets).bytes().toString('utf8');
-}
-
-/** renderTargetsJson's bytes, written into `out`. */
+/** targets.json, written into `out`. */
 export function writeTargetsJson(out: ByteWriter, targets: readonly Target[]): ByteWriter {
   if (targets.length === 0) return out.write(`{"version":${TARGETS_JSON_VERSION},"targets":[]}\n`);
   const record = recordWriter();

@@ -1,4 +1,4 @@
-import { NOT_IN_SUBSET, parseYamlSubset, subsetScalar } from '../util/yaml-subset.js';
+import { NotInSubset, parseYamlSubset, subsetScalar } from '../util/yaml-subset.js';
 
 // The lockfile as `serializeLockfile` writes it, read by two patterns: one
 // for a kernel's own fields, one for a package. A lockfile is tens of
@@ -26,14 +26,8 @@ const PACKAGE_RE = new RegExp(
 );
 const KERNELS_KEY = '\nkernels:\n';
 
-class Other extends Error {}
-
-/** The subset's reading of one value; a value it does not take means another layout. */
-function value(token: string): unknown {
-  const v = subsetScalar(token);
-  if (v === NOT_IN_SUBSET) throw new Other();
-  return v;
-}
+/** The subset's reading of one value; a value it does not take (NotInSubset) means another layout. */
+const value = subsetScalar;
 
 /**
  * `value`, remembering the last value of one field: most fields repeat from
@@ -100,7 +94,7 @@ export function readCanonicalLockfile(text: string): Record<string, unknown> | u
       kernels.push(kernel);
     }
   } catch (err) {
-    if (err instanceof Other) return undefined;
+    if (err instanceof NotInSubset) return undefined;
     throw err;
   }
   if (kernels.length === 0) return undefined;

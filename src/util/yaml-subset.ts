@@ -20,7 +20,8 @@ export interface SubsetResult {
   positionOf(path: YamlPath): Position | undefined;
 }
 
-class NotInSubset extends Error {}
+/** Thrown by `subsetScalar` (and inside the reader) for text outside the subset. */
+export class NotInSubset extends Error {}
 
 const fail = (): never => {
   throw new NotInSubset();
@@ -48,7 +49,8 @@ for (const ch of ' -?:,[]{}#&*!|>\'"%@`') INDICATOR[ch.charCodeAt(0)] = 1;
 const MAYBE_NON_STRING = new Uint8Array(128);
 for (const ch of '~.+nNtTfF') MAYBE_NON_STRING[ch.charCodeAt(0)] = 1;
 
-function scalar(t: string): unknown {
+/** What the subset reads a one-line scalar as (plain, quoted, `[]`, `{}`, a flow list of words); throws NotInSubset for anything else. */
+export function subsetScalar(t: string): unknown {
   const c = t.charCodeAt(0);
   if (c === 34 /* " */) {
     if (t.length < 2 || t.charCodeAt(t.length - 1) !== 34) fail();
@@ -75,22 +77,14 @@ function scalar(t: string): unknown {
   return t;
 }
 
-/** What the subset reads a one-line scalar as (plain, quoted, `[]`, `{}`, a flow list of words), or NOT_IN_SUBSET. */
-export function subsetScalar(t: string): unknown {
-  try {
-    return scalar(t);
-  } catch (err) {
-    if (err instanceof NotInSubset) return NOT_IN_SUBSET;
-    throw err;
-  }
-}
-export const NOT_IN_SUBSET: unique symbol = Symbol('not in the YAML subset');
-
 /** `[a, b]`: plain words (letters, digits, `._+~/-`) separated by `, `; anything else is not in the subset. */
 const FLOW_WORDS_RE = /^\[[A-Za-z0-9_][A-Za-z0-9._+~/-]*(?:, [A-Za-z0-9_][A-Za-z0-9._+~/-]*)*\]$/;
 function flowWords(t: string): unknown[] {
   if (!FLOW_WORDS_RE.test(t)) fail();
-  return t.slice(1, -1).split(', ').map(scalar);
+  return t
+    .slice(1, -1)
+    .split(', ')
+    .map((w) => subsetScalar(w));
 }
 
 const KEY_START = new Uint8Array(128);
@@ -205,7 +199,7 @@ export function parseYamlSubset(text: string, options: { track?: boolean } = {})
       if (seqItemAt(s)) fail();
       if (keyEnd(s) >= 0) items.push(parseMap(seqIndent + (s - cStart), s));
       else {
-        items.push(scalar(text.slice(s, end)));
+        items.push(subsetScalar(text.slice(s, end)));
         advance();
       }
     }
@@ -229,7 +223,7 @@ export function parseYamlSubset(text: string, options: { track?: boolean } = {})
       record(map, key, mapIndent);
       if (colon + 2 >= end) map[key] = parseNested(mapIndent);
       else {
-        map[key] = scalar(text.slice(colon + 2, end));
+        map[key] = subsetScalar(text.slice(colon + 2, end));
         advance();
       }
       s = -1;
