@@ -98,11 +98,14 @@ export function parseLoadedLockfile(file: string, projectRoot: string, text: str
   const relativePath = relative(projectRoot, abs).split('\\').join('/');
   const where = positionsOf(abs, text);
   // The layout serializeLockfile writes, read fast; then the YAML subset; then the YAML parser.
-  const value = readCanonicalLockfile(text) ?? parseYamlSubset(text)?.value;
+  const canonical = readCanonicalLockfile(text);
+  const value = canonical?.value ?? parseYamlSubset(text)?.value;
   let lock: Lockfile;
   if (value !== undefined) {
     checkKernelNames(value, where);
-    if (!validateLockfileShape(value))
+    // Kernels the fast reader held to the schema as it read them: the schema judges the rest of the document.
+    const shape = canonical?.kernelsValid ? { ...canonical.value, kernels: [] } : value;
+    if (!validateLockfileShape(shape))
       lock = readLockfileText(text, abs); // throws with file:line:col
     else lock = value as Lockfile;
     checkLockfileRules(lock, where);
