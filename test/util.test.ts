@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm, writeFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compareNatural, releaseAtLeast } from '../src/util/natural-sort.js';
 import { canonicalJson, sha256Canonical } from '../src/util/hash.js';
 import { checkRelativePath, checkRelease, checkPackageName, isValidTargetName, checkUnameVersion } from '../src/util/names.js';
-import { writeFileAtomic, writeFileIfChanged } from '../src/util/fs.js';
+import { writeCacheFileSync, writeFileAtomic, writeFileIfChanged } from '../src/util/fs.js';
 import { httpGetBuffer, httpGetStream } from '../src/util/http.js';
 import { FalcoProbesError } from '../src/util/errors.js';
 import { startMirror } from './helpers/server.js';
@@ -79,6 +79,31 @@ test('writeFileAtomic leaves no temporary files; writeFileIfChanged keeps mtime 
     assert.equal(await writeFileIfChanged(f, 'two'), true);
     assert.equal(await readFile(f, 'utf8'), 'two');
     assert.deepEqual(await readdir(join(dir, 'sub')), ['a.txt']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('writeCacheFileSync replaces a file whole, makes its folder, and leaves no temporary file, written or failed', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-util-'));
+  try {
+    const f = join(dir, 'cache', 'deep', 'x.memo');
+    writeCacheFileSync(f, 'first\n');
+    assert.equal(await readFile(f, 'utf8'), 'first\n');
+    const ino = (await stat(f)).ino;
+    writeCacheFileSync(f, Buffer.from('second\n'));
+    assert.equal(await readFile(f, 'utf8'), 'second\n');
+    assert.notEqual((await stat(f)).ino, ino, 'a new file renamed over the old one, not the old one rewritten');
+    assert.deepEqual(await readdir(join(dir, 'cache', 'deep')), ['x.memo']);
+    // A folder where the file should be: the rename fails, the error names the path, and the temporary file is gone.
+    const blocked = join(dir, 'cache', 'deep', 'blocked');
+    await writeFile(join(dir, 'cache', 'deep', 'keep'), '');
+    await mkdir(join(blocked, 'inside'), { recursive: true });
+    assert.throws(
+      () => writeCacheFileSync(blocked, 'x'),
+      (err: Error) => err.message.includes(blocked),
+    );
+    assert.deepEqual((await readdir(join(dir, 'cache', 'deep'))).sort(), ['blocked', 'keep', 'x.memo']);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
-import { dirname, join, resolve as resolvePath } from 'node:path';
-import { writeFileAtomic } from '../util/fs.js';
+import { open } from 'node:fs/promises';
+import { join, resolve as resolvePath } from 'node:path';
+import { writeCacheFileSync } from '../util/fs.js';
 import { checkRelativePath } from '../util/names.js';
 
 // What `generate` last wrote (`.falco-probes/cache/generate.memo`, local
@@ -96,10 +96,9 @@ export async function stillWritten(root: string, files: readonly GeneratedFile[]
 export async function writeGenerateMemo(root: string, key: string, files: readonly GeneratedFile[]): Promise<void> {
   const section = files.map((f) => `${checkRelativePath(f.path)} ${f.size} ${f.sha256}\n`).join('');
   const text = `falco-probes generate memo ${FORMAT}\nkey ${key}\nfiles ${files.length} ${Buffer.byteLength(section)} ${createHash('sha256').update(section).digest('hex')}\n\n${section}`;
-  const path = generateMemoPath(root);
   try {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, text);
+    // Its section's sha256 is checked when read: no fsync (writeCacheFileSync).
+    writeCacheFileSync(generateMemoPath(root), text);
   } catch {
     // a cache
   }

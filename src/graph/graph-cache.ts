@@ -1,11 +1,10 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import type { KernelDescriptor } from '../config/types.js';
 import type { DriversFile } from '../config/drivers.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { writeCacheFileSync } from '../util/fs.js';
 import { checkSha256, IDENT_RE, PATH_SEGMENT_RE, SHA256_RE, TARGET_NAME_RE } from '../util/names.js';
 import type { ShadowedName } from './loader-name-clash.js';
 import type { Logger } from '../util/log.js';
@@ -467,13 +466,13 @@ export async function writeGraphCache(
   }
   const path = graphCachePath(root);
   try {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(
+    // Its sections' sha256 are checked when read: no fsync (writeCacheFileSync).
+    writeCacheFileSync(
       path,
       sealGraphMemo({ key, driversYamlSha256: drivers.yamlSha256, drivers: drivers.value, targets, shadowed: graph.shadowed }),
     );
     // The JSON memo of format 2 (graph.json) is not read any more.
-    await rm(join(dirname(path), 'graph.json'), { force: true });
+    rmSync(join(dirname(path), 'graph.json'), { force: true });
   } catch (err) {
     logger?.debug(`graph cache not written (${(err as Error).message}); the next run loads the graph again`);
   }
