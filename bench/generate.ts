@@ -13,6 +13,8 @@
 //   - JSON.parse of the same data written as JSON (the floor for turning the
 //     text into objects in this JavaScript engine; a CPU-bound yardstick that
 //     slows down with the machine as generate does),
+//   - `node -e 0`, Node's own start (part of the whole command; it includes
+//     reading NODE_EXTRA_CA_CERTS when that is set, which the output says),
 // each in a child process that reports the time of generate() itself (its
 // modules loaded before the clock starts, as a built tool would have them)
 // and its peak RSS, and the wall time of the whole `falco-probes generate`
@@ -23,6 +25,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { extraCaCertsLine } from './lib.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const BIN = fileURLToPath(new URL('../bin/falco-probes.js', import.meta.url));
@@ -169,6 +172,14 @@ function catMs(files: string[]): number {
   return Number(process.hrtime.bigint() - started) / 1e6;
 }
 
+/** Wall time of `node -e 0`: Node's own start, before any code runs (the floor of the whole command). */
+function nodeStartMs(): number {
+  const started = process.hrtime.bigint();
+  const r = spawnSync(process.execPath, ['-e', '0']);
+  if (r.status !== 0) throw new Error('node -e 0 failed');
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
+
 /** JSON.parse of the lockfiles' data, in a child like generate (its heap starts empty too). */
 function jsonParseMs(root: string): number {
   const code = `const fs=require('fs');const t=fs.readFileSync(${JSON.stringify(join(root, 'lockfiles.json'))},'utf8');const s=process.hrtime.bigint();JSON.parse(t);console.log(Number(process.hrtime.bigint()-s)/1e6)`;
@@ -194,6 +205,7 @@ async function main(): Promise<void> {
     const loadBefore = await loadAverage();
     const cats: number[] = [];
     const jsons: number[] = [];
+    const nodeStarts: number[] = [];
     const scratch: ChildReport[] = [];
     const noChange: ChildReport[] = [];
     const cliScratch: { ms: number; maxRssMiB: number }[] = [];
@@ -201,6 +213,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < runs; r++) {
       cats.push(catMs(files));
       jsons.push(jsonParseMs(root));
+      nodeStarts.push(nodeStartMs());
       await rm(join(root, 'probes'), { recursive: true, force: true });
       await rm(join(root, 'generated'), { recursive: true, force: true });
       await rm(join(root, '.falco-probes'), { recursive: true, force: true });
@@ -224,11 +237,13 @@ async function main(): Promise<void> {
     console.log(
       `generate: ${kernels} kernels in ${oses} lockfiles (${(bytes / 1024 / 1024).toFixed(1)} MiB), 2 drivers, ${scratch[0]!.targets} targets; median of ${runs} runs; load average ${loadBefore} before, ${loadAfter} after`,
     );
+    console.log(extraCaCertsLine());
     console.log('');
     console.log('| run | wall | / cat | / JSON.parse | CPU | peak RSS |');
     console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
     console.log(`| cat of the lockfiles | ${fmt(cat)} | 1x | | | |`);
     console.log(`| JSON.parse of the same data as JSON | ${fmt(json)} | ${(json / cat).toFixed(1)}x | 1x | | |`);
+    console.log(`| \`node -e 0\` (Node's own start, in the whole command below) | ${fmt(median(nodeStarts))} | | | | |`);
     console.log(
       row(
         'generate() from scratch',

@@ -12,6 +12,9 @@
 // Then, in the same run, alternating:
 //   - `make -q -f generated/Makefile` (make's own no-op check: stat of every
 //     probe and stamp; it must exit 0),
+//   - `node -e 0` (Node's own start, before any code of the tool: the floor
+//     of any Node command; NODE_EXTRA_CA_CERTS, when set, adds the reading
+//     of that file to it, and the first lines say whether it is),
 //   - `falco-probes build` (the tool's no-op as it runs: the no-op stamp
 //     replayed by bin/ before any module loads, a stat of every recorded
 //     path by one run of GNU find; FALCO_PROBES_NOOP_TRACE=1 must say it was
@@ -36,6 +39,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { extraCaCertsLine } from './lib.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const BIN = fileURLToPath(new URL('../bin/falco-probes.js', import.meta.url));
@@ -239,7 +243,9 @@ async function main(): Promise<void> {
     const computed: ReturnType<typeof timed>[] = [];
     const verifyAll: ReturnType<typeof timed>[] = [];
     const phases: Phases[] = [];
+    const nodeStarts: ReturnType<typeof timed>[] = [];
     for (let r = 0; r < runs; r++) {
+      nodeStarts.push(timed(process.execPath, ['-e', '0'], root));
       const make = timed('make', ['-q', '-f', 'generated/Makefile'], root);
       if (make.status !== 0) throw new Error(`make -q says something is out of date (exit ${make.status}): ${make.stderr}`);
       makes.push(make);
@@ -266,10 +272,12 @@ async function main(): Promise<void> {
       `no-op build: ${targets} up-to-date targets (${kernels} kernels in ${oses} lockfiles, 1 driver); median of ${runs} alternating runs; load average ${loadBefore} before, ${loadAfter} after`,
     );
     console.log(`tool: ${tool}; ${find}; the replays' stats checked by ${[...checkedBy].join(', ')}`);
+    console.log(extraCaCertsLine());
     console.log('');
     console.log('| run | wall | / make -q | CPU (user + sys) | / make -q |');
     console.log('| --- | ---: | ---: | ---: | ---: |');
     console.log(row('`make -q -f generated/Makefile`', makes));
+    console.log(row("`node -e 0` (Node's own start: what any Node program takes before its first line)", nodeStarts));
     console.log(row('`falco-probes build` (bin/falco-probes.js: the no-op stamp replayed)', builds, true));
     console.log(row('`FALCO_PROBES_NOOP_STAMP=0 falco-probes build` (the no-op computed, compiled dist/ when fresh)', computed));
     console.log(row('`falco-probes build --verify-all` (reads and hashes every probe and index.json)', verifyAll));
