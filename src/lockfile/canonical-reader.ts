@@ -1,4 +1,5 @@
 import { NotInSubset, parseYamlSubset, subsetScalar } from '../util/yaml-subset.js';
+import { ANNOTATIONS } from '../util/json-schema-lite.js';
 import { lockfileSchema } from './schema.js';
 
 // The lockfile as `serializeLockfile` writes it, read by two patterns: one
@@ -27,8 +28,6 @@ const ANY = `("[^"\\\\\\n]*"|[^\\n"' ][^\\n]*)`;
 
 type Schema = Readonly<Record<string, unknown>>;
 
-/** Keywords that do not constrain a value. */
-const ANNOTATIONS = new Set(['description', 'title', '$comment', 'examples']);
 const onlyKeys = (schema: Schema, keys: readonly string[]) => Object.keys(schema).every((k) => keys.includes(k) || ANNOTATIONS.has(k));
 
 /**

@@ -4,13 +4,18 @@ import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { fileSystemError } from './errors.js';
 
+/** A temporary name in the folder of `path` (hidden, this process's, random), to be renamed over it. */
+function tempPathBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
 /**
  * Write a file so that a reader sees the old bytes or the new bytes, never a
  * mix: write a temporary file beside it, fsync, then rename over the target.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = tempPathBeside(path);
   try {
     const fh = await open(tmp, 'w', mode);
     try {
@@ -36,7 +41,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
  */
 export function writeCacheFileSync(path: string, data: string | Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = tempPathBeside(path);
   try {
     writeFileSync(tmp, data, { mode: 0o644 });
     renameSync(tmp, path);

@@ -13,7 +13,7 @@ export class UnsupportedSchema extends Error {}
 type Schema = Record<string, unknown>;
 
 /** Annotations that do not constrain a value. */
-const ANNOTATIONS = new Set(['$id', '$schema', 'title', 'description', 'default', 'examples', '$comment']);
+export const ANNOTATIONS: ReadonlySet<string> = new Set(['$id', '$schema', 'title', 'description', 'default', 'examples', '$comment']);
 const KNOWN = new Set([
   ...ANNOTATIONS,
   'type',
